@@ -1,0 +1,1 @@
+"""The coding agent: LangGraph loop, tools, policy clients, trajectory recording."""

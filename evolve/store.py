@@ -1,0 +1,255 @@
+"""The run store: one SQLite database (WAL) per run directory holding every record of the run.
+
+Every write is its own transaction, so a run killed with SIGKILL loses at most the write in flight and
+never corrupts what is stored; another process (the TUI) can read while the run writes. Records are the
+pydantic models of `records`, stored as JSON next to the few columns that queries need.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
+
+DB_NAME = "evolve.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    run_id TEXT NOT NULL, instance_id TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (run_id, instance_id));
+CREATE TABLE IF NOT EXISTS trajectories (
+    id TEXT PRIMARY KEY, run_id TEXT NOT NULL, instance_id TEXT NOT NULL, status TEXT NOT NULL,
+    parent_id TEXT, header TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL);
+CREATE INDEX IF NOT EXISTS trajectories_by_instance ON trajectories (run_id, instance_id);
+CREATE TABLE IF NOT EXISTS steps (
+    trajectory_id TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (trajectory_id, idx));
+CREATE TABLE IF NOT EXISTS test_reports (
+    trajectory_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, resolved INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rewards (
+    trajectory_id TEXT NOT NULL, name TEXT NOT NULL, total REAL NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (trajectory_id, name));
+CREATE TABLE IF NOT EXISTS policy_versions (
+    id TEXT PRIMARY KEY, parent_id TEXT, data TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS train_steps (
+    policy_version_id TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (policy_version_id, step));
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    id TEXT PRIMARY KEY, parent_id TEXT, data TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """The run directory is not a run store, or is from a newer version of Evolve."""
+
+
+class RunStore:
+    """Read and write one run directory. Thread-safe; open read-only from other processes."""
+
+    def __init__(self, run_dir: str | Path, readonly: bool = False):
+        self.dir = Path(run_dir)
+        self.path = self.dir / DB_NAME
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"{self.dir} is not a run directory (no {DB_NAME}); "
+                                 f"give the --out directory of an `evolve run`")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        if readonly:
+            self._db.execute("PRAGMA query_only=1")
+            self._check_version()
+        else:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._check_version()
+
+    def _check_version(self) -> None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not an Evolve run store: {e}") from None
+        if row is None or int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema {row and row[0]}, this Evolve reads "
+                             f"up to {SCHEMA_VERSION}: upgrade Evolve")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- low level ------------------------------------------------------------------------------
+    def _write(self, sql: str, args: tuple = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # --- runs -----------------------------------------------------------------------------------
+    def put_run(self, run_id: str, kind: str, config: dict[str, Any], status: str = "running") -> None:
+        """Create the run or, when it exists (a resume), update its status and config."""
+        now = time.time()
+        self._write("INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "config=excluded.config, status=excluded.status, updated_at=excluded.updated_at",
+                    (run_id, kind, json.dumps(config), status, now, now))
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        self._write("UPDATE runs SET status=?, updated_at=? WHERE id=?", (status, time.time(), run_id))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(id=r[0], kind=r[1], config=json.loads(r[2]), status=r[3], created_at=r[4],
+                     updated_at=r[5]) for r in self._rows("SELECT * FROM runs ORDER BY created_at")]
+
+    # --- instances ------------------------------------------------------------------------------
+    def put_instance(self, run_id: str, instance: TaskInstance, status: str = "pending") -> None:
+        """Record an instance of the run; an existing one keeps its status."""
+        self._write("INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?)",
+                    (run_id, instance.instance_id, status, instance.model_dump_json(), time.time()))
+
+    def set_instance_status(self, run_id: str, instance_id: str, status: str) -> None:
+        self._write("UPDATE instances SET status=?, updated_at=? WHERE run_id=? AND instance_id=?",
+                    (status, time.time(), run_id, instance_id))
+
+    def instance_status(self, run_id: str) -> dict[str, str]:
+        return dict(self._rows("SELECT instance_id, status FROM instances WHERE run_id=? ORDER BY rowid",
+                               (run_id,)))
+
+    def instances(self, run_id: str) -> list[TaskInstance]:
+        return [TaskInstance.model_validate_json(r[0])
+                for r in self._rows("SELECT data FROM instances WHERE run_id=? ORDER BY rowid", (run_id,))]
+
+    # --- trajectories ---------------------------------------------------------------------------
+    def put_trajectory(self, traj: Trajectory) -> None:
+        """Insert or update a trajectory's header and every step it holds."""
+        header = traj.model_dump_json(exclude={"steps"})
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
+                    (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
+                     traj.created_at, traj.finished_at))
+                self._db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?)",
+                                     [(traj.id, s.index, s.model_dump_json()) for s in traj.steps])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def append_step(self, trajectory_id: str, step: Step) -> None:
+        """Store one step as soon as it is done (one transaction)."""
+        self._write("INSERT OR REPLACE INTO steps VALUES (?,?,?)", (trajectory_id, step.index,
+                                                                     step.model_dump_json()))
+
+    def get_trajectory(self, trajectory_id: str) -> Trajectory:
+        rows = self._rows("SELECT header FROM trajectories WHERE id=?", (trajectory_id,))
+        if not rows:
+            raise KeyError(f"no trajectory {trajectory_id!r} in {self.dir}")
+        traj = Trajectory.model_validate_json(rows[0][0])
+        traj.steps = [Step.model_validate_json(r[0]) for r in
+                      self._rows("SELECT data FROM steps WHERE trajectory_id=? ORDER BY idx", (trajectory_id,))]
+        return traj
+
+    def trajectory_ids(self, run_id: str | None = None, instance_id: str | None = None,
+                       status: str | None = None) -> list[str]:
+        sql, args = "SELECT id FROM trajectories WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("instance_id", instance_id), ("status", status)):
+            if val is not None:
+                sql += f" AND {col}=?"
+                args.append(val)
+        return [r[0] for r in self._rows(sql + " ORDER BY created_at, rowid", tuple(args))]
+
+    def trajectories(self, run_id: str | None = None, instance_id: str | None = None) -> Iterator[Trajectory]:
+        for tid in self.trajectory_ids(run_id, instance_id):
+            yield self.get_trajectory(tid)
+
+    def trajectory_summaries(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """One row per trajectory with its status, step count, and rewards: cheap, for dashboards."""
+        sql = ("SELECT t.id, t.run_id, t.instance_id, t.status, t.parent_id, t.created_at, t.finished_at, "
+               "(SELECT COUNT(*) FROM steps s WHERE s.trajectory_id=t.id), "
+               "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id) FROM trajectories t")
+        args: tuple = ()
+        if run_id is not None:
+            sql, args = sql + " WHERE t.run_id=?", (run_id,)
+        out = []
+        for r in self._rows(sql + " ORDER BY t.created_at, t.rowid", args):
+            out.append(dict(id=r[0], run_id=r[1], instance_id=r[2], status=r[3], parent_id=r[4],
+                            created_at=r[5], finished_at=r[6], steps=r[7],
+                            resolved=None if r[8] is None else bool(r[8]),
+                            rewards=self.rewards(r[0])))
+        return out
+
+    # --- grading and rewards --------------------------------------------------------------------
+    def put_test_report(self, trajectory_id: str, report: TestReport) -> None:
+        self._write("INSERT OR REPLACE INTO test_reports VALUES (?,?,?,?)",
+                    (trajectory_id, report.instance_id, int(report.resolved), report.model_dump_json()))
+
+    def test_report(self, trajectory_id: str) -> TestReport | None:
+        rows = self._rows("SELECT data FROM test_reports WHERE trajectory_id=?", (trajectory_id,))
+        return TestReport.model_validate_json(rows[0][0]) if rows else None
+
+    def put_reward(self, trajectory_id: str, reward: Reward) -> None:
+        self._write("INSERT OR REPLACE INTO rewards VALUES (?,?,?,?)",
+                    (trajectory_id, reward.name, reward.total, reward.model_dump_json()))
+
+    def rewards(self, trajectory_id: str) -> dict[str, Reward]:
+        return {r[0]: Reward.model_validate_json(r[1]) for r in
+                self._rows("SELECT name, data FROM rewards WHERE trajectory_id=?", (trajectory_id,))}
+
+    # --- evolution ------------------------------------------------------------------------------
+    def put_policy_version(self, version: PolicyVersion) -> None:
+        self._write("INSERT OR REPLACE INTO policy_versions VALUES (?,?,?,?)",
+                    (version.id, version.parent_id, version.model_dump_json(), version.created_at))
+
+    def policy_versions(self) -> list[PolicyVersion]:
+        return [PolicyVersion.model_validate_json(r[0])
+                for r in self._rows("SELECT data FROM policy_versions ORDER BY created_at")]
+
+    def put_train_step(self, step: TrainStep) -> None:
+        self._write("INSERT OR REPLACE INTO train_steps VALUES (?,?,?)",
+                    (step.policy_version_id, step.step, step.model_dump_json()))
+
+    def train_steps(self, policy_version_id: str) -> list[TrainStep]:
+        return [TrainStep.model_validate_json(r[0]) for r in self._rows(
+            "SELECT data FROM train_steps WHERE policy_version_id=? ORDER BY step", (policy_version_id,))]
+
+    def put_tree_node(self, node: TreeNode) -> None:
+        self._write("INSERT OR REPLACE INTO tree_nodes VALUES (?,?,?,?)",
+                    (node.id, node.parent_id, node.model_dump_json(), node.created_at))
+
+    def tree_nodes(self) -> list[TreeNode]:
+        return [TreeNode.model_validate_json(r[0])
+                for r in self._rows("SELECT data FROM tree_nodes ORDER BY created_at, rowid")]
+
+    # --- events (the live log the TUI tails) ----------------------------------------------------
+    def log_event(self, kind: str, **data: Any) -> None:
+        self._write("INSERT INTO events (ts, kind, data) VALUES (?,?,?)", (time.time(), kind, json.dumps(data)))
+
+    def events(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        return [dict(id=r[0], ts=r[1], kind=r[2], **json.loads(r[3])) for r in self._rows(
+            "SELECT id, ts, kind, data FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit))]

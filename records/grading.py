@@ -1,0 +1,52 @@
+"""Test reports: the outcome of grading a patch in a fresh sandbox."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class TestStatus(str, Enum):
+    """Status of one test, with swebench's names."""
+
+    __test__ = False  # not a pytest class
+
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+    XFAIL = "XFAIL"
+
+
+class TestReport(BaseModel):
+    """What grading found for one patch on one instance."""
+
+    __test__ = False  # not a pytest class
+
+    instance_id: str
+    """Graded instance."""
+    trajectory_id: str | None = None
+    """Trajectory whose patch was graded (None for gold/empty checks)."""
+    empty_patch: bool = False
+    """The patch was empty."""
+    patch_applied: bool = False
+    """The patch applied cleanly to a fresh checkout."""
+    resolved: bool = False
+    """All FAIL_TO_PASS and PASS_TO_PASS tests pass (SWE-bench's FULL resolution)."""
+    fail_to_pass_success: list[str] = Field(default_factory=list)
+    """FAIL_TO_PASS tests that now pass."""
+    fail_to_pass_failure: list[str] = Field(default_factory=list)
+    """FAIL_TO_PASS tests that still fail (or did not run)."""
+    pass_to_pass_success: list[str] = Field(default_factory=list)
+    """PASS_TO_PASS tests that still pass."""
+    pass_to_pass_failure: list[str] = Field(default_factory=list)
+    """PASS_TO_PASS tests the patch broke (regressions)."""
+    test_status: dict[str, TestStatus] = Field(default_factory=dict)
+    """Every test the log parser found, with its status."""
+    log_tail: str = ""
+    """Last part of the evaluation log, for people."""
+    error: str | None = None
+    """Grading error (timeout, dead sandbox), if any; then `resolved` is False."""
+    seconds: float = 0.0
+    """Wall time of grading."""

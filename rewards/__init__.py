@@ -1,0 +1,1 @@
+"""Rewards: pure functions from test reports or trajectories to a `Reward` with its parts."""

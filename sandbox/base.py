@@ -1,0 +1,109 @@
+"""The `Sandbox` interface that every backend implements, and the errors it raises."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+WORKDIR = "/testbed"
+"""Where the task repository lives inside every sandbox, as in SWE-bench images."""
+
+
+class SandboxError(RuntimeError):
+    """A sandbox could not do what was asked (bad image, daemon missing, bad config)."""
+
+
+class SandboxDied(SandboxError):
+    """The sandbox's container or process is gone (killed from outside, OOM, crashed)."""
+
+
+@dataclass
+class ExecResult:
+    """The outcome of one command."""
+
+    output: str
+    """Merged stdout and stderr, head and tail kept when longer than the limit."""
+    exit_code: int
+    """Exit status; -9 when killed at its timeout."""
+    timed_out: bool = False
+    """The command ran past its timeout and its process tree was killed."""
+    truncated: bool = False
+    """Output was longer than the limit; the middle was dropped."""
+    total_bytes: int = 0
+    """How many bytes the command printed in all."""
+    seconds: float = 0.0
+    """Wall time inside the sandbox."""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Sandbox(ABC):
+    """An isolated place to run an agent's commands on a repository at `WORKDIR`.
+
+    Backends: `DockerSandbox` (default) and `LocalSandbox` (bubblewrap). Both run the same in-sandbox
+    server (`sandbox/server.py`), so behaviour is the same; only the transport differs.
+    """
+
+    workdir: str = WORKDIR
+    base_commit: str = ""
+
+    # --- commands -------------------------------------------------------------------------------
+    @abstractmethod
+    def exec(self, command: str, timeout: float = 60.0, *, session: str | None = None,
+             max_output: int | None = None, cwd: str | None = None) -> ExecResult:
+        """Run `command` with bash. With `session`, `cd` and `export` persist between calls that name
+        the same session. On timeout the whole process tree is killed and the sandbox stays usable."""
+
+    # --- files ----------------------------------------------------------------------------------
+    @abstractmethod
+    def read_file(self, path: str) -> bytes:
+        """Bytes of a file inside the sandbox (relative paths are under `workdir`)."""
+
+    @abstractmethod
+    def write_file(self, path: str, data: bytes | str) -> None:
+        """Create or replace a file inside the sandbox, creating parent directories."""
+
+    @abstractmethod
+    def copy_in(self, host_path: str, path: str) -> None:
+        """Copy a host file or directory into the sandbox at `path`."""
+
+    @abstractmethod
+    def copy_out(self, path: str, host_path: str) -> None:
+        """Copy a file or directory from the sandbox to `host_path` on the host."""
+
+    # --- repository state -----------------------------------------------------------------------
+    def diff(self) -> str:
+        """The patch the workspace holds against its base commit (new files included)."""
+        q = shlex.quote(self.workdir)
+        r = self.exec(f"cd {q} && git add -A && git -c core.quotepath=off diff --cached --no-color "
+                      f"{self.base_commit or 'HEAD'}", timeout=120, max_output=64 << 20)
+        if r.exit_code != 0:
+            raise SandboxError(f"git diff failed in {self.workdir}: {r.output[-500:]}")
+        return r.output
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Back to the base commit: tracked files restored, new files removed, stray processes killed,
+        shell sessions forgotten."""
+
+    @abstractmethod
+    def snapshot(self, name: str | None = None) -> str:
+        """Save the current state; returns a handle that `start(..., image=handle)` starts from."""
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @abstractmethod
+    def alive(self) -> bool:
+        """True while the sandbox can run commands."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop and remove the sandbox. Safe to call twice."""
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Task suites: load instances, build their environments, grade patches."""

@@ -1,0 +1,39 @@
+"""The `Suite` interface: a named set of task instances, and the registry of suites."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+from records import TaskInstance
+
+
+class SuiteUnavailable(RuntimeError):
+    """A suite cannot be loaded here (dataset not available offline, image missing); says what to provide."""
+
+
+class Suite(ABC):
+    """A set of task instances of one kind."""
+
+    name: str
+    """Name used on the command line."""
+    kind: Literal["swe", "toolcall"]
+    """`swe`: patch a repository, graded by tests. `toolcall`: answer with tool calls, graded by ToolRL."""
+    description: str = ""
+
+    @abstractmethod
+    def instances(self, split: str | None = None) -> list[TaskInstance]:
+        """All instances (of `split`, where the suite has splits)."""
+
+    def select(self, ids: list[str] | None = None, limit: int | None = None,
+               split: str | None = None) -> list[TaskInstance]:
+        """Instances filtered by id (in the order given) and cut to `limit`."""
+        items = self.instances(split)
+        if ids:
+            by_id = {i.instance_id: i for i in items}
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise SuiteUnavailable(f"suite {self.name!r} has no instance {missing[0]!r}; "
+                                       f"`evolve tasks {self.name}` lists them")
+            items = [by_id[i] for i in ids]
+        return items[:limit] if limit else items

@@ -1,0 +1,1 @@
+"""Textual app: live run dashboard, self-modification tree and trajectory inspection."""
