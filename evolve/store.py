@@ -70,16 +70,19 @@ class RunStore:
             self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        if readonly:
-            self._db.execute("PRAGMA query_only=1")
-            self._check_version()
-        else:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self._check_version()
+        try:
+            self._db.execute("PRAGMA busy_timeout=30000")
+            if readonly:
+                self._db.execute("PRAGMA query_only=1")
+            else:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(f"{self.path} is not an Evolve run store ({e}); give another --out directory") from None
+        self._check_version()
 
     def _check_version(self) -> None:
         try:

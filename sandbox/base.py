@@ -52,10 +52,11 @@ class Sandbox(ABC):
 
     # --- commands -------------------------------------------------------------------------------
     @abstractmethod
-    def exec(self, command: str, timeout: float = 60.0, *, session: str | None = None,
+    def exec(self, command: str, timeout: float | None = None, *, session: str | None = None,
              max_output: int | None = None, cwd: str | None = None) -> ExecResult:
         """Run `command` with bash. With `session`, `cd` and `export` persist between calls that name
-        the same session. On timeout the whole process tree is killed and the sandbox stays usable."""
+        the same session (a session starts in `cwd`, default `workdir`, then keeps its own). On timeout
+        the whole process tree is killed and the sandbox stays usable."""
 
     # --- files ----------------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,41 @@
+"""The `evolve` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from evolve import sandbox_cli
+
+app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(sandbox_cli.app, name="sandbox")
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, with no traceback."""
+    from evolve.errors import user_errors
+
+    try:
+        app()
+    except user_errors() as e:
+        first = str(e).strip().splitlines() or [type(e).__name__]
+        err_console.print(f"[bold red]error:[/] {' '.join(first[:3])}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: the run store keeps what finished; run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

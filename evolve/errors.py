@@ -1,0 +1,26 @@
+"""Errors a user can cause: the CLI prints their message in one line, without a traceback."""
+
+from __future__ import annotations
+
+import pydantic
+
+from evolve.store import StoreError
+from sandbox.base import SandboxError
+from tasks.suite import SuiteUnavailable
+
+
+class ConfigError(ValueError):
+    """A config file or option is invalid; the message says which and how to fix it."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is the whole story for a user."""
+    errors: list[type[BaseException]] = [SandboxError, StoreError, SuiteUnavailable, ConfigError,
+                                         pydantic.ValidationError, FileNotFoundError]
+    try:
+        from agent.policy import PolicyError
+
+        errors.append(PolicyError)
+    except ImportError:  # the policy package is optional for the sandbox-only commands
+        pass
+    return tuple(errors)

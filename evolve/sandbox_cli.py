@@ -1,0 +1,67 @@
+"""`evolve sandbox ...`: build the base image, clean up, and a smoke run."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Sandboxes: build the base image, remove leftovers, smoke-test.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("build-base")
+def build_base_cmd(
+    force: bool = typer.Option(False, help="Rebuild even when the image matches its recipe."),
+    method: str = typer.Option("debootstrap", help="`debootstrap` (needs only Debian's mirror) or `pull` "
+                               "(needs a Docker registry)."),
+) -> None:
+    """Build the base image (Python 3, git, pytest, patch, build tools); cached until its recipe changes."""
+    from sandbox.base_image import build_base
+
+    if method not in ("debootstrap", "pull"):
+        raise typer.BadParameter("use debootstrap or pull", param_hint="--method")
+    start = time.time()
+    image, built = build_base(method=method, force=force)  # type: ignore[arg-type]
+    console.print(f"{image}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")
+
+
+@app.command("prune")
+def prune_cmd(run: Optional[str] = typer.Option(None, help="Only what this run id left.")) -> None:
+    """Remove Evolve's containers and snapshot images (what a crashed run left behind)."""
+    from sandbox.docker import prune
+
+    containers, images = prune(run)
+    console.print(f"removed {containers} containers and {images} snapshot images")
+
+
+@app.command("smoke")
+def smoke_cmd(
+    instance: Optional[str] = typer.Option(None, help="Bundled instance id (default: the first)."),
+    backend: str = typer.Option("docker", "--sandbox", help="docker or local."),
+) -> None:
+    """Start a sandbox on a bundled repository, run its tests there and print the result."""
+    from sandbox import SandboxConfig, start_sandbox
+    from tasks.bundled.materialize import materialize
+    from tasks.bundled.suite import BundledSuite
+
+    inst = BundledSuite().select([instance] if instance else None, limit=1)[0]
+    name = inst.repo.split("/")[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        materialize(name, __import__("pathlib").Path(tmp) / name)
+        start = time.time()
+        with start_sandbox(SandboxConfig(backend=backend), workspace=f"{tmp}/{name}") as sb:  # type: ignore[arg-type]
+            started = time.time() - start
+            result = sb.exec(inst.test_cmd, timeout=300)
+    table = Table(title=f"smoke: {inst.instance_id} in a {backend} sandbox")
+    for col in ("sandbox start", "tests", "exit code", "seconds"):
+        table.add_column(col)
+    summary = next((ln for ln in reversed(result.output.splitlines()) if " in " in ln and "=" in ln), "?")
+    table.add_row(f"{started:.2f} s", summary.strip("= "), str(result.exit_code), f"{result.seconds:.2f}")
+    console.print(table)
+    logging.getLogger(__name__).debug(result.output)

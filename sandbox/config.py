@@ -1,0 +1,35 @@
+"""Sandbox configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BASE_IMAGE = "evolve-base:latest"
+"""The project's base image (Debian bookworm, Python 3, git, pytest, patch, build tools)."""
+
+
+class SandboxConfig(BaseModel):
+    """How sandboxes are started. The defaults isolate: no network, bounded CPU, memory and pids."""
+
+    backend: Literal["docker", "local"] = "docker"
+    """`docker` (containers through docker-py) or `local` (bubblewrap, for machines without Docker)."""
+    image: str = BASE_IMAGE
+    """Image to start from (docker); a task's own image overrides it."""
+    network: bool = False
+    """Give the sandbox network access. Off by default: `network_mode="none"`."""
+    cpus: float = 1.0
+    """CPU limit in cores (docker `nano_cpus`)."""
+    memory: str = "2g"
+    """Memory limit (docker `mem_limit`, swap included); per-process address-space limit locally."""
+    pids_limit: int = 512
+    """Most processes at once in the sandbox (holds fork bombs); docker only."""
+    exec_timeout: float = 120.0
+    """Default seconds before a command's process tree is killed."""
+    max_output: int = 100_000
+    """Bytes of output kept per command (head and tail halves); the middle is dropped with a notice."""
+    run_id: str = ""
+    """Run that owns the sandbox, recorded in its labels so `evolve sandbox prune` can clean up."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra container labels."""

@@ -1,0 +1,237 @@
+"""Docker sandboxes through docker-py: one container per sandbox, commands through the in-sandbox server."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shlex
+import tarfile
+import uuid
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from sandbox.base import WORKDIR, ExecResult, Sandbox, SandboxDied, SandboxError
+from sandbox.channel import SERVER_ARGV, ServerClient, SocketChannel
+from sandbox.config import SandboxConfig
+
+log = logging.getLogger(__name__)
+
+LABEL = "evolve.sandbox"
+"""Every container and snapshot image Evolve makes carries this label (`evolve sandbox prune` uses it)."""
+BASE_FILE = "/.evolve-base-commit"
+"""Where a sandbox records its base commit, so snapshots keep diffing against the original base."""
+
+_client: docker.DockerClient | None = None
+
+
+def docker_client() -> docker.DockerClient:
+    """The process's Docker client; a clear error when the daemon cannot be reached."""
+    global _client
+    if _client is None:
+        try:
+            client = docker.from_env(timeout=300)
+            client.ping()
+        except docker.errors.DockerException as e:
+            raise SandboxError(
+                f"cannot reach the Docker daemon ({str(e).splitlines()[0][:160]}). Start it with "
+                "`bash scripts/setup.sh` (installs and starts dockerd), or use `--sandbox local`.") from None
+        _client = client
+    return _client
+
+
+def _parse_memory(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise SandboxError(f"bad memory limit {text!r}: use e.g. 512m or 2g") from None
+
+
+class DockerSandbox(Sandbox):
+    """A running container with the task repository at `/testbed`."""
+
+    def __init__(self, container, config: SandboxConfig):
+        self.container = container
+        self.config = config
+        self.id = container.id[:12]
+        self._client = self._connect()
+        self.base_commit = self._init_base()
+
+    # --- start ----------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, config: SandboxConfig | None = None, image: str | None = None,
+              workspace: str | Path | None = None, name: str | None = None) -> "DockerSandbox":
+        """Start a container from `image` (default `config.image`). With `workspace`, a host directory
+        (a git repository) is copied to `/testbed` first."""
+        config = config or SandboxConfig()
+        image = image or config.image
+        client = docker_client()
+        labels = {LABEL: "1", "evolve.run": config.run_id, "evolve.owner_pid": str(os.getpid()),
+                  **config.labels}
+        memory = _parse_memory(config.memory)
+        try:
+            client.images.get(image)  # never let `run` try a registry pull
+            container = client.containers.run(
+                image, ["sleep", "infinity"], detach=True, init=True, labels=labels,
+                name=name or f"evolve-{uuid.uuid4().hex[:10]}",
+                network_mode="bridge" if config.network else "none",
+                nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
+                pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
+            )
+        except docker.errors.ImageNotFound:
+            hint = ("build it with `evolve sandbox build-base`" if image.startswith("evolve-")
+                    else "pull it (`docker pull`) or build it locally; no registry is reachable here")
+            raise SandboxError(f"Docker image {image!r} not found: {hint}") from None
+        except docker.errors.APIError as e:
+            raise SandboxError(f"Docker could not start {image!r}: {e.explanation or e}") from None
+        try:
+            if workspace is not None:
+                cls._put_directory(container, Path(workspace), WORKDIR)
+            return cls(container, config)
+        except BaseException:
+            container.remove(force=True)
+            raise
+
+    @staticmethod
+    def _put_directory(container, src: Path, dest: str) -> None:
+        if not src.is_dir():
+            raise SandboxError(f"workspace {src} is not a directory")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(src, arcname=os.path.basename(dest.rstrip("/")))
+        container.put_archive(os.path.dirname(dest.rstrip("/")) or "/", buf.getvalue())
+
+    def _connect(self) -> ServerClient:
+        api = self.container.client.api
+        try:
+            exec_id = api.exec_create(self.container.id, SERVER_ARGV, stdin=True, stdout=True, stderr=True,
+                                      tty=False)["Id"]
+            raw = api.exec_start(exec_id, socket=True, tty=False)
+        except docker.errors.APIError as e:
+            raise self._died(f"could not start the command server: {e.explanation or e}") from None
+        sock = getattr(raw, "_sock", raw)
+        sock.settimeout(None)
+        return ServerClient(SocketChannel(sock), describe_death=lambda: str(self._died()))
+
+    def _init_base(self) -> str:
+        q = shlex.quote(WORKDIR)
+        r = self._client.exec(
+            f"mkdir -p {q} && cd {q} && if [ -s {BASE_FILE} ]; then cat {BASE_FILE}; "
+            f"elif git rev-parse --verify -q HEAD >/dev/null 2>&1; then git rev-parse HEAD | tee {BASE_FILE}; fi",
+            timeout=60, session=None, max_output=1000, cwd="/")
+        return r.output.strip() if r.exit_code == 0 else ""
+
+    # --- commands and files ---------------------------------------------------------------------
+    def exec(self, command: str, timeout: float | None = None, *, session: str | None = None,
+             max_output: int | None = None, cwd: str | None = None) -> ExecResult:
+        return self._client.exec(command, timeout or self.config.exec_timeout, session,
+                                 max_output or self.config.max_output, cwd or self.workdir)
+
+    def _abs(self, path: str) -> str:
+        return path if path.startswith("/") else f"{self.workdir}/{path}"
+
+    def read_file(self, path: str) -> bytes:
+        return self._client.read(self._abs(path))
+
+    def write_file(self, path: str, data: bytes | str) -> None:
+        self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)
+
+    def copy_in(self, host_path: str, path: str) -> None:
+        src = Path(host_path)
+        if src.is_dir():
+            self._put_directory(self.container, src, self._abs(path))
+        else:
+            self.write_file(path, src.read_bytes())
+
+    def copy_out(self, path: str, host_path: str) -> None:
+        try:
+            stream, _ = self.container.get_archive(self._abs(path))
+        except docker.errors.NotFound:
+            raise SandboxError(f"{path} does not exist in sandbox {self.id}") from None
+        buf = io.BytesIO(b"".join(stream))
+        dest = Path(host_path)
+        with tarfile.open(fileobj=buf) as tar:
+            members = tar.getmembers()
+            if len(members) == 1 and members[0].isfile():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(members[0]).read())  # type: ignore[union-attr]
+                return
+            dest.mkdir(parents=True, exist_ok=True)
+            top = members[0].name.split("/")[0]
+            for m in members:
+                m.name = os.path.relpath(m.name, top)
+            tar.extractall(dest, members=[m for m in members if m.name != "."], filter="data")
+
+    # --- state ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        base = self.base_commit or "HEAD"
+        r = self._client.reset(f"git reset -q --hard {base} && git clean -fdq", cwd=self.workdir)
+        if r.exit_code != 0:
+            raise SandboxError(f"reset of sandbox {self.id} failed: {r.output[-300:]}")
+
+    def snapshot(self, name: str | None = None) -> str:
+        tag = name or uuid.uuid4().hex[:12]
+        try:
+            image = self.container.commit(repository="evolve-snapshot", tag=tag,
+                                          conf={"Labels": {LABEL: "1", "evolve.run": self.config.run_id}})
+        except docker.errors.NotFound:
+            raise self._died() from None
+        log.debug("snapshot %s of %s", image.id[:19], self.id)
+        return f"evolve-snapshot:{tag}"
+
+    def alive(self) -> bool:
+        return not self._client.dead and self._client.ping()
+
+    def _died(self, detail: str = "") -> SandboxDied:
+        try:
+            self.container.reload()
+            state = self.container.attrs["State"]
+            why = "out of memory" if state.get("OOMKilled") else f"status {state['Status']}, exit {state.get('ExitCode')}"
+        except docker.errors.NotFound:
+            why = "container removed"
+        except docker.errors.DockerException as e:
+            why = f"daemon error: {e}"
+        return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}")
+
+    def stop(self) -> None:
+        self._client.close()
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if "already in progress" not in str(e):
+                log.warning("could not remove container %s: %s", self.id, e)
+
+
+def prune(run_id: str | None = None, all_owners: bool = True) -> tuple[int, int]:
+    """Remove Evolve's containers (and snapshot images) left by crashed runs; returns (containers, images)."""
+    client = docker_client()
+    filters = {"label": [LABEL] + ([f"evolve.run={run_id}"] if run_id else [])}
+    n_containers = 0
+    for c in client.containers.list(all=True, filters=filters):
+        if not all_owners and _owner_alive(c.labels.get("evolve.owner_pid", "")):
+            continue
+        c.remove(force=True)
+        n_containers += 1
+    n_images = 0
+    for img in client.images.list(filters={"label": LABEL}):
+        if any(t.startswith("evolve-snapshot:") for t in img.tags):
+            try:
+                client.images.remove(img.id, force=True)
+                n_images += 1
+            except docker.errors.APIError:
+                pass
+    return n_containers, n_images
+
+
+def _owner_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, OSError):
+        return False

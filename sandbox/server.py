@@ -1,0 +1,199 @@
+"""The in-sandbox command server. Its source is sent to `python3 -u -c` inside every sandbox.
+
+It reads one JSON request per line on stdin and writes one JSON reply per line on stdout, so a command
+costs a pipe round trip and a fork, not a `docker exec` (an HTTP round trip to the daemon and a new
+process namespace entry). It keeps output bounded (head + tail), kills a timed-out command's whole
+process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
+
+Stdlib only and Python >= 3.6 syntax: it runs on whatever python3 the task image has.
+"""
+
+import base64
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+STATE_DIR = "/tmp/.evolve-sessions"
+PROTECTED = set()  # pids alive when the server started (init, the container's main process)
+SESSIONS = {}  # session name -> {"cwd": str, "env": dict}
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _kill_strays():
+    """Kill every process that was not there at start, except this server."""
+    me = os.getpid()
+    killed = 0
+    for _ in range(3):
+        victims = [p for p in _pids() if p not in PROTECTED and p != me]
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        _reap()
+        time.sleep(0.005)
+    return killed
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _run(cmd, timeout, cwd, env, max_output):
+    """Run `cmd` in bash; return (exit_code, output bytes, truncated, timed_out, total_bytes)."""
+    proc = subprocess.Popen(["/bin/bash", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
+    fd = proc.stdout.fileno()
+    half = max(max_output // 2, 1)
+    head, tail = bytearray(), bytearray()
+    total = 0
+    timed_out = False
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            timed_out = True
+            break
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        total += len(chunk)
+        if len(head) < half:
+            take = half - len(head)
+            head += chunk[:take]
+            chunk = chunk[take:]
+        if chunk:
+            tail += chunk
+            if len(tail) > half:
+                del tail[: len(tail) - half]
+    if not timed_out:
+        try:
+            code = proc.wait(max(deadline - time.monotonic(), 0.001))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if timed_out:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        code = -9
+        proc.wait()
+    proc.stdout.close()
+    truncated = total > len(head) + len(tail)
+    if truncated:
+        out = bytes(head) + ("\n[... %d bytes omitted ...]\n" % (total - len(head) - len(tail))).encode() + bytes(tail)
+    else:
+        out = bytes(head) + bytes(tail)
+    return code, out, truncated, timed_out, total
+
+
+def _session_wrap(cmd, name):
+    state = os.path.join(STATE_DIR, name)
+    save = "__evolve_rc=$?; { pwd; env -0; } > %s 2>/dev/null; exit $__evolve_rc" % state
+    return "trap '%s' EXIT\n%s" % (save, cmd), state
+
+
+def _load_session_state(path, session):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return
+    cwd, _, env = data.partition(b"\n")
+    session["cwd"] = cwd.decode("utf-8", "replace")
+    pairs = [kv.split(b"=", 1) for kv in env.split(b"\0") if b"=" in kv]
+    session["env"] = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in pairs}
+    session["env"].pop("__evolve_rc", None)
+
+
+def handle_exec(req):
+    cmd = req["cmd"]
+    timeout = float(req.get("timeout") or 60)
+    max_output = int(req.get("max_output") or 100000)
+    cwd = req.get("cwd")
+    env = dict(os.environ)
+    env.update(req.get("env") or {})
+    name = req.get("session")
+    state_path = None
+    if name:  # a session starts in `cwd`, then keeps its own cwd and environment
+        session = SESSIONS.setdefault(name, {"cwd": cwd or os.getcwd(), "env": env})
+        cmd, state_path = _session_wrap(cmd, name)
+        env, cwd = session["env"], session["cwd"]
+        if not os.path.isdir(cwd):
+            cwd = "/"
+    start = time.monotonic()
+    code, out, truncated, timed_out, total = _run(cmd, timeout, cwd, env, max_output)
+    if state_path and not timed_out:
+        _load_session_state(state_path, SESSIONS[name])
+    return {"exit_code": code, "output": out.decode("utf-8", "replace"), "truncated": truncated,
+            "timed_out": timed_out, "total_bytes": total, "seconds": time.monotonic() - start}
+
+
+def handle_read(req):
+    with open(req["path"], "rb") as f:
+        return {"data": base64.b64encode(f.read()).decode()}
+
+
+def handle_write(req):
+    path = req["path"]
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(req["data"]))
+    return {}
+
+
+def handle_reset(req):
+    SESSIONS.clear()
+    killed = _kill_strays()
+    reply = handle_exec({"cmd": req["cmd"], "timeout": req.get("timeout", 120), "cwd": req.get("cwd")})
+    reply["killed"] = killed
+    return reply
+
+
+HANDLERS = {"exec": handle_exec, "read": handle_read, "write": handle_write, "reset": handle_reset,
+            "ping": lambda req: {"pid": os.getpid()}}
+
+
+def main():
+    PROTECTED.update(_pids())
+    try:
+        os.makedirs(STATE_DIR, exist_ok=True)
+    except OSError:
+        pass
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    out = sys.stdout.buffer
+    out.write(b'{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            reply = HANDLERS[req["op"]](req)
+        except Exception as e:  # reported to the host as an error reply, the server keeps going
+            reply = {"error": "%s: %s" % (type(e).__name__, e)}
+        _reap()
+        out.write(json.dumps(reply).encode() + b"\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
