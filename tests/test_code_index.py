@@ -80,6 +80,10 @@ SHAPES = _src(
 
     def _helper():
         return None
+
+
+    if __name__ == "__main__":
+        demo = Circle()
     '''
 )
 
@@ -155,6 +159,11 @@ TEST_SHAPES = _src(
     def test_circle_area():
         assert Circle(radius=2.0).area() > 12
         assert Circle.unit().diameter == 2
+
+
+    def test_bare_name():
+        area = 1.0
+        assert area
     """
 )
 
@@ -315,7 +324,11 @@ def test_find_references_counts_attribute_calls_and_excludes_definitions(index: 
     # Definition sites, comments and strings are not references.
     assert not {("pkg/shapes.py", 17), ("pkg/shapes.py", 31), ("tests/test_shapes.py", 5)} & where
     assert ("pkg/util.py", 6) not in where and ("pkg/util.py", 41) not in where
-    assert all(r.kind == "call" for r in refs)
+    assert {r.kind for r in refs} == {"attribute_call", "name"}  # obj.area(); a local `area` in a test
+    # A qualified member counts only attribute uses: not the test's local `area`.
+    member = {(r.path, r.line) for r in index.find_references("Circle.area")}
+    assert member == {(r.path, r.line) for r in refs if r.kind == "attribute_call"}
+    assert ("tests/test_shapes.py", 16) in where and ("tests/test_shapes.py", 16) not in member
     util_ref = next(r for r in refs if r.path == "pkg/util.py" and r.line == 8)
     assert util_ref.text == "return sum(s.area() for s in shapes)"
 
@@ -387,14 +400,16 @@ def test_repo_map_ranks_referenced_files_first_and_truncates(index: CodeIndex) -
     assert "  class Circle(Shape)\n" in full
     assert "    @property def diameter(self) -> float" in full
     assert '    def from_diameter(cls, diameter: float) -> "Circle"' in full
+    assert "def diameter(self, value" not in full  # the setter: the getter stands for it
     assert "_helper" not in full  # private helpers stay out of the map
     assert "increment" not in full  # so do nested functions
     assert "more file" not in full
 
     short = index.repo_map(max_chars=400)
     assert len(short) <= 400
-    assert short.startswith("pkg/shapes.py:")
-    assert "more files not shown" in short
+    assert short.startswith("pkg/shapes.py:\n  class Shape\n")
+    assert "  ... 1 more (see the file's outline)" in short  # no file takes over a third of the room
+    assert "[1 file shown in part; 4 more files not shown: " in short
 
     # Files the issue mentions come first.
     focused = index.repo_map(max_chars=10_000, mentioned=["pkg/util.py"])
@@ -405,7 +420,7 @@ def test_repo_map_ranks_referenced_files_first_and_truncates(index: CodeIndex) -
 def test_outline_and_renderers(index: CodeIndex) -> None:
     outline = index.outline("pkg/shapes.py")
     lines = outline.splitlines()
-    assert lines[0] == "pkg/shapes.py (59 lines, 14 definitions)"
+    assert lines[0] == "pkg/shapes.py (63 lines, 14 definitions)"
     assert lines[1] == '"""Geometric shapes."""'
     assert any(ln.startswith("L25-55") and "@dataclass class Circle(Shape)  # A circle." in ln for ln in lines)
     assert any("    def area(self) -> float  # Return the area." in ln for ln in lines)

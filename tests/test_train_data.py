@@ -79,7 +79,8 @@ def test_recorded_token_ids_are_spliced_exactly(tiny):
     assert all(math.isnan(lp) for lp in olds[len(msg.logprobs):])  # the text-only turn has none
     assert not seq.has_old_logprobs
     # the newline the template adds after the sampled <|im_end|> is context, not trained
-    end = seq.input_ids.index(tok.eos_token_id)
+    end = seq.loss_mask.index(1) + len(msg.token_ids) - 1
+    assert seq.input_ids[end] == tok.eos_token_id
     assert seq.loss_mask[end] == 1 and tok.decode([seq.input_ids[end + 1]]) == "\n" and seq.loss_mask[end + 1] == 0
 
 

@@ -246,6 +246,10 @@ def _docstring(body: Node | None) -> str:
     return ""
 
 
+def _is_property_decorator(deco: str) -> bool:
+    return deco in _PROPERTY_DECORATORS or deco.endswith((".setter", ".getter", ".deleter"))
+
+
 def _is_main_guard(node: Node) -> bool:
     cond = _text(node.child_by_field_name("condition"))
     return "__name__" in cond and "__main__" in cond
@@ -309,7 +313,7 @@ class _Extractor:
             inner_kind = "function"
             if scope_kind != "class":
                 kind = "function"
-            elif any(d in _PROPERTY_DECORATORS or d.endswith((".setter", ".getter", ".deleter")) for d in decos):
+            elif any(_is_property_decorator(d) for d in decos):
                 kind = "property"
             else:
                 kind = "method"
@@ -609,24 +613,39 @@ class CodeIndex:
 
         `obj.method` counts for `method`; matching is by spelling (no type inference). For a
         qualified class member (`Class.method`, a property or class attribute) only attribute uses
-        (`x.method`) count, of any object. `path` keeps only that file or directory prefix.
+        (`x.method`, of any object) and bare uses inside the class count. `path` keeps only that
+        file or directory prefix.
         """
         query = name.strip().removesuffix("()").strip(".")
         bare = query.rsplit(".", 1)[-1]
         kinds: frozenset[str] | None = None
-        if "." in query:
-            defs = self.find_definition(query)
-            if defs and all(d.kind in _MEMBER_KINDS for d in defs):
-                kinds = _ATTRIBUTE_REFS  # `Class.member` is only reached as `x.member`
-        out: list[Reference] = []
+        class_spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         with self._lock:
+            if "." in query:
+                defs = self.find_definition(query)
+                if defs and all(d.kind in _MEMBER_KINDS for d in defs):
+                    # `Class.member` is reached as `x.member`, or by its bare name in the class body
+                    # (`@member.setter`).
+                    kinds = _ATTRIBUTE_REFS
+                    for d in defs:
+                        owner = d.qualname.rpartition(".")[0]
+                        class_spans[d.path].extend(
+                            (c.start_line, c.end_line)
+                            for c in self._files[d.path].defs
+                            if c.kind == "class" and c.qualname == owner
+                        )
+            out: list[Reference] = []
             by_path = self._refs.get(bare, {})
             for p in sorted(by_path):
                 if path is not None and not _under(p, path):
                     continue
                 lines = self._files[p].parsed.lines
                 for line, col, kind in by_path[p]:
-                    if kinds is not None and kind not in kinds:
+                    if (
+                        kinds is not None
+                        and kind not in kinds
+                        and not any(a <= line <= b for a, b in class_spans.get(p, ()))
+                    ):
                         continue
                     text = lines[line - 1].strip() if line <= len(lines) else ""
                     out.append(Reference(path=p, line=line, column=col, kind=kind, text=_clip(text, 200)))
@@ -712,12 +731,13 @@ class CodeIndex:
     def repo_map(self, max_chars: int = 4000, mentioned: Iterable[str] = ()) -> str:
         """A compact map of the repository: per file, its public classes, functions and methods
         with signatures, most important files first (see `file_scores`). Each file gets at most a
-        third of the room, so a huge module cannot crowd out the rest; the text is cut to
+        third of the room, so a huge module cannot crowd out the rest; a file cut short keeps its
+        top-level classes and functions first, then its most used methods. The text is cut to
         `max_chars` with a note of what was left out."""
         scores = self.file_scores(mentioned)
         with self._lock:
             order = sorted(self._files, key=lambda p: (-scores.get(p, 0.0), is_test_path(p), p))
-            blocks = [(p, lines) for p in order if (lines := self._map_lines(self._files[p]))]
+            blocks = [(p, entries) for p in order if (entries := self._map_entries(self._files[p]))]
             skipped = dict(self.skipped)
         if not blocks:
             return "(no definitions indexed)" + (f"\n[not indexed: {', '.join(sorted(skipped))}]" if skipped else "")
@@ -726,31 +746,21 @@ class CodeIndex:
         per_file = max(300, budget // 3)
         parts: list[str] = []
         used = shown = cut = 0
-        for path, lines in blocks:
+        for path, entries in blocks:
             room = min(per_file, budget - used)
-            head = f"{path}:"
-            if len(head) + len(lines[0]) + 2 > room:
-                break
-            kept, size = [head], len(head) + 1
-            for i, ln in enumerate(lines):
-                more = f"  ... {len(lines) - i} more (see the file's outline)"
-                last = i == len(lines) - 1
-                if size + len(ln) + 1 + (0 if last else len(more) + 1) > room:
-                    kept.append(more)
-                    size += len(more) + 1
-                    cut += 1
-                    break
-                kept.append(ln)
-                size += len(ln) + 1
-            parts.append("\n".join(kept))
-            used += size
+            block = _fit_block(path, entries, room)
+            if block is None:
+                break  # not even one entry fits
+            text, partial = block
+            parts.append(text)
+            used += len(text) + 1
             shown += 1
+            cut += partial
         notes: list[str] = []
         left = [p for p, _ in blocks[shown:]]
         if left or cut:
-            msg = f"[{len(left)} more file{'s' if len(left) != 1 else ''} not shown"
-            if cut:
-                msg += f"; {cut} shown in part"
+            msg = f"[{cut} file{'s' if cut != 1 else ''} shown in part; " if cut else "["
+            msg += f"{len(left)} more file{'s' if len(left) != 1 else ''} not shown"
             listed = ""
             for n in left:
                 cand = f"{listed}, {n}" if listed else n
@@ -764,16 +774,65 @@ class CodeIndex:
         text = "\n".join(parts + notes)
         return text if len(text) <= max_chars else text[: max_chars - 4] + "\n..."
 
-    @staticmethod
-    def _map_lines(f: _File) -> list[str]:
+    def _map_entries(self, f: _File) -> list[_MapEntry]:
         """The map's entries for one file: public classes, functions and methods (no constants)."""
-        return [
-            "  " * (raw.depth + 1) + _label(d, 110)
-            for d, raw in zip(f.defs, f.parsed.defs, strict=True)
-            if _is_api(d, raw)
-            and d.kind != "constant"
-            and (not d.name.startswith("_") or d.name in ("__init__", "__call__"))
-        ]
+        out: list[_MapEntry] = []
+        owner = -1
+        for d, raw in zip(f.defs, f.parsed.defs, strict=True):
+            if not _is_api(d, raw) or d.kind == "constant":
+                continue
+            if d.name.startswith("_") and d.name not in ("__init__", "__call__"):
+                if raw.depth == 0:
+                    owner = -1
+                continue
+            if raw.depth == 0:
+                owner = len(out) if d.kind == "class" else -1
+            elif owner < 0 or not d.qualname.startswith(out[owner].qualname + "."):
+                continue  # a member of a private class
+            if any(x.endswith((".setter", ".deleter")) for x in d.decorators):
+                continue  # the getter stands for the property
+            users = self._refs.get(d.name, {})
+            uses = sum(len(occ) for q, occ in users.items() if q != f.path)
+            out.append(
+                _MapEntry(
+                    "  " * (raw.depth + 1) + _label(d, 110), d.qualname, raw.depth, uses, owner if raw.depth else -1
+                )
+            )
+        return out
+
+
+@dataclass(slots=True)
+class _MapEntry:
+    line: str
+    qualname: str
+    depth: int
+    uses: int
+    """References from other files to the name."""
+    owner: int
+    """Index of the class entry a method belongs to, else -1."""
+
+
+def _fit_block(path: str, entries: list[_MapEntry], room: int) -> tuple[str, bool] | None:
+    """One file's map block within `room` chars: all of it, or its top-level entries first, then the
+    most used methods, in source order, with a "... N more" line. None when no entry fits."""
+    head = f"{path}:"
+    full = "\n".join([head] + [e.line for e in entries])
+    if len(full) <= room:
+        return full, False
+    size = len(head) + 60  # the header and the "... N more" line
+    chosen: set[int] = set()
+    for i in sorted(range(len(entries)), key=lambda i: (entries[i].depth, -entries[i].uses, i)):
+        e = entries[i]
+        if e.owner >= 0 and e.owner not in chosen:
+            continue
+        if size + len(e.line) + 1 <= room:
+            chosen.add(i)
+            size += len(e.line) + 1
+    if not chosen:
+        return None
+    lines = [head] + [entries[i].line for i in sorted(chosen)]
+    lines.append(f"  ... {len(entries) - len(chosen)} more (see the file's outline)")
+    return "\n".join(lines), True
 
 
 def _is_api(d: Definition, raw: _RawDef) -> bool:
@@ -788,7 +847,8 @@ def _label(d: Definition, limit: int = 160) -> str:
     line starts with another (`b (in: a, b = 1, 2)`)."""
     sig = _clip(d.signature, limit)
     if d.kind == "property":
-        return "@property " + sig
+        deco = next((x for x in d.decorators if _is_property_decorator(x)), "property")
+        return f"@{deco} {sig}"
     if d.kind in ("constant", "variable", "attribute") and not sig.startswith(d.name):
         return f"{d.name} (in: {sig})"
     return sig

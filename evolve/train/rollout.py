@@ -1,0 +1,192 @@
+"""Online GRPO on the tool-calling suite: sample a group per prompt, score with ToolRL, store, update.
+
+Each step takes `prompts_per_step` training instances, samples `group_size` completions of each with
+the Policy in one batch, scores each with `rewards.toolrl.score` against the instance's answer, stores
+one single-turn `Trajectory` per completion (with its sampled `token_ids` and raw `logprobs`) and its
+`Reward` in the output run, and makes one GRPO update (`grpo.grpo_step`) on them: the same data and
+loss code as offline GRPO on stored multi-turn trajectories.
+
+Sampling backends (`rollout_policy`):
+
+* `live` (default): the transformers Policy (`agent.policy.hf.HFPolicy`) sampling with the very model
+  being trained (its `model` is the training model), so every step samples from the current weights
+  with no copy or reload.
+* any other spec (e.g. `vllm:MODEL`): that Policy samples; after each update the trained LoRA adapter
+  is saved and reloaded into it with `load_adapter` (LoRA training only).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
+
+from evolve.train.data import build_sequences, micro_batches
+from evolve.train.grpo import GRPOConfig, advantages_for, grpo_step, prepare_old_and_ref
+from evolve.train.modeling import TrainError, model_dir
+from evolve.train.session import RUN_ID, TrainSession
+
+log = logging.getLogger(__name__)
+
+
+class ToolcallGRPOConfig(GRPOConfig):
+    """Settings of `evolve train grpo-toolcall` (online GRPO on the tool-calling suite)."""
+
+    steps: int = Field(default=100, ge=1)
+    """Optimiser steps (each on freshly sampled groups)."""
+    prompts_per_step: int = Field(default=4, ge=1)
+    """Training instances sampled per step."""
+    group_size: int = Field(default=8, ge=2)
+    """Completions sampled per instance (the GRPO group)."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    """Most tokens per completion; longer ones end with status `budget_exhausted` (truncated)."""
+    temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling."""
+    limit: int | None = Field(default=None, ge=1)
+    """Use only the first `limit` training instances."""
+    rollout_policy: str = "live"
+    """`live`: sample with the model being trained (transformers); else a policy spec (e.g. `vllm:MODEL`)
+    that samples and gets the adapter reloaded after every update."""
+    rollout_batch_size: int = Field(default=64, ge=1)
+    """Most completions sampled together by the live policy."""
+
+
+def toolcall_instances(split: str, limit: int | None = None) -> list[TaskInstance]:
+    """Instances of the bundled tool-calling suite (`train` or `test` split)."""
+    from tasks.toolcall import ToolCallSuite
+
+    items = ToolCallSuite().instances(split=split)
+    return items[:limit] if limit else items
+
+
+def prompt_messages(instance: TaskInstance) -> list[Message]:
+    """The prompt the suite shows the policy for an instance."""
+    from tasks.toolcall.prompt import build_messages
+
+    return build_messages(instance)
+
+
+def score_text(text: str, instance: TaskInstance) -> Any:
+    """ToolRL score (`format`, `correctness`, `total`) of a response to an instance."""
+    from rewards.toolrl import score
+
+    return score(text, instance.extra["answer"])
+
+
+def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, run_id: str,
+                    policy: str, max_new_tokens: int) -> Trajectory:
+    """A single-turn trajectory of one sampled completion (tokens and log-probs kept)."""
+    now = time.time()
+    status = TrajectoryStatus.budget_exhausted if gen.finish_reason == "length" else TrajectoryStatus.submitted
+    return Trajectory(run_id=run_id, instance_id=instance.instance_id, policy=policy, prompt=list(prompt),
+                      steps=[Step(index=0, response=gen.message(), prompt_tokens=gen.prompt_tokens,
+                                  completion_tokens=gen.completion_tokens)],
+                      status=status, answer=gen.text, origin="rollout", created_at=now, finished_at=now)
+
+
+def live_policy(model: Any, base: str, device: torch.device, batch_size: int) -> Any:
+    """The transformers Policy sampling with ``model`` (the training model) itself."""
+    from agent.policy import load_policy
+
+    policy = load_policy(f"hf:{model_dir(base)}", device=str(device), max_batch_size=batch_size)
+    policy.model = model  # share the training weights: sampling always sees the current policy
+    return policy
+
+
+def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tokens: int,
+                      temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
+    """Mean ToolRL format / correctness / total of one completion per instance (greedy by default)."""
+    from agent.policy import SamplingParams
+
+    gens = policy.generate([prompt_messages(i) for i in instances],
+                           SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed))
+    scores = [score_text(g.text, i) for g, i in zip(gens, instances)]
+    n = max(len(scores), 1)
+    return {"format": sum(s.format for s in scores) / n, "correctness": sum(s.correctness for s in scores) / n,
+            "total": sum(s.total for s in scores) / n}
+
+
+def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *,
+                        instances: list[TaskInstance] | None = None) -> PolicyVersion:
+    """Online GRPO on the tool-calling suite's training split; store and return the new policy version."""
+    from agent.policy import SamplingParams, load_policy
+
+    instances = instances if instances is not None else toolcall_instances("train", cfg.limit)
+    if not instances:
+        raise TrainError("the tool-calling suite has no training instances")
+    session = TrainSession(out, "grpo", cfg, data_ids=[RUN_ID])
+    try:
+        if session.finished is not None:
+            return session.finished
+        store = session.store
+        ckpt = session.latest_checkpoint()
+        torch.manual_seed(cfg.seed)
+        model, tok = session.load_model(ckpt)
+        opt, sched = session.optimizer(model, cfg.steps)
+        step = session.restore(ckpt, opt, sched)["step"] if ckpt else 0
+        ref_model = session.load_reference() if cfg.kl_coef else None
+        if cfg.rollout_policy == "live":
+            policy = live_policy(model, session.base, session.device, cfg.rollout_batch_size)
+        else:
+            if cfg.lora is None:
+                raise TrainError("an external rollout policy needs LoRA training (its adapter is reloaded)")
+            policy = load_policy(cfg.rollout_policy)
+        rng = random.Random(cfg.seed)
+        for _ in range(step):  # the same prompt order after a resume
+            rng.sample(range(len(instances)), min(cfg.prompts_per_step, len(instances)))
+        metrics: dict[str, float] = {}
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            picked = [instances[k] for k in rng.sample(range(len(instances)), min(cfg.prompts_per_step,
+                                                                                  len(instances)))]
+            prompts = [prompt_messages(i) for i in picked]
+            model.eval()
+            gens = policy.generate([p for p in prompts for _ in range(cfg.group_size)],
+                                   SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                                  top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + step))
+            model.train()
+            sample_s = time.perf_counter() - t0
+            items, fmt, cor = [], [], []
+            for k, gen in enumerate(gens):
+                inst, prompt = picked[k // cfg.group_size], prompts[k // cfg.group_size]
+                traj = make_trajectory(inst, prompt, gen, run_id=RUN_ID, policy=f"version:{session.version_id}",
+                                       max_new_tokens=cfg.max_new_tokens)
+                s = score_text(gen.text, inst)
+                store.put_trajectory(traj)
+                store.put_reward(traj.id, s.to_reward())
+                items.append((traj, s.total))
+                fmt.append(s.format)
+                cor.append(s.correctness)
+            seqs, _ = build_sequences(items, tok, max_len=cfg.max_len, overflow=cfg.overflow)
+            adv, train, gstats = advantages_for(seqs, cfg)
+            idx = [i for i, t in enumerate(train) if t]
+            metrics = {"reward": sum(r for _, r in items) / len(items), "format": sum(fmt) / len(fmt),
+                       "correctness": sum(cor) / len(cor), "sample_s": sample_s, **gstats}
+            if idx:
+                prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id)
+                batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
+                                        pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
+                metrics |= grpo_step(model, opt, sched, batches, cfg)
+            else:
+                sched.step()  # every group had equal rewards: nothing to learn this step
+            session.log_step(step, metrics)
+            step += 1
+            if cfg.rollout_policy != "live":
+                adapter = out / "rollout-adapter"
+                model.save_pretrained(adapter)
+                policy.load_adapter(adapter)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                session.save_checkpoint(step, model, tok, opt, sched)
+        final = {k: metrics[k] for k in ("reward", "format", "correctness") if k in metrics}
+        return session.finish(model, tok, final | {"steps": float(cfg.steps)})
+    finally:
+        session.close()
