@@ -408,7 +408,7 @@ def test_repo_map_ranks_referenced_files_first_and_truncates(index: CodeIndex) -
     short = index.repo_map(max_chars=400)
     assert len(short) <= 400
     assert short.startswith("pkg/shapes.py:\n  class Shape\n")
-    assert "  ... 1 more (see the file's outline)" in short  # no file takes over a third of the room
+    assert "  ... 2 more (see the file's outline)" in short  # no file takes over a third of the room
     assert "[1 file shown in part; 4 more files not shown: " in short
 
     # Files the issue mentions come first.

@@ -325,7 +325,7 @@ class _Extractor:
                 kind=kind,
                 start_line=outer.start_point[0] + 1,
                 end_line=end_row + (1 if end_col > 0 or end_row == outer.start_point[0] else 0),
-                signature=_one_line(header),
+                signature=_clip(_one_line(header, 10_000).removesuffix(":"), 200),
                 docstring=_docstring(body),
                 decorators=decos,
                 is_async=is_async,
@@ -446,6 +446,7 @@ class CodeIndex:
         self._defs_by_name: dict[str, list[Definition]] = defaultdict(list)
         self._refs: dict[str, dict[str, list[tuple[int, int, str]]]] = defaultdict(dict)
         self._rank_cache: dict[str, float] | None = None
+        self._map_cache: dict[str, list[_MapEntry]] = {}
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- updates
@@ -519,6 +520,7 @@ class CodeIndex:
         for name, occ in parsed.refs.items():
             self._refs[name][path] = occ
         self._rank_cache = None
+        self._map_cache.clear()
 
     def _remove(self, path: str) -> bool:
         f = self._files.pop(path, None)
@@ -537,6 +539,7 @@ class CodeIndex:
                 if not by_path:
                     del self._refs[name]
         self._rank_cache = None
+        self._map_cache.clear()
         return True
 
     def _prune_cache(self) -> None:
@@ -732,12 +735,15 @@ class CodeIndex:
         """A compact map of the repository: per file, its public classes, functions and methods
         with signatures, most important files first (see `file_scores`). Each file gets at most a
         third of the room, so a huge module cannot crowd out the rest; a file cut short keeps its
-        top-level classes and functions first, then its most used methods. The text is cut to
+        most used classes, functions and methods. The text is cut to
         `max_chars` with a note of what was left out."""
         scores = self.file_scores(mentioned)
         with self._lock:
             order = sorted(self._files, key=lambda p: (-scores.get(p, 0.0), is_test_path(p), p))
-            blocks = [(p, entries) for p in order if (entries := self._map_entries(self._files[p]))]
+            for p in order:
+                if p not in self._map_cache:
+                    self._map_cache[p] = self._map_entries(self._files[p])
+            blocks = [(p, entries) for p in order if (entries := self._map_cache[p])]
             skipped = dict(self.skipped)
         if not blocks:
             return "(no definitions indexed)" + (f"\n[not indexed: {', '.join(sorted(skipped))}]" if skipped else "")
@@ -813,21 +819,21 @@ class _MapEntry:
 
 
 def _fit_block(path: str, entries: list[_MapEntry], room: int) -> tuple[str, bool] | None:
-    """One file's map block within `room` chars: all of it, or its top-level entries first, then the
-    most used methods, in source order, with a "... N more" line. None when no entry fits."""
+    """One file's map block within `room` chars: all of it, or its most used entries (a method with
+    its class; top-level names count double), in source order, with a "... N more" line. None when
+    no entry fits."""
     head = f"{path}:"
     full = "\n".join([head] + [e.line for e in entries])
     if len(full) <= room:
         return full, False
     size = len(head) + 60  # the header and the "... N more" line
     chosen: set[int] = set()
-    for i in sorted(range(len(entries)), key=lambda i: (entries[i].depth, -entries[i].uses, i)):
-        e = entries[i]
-        if e.owner >= 0 and e.owner not in chosen:
-            continue
-        if size + len(e.line) + 1 <= room:
-            chosen.add(i)
-            size += len(e.line) + 1
+    for i in sorted(range(len(entries)), key=lambda i: (-entries[i].uses * (2 if entries[i].depth == 0 else 1), i)):
+        need = [i] if entries[i].owner < 0 or entries[i].owner in chosen else [entries[i].owner, i]
+        extra = sum(len(entries[j].line) + 1 for j in need)
+        if size + extra <= room:
+            chosen.update(need)
+            size += extra
     if not chosen:
         return None
     lines = [head] + [entries[i].line for i in sorted(chosen)]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from records import PolicyVersion, TrainStep
 
-from evolve.store import RunStore
+from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
 from evolve.train.modeling import TrainError, load_for_training, resolve_device, resolve_dtype
 from evolve.train.versions import get_version, version_spec
@@ -85,35 +85,42 @@ class TrainSession:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.store = RunStore(self.out)
         runs_root = self.cfg.runs_root or self.out.parent
-        prior = {r["id"]: r for r in self.store.runs()}.get(RUN_ID)
-        if prior and prior["config"].get("kind") not in (None, self.kind):
-            raise TrainError(f"{self.out} holds a {prior['config'].get('kind')} training; give another --out")
-        self.version_id = prior["config"]["version_id"] if prior else PolicyVersion(base="").id
-        if prior and prior["status"] == "done":
-            done = [v for v in self.store.policy_versions() if v.id == self.version_id]
-            self.finished = done[0] if done else None
-        # The policy to start from.
-        parent = None
-        if self.cfg.policy.startswith("version:"):
+        prior = None
+        if (self.out / DB_NAME).exists():
+            with RunStore(self.out, readonly=True) as old:
+                prior = {r["id"]: r for r in old.runs()}.get(RUN_ID)
+                versions = {v.id: v for v in old.policy_versions()}
+        if prior is not None:  # a resume: same version id and starting point as the first start
+            c = prior["config"]
+            if c.get("kind") != self.kind:
+                raise TrainError(f"{self.out} holds a {c.get('kind')} training; give another --out")
+            self.version_id, self.base = c["version_id"], c["base"]
+            self.start_adapter, self.parent_id = c["start_adapter"], c["parent_id"]
+            if prior["status"] == "done":
+                self.finished = versions.get(self.version_id)
+            base_v = None
+        elif self.cfg.policy.startswith("version:"):
             parent = get_version(self.cfg.policy.split(":", 1)[1], runs_root)
             self.base, kw = version_spec(parent)
-            self.start_adapter = kw.get("adapter")
-            self.parent_id = parent.id
+            self.start_adapter, self.parent_id = kw.get("adapter"), parent.id
             if self.start_adapter and self.cfg.lora is None:
                 raise TrainError(f"policy {self.cfg.policy} is a LoRA adapter: train it with lora settings "
                                  "(full fine-tuning of a merged adapter is not supported)")
+            self.version_id, base_v = PolicyVersion(base="").id, None
         else:
             self.base, self.start_adapter = _absolute(self.cfg.policy), None
             digest = hashlib.sha1(self.base.encode()).hexdigest()[:10]
             base_v = PolicyVersion(id=f"base-{digest}", base=self.base, kind="base")
+            self.version_id, self.parent_id = PolicyVersion(base="").id, base_v.id
+        self.store = RunStore(self.out)
+        if base_v is not None:
             self.store.put_policy_version(base_v)
-            self.parent_id = base_v.id
         self.device = resolve_device(self.cfg.device)
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
-        self.store.put_run(RUN_ID, "train", {"kind": self.kind, "version_id": self.version_id,
+        self.store.put_run(RUN_ID, "train", {"kind": self.kind, "version_id": self.version_id, "base": self.base,
+                                            "start_adapter": self.start_adapter, "parent_id": self.parent_id,
                                             "config": self.cfg.model_dump(mode="json"), "data": self.data_ids},
                            status="done" if self.finished else "running")
 

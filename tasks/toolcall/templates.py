@@ -89,10 +89,14 @@ def date(r: Random) -> str:
 
 
 def later(d: str, r: Random) -> str:
-    """A date 1-7 days after `d` within the same month (days are drawn from 1-28)."""
-    y, m, day = d.split("-")
-    return f"{y}-{m}-{min(28, int(day) + r.randint(1, 7)) if int(day) < 28 else 28:02d}" if int(day) < 28 \
-        else f"{y}-{int(m) % 12 + 1:02d}-{r.randint(1, 5):02d}"
+    """A date 1-7 days after `d` (days of month are drawn from 1-28, so months have 28 days here)."""
+    y, m, day = (int(x) for x in d.split("-"))
+    day += r.randint(1, 7)
+    if day > 28:
+        day, m = day - 28, m + 1
+    if m > 12:
+        m, y = 1, y + 1
+    return f"{y}-{m:02d}-{day:02d}"
 
 
 def clock(r: Random) -> str:
@@ -286,13 +290,13 @@ def _alarm(r: Random) -> tuple[str, Params]:
 def _translate(r: Random) -> tuple[str, Params]:
     text, target = r.choice(PHRASES), r.choice(LANG_NAMES)
     p: Params = {"text": text, "target_language": target}
-    src = ""
     if chance(r, 0.3):
         p["source_language"] = "english"
-        src = " from English"
-    q = r.choice([f'Translate "{text}"{src} into {cap(target)}.', f'How do you say "{text}" in {cap(target)}?'
-                  if not src else f'Translate "{text}" into {cap(target)}{src}.',
-                  f'Can you translate "{text}"{src} to {cap(target)}?'])
+        q = r.choice([f'Translate "{text}" from English into {cap(target)}.',
+                      f'Can you translate "{text}" from English to {cap(target)}?'])
+    else:
+        q = r.choice([f'Translate "{text}" into {cap(target)}.', f'How do you say "{text}" in {cap(target)}?',
+                      f'Can you translate "{text}" to {cap(target)}?'])
     return q, p
 
 
@@ -525,7 +529,7 @@ def _thermostat(r: Random) -> tuple[str, Params]:
         p["mode"] = r.choice(["heat", "cool", "auto"])
         extra += {"heat": " in heating mode", "cool": " in cooling mode", "auto": " in auto mode"}[p["mode"]]
     q = r.choice([f"Set the thermostat to {t} degrees{extra}.", f"Make it {t} degrees in here{extra}.",
-                  f"Change the heating to {t} degrees{extra}."])
+                  f"Set the temperature to {t} degrees{extra}."])
     return q, p
 
 
@@ -815,7 +819,7 @@ PURPOSE: dict[str, str] = {
     "book_hotel": "book hotels", "send_email": "send emails", "create_calendar_event": "create calendar events",
     "set_timer": "set timers", "set_alarm": "set alarms", "translate_text": "translate text",
     "get_stock_price": "look up stock prices", "search_restaurants": "search for restaurants",
-    "get_directions": "give directions", "create_todo": "manage your to-do list", "play_music": "play music",
+    "get_directions": "give directions", "create_todo": "add items to the to-do list", "play_music": "play music",
     "get_news": "fetch the news", "place_order": "order food", "convert_units": "convert units",
     "search_web": "search the web", "set_reminder": "set reminders", "define_word": "look up definitions",
     "calculate_loan_payment": "calculate loan payments", "send_sms": "send text messages",

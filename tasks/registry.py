@@ -1,0 +1,26 @@
+"""The task suites Evolve knows, by name."""
+
+from __future__ import annotations
+
+from tasks.suite import Suite, SuiteUnavailable
+
+
+def suite_names() -> list[str]:
+    return ["bundled", "toolcall", "swe-bench-verified", "swe-bench-lite"]
+
+
+def get_suite(name: str, **options: str) -> Suite:
+    """The suite called `name`; `options` go to suites that take them (e.g. `dataset=FILE`)."""
+    if name == "bundled":
+        from tasks.bundled_images import BundledImageSuite
+
+        return BundledImageSuite()
+    if name == "toolcall":
+        from tasks.toolcall.suite import ToolCallSuite
+
+        return ToolCallSuite()
+    if name in ("swe-bench-verified", "swe-bench-lite"):
+        from tasks.swebench_suite import SWEBenchSuite
+
+        return SWEBenchSuite(name, dataset=options.get("dataset"))
+    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}")
