@@ -37,7 +37,8 @@ def combine(rewards: Mapping[str, Reward] | list[Reward], weights: RewardWeights
             by_name[r.name] = r
     missing = sorted(n for n, x in w.items() if x != 0 and n not in by_name)
     if missing:
-        raise ValueError(f"weighted reward(s) missing: {', '.join(missing)} (have: {', '.join(sorted(by_name)) or 'none'})")
+        have = ", ".join(sorted(by_name)) or "none"
+        raise ValueError(f"weighted reward(s) missing: {', '.join(missing)} (have: {have})")
     total = 0.0
     parts: dict[str, float] = {}
     info: dict[str, object] = {"weights": {n: x for n, x in w.items() if n in by_name}}

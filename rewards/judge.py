@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from records import Message, Reward, TaskInstance, Trajectory
+from records import Message, Reward, Step, TaskInstance, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _task_text(task: str | TaskInstance) -> str:
     return task.problem_statement if isinstance(task, TaskInstance) else task
 
 
-def _render_step(step: Any, config: JudgeConfig) -> str:
+def _render_step(step: Step, config: JudgeConfig) -> str:
     out = [f"### Step {step.index + 1}", "Agent:", clip(step.response.content, config.max_message_chars)]
     calls = step.tool_calls or step.response.tool_calls
     if calls and not step.response.content.strip():
@@ -139,7 +139,7 @@ def render_trajectory(trajectory: Trajectory, config: JudgeConfig) -> str:
     steps = trajectory.steps
     n = len(steps)
     omitted = n - config.head_steps - config.tail_steps
-    shown: list[Any] = list(steps)
+    shown: list[Step | None] = list(steps)
     if omitted > 0:
         shown = [*steps[:config.head_steps], None, *steps[n - config.tail_steps:n]]
     parts = [f"## Trajectory ({n} steps, ended: {trajectory.status.value})"]
@@ -180,8 +180,8 @@ _NUM = r"(-?\d+(?:\.\d+)?)"
 _OF = r"(?:\s*(?:/|out\s+of)\s*" + _NUM + r")?"
 _DECOR = r"[\s*_#>`-]*"
 _SCORE_RE = re.compile(rf"(?im)^{_DECOR}(?:final\s+|overall\s+)?score[\s*_`]*[:=][\s*_`]*{_NUM}{_OF}")
-_RATIONALE_RE = re.compile(r"(?is)^[\s*_#>`-]*rationale[\s*_`]*:[\s*_`]*(.*?)(?=^[\s*_#>`-]*(?:final\s+|overall\s+)?score\b|\Z)",
-                           re.M)
+_RATIONALE_RE = re.compile(
+    rf"(?ism)^{_DECOR}rationale[\s*_`]*:[\s*_`]*(.*?)(?=^{_DECOR}(?:final\s+|overall\s+)?score\b|\Z)")
 
 
 def _criterion_re(name: str) -> re.Pattern[str]:

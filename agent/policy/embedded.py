@@ -25,6 +25,35 @@ log = logging.getLogger(__name__)
 
 DONE_MARKER = ".evolve-converted"
 
+# The GGUF (google/gemma-3-270m, the pretrained base model) carries no chat template; this renders
+# Gemma's turn format. Unlike Google's template it accepts `system` (prefixed to the first turn),
+# `tool` results (user turns in <tool_response> tags), tool schemas and assistant tool calls
+# (ToolRL-style <tool_call> JSON). transformers renders with trim_blocks, hence {{ '\\n' }}.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(prefix='') %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set ns.prefix = (messages[0]['content'] or '') + '\\n\\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set loop_messages = messages %}{% endif %}"
+    "{% if tools %}{% set ns.prefix = ns.prefix + '# Tools\\n<tools>' %}"
+    "{% for tool in tools %}{% set ns.prefix = ns.prefix + '\\n' + (tool | tojson) %}{% endfor %}"
+    "{% set ns.prefix = ns.prefix + '\\n</tools>\\n\\n' %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' }}"
+    "{% if loop.first %}{{ ns.prefix }}{% endif %}"
+    "{% if message['role'] == 'tool' %}{{ '<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response>' }}"
+    "{% else %}{{ message['content'] or '' }}{% endif %}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{% set fn = call['function'] if call.get('function') else call %}"
+    "{{ '\\n<tool_call>\\n' }}{\"name\": \"{{ fn['name'] }}\", \"arguments\": {{ fn['arguments'] | tojson }}}"
+    "{{ '\\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if not loop_messages and ns.prefix %}{{ '<start_of_turn>user\\n' + ns.prefix + '<end_of_turn>\\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
 
 def cache_root() -> Path:
     """Where Evolve keeps converted models: `$EVOLVE_CACHE` or `~/.cache/evolve`."""
@@ -64,6 +93,8 @@ def _convert_gemma3_270m(out: Path) -> None:
     if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id and end_of_turn not in eos:
         eos.append(end_of_turn)
     model.generation_config.eos_token_id = eos
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     log.info("converted gemma3-270m in %.0f s", time.monotonic() - t0)

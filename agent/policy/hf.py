@@ -24,6 +24,14 @@ from records.trajectory import Message
 
 log = logging.getLogger(__name__)
 
+# For models without a chat template (base models): ChatML.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 # Extra end-of-turn tokens some chat models use besides their eos token.
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
@@ -151,6 +159,9 @@ class HFPolicy(Policy):
             ) from e
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
+        if not self.tokenizer.chat_template:
+            log.warning("%s has no chat template: using ChatML", model)
+            self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()

@@ -9,7 +9,8 @@ Categories (stored in `extra["category"]`):
 - `nested`: one call with an array or object parameter.
 - `multiple`: two or three calls in one turn (the same tool twice or different tools), in request order.
 - `no_call`: the answer is a `<response>`: small talk (`subtype` chat), no offered tool fits (`no_tool`),
-  or a required argument is missing and the assistant asks for it (`missing_arg`).
+  or a required argument is missing and the assistant asks for it (`missing_arg`); for the last two
+  `extra["tool"]` names the tool the request is about (withheld for `no_tool`, offered for `missing_arg`).
 
 Each instance offers the tools it needs plus 2-3 distractors that never overlap in job with the gold
 tools (see `tools.GROUPS`), shuffled. The split is 80/20 train/test, stratified by category, fixed by the seed.
@@ -21,18 +22,17 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from random import Random
 from typing import Any
 
 from records import TaskInstance
+from tasks.toolcall.suite import DATA_FILE
 from tasks.toolcall.templates import CHAT, MISSING, PURPOSE, SINGLE, Params
 from tasks.toolcall.tools import BY_NAME, GENERAL, TOOLS, related
 
 log = logging.getLogger(__name__)
 
 SEED = 20250417
-DATA_FILE = Path(__file__).parent / "data" / "instances.jsonl"
 PER_TOOL = 6
 N_MULTIPLE = 70
 N_NO_TOOL = 27
@@ -84,6 +84,13 @@ def _excluded(gold: list[str]) -> set[str]:
     for g in gold:
         out |= related(g)
     return out
+
+
+def _distinct(name: str, params: list[Params]) -> bool:
+    """Calls of the same tool differ in the values of its required parameters."""
+    required = BY_NAME[name]["parameters"]["required"]
+    keys = {json.dumps([p.get(k) for k in required], sort_keys=True) for p in params}
+    return len(keys) == len(params)
 
 
 def _think_single(name: str, r: Random) -> str:
@@ -139,7 +146,7 @@ def _multiple_instances(r: Random, b: _Builder) -> None:
         else:
             gold = r.sample(names, r.choice([2, 2, 3]))
         drawn = [SINGLE[n](r) for n in gold]
-        if len({json.dumps(p, sort_keys=True) for _, p in drawn}) < len(drawn):
+        if len(set(gold)) < len(gold) and not _distinct(gold[0], [p for _, p in drawn]):
             continue
         query = _join([q for q, _ in drawn], r)
         if not b.fresh(query):
@@ -164,7 +171,7 @@ def _no_call_instances(r: Random, b: _Builder) -> None:
         reply = r.choice([f"Sorry, I can't {PURPOSE[name]} with the tools I have.",
                           f"I'm afraid I don't have a tool to {PURPOSE[name]} right now."])
         b.add("no_call", query, _tools([], r, related(name) | GENERAL), response_answer(think, reply), "no_call",
-              subtype="no_tool")
+              subtype="no_tool", tool=name)
     missing = sorted(MISSING)
     made = 0
     while made < N_MISSING:
@@ -175,7 +182,7 @@ def _no_call_instances(r: Random, b: _Builder) -> None:
         made += 1
         think = f"{name} fits, but the user has not given everything it requires, so I ask for it."
         b.add("no_call", query, _tools([name], r, related(name)), response_answer(think, question), "no_call",
-              subtype="missing_arg")
+              subtype="missing_arg", tool=name)
 
 
 def _split(rows: list[dict[str, Any]], r: Random) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 from records import TaskInstance
 from tasks.suite import Suite, SuiteUnavailable
-from tasks.toolcall.generate import DATA_FILE
 
+DATA_FILE = Path(__file__).parent / "data" / "instances.jsonl"
+"""The checked-in instances, written by `python -m tasks.toolcall.generate`."""
 SPLITS = ("train", "test")
 
 

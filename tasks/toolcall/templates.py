@@ -20,6 +20,9 @@ CITIES = ["Paris", "Tokyo", "New York", "London", "Berlin", "Madrid", "Rome", "T
           "Amsterdam", "Helsinki"]
 COUNTRIES = ["Canada", "Brazil", "Japan", "Germany", "India", "Kenya", "Australia", "France", "Mexico", "Norway",
              "Spain", "Egypt", "Chile", "Vietnam", "Poland"]
+CITY_COUNTRY = [("Lima", "Peru"), ("Oslo", "Norway"), ("Lyon", "France"), ("Osaka", "Japan"), ("Munich", "Germany"),
+                ("Toronto", "Canada"), ("Porto", "Portugal"), ("Nairobi", "Kenya"), ("Melbourne", "Australia"),
+                ("Seville", "Spain"), ("Krakow", "Poland"), ("Austin", "United States")]
 FIRST = ["Alice", "Bob", "Carmen", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kofi", "Lena",
          "Marco", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara"]
 LAST = ["Martin", "Nguyen", "Garcia", "Smith", "Rossi", "Khan", "Okafor", "Tanaka", "Silva", "Berg", "Dubois",
@@ -113,6 +116,16 @@ def person(r: Random) -> tuple[str, str]:
     return f"{first} {last}", f"{first.lower()}.{last.lower()}@example.com"
 
 
+def people(r: Random, k: int) -> list[tuple[str, str]]:
+    """`k` different people."""
+    out: list[tuple[str, str]] = []
+    while len(out) < k:
+        p = person(r)
+        if p not in out:
+            out.append(p)
+    return out
+
+
 def phone(r: Random) -> str:
     return f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"
 
@@ -169,7 +182,8 @@ def _currency(r: Random) -> tuple[str, Params]:
     amount = money(r)
     frm, to = r.sample(CURRENCIES, 2)
     q = r.choice([f"Convert {amount} {frm} to {to}.", f"How much is {amount} {frm} in {to}?",
-                  f"What's {amount} {frm} worth in {to}?", f"I need to change {amount} {frm} into {to}, how much is that?"])
+                  f"What's {amount} {frm} worth in {to}?",
+                  f"I need to change {amount} {frm} into {to}, how much is that?"])
     return q, {"amount": amount, "from_currency": frm, "to_currency": to}
 
 
@@ -212,13 +226,16 @@ def _hotel(r: Random) -> tuple[str, Params]:
 
 @single("send_email")
 def _email(r: Random) -> tuple[str, Params]:
-    to = [person(r)[1] for _ in range(r.choice([1, 1, 2]))]
+    to = [em for _, em in people(r, r.choice([1, 1, 2]))]
     subject, body = r.choice(MAILS)
     p: Params = {"to": to, "subject": subject, "body": body}
     cc = ""
     if chance(r, 0.25):
-        p["cc"] = [person(r)[1]]
-        cc = f", and cc {p['cc'][0]}"
+        copy = person(r)[1]
+        while copy in to:
+            copy = person(r)[1]
+        p["cc"] = [copy]
+        cc = f", and cc {copy}"
     who = and_list(to)
     q = r.choice([f'Send an email to {who} with the subject "{subject}" saying "{body}"{cc}.',
                   f'Email {who}: subject "{subject}", body "{body}"{cc}.',
@@ -233,9 +250,9 @@ def _event(r: Random) -> tuple[str, Params]:
                  "duration_minutes": r.choice([15, 30, 45, 60, 90, 120])}
     extra = ""
     if chance(r, 0.5):
-        people = [person(r) for _ in range(r.randint(1, 2))]
-        p["attendees"] = [{"name": nm, "email": em} for nm, em in people]
-        extra += " with " + and_list([f"{nm} ({em})" for nm, em in people])
+        guests = people(r, r.randint(1, 2))
+        p["attendees"] = [{"name": nm, "email": em} for nm, em in guests]
+        extra += " with " + and_list([f"{nm} ({em})" for nm, em in guests])
     if chance(r, 0.3):
         p["location"] = r.choice(LOCATIONS)
         extra += f" at {p['location']}"
@@ -417,7 +434,8 @@ def _order(r: Random) -> tuple[str, Params]:
     p: Params = {"restaurant": rest, "items": items}
     addr = ""
     if chance(r, 0.4):
-        p["delivery_address"] = {"street": r.choice(STREETS), "city": r.choice(CITIES), "postal_code": r.choice(POSTCODES)}
+        p["delivery_address"] = {"street": r.choice(STREETS), "city": r.choice(CITIES),
+                                 "postal_code": r.choice(POSTCODES)}
         a = p["delivery_address"]
         addr = f", delivered to {a['street']}, {a['city']} {a['postal_code']}"
     what = and_list(words)
@@ -475,7 +493,8 @@ def _loan(r: Random) -> tuple[str, Params]:
     rate = r.choice([3.5, 4.25, 5, 6.75, 7.9, 4, 2.99])
     years = r.choice([3, 5, 10, 15, 20, 25, 30])
     q = r.choice([f"What's the monthly payment on a {principal} loan at {rate}% over {years} years?",
-                  f"Calculate the monthly payment for borrowing {principal} at {rate} percent a year for {years} years.",
+                  f"Calculate the monthly payment for borrowing {principal} at {rate} percent a year "
+                  f"for {years} years.",
                   f"If I borrow {principal} for {years} years at {rate}% interest, what do I pay each month?"])
     return q, {"principal": principal, "annual_rate": rate, "years": years}
 
@@ -545,7 +564,7 @@ def _contact(r: Random) -> tuple[str, Params]:
         p["email"] = mail
         extra += f", email {mail}"
     if chance(r, 0.35):
-        city, country = r.choice(CITIES), r.choice(COUNTRIES)
+        city, country = r.choice(CITY_COUNTRY)
         if chance(r, 0.5):
             p["address"] = {"street": r.choice(STREETS), "city": city, "country": country}
             extra += f", address {p['address']['street']}, {city}, {country}"

@@ -1,0 +1,123 @@
+"""The LangGraph agent loop against a real Docker sandbox, with scripted and tiny real policies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.graph import Agent
+from agent.parsing import parse_tool_calls
+from agent.replay import ScriptedPolicy, replay_actions
+from agent.variant import AgentVariant, Budget
+from records import TaskInstance, TrajectoryStatus
+from sandbox import SandboxConfig, start_sandbox
+
+
+def call(name: str, **params) -> str:
+    return f"<think>step</think>\n<tool_call>\n{json.dumps({'name': name, 'parameters': params})}\n</tool_call>"
+
+
+INSTANCE = TaskInstance(instance_id="calc-1", problem_statement="add() should subtract. (a test of the loop)")
+
+FIX = [
+    call("bash", command="cd tests && ls"),
+    call("bash", command="pwd"),  # the shell kept the cd
+    call("view", path="calc.py"),
+    "I will just talk without a tool call",
+    call("str_replace", path="calc.py", old_str="return a + b", new_str="return a - b"),
+    call("search", query="add", kind="definition"),
+    call("search", query="add", kind="references"),
+    call("nonexistent_tool"),
+    '<think>x</think>\n<tool_call>\n{"name": "bash", "parameters": \n</tool_call>',
+    call("str_replace", path="calc.py", old_str="no such text", new_str="x"),
+    call("submit"),
+]
+
+
+@pytest.fixture(params=["docker", "local"])
+def sandbox(request, repo: Path):
+    if request.param == "docker":
+        request.getfixturevalue("docker_ready")
+    else:
+        from tests.conftest import bwrap_works
+
+        if not bwrap_works():
+            pytest.skip("bubblewrap cannot create namespaces here")
+    sb = start_sandbox(SandboxConfig(backend=request.param), workspace=repo)
+    yield sb
+    sb.stop()
+
+
+def test_episode_records_every_step_and_submits_the_patch(sandbox):
+    recorded = []
+    agent = Agent(ScriptedPolicy(FIX), on_step=lambda traj, step: recorded.append(step.index))
+    traj = agent.run(INSTANCE, sandbox)
+    assert traj.status == TrajectoryStatus.submitted
+    assert recorded == list(range(len(FIX)))
+    obs = [s.observation.content if s.observation else "" for s in traj.steps]
+    assert "test_calc.py" in obs[0] and "/testbed/tests" in obs[1]
+    assert "     1\tdef add(a, b):" in obs[2]
+    assert traj.steps[3].parse_error and "no <tool_call>" in obs[3]
+    assert "def add(a, b)" in obs[5] and "calc.py" in obs[5]
+    assert "tests/test_calc.py" in obs[6]
+    assert "unknown tool" in obs[7]
+    assert traj.steps[8].parse_error and "not valid JSON" in obs[8]
+    assert "not found" in obs[9]
+    assert "-    return a + b" in traj.patch and "+    return a - b" in traj.patch
+    assert traj.agent_variant.startswith("default@")
+
+
+def test_budget_ends_the_episode(sandbox):
+    variant = AgentVariant.load()
+    variant.budget = Budget(max_steps=3)
+    traj = Agent(ScriptedPolicy([call("bash", command="echo hi")] * 10), variant=variant).run(INSTANCE, sandbox)
+    assert traj.status == TrajectoryStatus.budget_exhausted and len(traj.steps) == 3 and traj.truncated
+
+
+def test_context_limit_ends_the_episode(sandbox):
+    traj = Agent(ScriptedPolicy([call("bash", command="echo hi")] * 5, context_length=300)).run(INSTANCE, sandbox)
+    assert traj.status == TrajectoryStatus.context_exceeded
+
+
+def test_replay_rebuilds_the_state_at_a_step(sandbox, repo: Path):
+    traj = Agent(ScriptedPolicy(FIX)).run(INSTANCE, sandbox)
+    with start_sandbox(SandboxConfig(backend="local" if "Local" in type(sandbox).__name__ else "docker"),
+                       workspace=repo) as fresh:
+        replay_actions(traj, 4, fresh)  # before the edit
+        assert fresh.diff() == ""
+        replay_actions(traj.model_copy(update={"steps": traj.steps[4:5]}), 1, fresh)
+        assert fresh.diff() == traj.patch
+
+
+def test_dead_sandbox_ends_the_episode_with_an_error(repo: Path, docker_ready):
+    from sandbox.docker import DockerSandbox, docker_client
+
+    sb = DockerSandbox.start(workspace=repo)
+    steps = [call("bash", command="echo 1"), call("bash", command="echo 2")]
+
+    def kill_after_first(traj, step):
+        if step.index == 0:
+            docker_client().api.kill(sb.container.id)
+
+    traj = Agent(ScriptedPolicy(steps), on_step=kill_after_first).run(INSTANCE, sb)
+    sb.stop()
+    assert traj.status == TrajectoryStatus.error and "died" in (traj.error or "")
+    assert len(traj.steps) == 1
+
+
+@pytest.mark.parametrize("text,names,error", [
+    (call("bash", command="ls"), ["bash"], None),
+    ('<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n{"name": "b", "parameters": {}}\n</tool_call>', ["a", "b"], None),
+    ('<tool_call>\n{"name": "a", "parameters": "{\\"x\\": 1}"}\n</tool_call>', ["a"], None),
+    ("no call at all", [], "no <tool_call>"),
+    ("<tool_call>\n\n</tool_call>", [], "empty"),
+    ('<tool_call>\n["a"]\n</tool_call>', [], "must be an object"),
+    ('<tool_call>\n{"name": "a", "parameters": [1]}\n</tool_call>', [], "JSON object"),
+    ('<tool_call>\n{"name": "a", "parameters": {}}', ["a"], None),  # cut at the stop string
+])
+def test_parse_tool_calls(text, names, error):
+    calls, err = parse_tool_calls(text)
+    assert [c.name for c in calls] == names
+    assert (err is None) if error is None else (error in err)
