@@ -134,7 +134,7 @@ def format_ok(response: str, answer: str) -> bool:
 def json_equal(a: Any, b: Any) -> bool:
     """Equality of JSON values: dicts by keys and values, lists in order, bools never equal to numbers."""
     if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):

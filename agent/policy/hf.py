@@ -172,7 +172,8 @@ class HFPolicy(Policy):
             eos_token_id=self.eos_ids,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generate / adapter swap at a time
+        self._tok_lock = threading.Lock()
         self._adapter_count = 0
         if self.config.adapter:
             self.load_adapter(self.config.adapter)
@@ -240,7 +241,9 @@ class HFPolicy(Policy):
 
     def prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Token ids of the rendered prompt."""
-        return self.tokenizer(self.render(messages, tools), add_special_tokens=False)["input_ids"]
+        text = self.render(messages, tools)
+        with self._tok_lock:  # fast tokenizers raise "Already borrowed" when encoding concurrently
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.prompt_ids(messages))

@@ -315,3 +315,26 @@ def serve_in_thread(policy: Policy, host: str = "127.0.0.1", port: int = 0, **op
     server = PolicyServer(policy, host, port, **options)
     server.start()
     return server
+
+
+def main() -> None:
+    """`python -m agent.policy.server --policy SPEC --port 8000`: serve a policy until Ctrl-C."""
+    import argparse
+
+    from agent.policy import DEFAULT_POLICY, load_policy
+
+    parser = argparse.ArgumentParser(description="OpenAI-compatible server around an Evolve policy (loopback only)")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        policy = load_policy(args.policy)
+        serve(policy, args.host, args.port)
+    except PolicyError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

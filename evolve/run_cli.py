@@ -1,0 +1,164 @@
+"""`evolve run SUITE` and `evolve tasks`: the CLI side of running suites, with live progress."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from evolve.errors import ConfigError
+from sandbox import SandboxConfig
+from tasks.registry import get_suite, suite_names
+from tasks.suite import SuiteUnavailable
+
+console = Console()
+DEFAULT_BUNDLED = ["bundled__iniconf-1"]
+
+
+def load_policy_spec(spec: str, runs_root: Path):
+    """A policy from a spec; `version:ID` (a trained version) resolves through the run directories."""
+    from agent.policy import load_policy
+    from evolve.train.versions import resolve_policy
+
+    resolved, options = resolve_policy(spec, runs_root)
+    return load_policy(resolved, **options)
+
+
+def run_cmd(
+    suite: str = typer.Argument(..., help=f"Suite: {', '.join(suite_names())}."),
+    limit: Optional[int] = typer.Option(None, help="Most instances."),
+    instances: Optional[str] = typer.Option(None, help="Comma-separated instance ids."),
+    policy: str = typer.Option("hf:gemma3-270m", help="hf:PATH_OR_NAME[@ADAPTER], openai:URL[#model], "
+                               "vllm:MODEL, or version:ID|latest (a trained policy)."),
+    sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
+    workers: int = typer.Option(2, min=1, help="Episodes in parallel (their policy calls are batched)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/<suite>."),
+    dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file (JSON/JSONL/parquet)."),
+    variant: Optional[Path] = typer.Option(None, help="Agent variant directory."),
+    max_steps: Optional[int] = typer.Option(None, help="Step budget per episode."),
+    max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
+    split: str = typer.Option("test", help="toolcall suite: train or test."),
+) -> None:
+    """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
+    if sandbox not in ("docker", "local"):
+        raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
+    out = out or Path("runs") / suite
+    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
+    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    if the_suite.kind == "toolcall":
+        _run_toolcall(the_suite, ids, limit, split, policy, out)
+        return
+    if suite == "bundled" and not ids and limit is None:
+        ids = DEFAULT_BUNDLED  # the embedded default: fits 10 minutes on a 2-core CPU
+    chosen = the_suite.select(ids, limit)
+    if sandbox == "docker":
+        _ensure_images(the_suite, chosen)
+    from agent.variant import DEFAULT_VARIANT
+    from evolve.runner import RunConfig, run_swe
+
+    cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
+                    policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
+                    max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
+                    workers=workers, out=str(out))
+    console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
+                  f"store {out}")
+    with console.status("loading policy"):
+        pol = load_policy_spec(policy, out.parent)
+    states = {i.instance_id: "pending" for i in chosen}
+    started = time.time()
+
+    def table() -> Table:
+        t = Table(title=f"{suite} · {time.time() - started:.0f} s")
+        t.add_column("instance")
+        t.add_column("state")
+        for iid, st in states.items():
+            t.add_row(iid, st)
+        return t
+
+    with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
+        def on_event(instance_id: str, what: str) -> None:
+            states[instance_id] = what
+            live.update(table())
+
+        report = run_swe(cfg, chosen, pol, on_event)
+    _print_report(report, out)
+
+
+def _ensure_images(suite, chosen) -> None:
+    if hasattr(suite, "build_images"):
+        with console.status("building task images"):
+            from tasks.images import ensure_images
+            from tasks.bundled.materialize import materialize
+
+            ensure_images(chosen, materialize)
+        return
+    from tasks.swebench_suite import missing_images
+
+    missing = missing_images(chosen)
+    if missing:
+        raise SuiteUnavailable(
+            f"{len(missing)} SWE-bench image(s) are not in the local Docker daemon (e.g. {missing[0]}) and no "
+            "registry is reachable here: build them where one is (python -m swebench.harness.prepare_images), "
+            "then `docker save` there and `docker load` here")
+
+
+def _run_toolcall(suite, ids, limit, split, policy, out: Path) -> None:
+    from evolve.toolcall_eval import run_toolcall
+
+    chosen = suite.select(ids, limit, split=split)
+    with console.status("loading policy"):
+        pol = load_policy_spec(policy, out.parent)
+    with console.status("") as status:
+        report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
+                              on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
+    t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")
+    for col in ("mean format", "mean correctness", "mean total", "seconds"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{report['mean_format']:.3f}", f"{report['mean_correctness']:.3f}", f"{report['mean_total']:.3f}",
+              str(report["seconds"]))
+    console.print(t)
+    console.print(f"stored in {out}")
+
+
+def _print_report(report: dict, out: Path) -> None:
+    t = Table(title=f"resolved {report['resolved']}/{report['instances']} ({report['resolved_rate']:.0%}) · "
+                    f"{report['tokens']} tokens · {report['seconds']} s")
+    for col in ("instance", "status", "resolved", "steps", "tokens", "seconds"):
+        t.add_column(col)
+    for r in report["per_instance"]:
+        t.add_row(r["instance_id"], r.get("status", ""), str(r.get("resolved")), str(r.get("steps", "")),
+                  str(r.get("tokens", "")), str(r.get("seconds", "")))
+    console.print(t)
+    console.print(f"predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}")
+
+
+def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite's instances."),
+              dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file.")) -> None:
+    """List the suites, or one suite's instances."""
+    if suite is None:
+        t = Table(title="suites")
+        t.add_column("suite")
+        t.add_column("kind")
+        t.add_column("description")
+        for name in suite_names():
+            s = get_suite(name)
+            t.add_row(name, s.kind, s.description)
+        console.print(t)
+        return
+    s = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    t = Table(title=f"{suite} instances")
+    t.add_column("instance")
+    t.add_column("detail")
+    for inst in s.instances():
+        detail = inst.extra.get("bug_kind") or inst.extra.get("category") or inst.repo
+        t.add_row(inst.instance_id, str(detail))
+    console.print(t)
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
