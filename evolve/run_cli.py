@@ -18,7 +18,6 @@ from tasks.registry import get_suite, suite_names
 from tasks.suite import SuiteUnavailable
 
 console = Console()
-DEFAULT_BUNDLED = ["bundled__iniconf-1"]
 
 
 def load_policy_spec(spec: str, runs_root: Path):
@@ -54,8 +53,6 @@ def run_cmd(
     if the_suite.kind == "toolcall":
         _run_toolcall(the_suite, ids, limit, split, policy, out)
         return
-    if suite == "bundled" and not ids and limit is None:
-        ids = DEFAULT_BUNDLED  # the embedded default: fits 10 minutes on a 2-core CPU
     chosen = the_suite.select(ids, limit)
     if sandbox == "docker":
         _ensure_images(the_suite, chosen)

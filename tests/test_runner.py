@@ -1,0 +1,120 @@
+"""`evolve run` on a bundled instance: real sandboxes, real grading, resume after SIGKILL, batching."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.batching import BatchingPolicy
+from agent.policy.base import SamplingParams
+from agent.replay import ScriptedPolicy
+from evolve.runner import RunConfig, run_swe
+from evolve.store import RunStore
+from records import Message
+from tasks.registry import get_suite
+
+pytestmark = pytest.mark.usefixtures("docker_ready")
+
+
+def call(name: str, **params) -> str:
+    return f"<think>go</think>\n<tool_call>\n{json.dumps({'name': name, 'parameters': params})}\n</tool_call>"
+
+
+@pytest.fixture(scope="module")
+def instance():
+    suite = get_suite("bundled")
+    inst = suite.instances()[0]
+    suite.build_images()
+    return inst
+
+
+def gold_script(inst) -> list[str]:
+    return [call("create", path="/tmp/fix.diff", content=inst.patch),
+            call("bash", command="git apply /tmp/fix.diff && git status --short"),
+            call("submit")]
+
+
+def test_run_resolves_with_the_gold_actions_and_resumes(instance, tmp_path: Path):
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(tmp_path / "run"), workers=1)
+    report = run_swe(cfg, [instance], ScriptedPolicy(gold_script(instance)))
+    assert report["resolved"] == 1 and report["per_instance"][0]["status"] == "submitted"
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert preds[0]["instance_id"] == instance.instance_id and preds[0]["model_patch"].strip()
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        (tid,) = store.trajectory_ids()
+        assert store.rewards(tid)["swe"].total == 1.0
+        assert len(store.get_trajectory(tid).steps) == 3
+    again = run_swe(cfg, [instance], ScriptedPolicy([]))  # resume: nothing left to do
+    assert again["resolved"] == 1
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        assert len(store.trajectory_ids()) == 1
+
+
+def test_empty_patch_is_not_resolved(instance, tmp_path: Path):
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(tmp_path / "run"), workers=1)
+    report = run_swe(cfg, [instance], ScriptedPolicy([call("submit")]))
+    assert report["resolved"] == 0
+
+
+KILLED_RUN = """
+import json, sys
+from agent.replay import ScriptedPolicy
+from evolve.runner import RunConfig, run_swe
+from tasks.registry import get_suite
+inst = get_suite("bundled").instances()[0]
+cfg = RunConfig(suite="bundled", instances=[inst.instance_id], out=sys.argv[1], workers=1)
+step = '<think>x</think>\\n<tool_call>\\n' + json.dumps({"name": "bash", "parameters": {"command": "sleep 600"}}) + '\\n</tool_call>'
+run_swe(cfg, [inst], ScriptedPolicy(['<think>x</think>\\n<tool_call>\\n{"name": "bash", "parameters": {"command": "ls"}}\\n</tool_call>', step]))
+"""
+
+
+def test_sigkill_then_resume(instance, tmp_path: Path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(out)])
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first step is stored, then kill mid-episode
+        try:
+            with RunStore(out, readonly=True) as store:
+                ids = store.trajectory_ids()
+                if ids and store.get_trajectory(ids[0]).steps:
+                    break
+        except Exception:
+            pass
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from sandbox.docker import prune
+
+    prune(out.resolve().name)  # what `evolve sandbox prune` does after a crash
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(out), workers=1)
+    report = run_swe(cfg, [instance], ScriptedPolicy(gold_script(instance)))
+    assert report["resolved"] == 1
+    with RunStore(out, readonly=True) as store:
+        first, second = (store.get_trajectory(t) for t in store.trajectory_ids())
+        assert first.status.value == "error" and "interrupted" in first.error and len(first.steps) == 1
+        assert second.status.value == "submitted"
+
+
+def test_batching_policy_batches_concurrent_calls():
+    inner = ScriptedPolicy(["a"])
+    batching = BatchingPolicy(inner, max_batch=4, max_wait=2.0)
+    batching.active = 4
+    results = []
+
+    def ask(i: int) -> None:
+        conv = [Message(role="user", content=str(i))]
+        results.append(batching.generate([conv], SamplingParams())[0].text)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["a"] * 4 and batching.calls == 1
