@@ -51,7 +51,7 @@ def run_cmd(
     ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
     if the_suite.kind == "toolcall":
-        _run_toolcall(the_suite, ids, limit, split, policy, out)
+        _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
         return
     chosen = the_suite.select(ids, limit)
     if sandbox == "docker":
@@ -105,7 +105,7 @@ def _ensure_images(suite, chosen) -> None:
             "then `docker save` there and `docker load` here")
 
 
-def _run_toolcall(suite, ids, limit, split, policy, out: Path) -> None:
+def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
     from evolve.toolcall_eval import run_toolcall
 
     chosen = suite.select(ids, limit, split=split)
@@ -113,7 +113,7 @@ def _run_toolcall(suite, ids, limit, split, policy, out: Path) -> None:
         pol = load_policy_spec(policy, out.parent)
     with console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
-                              on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
+                              max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
     t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")
     for col in ("mean format", "mean correctness", "mean total", "seconds"):
         t.add_column(col, justify="right")

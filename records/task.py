@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TaskInstance(BaseModel):
@@ -46,3 +48,11 @@ class TaskInstance(BaseModel):
     """Command that runs the instance's tests inside `/testbed` (bundled suites); SWE-bench derives its own."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Suite-specific data (e.g. the ground-truth answer of a tool-calling task)."""
+
+    @field_validator("FAIL_TO_PASS", "PASS_TO_PASS", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        """SWE-bench's datasets store the test lists as JSON strings."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
