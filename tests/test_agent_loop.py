@@ -121,3 +121,19 @@ def test_parse_tool_calls(text, names, error):
     calls, err = parse_tool_calls(text)
     assert [c.name for c in calls] == names
     assert (err is None) if error is None else (error in err)
+
+
+def test_branch_from_the_middle_and_continue(sandbox, repo: Path):
+    parent = Agent(ScriptedPolicy(FIX)).run(INSTANCE, sandbox)
+    k = 3  # branch after viewing the file, before the edit
+    child = parent.model_copy(deep=True, update={"id": "child", "parent_id": parent.id, "branch_step": k,
+                                                 "steps": parent.steps[:k], "patch": ""})
+    backend = "local" if "Local" in type(sandbox).__name__ else "docker"
+    with start_sandbox(SandboxConfig(backend=backend), workspace=repo) as fresh:
+        replay_actions(parent, k, fresh)
+        other_fix = call("str_replace", path="calc.py", old_str="return a + b", new_str="return -(b - a) - 2 * b + 2 * a - a")
+        responses = [s.response.content for s in parent.steps[:k]] + [other_fix, call("submit")]
+        done = Agent(ScriptedPolicy(responses)).run(INSTANCE, fresh, child)
+    assert done.parent_id == parent.id and done.branch_step == k
+    assert [s.response.content for s in done.steps[:k]] == [s.response.content for s in parent.steps[:k]]
+    assert len(done.steps) == k + 2 and "return -(b - a)" in done.patch
