@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate per sequence")
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per batched call")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two modes this many times; best of each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -64,15 +65,16 @@ def main() -> None:
     convs = conversations(args.batch_size)
     policy.generate(convs[:1], params.model_copy(update={"max_tokens": 4}))  # warm-up
 
-    single_tokens = single_s = 0.0
-    for conv in convs:
-        tokens, seconds = run(policy, [conv], params)
-        single_tokens, single_s = single_tokens + tokens, single_s + seconds
-    batch_tokens, batch_s = run(policy, convs, params)
+    singles, batches = [], []  # (tokens, seconds) per repeat; modes alternate so load changes hit both
+    for _ in range(args.repeats):
+        runs = [run(policy, [conv], params) for conv in convs]
+        singles.append((sum(t for t, _ in runs), sum(s for _, s in runs)))
+        batches.append(run(policy, convs, params))
+    (single_tokens, single_s), (batch_tokens, batch_s) = (max(r, key=lambda r: r[0] / r[1]) for r in (singles, batches))
 
     single_tps, batch_tps = single_tokens / single_s, batch_tokens / batch_s
     table = Table(title=f"generation throughput: {args.policy}, {args.batch_size} conversations x {args.tokens} tokens, "
-                        f"{getattr(policy, 'device', '?')}, {torch.get_num_threads()} threads")
+                        f"{getattr(policy, 'device', '?')}, {torch.get_num_threads()} threads, best of {args.repeats}")
     for column in ("mode", "tokens", "seconds", "tokens/s"):
         table.add_column(column, justify="right" if column != "mode" else "left")
     table.add_row("baseline: one at a time (batch 1)", f"{single_tokens:.0f}", f"{single_s:.1f}", f"{single_tps:.1f}")

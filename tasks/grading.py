@@ -31,14 +31,14 @@ EVAL_FILE = "/tmp/evolve-eval.sh"
 HEREDOC = "EOF_114329324912"  # SWE-bench's heredoc delimiter
 
 
-def test_files(test_patch: str) -> list[str]:
+def patched_files(test_patch: str) -> list[str]:
     """Files a test patch touches (SWE-bench resets them to the base commit before and after)."""
     return sorted(set(re.findall(r"^diff --git a/(\S+) b/", test_patch, flags=re.M)))
 
 
 def eval_script(instance: TaskInstance) -> str:
     """SWE-bench's eval script shape for an instance that gives `test_cmd` (the bundled suites)."""
-    files = " ".join(test_files(instance.test_patch))
+    files = " ".join(patched_files(instance.test_patch))
     reset = f"git checkout {instance.base_commit} -- {files}" if files else ":"
     return "\n".join([
         "#!/bin/bash", "set -uxo pipefail", "cd /testbed", reset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.grading import eval_script, grade, test_files
+from tasks.grading import eval_script, grade, patched_files
 from tasks.registry import get_suite
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
@@ -53,5 +53,5 @@ def test_eval_script_has_swebench_markers(instances):
     inst = instances[0]
     script = eval_script(inst)
     assert ">>>>> Start Test Output" in script and ">>>>> End Test Output" in script
-    for f in test_files(inst.test_patch):
+    for f in patched_files(inst.test_patch):
         assert f in script

@@ -142,6 +142,14 @@ def test_tools_and_tool_messages_render(policy: HFPolicy) -> None:
     assert policy.context_length == 2048
 
 
+def test_prompt_beyond_the_context_gets_an_empty_length_generation(policy: HFPolicy) -> None:
+    too_long = [Message(role="user", content="weather " * 3000)]
+    assert policy.count_tokens(too_long) > policy.context_length
+    gens = policy.generate([too_long, CONVERSATIONS[0]], SamplingParams(max_tokens=4, temperature=0.0))
+    assert gens[0].finish_reason == "length" and gens[0].token_ids == [] and gens[0].text == ""
+    assert gens[1].completion_tokens == 4
+
+
 def test_lora_adapter_changes_outputs_and_loads(policy: HFPolicy, model_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

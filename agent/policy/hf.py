@@ -100,6 +100,33 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def _speed_up_small_batch_head(model: Any) -> None:
+    """On CPU, compute the output layer as `(W @ x.T).T` for up to 64 rows.
+
+    MKL's sgemm handles `x @ W.T` with few rows and a huge W (Gemma's 262k-token vocabulary) badly:
+    batch 8 took ~4x longer than `W @ x.T` in our measurements, erasing the gain of batching. Same
+    result up to float rounding; larger inputs (prefill of long prompts) keep the standard path.
+    """
+    import types
+
+    import torch
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] > 64:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        out = (self.weight @ flat.T).T
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    head.forward = types.MethodType(forward, head)
+
+
 def _pick_device(device: str) -> str:
     import torch
 
@@ -158,6 +185,8 @@ class HFPolicy(Policy):
                 f"({', '.join(EMBEDDED)}), or download the model first (the hub is never contacted)."
             ) from e
         self.model.to(self.device).eval()
+        if self.device == "cpu":
+            _speed_up_small_batch_head(self.model)
         self.tokenizer.padding_side = "left"
         if not self.tokenizer.chat_template:
             log.warning("%s has no chat template: using ChatML", model)
@@ -264,8 +293,11 @@ class HFPolicy(Policy):
         tools: list[dict[str, Any]] | None = None,
     ) -> list[Generation]:
         prompts = [self.prompt_ids(c, tools) for c in conversations]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
         out: list[Generation | None] = [None] * len(prompts)
+        for i, p in enumerate(prompts):
+            if len(p) >= self.context_length:  # no room to generate anything
+                out[i] = Generation(text="", token_ids=[], logprobs=[], prompt_tokens=len(p), finish_reason="length")
+        order = sorted((i for i in range(len(prompts)) if out[i] is None), key=lambda i: len(prompts[i]))
         size = self.config.max_batch_size
         with self._lock:
             for start in range(0, len(order), size):
@@ -278,9 +310,7 @@ class HFPolicy(Policy):
         torch = self._torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        max_new = min(params.max_tokens, self.context_length - max(len(p) for p in prompts))
-        if max_new <= 0:
-            return [Generation(text="", token_ids=[], logprobs=[], prompt_tokens=len(p), finish_reason="length") for p in prompts]
+        max_new = min(params.max_tokens, self.context_length - max(len(p) for p in prompts))  # >= 1
         batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         width = batch["input_ids"].shape[1]
         greedy = params.temperature == 0.0

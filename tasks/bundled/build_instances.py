@@ -98,7 +98,12 @@ def run_tests(repo: Path, test_cmd: str, timeout: float = 300) -> tuple[dict[str
     proc = subprocess.run(host_command(test_cmd), cwd=repo, env=test_env(), capture_output=True,
                           text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
-    return parse_log_pytest(output, None), output
+    statuses = parse_log_pytest(output, None)
+    stray = sorted(t for t in statuses if "::" not in t)
+    if stray:
+        raise BuildError(f"{repo.name}: output lines that the log parser takes for test results "
+                         f"(a test prints or logs a line starting with PASSED/FAILED/ERROR...): {stray}")
+    return statuses, output
 
 
 def test_files(repo: Path) -> list[str]:
@@ -149,11 +154,14 @@ def build_instance(name: str, workdir: Path) -> TaskInstance:
     not_passing = sorted(t for t, s in after.items() if s != "PASSED")
     if not after or not_passing:
         raise BuildError(f"{name}: tests not passing with the gold patch: {not_passing}\n{output}")
-    gone = sorted(set(before) - set(after))
-    if gone:
-        raise BuildError(f"{name}: tests reported before the gold patch but not after: {gone}")
-    fail_to_pass = sorted(t for t in after if before.get(t) in (None, "FAILED", "ERROR"))
-    pass_to_pass = sorted(t for t in after if before.get(t) == "PASSED")
+    if set(before) != set(after):
+        raise BuildError(f"{name}: the same tests must be reported before and after the gold patch "
+                         f"(a collection error?): {sorted(set(before) ^ set(after))}")
+    odd = sorted(t for t, status in before.items() if status not in ("PASSED", "FAILED", "ERROR"))
+    if odd:
+        raise BuildError(f"{name}: tests neither passing nor failing before the gold patch: {odd}")
+    fail_to_pass = sorted(t for t in after if before[t] in ("FAILED", "ERROR"))
+    pass_to_pass = sorted(t for t in after if before[t] == "PASSED")
     if not fail_to_pass:
         raise BuildError(f"{name}: no test fails before the gold patch")
 
