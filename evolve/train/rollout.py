@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from pydantic import Field
@@ -103,11 +103,12 @@ def live_policy(model: Any, base: str, device: torch.device, batch_size: int) ->
 
 
 def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tokens: int,
-                      temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
+                      temperature: float = 0.0, seed: int = 0,
+                      prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> dict[str, float]:
     """Mean ToolRL format / correctness / total of one completion per instance (greedy by default)."""
     from agent.policy import SamplingParams
 
-    gens = policy.generate([prompt_messages(i) for i in instances],
+    gens = policy.generate([prompt(i) for i in instances],
                            SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed))
     scores = [score_text(g.text, i) for g, i in zip(gens, instances)]
     n = max(len(scores), 1)
@@ -115,9 +116,10 @@ def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tok
             "total": sum(s.total for s in scores) / n}
 
 
-def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *,
-                        instances: list[TaskInstance] | None = None) -> PolicyVersion:
-    """Online GRPO on the tool-calling suite's training split; store and return the new policy version."""
+def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[TaskInstance] | None = None,
+                        prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> PolicyVersion:
+    """Online GRPO on the tool-calling suite's training split (or ``instances``); store and return the new
+    policy version. ``prompt`` builds the chat prompt of an instance (default: the suite's own)."""
     from agent.policy import SamplingParams, load_policy
 
     instances = instances if instances is not None else toolcall_instances("train", cfg.limit)
@@ -148,7 +150,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *,
             t0 = time.perf_counter()
             picked = [instances[k] for k in rng.sample(range(len(instances)), min(cfg.prompts_per_step,
                                                                                   len(instances)))]
-            prompts = [prompt_messages(i) for i in picked]
+            prompts = [prompt(i) for i in picked]
             model.eval()
             gens = policy.generate([p for p in prompts for _ in range(cfg.group_size)],
                                    SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
