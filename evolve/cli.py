@@ -26,6 +26,19 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+@app.command("serve")
+def serve_cmd(policy: str = typer.Option("hf:gemma3-270m", help="Policy spec to serve."),
+              port: int = typer.Option(8000, help="Port on 127.0.0.1."),
+              runs_root: str = typer.Option("runs", help="Where `version:ID` policies are looked up.")) -> None:
+    """Serve a policy as an OpenAI-compatible HTTP server on loopback (batched; returns log-probs)."""
+    from pathlib import Path
+
+    from agent.policy.server import serve
+    from evolve.run_cli import load_policy_spec
+
+    serve(load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2, with no traceback."""
     from evolve.errors import user_errors

@@ -137,3 +137,28 @@ def test_branch_from_the_middle_and_continue(sandbox, repo: Path):
     assert done.parent_id == parent.id and done.branch_step == k
     assert [s.response.content for s in done.steps[:k]] == [s.response.content for s in parent.steps[:k]]
     assert len(done.steps) == k + 2 and "return -(b - a)" in done.patch
+
+
+def test_real_policies_record_tokens_and_logprobs(repo: Path, tmp_path: Path, docker_ready):
+    """The tiny transformers model, directly and behind the OpenAI-compatible server, drives real episodes."""
+    from agent.policy import load_policy
+    from agent.policy.server import serve_in_thread
+    from tests.tiny_model import build_tiny_model
+
+    variant = AgentVariant.load()
+    variant.budget = Budget(max_steps=2)
+    variant.max_tokens_per_step = 12
+    policy = load_policy(f"hf:{build_tiny_model(tmp_path / 'tiny')}")
+    server = serve_in_thread(policy)
+    try:
+        for pol in (policy, load_policy(f"openai:{server.url}")):
+            with start_sandbox(SandboxConfig(), workspace=repo) as sb:
+                traj = Agent(pol, variant=variant).run(INSTANCE, sb)
+            assert len(traj.steps) == 2 and traj.status == TrajectoryStatus.budget_exhausted
+            for step in traj.steps:
+                r = step.response
+                assert r.token_ids and r.logprobs and len(r.token_ids) == len(r.logprobs) == step.completion_tokens
+                assert all(lp <= 0 for lp in r.logprobs)
+                assert step.observation is not None  # the garbage output got a format-error observation
+    finally:
+        server.stop()

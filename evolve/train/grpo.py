@@ -53,8 +53,10 @@ class GRPOConfig(TrainConfig):
     """Loss normalisation: `sequence` (GRPO), `token` (DAPO), `constant` (Dr. GRPO)."""
     norm_len: int | None = Field(default=None, ge=1)
     """Dr. GRPO's constant length for `norm: constant` (default: `max_len`)."""
-    mask_truncated: bool = True
-    """Leave out of the loss trajectories cut by a budget or the context (they still count in their group)."""
+    mask_truncated: bool = False
+    """Leave out of the loss trajectories cut by a budget or the context (DAPO's overlong filtering; they
+    still count in their group's baseline). Off by default: where running out of budget is the failure
+    to learn from (looping), masking it hides the negative signal."""
     recompute_old_logprobs: bool = False
     """Recompute old log-probs with the current policy even where the rollout recorded them."""
     epochs: int = Field(default=1, ge=1)

@@ -159,8 +159,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
             sample_s = time.perf_counter() - t0
             items, fmt, cor = [], [], []
             for k, gen in enumerate(gens):
-                inst, prompt = picked[k // cfg.group_size], prompts[k // cfg.group_size]
-                traj = make_trajectory(inst, prompt, gen, run_id=RUN_ID, policy=f"version:{session.version_id}",
+                inst = picked[k // cfg.group_size]
+                traj = make_trajectory(inst, prompts[k // cfg.group_size], gen, run_id=RUN_ID, policy=f"version:{session.version_id}",
                                        max_new_tokens=cfg.max_new_tokens)
                 s = score_text(gen.text, inst)
                 store.put_trajectory(traj)
@@ -178,8 +178,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
                                         pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
                 metrics |= grpo_step(model, opt, sched, batches, cfg)
-            else:
-                sched.step()  # every group had equal rewards: nothing to learn this step
+            # else: every group had equal rewards, nothing to learn this step
             session.log_step(step, metrics)
             step += 1
             if cfg.rollout_policy != "live":
