@@ -136,8 +136,16 @@ def _print_report(report: dict, out: Path) -> None:
 
 
 def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite's instances."),
-              dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file.")) -> None:
-    """List the suites, or one suite's instances."""
+              dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
+              build: bool = typer.Option(False, "--build", help="Build the suite's task images (bundled).")) -> None:
+    """List the suites, or one suite's instances (and build their images with --build)."""
+    if build:
+        the_suite = get_suite(suite or "bundled")
+        if not hasattr(the_suite, "build_images"):
+            raise ConfigError(f"suite {suite!r} has no images to build here")
+        built = the_suite.build_images()
+        console.print(f"{suite or 'bundled'} images: {len(built)} built, the rest up to date")
+        return
     if suite is None:
         t = Table(title="suites")
         t.add_column("suite")

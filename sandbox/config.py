@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from sandbox.base import SandboxError
+
 BASE_IMAGE = "evolve-base:latest"
 """The project's base image (Debian bookworm, Python 3, git, pytest, patch, build tools)."""
 
@@ -33,3 +35,13 @@ class SandboxConfig(BaseModel):
     """Run that owns the sandbox, recorded in its labels so `evolve sandbox prune` can clean up."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Extra container labels."""
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a limit like `512m` or `2g`."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise SandboxError(f"bad memory limit {text!r}: use e.g. 512m or 2g") from None

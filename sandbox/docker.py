@@ -13,9 +13,10 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sandbox.base import WORKDIR, ExecResult, Sandbox, SandboxDied, SandboxError
+from sandbox.base import WORKDIR, SandboxDied, SandboxError
 from sandbox.channel import SERVER_ARGV, ServerClient, SocketChannel
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, parse_memory
+from sandbox.served import ServedSandbox
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,7 @@ def docker_client() -> docker.DockerClient:
     return _client
 
 
-def _parse_memory(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("b")
-    try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except ValueError:
-        raise SandboxError(f"bad memory limit {text!r}: use e.g. 512m or 2g") from None
-
-
-class DockerSandbox(Sandbox):
+class DockerSandbox(ServedSandbox):
     """A running container with the task repository at `/testbed`."""
 
     def __init__(self, container, config: SandboxConfig):
@@ -72,7 +64,7 @@ class DockerSandbox(Sandbox):
         client = docker_client()
         labels = {LABEL: "1", "evolve.run": config.run_id, "evolve.owner_pid": str(os.getpid()),
                   **config.labels}
-        memory = _parse_memory(config.memory)
+        memory = parse_memory(config.memory)
         try:
             client.images.get(image)  # never let `run` try a registry pull
             container = client.containers.run(
@@ -125,21 +117,7 @@ class DockerSandbox(Sandbox):
             timeout=60, session=None, max_output=1000, cwd="/")
         return r.output.strip() if r.exit_code == 0 else ""
 
-    # --- commands and files ---------------------------------------------------------------------
-    def exec(self, command: str, timeout: float | None = None, *, session: str | None = None,
-             max_output: int | None = None, cwd: str | None = None) -> ExecResult:
-        return self._client.exec(command, timeout or self.config.exec_timeout, session,
-                                 max_output or self.config.max_output, cwd or self.workdir)
-
-    def _abs(self, path: str) -> str:
-        return path if path.startswith("/") else f"{self.workdir}/{path}"
-
-    def read_file(self, path: str) -> bytes:
-        return self._client.read(self._abs(path))
-
-    def write_file(self, path: str, data: bytes | str) -> None:
-        self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)
-
+    # --- files ----------------------------------------------------------------------------------
     def copy_in(self, host_path: str, path: str) -> None:
         src = Path(host_path)
         if src.is_dir():
@@ -167,12 +145,6 @@ class DockerSandbox(Sandbox):
             tar.extractall(dest, members=[m for m in members if m.name != "."], filter="data")
 
     # --- state ----------------------------------------------------------------------------------
-    def reset(self) -> None:
-        base = self.base_commit or "HEAD"
-        r = self._client.reset(f"git reset -q --hard {base} && git clean -fdq", cwd=self.workdir)
-        if r.exit_code != 0:
-            raise SandboxError(f"reset of sandbox {self.id} failed: {r.output[-300:]}")
-
     def snapshot(self, name: str | None = None) -> str:
         tag = name or uuid.uuid4().hex[:12]
         try:

@@ -8,17 +8,16 @@ memory is capped per process (RLIMIT_AS), not per sandbox; there is no pid limit
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
-from sandbox.base import WORKDIR, ExecResult, Sandbox, SandboxError
+from sandbox.base import WORKDIR, SandboxError
 from sandbox.channel import SERVER_ARGV, PipeChannel, ServerClient
-from sandbox.config import SandboxConfig
-from sandbox.docker import _parse_memory
+from sandbox.config import SandboxConfig, parse_memory
+from sandbox.served import ServedSandbox
 
 SKIP_ROOT = {"proc", "dev", "tmp", "sys", "run", "testbed", "lost+found"}
 
@@ -31,7 +30,7 @@ def bwrap_path() -> str:
     return path
 
 
-class LocalSandbox(Sandbox):
+class LocalSandbox(ServedSandbox):
     """A bubblewrap-isolated workspace directory on the host."""
 
     def __init__(self, workspace: Path, config: SandboxConfig, owns_workspace: bool):
@@ -76,7 +75,7 @@ class LocalSandbox(Sandbox):
     def _limits(self) -> None:
         import resource
 
-        mem = _parse_memory(self.config.memory)
+        mem = parse_memory(self.config.memory)
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 
     def _describe_death(self) -> str:
@@ -92,21 +91,7 @@ class LocalSandbox(Sandbox):
                               60, None, 1000, WORKDIR)
         return r.output.strip() if r.exit_code == 0 else ""
 
-    # --- commands and files ---------------------------------------------------------------------
-    def exec(self, command: str, timeout: float | None = None, *, session: str | None = None,
-             max_output: int | None = None, cwd: str | None = None) -> ExecResult:
-        return self._client.exec(command, timeout or self.config.exec_timeout, session,
-                                 max_output or self.config.max_output, cwd or self.workdir)
-
-    def _abs(self, path: str) -> str:
-        return path if path.startswith("/") else f"{self.workdir}/{path}"
-
-    def read_file(self, path: str) -> bytes:
-        return self._client.read(self._abs(path))
-
-    def write_file(self, path: str, data: bytes | str) -> None:
-        self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)
-
+    # --- files ----------------------------------------------------------------------------------
     def _host_path(self, path: str) -> Path:
         full = os.path.normpath(self._abs(path))
         if not (full == WORKDIR or full.startswith(WORKDIR + "/")):
@@ -131,12 +116,6 @@ class LocalSandbox(Sandbox):
             shutil.copy2(src, host_path)
 
     # --- state ----------------------------------------------------------------------------------
-    def reset(self) -> None:
-        base = shlex.quote(self.base_commit or "HEAD")
-        r = self._client.reset(f"git reset -q --hard {base} && git clean -fdq", cwd=self.workdir)
-        if r.exit_code != 0:
-            raise SandboxError(f"reset of sandbox {self.id} failed: {r.output[-300:]}")
-
     def snapshot(self, name: str | None = None) -> str:
         """Copy the workspace; `LocalSandbox.start(image=path)` starts from the copy."""
         dest = Path(tempfile.mkdtemp(prefix=f"evolve-snapshot-{name or uuid.uuid4().hex[:8]}-")) / "testbed"

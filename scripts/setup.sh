@@ -36,4 +36,4 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.evolve-stamp 2>/dev/null)" != "$
 fi
 
 .venv/bin/evolve sandbox build-base
-if [ -f tasks/bundled/images.py ]; then .venv/bin/evolve tasks build bundled; fi
+.venv/bin/evolve tasks bundled --build

@@ -8,8 +8,10 @@ its advantage; tool observations and prompts are context only (see `data`). The 
 to the starting policy, and a choice of normalisation.
 
 Old log-probs (the denominator of the ratio) are the rollout's recorded `Message.logprobs` where
-every trained token of a trajectory has one, else recomputed with the current policy before the
-first update on that data (or always, with `recompute_old_logprobs`).
+every trained token of a trajectory has one, else computed with the current policy just before the
+first update that uses that trajectory (or always, with `recompute_old_logprobs`); later epochs keep
+those values, so their ratio measures how far the policy has moved since. After a resume, values not
+recorded by the rollout are recomputed with the resumed policy.
 """
 
 from __future__ import annotations
@@ -142,14 +144,20 @@ def grpo_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[
 
 
 def prepare_old_and_ref(model: Any, ref_model: Any | None, seqs: list[Sequence], idx: list[int],
-                        cfg: GRPOConfig, pad_id: int) -> None:
-    """Fill missing (or, with `recompute_old_logprobs`, all) old log-probs, and reference log-probs."""
-    need = [i for i in idx if cfg.recompute_old_logprobs or not seqs[i].has_old_logprobs]
+                        cfg: GRPOConfig, pad_id: int, done: set[int] | None = None) -> None:
+    """Before an update on sequences ``idx``: fill missing (or, with `recompute_old_logprobs`, all) old
+    log-probs with the current policy, and reference log-probs. Sequences in ``done`` were prepared
+    before (an earlier epoch) and keep their values; ``idx`` is added to it."""
+    todo = [i for i in idx if done is None or i not in done]
+    need = [i for i in todo if cfg.recompute_old_logprobs or not seqs[i].has_old_logprobs]
     for i in need:
         seqs[i].old_logprobs = [math.nan] * len(seqs[i])
     fill_logprobs(model, seqs, need, cfg, pad_id, "old_logprobs")
     if ref_model is not None and cfg.kl_coef:
-        fill_logprobs(ref_model, seqs, [i for i in idx if seqs[i].ref_logprobs is None], cfg, pad_id, "ref_logprobs")
+        fill_logprobs(ref_model, seqs, [i for i in todo if seqs[i].ref_logprobs is None], cfg, pad_id,
+                      "ref_logprobs")
+    if done is not None:
+        done.update(idx)
 
 
 def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
@@ -186,7 +194,7 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         opt, sched = session.optimizer(model, total)
         step = session.restore(ckpt, opt, sched)["step"] if ckpt else 0
         ref_model = session.load_reference() if cfg.kl_coef else None
-        prepare_old_and_ref(model, ref_model, seqs, trainable, cfg, tok.pad_token_id)  # before any update
+        prepared: set[int] = set()
         metrics: dict[str, float] = {}
         while step < total:
             epoch, k = divmod(step, per_epoch)
@@ -194,6 +202,7 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
             random.Random(cfg.seed * 100_003 + epoch).shuffle(keys)
             order = [i for key in keys for i in by_group[key]]
             idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
                                     pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
             metrics = grpo_step(model, opt, sched, batches, cfg)
