@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/evolve run bundled --limit 2 --workers 2 --max-steps 4 --max-tokens-per-step 96 "$@"
+exec .venv/bin/evolve run bundled --limit 2 --workers 2 --max-steps 3 --max-tokens-per-step 64 "$@"
