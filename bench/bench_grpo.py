@@ -24,7 +24,7 @@ warm-up, the median of the next ``--steps`` step times is reported. tokens/s cou
 completion tokens of the batch per second of step time. GPU peak memory (``max_memory_allocated``)
 is reported when run with ``--device cuda``.
 
-Run: ``python bench/bench_grpo.py [--prompts 4 --group 8 --steps 5 --hidden 128 --layers 2]``.
+Run: ``python bench/bench_grpo.py [--prompts 2 --group 8 --steps 3 --hidden 128 --layers 2 --threads 2]``.
 """
 
 from __future__ import annotations
@@ -201,9 +201,9 @@ def child(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=2)
     p.add_argument("--group", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3)
     p.add_argument("--max-prompt", type=int, default=1400)
     p.add_argument("--max-completion", type=int, default=200)
     p.add_argument("--hidden", type=int, default=128)

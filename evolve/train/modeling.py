@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
@@ -41,10 +42,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` -> bfloat16 on a GPU that supports it, else float32."""
+def resolve_dtype(dtype: str, device: torch.device, full_finetune: bool = False) -> torch.dtype:
+    """`auto` -> bfloat16 on a GPU that supports it (LoRA: the adapter itself stays float32), else float32;
+    full fine-tuning stays float32 under `auto` (AdamW on bfloat16 weights loses small updates)."""
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        if device.type == "cuda" and torch.cuda.is_bf16_supported() and not full_finetune:
             return torch.bfloat16
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -66,6 +68,18 @@ def model_dir(spec: str) -> Path:
                      f"model directory, or an embedded model: {', '.join(sorted(EMBEDDED))}")
 
 
+def check_model_spec(spec: str) -> None:
+    """Raise `TrainError` unless ``spec`` names a local model directory or an embedded model (no loading)."""
+    if not spec.startswith("hf:"):
+        raise TrainError(f"training needs a local model: give --policy hf:PATH or version:ID, not {spec!r}")
+    from agent.policy.embedded import EMBEDDED
+
+    name = spec[3:]
+    if not Path(name).expanduser().is_dir() and name not in EMBEDDED:
+        raise TrainError(f"no model directory {name!r} (policy spec {spec!r}); give hf:PATH to a transformers "
+                         f"model directory, or an embedded model: {', '.join(sorted(EMBEDDED))}")
+
+
 def load_for_training(spec: str, *, adapter: str | None = None, lora: LoraSettings | None = None,
                       device: torch.device, dtype: torch.dtype, trainable: bool = True,
                       gradient_checkpointing: bool = False) -> tuple[Any, Any]:
@@ -79,6 +93,7 @@ def load_for_training(spec: str, *, adapter: str | None = None, lora: LoraSettin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_dir(spec)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     if adapter:

@@ -3,8 +3,11 @@
 Each step takes `prompts_per_step` training instances, samples `group_size` completions of each with
 the Policy in one batch, scores each with `rewards.toolrl.score` against the instance's answer, stores
 one single-turn `Trajectory` per completion (with its sampled `token_ids` and raw `logprobs`) and its
-`Reward` in the output run, and makes one GRPO update (`grpo.grpo_step`) on them: the same data and
-loss code as offline GRPO on stored multi-turn trajectories.
+`Reward` in the output run, and updates on them (`grpo.grpo_step`, one optimiser step per
+`batch_size` samples; with several, the later ones are off-policy and clipped against the recorded
+log-probs): the same data and loss code as offline GRPO on stored multi-turn trajectories.
+A resumed run repeats the prompts and sampling seeds of the steps after its checkpoint; rollouts
+stored by the killed attempt of those steps stay in the store next to the new ones.
 
 Sampling backends (`rollout_policy`):
 
@@ -18,6 +21,7 @@ Sampling backends (`rollout_policy`):
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -45,6 +49,8 @@ class ToolcallGRPOConfig(GRPOConfig):
     """Training instances sampled per step."""
     group_size: int = Field(default=8, ge=2)
     """Completions sampled per instance (the GRPO group)."""
+    batch_size: int = Field(default=32, ge=1)
+    """Samples per optimiser step; `prompts_per_step * group_size` samples make ceil(that / batch_size) steps."""
     max_new_tokens: int = Field(default=256, ge=1)
     """Most tokens per completion; longer ones end with status `budget_exhausted` (truncated)."""
     temperature: float = Field(default=1.0, gt=0)
@@ -83,7 +89,7 @@ def score_text(text: str, instance: TaskInstance) -> Any:
 
 
 def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, run_id: str,
-                    policy: str, max_new_tokens: int) -> Trajectory:
+                    policy: str) -> Trajectory:
     """A single-turn trajectory of one sampled completion (tokens and log-probs kept)."""
     now = time.time()
     status = TrajectoryStatus.budget_exhausted if gen.finish_reason == "length" else TrajectoryStatus.submitted
@@ -133,7 +139,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
         ckpt = session.latest_checkpoint()
         torch.manual_seed(cfg.seed)
         model, tok = session.load_model(ckpt)
-        opt, sched = session.optimizer(model, cfg.steps)
+        per_rollout = math.ceil(cfg.prompts_per_step * cfg.group_size / cfg.batch_size)
+        opt, sched = session.optimizer(model, cfg.steps * per_rollout)
         step = session.restore(ckpt, opt, sched)["step"] if ckpt else 0
         ref_model = session.load_reference() if cfg.kl_coef else None
         if cfg.rollout_policy == "live":
@@ -160,8 +167,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
             items, fmt, cor = [], [], []
             for k, gen in enumerate(gens):
                 inst = picked[k // cfg.group_size]
-                traj = make_trajectory(inst, prompts[k // cfg.group_size], gen, run_id=RUN_ID, policy=f"version:{session.version_id}",
-                                       max_new_tokens=cfg.max_new_tokens)
+                traj = make_trajectory(inst, prompts[k // cfg.group_size], gen, run_id=RUN_ID,
+                                       policy=f"version:{session.version_id}")
                 s = score_text(gen.text, inst)
                 store.put_trajectory(traj)
                 store.put_reward(traj.id, s.to_reward())
@@ -173,12 +180,16 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
             idx = [i for i, t in enumerate(train) if t]
             metrics = {"reward": sum(r for _, r in items) / len(items), "format": sum(fmt) / len(fmt),
                        "correctness": sum(cor) / len(cor), "sample_s": sample_s, **gstats}
-            if idx:
+            if idx:  # else every group had equal rewards: nothing to learn from this rollout
                 prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id)
-                batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                        pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
-                metrics |= grpo_step(model, opt, sched, batches, cfg)
-            # else: every group had equal rewards, nothing to learn this step
+                updates = []
+                for k in range(0, len(idx), cfg.batch_size):  # batch_size samples per optimiser step
+                    batches = micro_batches(seqs, idx[k:k + cfg.batch_size], micro_batch_size=cfg.micro_batch_size,
+                                            max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id,
+                                            advantages=adv, train=train)
+                    updates.append(grpo_step(model, opt, sched, batches, cfg))
+                metrics |= {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
+                metrics["updates"] = float(len(updates))
             session.log_step(step, metrics)
             step += 1
             if cfg.rollout_policy != "live":

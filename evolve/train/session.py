@@ -28,7 +28,7 @@ from records import PolicyVersion, TrainStep
 
 from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
-from evolve.train.modeling import TrainError, load_for_training, resolve_device, resolve_dtype
+from evolve.train.modeling import TrainError, check_model_spec, load_for_training, resolve_device, resolve_dtype
 from evolve.train.versions import get_version, version_spec
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class TrainSession:
             digest = hashlib.sha1(self.base.encode()).hexdigest()[:10]
             base_v = PolicyVersion(id=f"base-{digest}", base=self.base, kind="base")
             self.version_id, self.parent_id = PolicyVersion(base="").id, base_v.id
+        if prior is None:
+            check_model_spec(self.base)
         self.store = RunStore(self.out)
         if base_v is not None:
             self.store.put_policy_version(base_v)
@@ -131,7 +133,7 @@ class TrainSession:
 
     def load_model(self, checkpoint: Path | None = None) -> tuple[Any, Any]:
         """The model to train: from ``checkpoint`` when resuming, else the starting policy."""
-        dtype = resolve_dtype(self.cfg.dtype, self.device)
+        dtype = resolve_dtype(self.cfg.dtype, self.device, full_finetune=self.cfg.lora is None)
         kw = dict(lora=self.cfg.lora, device=self.device, dtype=dtype,
                   gradient_checkpointing=self.cfg.gradient_checkpointing)
         if checkpoint is None:
