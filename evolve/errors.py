@@ -17,10 +17,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for a user."""
     errors: list[type[BaseException]] = [SandboxError, StoreError, SuiteUnavailable, ConfigError,
                                          pydantic.ValidationError, FileNotFoundError]
-    try:
-        from agent.policy import PolicyError
+    from agent.policy import PolicyError
+    from evolve.train.modeling import TrainError
 
-        errors.append(PolicyError)
-    except ImportError:  # the policy package is optional for the sandbox-only commands
-        pass
-    return tuple(errors)
+    return (*errors, PolicyError, TrainError)
