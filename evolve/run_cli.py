@@ -43,6 +43,8 @@ def run_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Step budget per episode."),
     max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
     split: str = typer.Option("test", help="toolcall suite: train or test."),
+    judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
+    reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
@@ -62,11 +64,12 @@ def run_cmd(
     cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
                     policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                     max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
-                    workers=workers, out=str(out))
+                    workers=workers, out=str(out), judge=judge, rewards=parse_weights(reward_weights))
     console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
                   f"store {out}")
     with console.status("loading policy"):
         pol = load_policy_spec(policy, out.parent)
+        judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
     states = {i.instance_id: "pending" for i in chosen}
     started = time.time()
 
@@ -83,8 +86,24 @@ def run_cmd(
             states[instance_id] = what
             live.update(table())
 
-        report = run_swe(cfg, chosen, pol, on_event)
+        report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
     _print_report(report, out)
+
+
+def parse_weights(text: str):
+    """`swe=1,judge=0.5` -> RewardWeights."""
+    from rewards.combine import RewardWeights
+
+    weights = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --reward-weights item {item!r}: write NAME=NUMBER, e.g. swe=1,judge=0.5")
+    return RewardWeights(weights=weights)
 
 
 def _ensure_images(suite, chosen) -> None:

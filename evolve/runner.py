@@ -23,6 +23,8 @@ from agent.policy.base import Policy
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
+from rewards.combine import RewardWeights, combine
+from rewards.judge import Judge
 from rewards.swe import swe_reward
 from sandbox import SandboxConfig, SandboxError, start_sandbox
 from tasks.grading import grade
@@ -55,6 +57,10 @@ class RunConfig(BaseModel):
     """Episodes run in parallel; their policy calls are batched together."""
     grade: bool = True
     """Grade each patch in a fresh sandbox."""
+    judge: Optional[str] = None
+    """Policy spec of an LLM judge scoring each trajectory with a rubric (reward `judge`); None: no judge."""
+    rewards: RewardWeights = Field(default_factory=RewardWeights)
+    """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
     out: str = "runs/latest"
     """Run directory (the store, predictions and report); rerunning with the same one resumes."""
 
@@ -64,7 +70,8 @@ def run_id_for(out: Path) -> str:
 
 
 def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
-            on_event: Callable[[str, str], None] = lambda instance_id, what: None) -> dict:
+            on_event: Callable[[str, str], None] = lambda instance_id, what: None,
+            judge_policy: Policy | None = None) -> dict:
     """Run the agent on `instances` (resuming), grade, store; returns the report."""
     out = Path(cfg.out)
     run_id = run_id_for(out)
@@ -85,6 +92,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             if status.get(inst.instance_id) == "done":
                 on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
+        judge = _judge(judge_policy, store) if judge_policy is not None else None
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
         batching.active = min(cfg.workers, len(todo)) or 1
         lock = threading.Lock()
@@ -105,11 +113,19 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 with lock:
                     batching.active = max(batching.active - 1, 1)
             store.put_trajectory(traj)
+            rewards = {}
             if cfg.grade:
                 on_event(inst.instance_id, "grading")
                 report = grade(inst, traj.patch, sandbox_cfg, trajectory_id=traj.id)
                 store.put_test_report(traj.id, report)
-                store.put_reward(traj.id, swe_reward(report))
+                rewards["swe"] = swe_reward(report)
+            if judge is not None:
+                on_event(inst.instance_id, "judging")
+                rewards["judge"] = judge.judge_trajectory(inst, traj)
+            for reward in rewards.values():
+                store.put_reward(traj.id, reward)
+            if rewards:
+                store.put_reward(traj.id, combine(rewards, cfg.rewards))
             store.set_instance_status(run_id, inst.instance_id, "done")
             store.log_event("instance_done", instance_id=inst.instance_id, trajectory_id=traj.id)
             on_event(inst.instance_id, "done")
@@ -127,6 +143,14 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+def _judge(policy: Policy, store: RunStore) -> Judge:
+    """A rubric judge through `policy`, its replies cached in the run store by content hash."""
+    from agent.policy.base import SamplingParams
+
+    params = SamplingParams(max_tokens=512, temperature=0.0)
+    return Judge(lambda messages: policy.generate([messages], params)[0].text, cache=store.cache())
 
 
 def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from collections.abc import MutableMapping
 from typing import Any, Iterator
 
 from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS train_steps (
     PRIMARY KEY (policy_version_id, step));
 CREATE TABLE IF NOT EXISTS tree_nodes (
     id TEXT PRIMARY KEY, parent_id TEXT, data TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
 """
@@ -249,6 +251,10 @@ class RunStore:
         return [TreeNode.model_validate_json(r[0])
                 for r in self._rows("SELECT data FROM tree_nodes ORDER BY created_at, rowid")]
 
+    # --- a key-value cache (judge replies by content hash) ---------------------------------------
+    def cache(self) -> "StoreCache":
+        return StoreCache(self)
+
     # --- events (the live log the TUI tails) ----------------------------------------------------
     def log_event(self, kind: str, **data: Any) -> None:
         self._write("INSERT INTO events (ts, kind, data) VALUES (?,?,?)", (time.time(), kind, json.dumps(data)))
@@ -256,3 +262,29 @@ class RunStore:
     def events(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         return [dict(id=r[0], ts=r[1], kind=r[2], **json.loads(r[3])) for r in self._rows(
             "SELECT id, ts, kind, data FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit))]
+
+
+class StoreCache(MutableMapping[str, str]):
+    """The store's `cache` table as a mapping, so a judge never judges the same content twice, even
+    across a resumed run."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+
+    def __getitem__(self, key: str) -> str:
+        rows = self.store._rows("SELECT value FROM cache WHERE key=?", (key,))
+        if not rows:
+            raise KeyError(key)
+        return rows[0][0]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.store._write("INSERT OR REPLACE INTO cache VALUES (?,?)", (key, value))
+
+    def __delitem__(self, key: str) -> None:
+        self.store._write("DELETE FROM cache WHERE key=?", (key,))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([r[0] for r in self.store._rows("SELECT key FROM cache")])
+
+    def __len__(self) -> int:
+        return self.store._rows("SELECT COUNT(*) FROM cache")[0][0]

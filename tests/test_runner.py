@@ -118,3 +118,21 @@ def test_batching_policy_batches_concurrent_calls():
     for t in threads:
         t.join(10)
     assert results == ["a"] * 4 and batching.calls == 1
+
+
+def test_judge_and_weighted_rewards_are_stored_with_their_parts(instance, tmp_path: Path):
+    from rewards.combine import RewardWeights
+
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(tmp_path / "run"), workers=1,
+                    judge="replay", rewards=RewardWeights(weights={"swe": 1.0, "judge": 0.5}))
+    judge = ScriptedPolicy(["The patch fixes the parser.\nSCORE: 8/10"] * 3)
+    run_swe(cfg, [instance], ScriptedPolicy(gold_script(instance)), judge_policy=judge)
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        (tid,) = store.trajectory_ids()
+        rewards = store.rewards(tid)
+        assert rewards["judge"].total == pytest.approx(0.8)
+        combined = rewards["combined"]
+        assert combined.total == pytest.approx(1.0 + 0.5 * 0.8)
+        assert combined.parts["swe"] == 1.0 and combined.parts["judge"] == pytest.approx(0.4)
+        assert combined.parts["swe.resolved"] == 1.0
+        assert len(store.cache()) == 1  # the judge's reply, by content hash, survives a resume
