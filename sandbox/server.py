@@ -19,7 +19,6 @@ import time
 
 STATE_DIR = "/tmp/.evolve-sessions"
 PROTECTED = set()  # pids alive when the server started (init, the container's main process)
-SESSIONS = {}  # session name -> {"cwd": str, "env": dict}
 
 
 def _pids():
@@ -104,22 +103,11 @@ def _run(cmd, timeout, cwd, env, max_output):
 
 
 def _session_wrap(cmd, name):
-    state = os.path.join(STATE_DIR, name)
-    save = "__evolve_rc=$?; { pwd; env -0; } > %s 2>/dev/null; exit $__evolve_rc" % state
-    return "trap '%s' EXIT\n%s" % (save, cmd), state
-
-
-def _load_session_state(path, session):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return
-    cwd, _, env = data.partition(b"\n")
-    session["cwd"] = cwd.decode("utf-8", "replace")
-    pairs = [kv.split(b"=", 1) for kv in env.split(b"\0") if b"=" in kv]
-    session["env"] = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in pairs}
-    session["env"].pop("__evolve_rc", None)
+    """A named shell session: the command starts by sourcing the session's saved state (its `cd` and its
+    exported variables) and saves it again on exit, with bash builtins only (no extra process)."""
+    state = os.path.join(STATE_DIR, name.replace("/", "_"))
+    save = '__evolve_rc=$?; { printf "cd %%q\\n" "$PWD"; export -p; } > %s 2>/dev/null; exit $__evolve_rc' % state
+    return "source %s 2>/dev/null\ntrap '%s' EXIT\n%s" % (state, save, cmd)
 
 
 def handle_exec(req):
@@ -129,18 +117,10 @@ def handle_exec(req):
     cwd = req.get("cwd")
     env = dict(os.environ)
     env.update(req.get("env") or {})
-    name = req.get("session")
-    state_path = None
-    if name:  # a session starts in `cwd`, then keeps its own cwd and environment
-        session = SESSIONS.setdefault(name, {"cwd": cwd or os.getcwd(), "env": env})
-        cmd, state_path = _session_wrap(cmd, name)
-        env, cwd = session["env"], session["cwd"]
-        if not os.path.isdir(cwd):
-            cwd = "/"
+    if req.get("session"):  # cwd is where a new session starts; later it keeps its own
+        cmd = _session_wrap(cmd, req["session"])
     start = time.monotonic()
     code, out, truncated, timed_out, total = _run(cmd, timeout, cwd, env, max_output)
-    if state_path and not timed_out:
-        _load_session_state(state_path, SESSIONS[name])
     return {"exit_code": code, "output": out.decode("utf-8", "replace"), "truncated": truncated,
             "timed_out": timed_out, "total_bytes": total, "seconds": time.monotonic() - start}
 
@@ -161,8 +141,9 @@ def handle_write(req):
 
 
 def handle_reset(req):
-    SESSIONS.clear()
     killed = _kill_strays()
+    for name in os.listdir(STATE_DIR) if os.path.isdir(STATE_DIR) else []:  # forget every shell session
+        os.unlink(os.path.join(STATE_DIR, name))
     reply = handle_exec({"cmd": req["cmd"], "timeout": req.get("timeout", 120), "cwd": req.get("cwd")})
     reply["killed"] = killed
     return reply
