@@ -71,3 +71,12 @@ def test_swe_bench_offline_says_what_to_provide(tmp_path: Path):
     data.write_text(json.dumps(row) + "\n")
     r = evolve("run", "swe-bench-verified", "--dataset", str(data), "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "docker load" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
+def test_every_command_has_help():
+    for args in (("--help",), ("run", "--help"), ("tasks", "--help"), ("serve", "--help"), ("sandbox", "--help"),
+                 ("sandbox", "build-base", "--help"), ("sandbox", "prune", "--help"), ("sandbox", "smoke", "--help"),
+                 ("train", "--help"), ("train", "sft", "--help"), ("train", "grpo", "--help"),
+                 ("train", "grpo-toolcall", "--help"), ("train", "versions", "--help")):
+        r = evolve(*args)
+        assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr[-500:])

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from agent.policy.base import message_dicts
 from records import Message, Trajectory
 
 log = logging.getLogger(__name__)
@@ -116,21 +117,6 @@ class BuildReport:
         if self.unaligned_turns:  # e.g. a special token sampled mid-text, which `content` does not show
             logger.info("data: %d recorded turns kept as sampled although their text renders differently",
                         self.unaligned_turns)
-
-
-def message_dicts(messages: list[Message]) -> list[dict[str, Any]]:
-    """Messages as Hugging Face chat-template dicts (tool-call arguments as dicts)."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        d: dict[str, Any] = {"role": m.role, "content": m.content}
-        if m.tool_calls:
-            d["tool_calls"] = [{"id": c.id or f"call_{i}", "type": "function",
-                                "function": {"name": c.name, "arguments": c.arguments}}
-                               for i, c in enumerate(m.tool_calls)]
-        if m.name is not None:
-            d["name"] = m.name
-        out.append(d)
-    return out
 
 
 class _TemplateError(ValueError):

@@ -32,7 +32,7 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
-from evolve.train.modeling import TrainError, forward_logprobs
+from evolve.train.modeling import TrainError, forward_logprobs, optimizer_step
 from evolve.train.session import TrainSession
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ def grpo_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[
         loss_sum += loss.item()
         ent_sum, kl_sum, ratio_sum = ent_sum + ent.sum().item(), kl_sum + st.kl_sum, ratio_sum + st.ratio_sum
         low, high = low + st.clipped_low, high + st.clipped_high
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
-    lr = sched.get_last_lr()[0]
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
+    grad_norm, lr = optimizer_step(model, opt, sched, cfg.max_grad_norm)
     tokens = sum(b.tokens for b in batches)
     n = max(n_tok, 1.0)
     return {"loss": loss_sum, "kl": kl_sum / n, "clip_fraction": (low + high) / n, "clip_low": low / n,

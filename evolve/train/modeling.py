@@ -143,3 +143,16 @@ def forward_logprobs(model: Any, batch: Batch, *, temperature: float = 1.0,
     logp = token_logprobs(logits, targets, temperature)
     ent = token_entropy(logits, temperature) if entropy else None
     return logp, ent, keep
+
+
+def optimizer_step(model: Any, opt: Any, sched: Any, max_grad_norm: float) -> tuple[float, float]:
+    """Clip gradients, step the optimiser and the schedule, clear gradients; returns (grad_norm, lr)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+    lr = sched.get_last_lr()[0]
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm, lr

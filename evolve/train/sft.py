@@ -20,7 +20,7 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import Batch, build_sequences, epoch_order, load_trajectories, micro_batches
 from evolve.train.losses import masked_nll
-from evolve.train.modeling import TrainError, forward_logprobs
+from evolve.train.modeling import TrainError, forward_logprobs, optimizer_step
 from evolve.train.session import TrainSession
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ def sft_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[B
         loss = masked_nll(logp, torch.ones_like(logp), num_tokens=n_tok)
         loss.backward()
         loss_sum += loss.item()
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
-    lr = sched.get_last_lr()[0]
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
+    grad_norm, lr = optimizer_step(model, opt, sched, cfg.max_grad_norm)
     seconds = time.perf_counter() - t0
     tokens = sum(b.tokens for b in batches)
     return {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr, "tokens": float(tokens),
