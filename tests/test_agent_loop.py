@@ -162,3 +162,79 @@ def test_real_policies_record_tokens_and_logprobs(repo: Path, tmp_path: Path, do
                 assert step.observation is not None  # the garbage output got a format-error observation
     finally:
         server.stop()
+
+
+class _NativeToolServer:
+    """A stand-in for a hosted OpenAI-compatible model that answers with native `tool_calls` (no such model
+    runs here): first a bash call, then submit. It records the requests it got."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self.path.endswith("/chat/completions"):  # e.g. vLLM's /tokenize: not offered
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                owner.requests.append(body)
+                turn = sum(m["role"] == "assistant" for m in body["messages"])
+                name, args = ("bash", {"command": "echo native"}) if turn == 0 else ("submit", {})
+                msg = {"role": "assistant", "content": "",
+                       "tool_calls": [{"id": f"c{turn}", "type": "function",
+                                       "function": {"name": name, "arguments": json.dumps(args)}}]}
+                data = json.dumps({"choices": [{"message": msg, "finish_reason": "tool_calls"}],
+                                   "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1#hosted"
+
+
+def test_native_tool_calling_through_an_openai_compatible_server(repo: Path, docker_ready):
+    from agent.policy import load_policy
+
+    server = _NativeToolServer()
+    variant = AgentVariant.load()
+    variant.native_tools = True
+    try:
+        policy = load_policy(f"openai:{server.url}", context_length=100_000)
+        with start_sandbox(SandboxConfig(), workspace=repo) as sb:
+            traj = Agent(policy, variant=variant).run(INSTANCE, sb)
+    finally:
+        server.httpd.shutdown()
+    assert traj.status == TrajectoryStatus.submitted
+    assert [c.name for c in traj.steps[0].tool_calls] == ["bash"] and traj.steps[0].parse_error is None
+    assert traj.steps[0].observation.role == "tool" and "native" in traj.steps[0].observation.content
+    tools = server.requests[0]["tools"]
+    assert {t["function"]["name"] for t in tools} == set(variant.tools)
+    assert server.requests[1]["messages"][-1]["role"] == "tool"
+
+
+def test_a_variant_directory_round_trips_and_drives_the_agent(sandbox, tmp_path: Path):
+    variant = AgentVariant.load()
+    variant.name = "terse"
+    variant.instance_template = "Fix: {problem_statement} (repo at {workdir})"
+    variant.tools = ["bash", "submit"]
+    loaded = AgentVariant.load(variant.save(tmp_path / "terse"))
+    assert loaded == variant and loaded.fingerprint() == variant.fingerprint()
+    traj = Agent(ScriptedPolicy([call("view", path="calc.py")]), variant=loaded).run(INSTANCE, sandbox)
+    assert traj.prompt[1].content.startswith("Fix: add() should subtract")
+    assert "unknown tool 'view'" in traj.steps[0].observation.content
+    assert traj.agent_variant.startswith("terse@")
+    with pytest.raises(FileNotFoundError, match="not an agent variant"):
+        AgentVariant.load(tmp_path / "nothing")
