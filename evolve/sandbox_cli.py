@@ -18,14 +18,14 @@ console = Console()
 @app.command("build-base")
 def build_base_cmd(
     force: bool = typer.Option(False, help="Rebuild even when the image matches its recipe."),
-    method: str = typer.Option("debootstrap", help="`debootstrap` (needs only Debian's mirror) or `pull` "
-                               "(needs a Docker registry)."),
+    method: str = typer.Option("auto", help="`auto` (pull where a registry answers, else debootstrap), "
+                               "`debootstrap` (needs only Debian's mirror) or `pull` (needs a Docker registry)."),
 ) -> None:
     """Build the base image (Python 3, git, pytest, patch, build tools); cached until its recipe changes."""
     from sandbox.base_image import build_base
 
-    if method not in ("debootstrap", "pull"):
-        raise typer.BadParameter("use debootstrap or pull", param_hint="--method")
+    if method not in ("auto", "debootstrap", "pull"):
+        raise typer.BadParameter("use auto, debootstrap or pull", param_hint="--method")
     start = time.time()
     image, built = build_base(method=method, force=force)  # type: ignore[arg-type]
     console.print(f"{image}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")

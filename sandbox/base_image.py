@@ -1,8 +1,8 @@
 """The project's base image: Debian bookworm with Python 3, git, pytest, patch and build tools.
 
-With no registry reachable (as on an offline machine) it is built with debootstrap from Debian's
-package mirror and `docker import`ed; where a registry is reachable, `method="pull"` starts from the
-official `python:3.11-slim-bookworm` image instead. Either way the image is labelled with a hash of its
+Where a registry answers, it starts from the official `python:3.11-slim-bookworm` image; with none
+reachable (as on an offline machine) it is built with debootstrap from Debian's package mirror and
+`docker import`ed. Either way the image is labelled with a hash of its
 recipe and rebuilt only when the recipe changes.
 """
 
@@ -52,17 +52,25 @@ def current_recipe(image: str = BASE_IMAGE) -> str | None:
         return None
 
 
-def build_base(image: str = BASE_IMAGE, method: Literal["debootstrap", "pull"] = "debootstrap",
+def build_base(image: str = BASE_IMAGE, method: Literal["auto", "debootstrap", "pull"] = "auto",
                force: bool = False) -> tuple[str, bool]:
-    """Build the base image unless it is up to date. Returns (image, built)."""
-    want = recipe_hash(method)
-    if not force and current_recipe(image) == want:
-        log.info("%s is up to date (recipe %s)", image, want)
+    """Build the base image unless it is up to date. Returns (image, built).
+
+    `auto` pulls the official image where a registry answers and falls back to debootstrap, which
+    needs only Debian's package mirror."""
+    methods = ["pull", "debootstrap"] if method == "auto" else [method]
+    if not force and current_recipe(image) in {recipe_hash(m) for m in methods}:
+        log.info("%s is up to date", image)
         return image, False
-    if method == "pull":
-        _build_from_pull(image, want)
-    else:
-        _build_with_debootstrap(image, want)
+    if "pull" in methods:
+        try:
+            _build_from_pull(image, recipe_hash("pull"))
+            return image, True
+        except SandboxError as e:
+            if method == "pull":
+                raise
+            log.info("no registry (%s): building with debootstrap", str(e).split(":")[0])
+    _build_with_debootstrap(image, recipe_hash("debootstrap"))
     return image, True
 
 
@@ -102,7 +110,7 @@ def _build_from_pull(image: str, recipe: str) -> None:
     try:
         client.images.pull(PULL_IMAGE)
     except docker.errors.APIError as e:
-        raise SandboxError(f"cannot pull {PULL_IMAGE} ({e.explanation or e}): use the default "
+        raise SandboxError(f"cannot pull {PULL_IMAGE} ({e.explanation or e}): 
                            "`--method debootstrap`, which needs only Debian's package mirror") from None
     apt = ("apt-get update && apt-get install -y --no-install-recommends "
            + " ".join(p for p in PACKAGES if p != "python3") + " && " + SETUP)

@@ -77,7 +77,7 @@ def test_cli_missing_daemon_is_one_line_without_traceback():
 
 def test_cli_bad_option_is_a_clear_error():
     r = _cli("sandbox", "build-base", "--method", "carrier-pigeon")
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "debootstrap or pull" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "auto, debootstrap or pull" in r.stderr
 
 
 def test_prune_removes_leftovers(repo: Path):
