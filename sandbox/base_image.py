@@ -110,8 +110,8 @@ def _build_from_pull(image: str, recipe: str) -> None:
     try:
         client.images.pull(PULL_IMAGE)
     except docker.errors.APIError as e:
-        raise SandboxError(f"cannot pull {PULL_IMAGE} ({e.explanation or e}): 
-                           "`--method debootstrap`, which needs only Debian's package mirror") from None
+        raise SandboxError(f"cannot pull {PULL_IMAGE} ({e.explanation or e}): use `--method debootstrap`, "
+                           "which needs only Debian's package mirror") from None
     apt = ("apt-get update && apt-get install -y --no-install-recommends "
            + " ".join(p for p in PACKAGES if p != "python3") + " && " + SETUP)
     container = client.containers.run(PULL_IMAGE, ["sh", "-c", apt], detach=True, network_mode="host")
