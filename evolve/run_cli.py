@@ -85,6 +85,8 @@ def run_cmd(
         def on_event(instance_id: str, what: str) -> None:
             states[instance_id] = what
             live.update(table())
+            if not console.is_terminal:  # a log file gets one line per event instead of a live table
+                console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
 
         report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
     _print_report(report, out)
