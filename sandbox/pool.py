@@ -25,6 +25,7 @@ class SandboxPool:
         self._closed = False
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
+        self._made: list[Sandbox] = []  # every sandbox this pool started, stopped on close()
         for _ in range(size):
             self._spawn()
 
@@ -40,6 +41,7 @@ class SandboxPool:
             except BaseException as e:  # surfaced to the next acquire()
                 self._errors.append(e)
                 return
+            self._made.append(sb)
             if self._closed:
                 sb.stop()
             else:
@@ -83,6 +85,8 @@ class SandboxPool:
         self._background(recycle)
 
     def _discard(self, sb: Sandbox) -> None:
+        if sb in self._made:
+            self._made.remove(sb)
         try:
             sb.stop()
         except Exception as e:  # a dead sandbox may fail to stop cleanly; it is gone either way
@@ -91,15 +95,15 @@ class SandboxPool:
             self._spawn()
 
     def close(self) -> None:
-        """Stop every idle sandbox; sandboxes still handed out are stopped when released."""
+        """Stop every sandbox the pool started, idle or handed out."""
         self._closed = True
         for t in list(self._threads):
             t.join(timeout=60)
-        while True:
+        for sb in self._made:
             try:
-                self._idle.get_nowait().stop()
-            except queue.Empty:
-                break
+                sb.stop()
+            except Exception as e:  # already gone: nothing left to stop
+                log.debug("pool: stop failed: %s", e)
 
     def __enter__(self) -> "SandboxPool":
         return self

@@ -89,3 +89,11 @@ def test_prune_removes_leftovers(repo: Path):
     time.sleep(0.2)
     assert not docker_client().containers.list(all=True, filters={"label": "evolve.run=prune-test"})
     sb.stop()  # safe after prune
+
+
+def test_pool_close_stops_every_sandbox_it_started(repo: Path):
+    pool = SandboxPool(lambda: DockerSandbox.start(SandboxConfig(run_id="pool-close-test"), workspace=repo), size=2)
+    pool.acquire()  # handed out and never released
+    pool.close()
+    left = docker_client().containers.list(all=True, filters={"label": "evolve.run=pool-close-test"})
+    assert left == []
