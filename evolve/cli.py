@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -43,6 +44,7 @@ def main() -> None:
     """Entry point: user errors print one line and exit 2, with no traceback."""
     from evolve.errors import user_errors
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub; HF_HUB_OFFLINE=0 allows it
     try:
         app()
     except user_errors() as e:

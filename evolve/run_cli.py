@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -186,5 +185,3 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         t.add_row(inst.instance_id, str(detail))
     console.print(t)
 
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
