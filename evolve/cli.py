@@ -9,13 +9,14 @@ import sys
 import typer
 from rich.console import Console
 
-from evolve import run_cli, sandbox_cli
+from evolve import run_cli, sandbox_cli, trajectories_cli
 from evolve.train import cli as train_cli
 
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.command("run")(run_cli.run_cmd)
 app.command("tasks")(run_cli.tasks_cmd)
+app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")
 err_console = Console(stderr=True)

@@ -20,10 +20,16 @@ console = Console()
 
 
 def load_policy_spec(spec: str, runs_root: Path):
-    """A policy from a spec; `version:ID` (a trained version) resolves through the run directories."""
+    """A policy from a spec; `version:ID` (a trained version) resolves through the run directories and
+    `replay:RUN_DIR` replays a run directory's stored trajectories."""
     from agent.policy import load_policy
+    from evolve.store import DB_NAME
     from evolve.train.versions import resolve_policy
 
+    if spec.startswith("replay:") and (Path(spec[len("replay:"):]) / DB_NAME).exists():
+        from evolve.trajectories_cli import load_stored_trajectories
+
+        return load_policy(spec, trajectories=load_stored_trajectories(Path(spec[len("replay:"):])))
     resolved, options = resolve_policy(spec, runs_root)
     return load_policy(resolved, **options)
 
@@ -33,7 +39,7 @@ def run_cmd(
     limit: Optional[int] = typer.Option(None, help="Most instances."),
     instances: Optional[str] = typer.Option(None, help="Comma-separated instance ids."),
     policy: str = typer.Option("hf:gemma3-270m", help="hf:PATH_OR_NAME[@ADAPTER], openai:URL[#model], "
-                               "vllm:MODEL, or version:ID|latest (a trained policy)."),
+                               "vllm:MODEL, replay:FILE_OR_RUN_DIR (stored trajectories), or version:ID|latest (a trained policy)."),
     sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     workers: int = typer.Option(2, min=1, help="Episodes in parallel (their policy calls are batched)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/<suite>."),

