@@ -99,6 +99,7 @@ def fill_logprobs(model: Any, seqs: list[Sequence], idx: list[int], cfg: TrainCo
     for b in micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len, pack=cfg.pack,
                            pad_id=pad_id):
         logp, _, keep = forward_logprobs(model, b.to(device))
+        keep = keep.cpu()  # indexes the batch's CPU tensors below
         for sid, pos, lp in zip(b.seq_ids[keep].tolist(), b.position_ids[:, 1:][keep].tolist(), logp.tolist()):
             s = seqs[sid]
             if getattr(s, field) is None:

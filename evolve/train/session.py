@@ -143,9 +143,11 @@ class TrainSession:
         return load_for_training(f"hf:{checkpoint / 'model'}", **kw)
 
     def load_reference(self) -> Any:
-        """A frozen copy of the starting policy (for the KL term)."""
+        """A frozen copy of the starting policy (for the KL term), in the trained model's dtype (so the KL
+        starts at 0, not at the rounding between two precisions)."""
+        dtype = resolve_dtype(self.cfg.dtype, self.device, full_finetune=self.cfg.lora is None)
         model, _ = load_for_training(self.base, adapter=self.start_adapter, lora=None, device=self.device,
-                                     dtype=resolve_dtype(self.cfg.dtype, self.device), trainable=False)
+                                     dtype=dtype, trainable=False)
         return model
 
     def optimizer(self, model: Any, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
