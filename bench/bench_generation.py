@@ -1,9 +1,13 @@
-"""Generation throughput of a policy (default: the embedded hf:gemma3-270m on CPU): batched vs one at a time.
+"""CPU generation throughput of the embedded default model (Gemma 3 270M) on each backend, in one run.
 
-Baseline: the same N conversations generated one by one (batch 1). Project: one batched `generate`
-call. Prints tokens/s of each and the ratio. The first run converts the embedded GGUF (minutes).
+For each policy spec (default: `hf:gemma3-270m`, transformers on the dequantised weights, and
+`llamacpp:gemma3-270m`, llama.cpp on the Q4_K_M file) it generates the same N conversations one at a
+time (batch 1) and in one batched `generate` call, and prints tokens/s of each; the baseline is
+transformers batched (the previous default). It also checks the log-probs a trainer will see: for the
+llama.cpp completions, the mean |difference| between llama.cpp's recorded raw log-probs and the ones
+the transformers model recomputes with one forward pass (what GRPO's ratio starts from).
 
-    python bench/bench_generation.py --tokens 64 --batch-size 8
+    python bench/bench_generation.py [--tokens 64] [--batch-size 8] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from agent.policy import DEFAULT_POLICY, SamplingParams, load_policy  # noqa: E402
+from agent.policy import SamplingParams, load_policy  # noqa: E402
 from records.trajectory import Message  # noqa: E402
 
 PROMPTS = [
@@ -37,53 +41,78 @@ def conversations(n: int) -> list[list[Message]]:
     return [[Message(role="user", content=PROMPTS[i % len(PROMPTS)] + f" (#{i})")] for i in range(n)]
 
 
-def run(policy, convs, params) -> tuple[int, float]:
+def run(policy, convs, params):
     started = time.perf_counter()
     gens = policy.generate(convs, params)
-    return sum(g.completion_tokens for g in gens), time.perf_counter() - started
+    return gens, sum(g.completion_tokens for g in gens), time.perf_counter() - started
+
+
+def measure(spec: str, convs, params, repeats: int) -> dict:
+    started = time.perf_counter()
+    policy = load_policy(spec)
+    load_s = time.perf_counter() - started
+    policy.generate(convs[:1], params.model_copy(update={"max_tokens": 4}))  # warm-up
+    singles, batches, gens = [], [], []
+    for _ in range(repeats):  # modes alternate so a change of machine load hits both
+        runs = [run(policy, [conv], params) for conv in convs]
+        gens = [g for r in runs for g in r[0]]
+        singles.append(sum(r[1] for r in runs) / sum(r[2] for r in runs))
+        _, tokens, seconds = run(policy, convs, params)
+        batches.append(tokens / seconds)
+    out = {"spec": spec, "load": load_s, "single": max(singles), "batched": max(batches), "gens": gens,
+           "prompts": [policy.prompt_ids(c) for c in convs] if hasattr(policy, "prompt_ids") else None,
+           "device": getattr(policy, "device", "cpu")}
+    policy.close()
+    return out
+
+
+def logprob_gap(hf_spec: str, prompts: list[list[int]], gens) -> tuple[float, float]:
+    """Mean and max |recorded - recomputed| log-prob of the recorded completions under the hf model."""
+    import torch
+
+    policy = load_policy(hf_spec, device="cpu", dtype="float32")
+    diffs = []
+    with torch.inference_mode():
+        for prompt, g in zip(prompts, gens):
+            ids = torch.tensor([prompt + g.token_ids])
+            logp = torch.log_softmax(policy.model(ids).logits[0, len(prompt) - 1:-1].float(), -1)
+            again = logp.gather(1, torch.tensor(g.token_ids)[:, None]).squeeze(1)
+            diffs += (again - torch.tensor(g.logprobs)).abs().tolist()
+    policy.close()
+    return sum(diffs) / len(diffs), max(diffs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
+    parser.add_argument("--policies", default="hf:gemma3-270m,llamacpp:gemma3-270m", help="comma-separated specs")
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate per sequence")
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per batched call")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two modes this many times; best of each")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    policy = load_policy(args.policy)
-    load_s = time.perf_counter() - started
     params = SamplingParams(max_tokens=args.tokens, temperature=args.temperature, seed=0)
     convs = conversations(args.batch_size)
-    policy.generate(convs[:1], params.model_copy(update={"max_tokens": 4}))  # warm-up
+    results = [measure(spec, convs, params, args.repeats) for spec in args.policies.split(",")]
+    base = next((r for r in results if r["spec"].startswith("hf:")), results[0])
 
-    singles, batches = [], []  # (tokens, seconds) per repeat; modes alternate so load changes hit both
-    for _ in range(args.repeats):
-        runs = [run(policy, [conv], params) for conv in convs]
-        singles.append((sum(t for t, _ in runs), sum(s for _, s in runs)))
-        batches.append(run(policy, convs, params))
-    (single_tokens, single_s), (batch_tokens, batch_s) = (max(r, key=lambda r: r[0] / r[1]) for r in (singles, batches))
-
-    single_tps, batch_tps = single_tokens / single_s, batch_tokens / batch_s
-    table = Table(title=f"generation throughput: {args.policy}, {args.batch_size} conversations x {args.tokens} tokens, "
-                        f"{getattr(policy, 'device', '?')}, {torch.get_num_threads()} threads, best of {args.repeats}")
-    for column in ("mode", "tokens", "seconds", "tokens/s"):
-        table.add_column(column, justify="right" if column != "mode" else "left")
-    table.add_row("baseline: one at a time (batch 1)", f"{single_tokens:.0f}", f"{single_s:.1f}", f"{single_tps:.1f}")
-    table.add_row(f"evolve: batched (batch {args.batch_size})", f"{batch_tokens:.0f}", f"{batch_s:.1f}", f"{batch_tps:.1f}")
-    table.add_row("ratio (batched / one at a time)", "", "", f"{batch_tps / single_tps:.2f}x")
-    console = Console()
+    table = Table(title=f"generation throughput, {args.batch_size} conversations x {args.tokens} tokens "
+                        f"(temperature {args.temperature}), {os.cpu_count()} CPUs, best of {args.repeats}")
+    for column in ("policy", "load s", "one at a time tok/s", f"batched ({args.batch_size}) tok/s",
+                   f"best vs {base['spec']} batched"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for r in results:
+        best = max(r["single"], r["batched"])
+        table.add_row(f"{r['spec']} ({r['device']})", f"{r['load']:.1f}", f"{r['single']:.1f}", f"{r['batched']:.1f}",
+                      f"{best / base['batched']:.2f}x")
+    console = Console(width=max(Console().width, 120))
     console.print(table)
-    console.print(f"policy load: {load_s:.1f} s (includes the one-time GGUF conversion on a first run)")
-    policy.close()
+    for r in results:
+        if r["spec"].startswith("llamacpp:") and base["spec"].startswith("hf:") and r["prompts"]:
+            mean, worst = logprob_gap(base["spec"], r["prompts"], r["gens"])
+            console.print(f"{r['spec']} log-probs vs {base['spec']} recomputed (float32): mean |diff| {mean:.4f}, "
+                          f"max {worst:.3f} over {sum(len(g.token_ids) for g in r['gens'])} tokens")
 
 
 if __name__ == "__main__":

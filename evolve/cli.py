@@ -9,6 +9,7 @@ import sys
 import typer
 from rich.console import Console
 
+from agent.policy import DEFAULT_POLICY
 from evolve import run_cli, sandbox_cli, trajectories_cli
 from evolve.train import cli as train_cli
 
@@ -29,7 +30,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 
 @app.command("serve")
-def serve_cmd(policy: str = typer.Option("hf:gemma3-270m", help="Policy spec to serve."),
+def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to serve."),
               port: int = typer.Option(8000, help="Port on 127.0.0.1."),
               runs_root: str = typer.Option("runs", help="Where `version:ID` policies are looked up.")) -> None:
     """Serve a policy as an OpenAI-compatible HTTP server on loopback (batched; returns log-probs)."""

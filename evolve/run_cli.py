@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
@@ -38,7 +39,7 @@ def run_cmd(
     suite: str = typer.Argument(..., help=f"Suite: {', '.join(suite_names())}."),
     limit: Optional[int] = typer.Option(None, help="Most instances."),
     instances: Optional[str] = typer.Option(None, help="Comma-separated instance ids."),
-    policy: str = typer.Option("hf:gemma3-270m", help="hf:PATH_OR_NAME[@ADAPTER], openai:URL[#model], "
+    policy: str = typer.Option(DEFAULT_POLICY, help="hf:PATH_OR_NAME[@ADAPTER], openai:URL[#model], "
                                "vllm:MODEL, replay:FILE_OR_RUN_DIR (stored trajectories), or version:ID|latest (a trained policy)."),
     sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     workers: int = typer.Option(2, min=1, help="Episodes in parallel (their policy calls are batched)."),

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from pydantic import BaseModel, Field
 
 from agent.batching import BatchingPolicy
+from agent.policy import DEFAULT_POLICY
 from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import DEFAULT_VARIANT, AgentVariant
@@ -43,7 +44,7 @@ class RunConfig(BaseModel):
     """Most instances to run."""
     dataset: Optional[str] = None
     """Local copy of a SWE-bench dataset (JSON, JSONL or parquet) for the swe-bench suites."""
-    policy: str = "hf:gemma3-270m"
+    policy: str = DEFAULT_POLICY
     """Policy spec: `hf:PATH_OR_NAME`, `openai:URL[#model]`, `vllm:MODEL`, or `version:ID` of a trained policy."""
     variant: str = str(DEFAULT_VARIANT)
     """Agent variant directory (prompts, tools, settings)."""

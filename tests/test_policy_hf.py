@@ -190,15 +190,13 @@ def test_missing_model_is_a_policy_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_embedded_default_gemma3_270m_end_to_end(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The embedded default from scratch: GGUF in the PyPI package -> dense transformers cache
-    (about 100-200 s on 2 cores), generation, then a reload from the cache (seconds)."""
-    from agent.policy import DEFAULT_POLICY
-
+    """The embedded model on transformers from scratch: GGUF in the PyPI package -> dense transformers
+    cache (about 100-200 s on 2 cores), generation, then a reload from the cache (seconds)."""
     monkeypatch.setenv("EVOLVE_CACHE", str(tmp_path))  # a fresh cache: really convert
     started = time.monotonic()
-    policy = load_policy()
+    policy = load_policy("hf:gemma3-270m")
     first_load = time.monotonic() - started
-    assert policy.spec == DEFAULT_POLICY and (tmp_path / "models" / "gemma3-270m" / "model.safetensors").exists()
+    assert policy.spec == "hf:gemma3-270m" and (tmp_path / "models" / "gemma3-270m" / "model.safetensors").exists()
     assert policy.context_length == 32768 and policy.tokenizer.convert_tokens_to_ids("<end_of_turn>") in policy.eos_ids
     conv = [Message(role="system", content="Answer briefly."), Message(role="user", content="What is the capital of France?")]
     assert policy.render(conv).startswith("<bos><start_of_turn>user\nAnswer briefly.")
@@ -210,7 +208,7 @@ def test_embedded_default_gemma3_270m_end_to_end(monkeypatch: pytest.MonkeyPatch
     policy.close()
 
     started = time.monotonic()
-    again = load_policy()  # from the converted cache now
+    again = load_policy("hf:gemma3-270m")  # from the converted cache now
     reload = time.monotonic() - started
     assert again.generate([conv], SamplingParams(max_tokens=8, temperature=0.0))[0].token_ids == gens[0].token_ids
     assert reload < 60 and reload < first_load / 2, f"reload {reload:.0f} s vs first load {first_load:.0f} s"

@@ -30,8 +30,8 @@ def test_spec_parsing(spec: str, expected: tuple[str, str, str | None]) -> None:
 
 
 def test_default_policy_is_the_embedded_gemma() -> None:
-    assert DEFAULT_POLICY == "hf:gemma3-270m"
-    assert parse_spec(DEFAULT_POLICY)[1] in embedded.EMBEDDED
+    assert DEFAULT_POLICY == "llamacpp:gemma3-270m"
+    assert parse_spec(DEFAULT_POLICY)[1] in embedded.EMBEDDED_GGUF
 
 
 @pytest.mark.parametrize("spec", ["gpt4", "torch:model", "hf:", "version:abc", ""])

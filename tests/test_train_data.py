@@ -84,6 +84,18 @@ def test_recorded_token_ids_are_spliced_exactly(tiny):
     assert seq.loss_mask[end] == 1 and tok.decode([seq.input_ids[end + 1]]) == "\n" and seq.loss_mask[end + 1] == 0
 
 
+def test_quantised_rollout_logprobs_are_left_for_the_trainer_to_recompute(tiny):
+    """A `llamacpp:` rollout keeps its token ids but not its log-probs (other weights); an `hf:` one keeps both."""
+    _, tok = tiny
+    for policy, kept in (("hf:gemma3-270m", True), ("llamacpp:gemma3-270m", False)):
+        traj = _traj(tok).model_copy(update={"policy": policy})
+        seq = build_sequence(traj, tok, max_len=1000)
+        trained = [i for i, m in zip(seq.input_ids, seq.loss_mask) if m]
+        assert trained[:len(traj.steps[0].response.token_ids)] == traj.steps[0].response.token_ids
+        olds = [lp for lp, m in zip(seq.old_logprobs, seq.loss_mask) if m][:len(traj.steps[0].response.logprobs)]
+        assert (not any(math.isnan(lp) for lp in olds)) == kept
+
+
 def test_stop_string_sample_without_eos_keeps_end_marker_as_context(tiny):
     _, tok = tiny
     traj = _traj(tok)

