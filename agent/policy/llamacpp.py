@@ -5,8 +5,10 @@
 the GGUF's chat template (the embedded model's own template where the file has none) by transformers'
 renderer, so they are the same text the `hf:` backend and the trainer render, and tokenised by llama.cpp.
 
-Sampling runs token by token over llama.cpp's decoder with the prompt's KV cache reused across calls (an
-agent's next prompt extends its last one; `cache_prompt`). Each token is drawn here from the last position's logits, so
+Sampling runs token by token over llama.cpp's decoder. Prompt evaluation is the slow part on a CPU (about
+90 tokens/s for this model on 2 cores), so KV caches are kept across calls in `slots`, one llama.cpp
+context each (the weights are mapped once): a prompt goes to the slot whose cache it continues (an agent's
+next prompt extends its last one), so parallel episodes do not evict each other's caches (`cache_prompt`). Each token is drawn here from the last position's logits, so
 its log-probability under the RAW distribution (log-softmax at temperature 1, see `agent.policy.base`)
 is exact for the quantised weights llama.cpp runs. Conversations of a batch run one after another
 (llama.cpp's speed on a CPU comes from its kernels, not from batching); one lock guards the model.
@@ -45,9 +47,12 @@ class LlamaCppConfig(BaseModel):
     n_batch: int = Field(default=512, ge=8)
     """Prompt tokens evaluated per llama.cpp decode call."""
     cache_prompt: bool = True
-    """Reuse the KV cache of the longest prefix the last prompt shares (an agent's next prompt extends its
-    last one). Much faster; llama.cpp's batched and one-token kernels round differently, so logits then
-    differ slightly from a cold start (a seed repeats its sample exactly only with this off)."""
+    """Reuse a KV cache's longest prefix shared with the prompt (an agent's next prompt extends its last
+    one). Much faster; llama.cpp's batched and one-token kernels round differently, so logits then differ
+    slightly from a cold start (a seed repeats its sample exactly only with this off)."""
+    slots: int = Field(default=4, ge=1)
+    """Most KV caches (llama.cpp contexts) kept at once: at least the number of episodes run in parallel,
+    so that each keeps its own prompt cache. Each costs its KV cache (about 150 MB at n_ctx 8192 here)."""
     top_p_candidates: int = Field(default=2048, ge=16)
     """Nucleus sampling sorts only this many most likely tokens (all of them when their mass is short)."""
 
@@ -68,24 +73,34 @@ class LlamaCppPolicy(Policy):
         self.config = LlamaCppConfig(**options)
         self.spec = f"llamacpp:{model}"
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError as e:
             raise PolicyError("llamacpp: needs llama-cpp-python: pip install 'evolve[llamacpp]' "
                               "(it compiles llama.cpp, about 8 minutes on 2 cores)") from e
-        path = self._resolve(model)
-        threads = self.config.n_threads or len(os.sched_getaffinity(0))
-        try:
-            self.llm = Llama(model_path=str(path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
-                             n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
-        except (ValueError, RuntimeError) as e:
-            raise PolicyError(f"llama.cpp cannot load {path}: {e}") from e
+        self.path = self._resolve(model)
+        self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
+        self.slots: list[Any] = []  # llama.cpp contexts, most recently used last
+        self.llm = self._new_slot()  # also the tokenizer
         self.template = _chat_template(self.llm.metadata, model)
         self.bos_text = self._piece(self.llm.token_bos())
         self.eos_text = self._piece(self.llm.token_eos())
         self.eos_ids = self._eos_ids()
         self.n_vocab = self.llm.n_vocab()
         self._lock = threading.Lock()
-        log.info("loaded %s (%d threads, n_ctx %d)", self.spec, threads, self.config.n_ctx)
+        self.prompt_tokens_evaluated = 0
+        """Prompt tokens evaluated so far (the rest of each prompt came from a cache)."""
+        log.info("loaded %s (%d threads, n_ctx %d)", self.spec, self.threads, self.config.n_ctx)
+
+    def _new_slot(self) -> Any:
+        from llama_cpp import Llama
+
+        try:
+            llm = Llama(model_path=str(self.path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
+                        n_threads=self.threads, n_threads_batch=self.threads, logits_all=False, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise PolicyError(f"llama.cpp cannot load {self.path}: {e}") from e
+        self.slots.append(llm)
+        return llm
 
     @staticmethod
     def _resolve(model: str) -> Path:
@@ -147,23 +162,53 @@ class LlamaCppPolicy(Policy):
             return [self._generate_one(p, params, None if params.seed is None else params.seed + i)
                     for i, p in enumerate(prompts)]
 
-    def _logits(self) -> np.ndarray:
+    def _logits(self, llm: Any) -> np.ndarray:
         import llama_cpp
 
-        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
-    def _prefill(self, prompt: list[int]) -> None:
-        """Evaluate the prompt, reusing the longest cached prefix (at least the last token is evaluated)."""
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        n = min(len(cached), len(prompt) - 1) if self.config.cache_prompt else 0
-        common = int(np.argmin(cached[:n] == np.asarray(prompt[:n]))) if n else 0
-        if n and cached[common] == prompt[common]:
-            common = n  # the whole compared range matched
-        if common and not self.llm._ctx.kv_cache_seq_rm(-1, common, -1):
-            common = 0  # this cache cannot drop a suffix (sliding-window layers): evaluate the whole prompt
-        self.llm.n_tokens = common  # `eval` drops the KV cache from here on
-        self.llm.eval(prompt[common:])
+    @staticmethod
+    def _common_prefix(llm: Any, prompt: list[int]) -> int:
+        """Tokens at the start of `prompt` that `llm`'s KV cache holds (at most all but the prompt's last)."""
+        cached = llm.input_ids[: llm.n_tokens]
+        n = min(len(cached), len(prompt) - 1)
+        if n <= 0:
+            return 0
+        same = cached[:n] == np.asarray(prompt[:n])
+        return n if same.all() else int(np.argmin(same))
+
+    def _pick_slot(self, prompt: list[int]) -> tuple[Any, int]:
+        """The slot whose cache this prompt continues; else a new slot while fewer than `slots` exist; else
+        the least recently used one. Returns (slot, reusable prefix length)."""
+        if not self.config.cache_prompt:
+            return self.slots[0], 0
+        shared = [self._common_prefix(llm, prompt) for llm in self.slots]
+        best = max(range(len(self.slots)), key=lambda i: (shared[i], i))
+        held = self.slots[best].n_tokens
+        if shared[best] < 0.9 * held and len(self.slots) < self.config.slots:  # it would evict another's cache
+            return self._new_slot(), 0
+        if shared[best] < 0.9 * held:
+            best = 0  # least recently used
+        llm = self.slots.pop(best)
+        self.slots.append(llm)
+        return llm, shared[best]
+
+    def _prefill(self, prompt: list[int]) -> Any:
+        """Evaluate the prompt in a slot, reusing its cached prefix (the last token is always evaluated)."""
+        llm, common = self._pick_slot(prompt)
+        if common and not llm._ctx.kv_cache_seq_rm(-1, common, -1):
+            common = 0  # this cache cannot drop a suffix: evaluate the whole prompt
+        llm.n_tokens = common  # `eval` drops the KV cache from here on
+        llm.eval(prompt[common:])
+        self.prompt_tokens_evaluated += len(prompt) - common
+        return llm
+
+    def reset_caches(self) -> None:
+        """Forget every cached prompt (the next prompts are evaluated cold)."""
+        with self._lock:
+            for llm in self.slots:
+                llm.reset()
 
     def _sample(self, logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
         """(token, its raw log-prob): greedy at temperature 0, else tempered nucleus sampling."""
@@ -197,14 +242,14 @@ class LlamaCppPolicy(Policy):
         if room <= 0:
             return Generation(text="", token_ids=[], logprobs=[], prompt_tokens=len(prompt), finish_reason="length")
         rng = np.random.default_rng(seed)
-        self._prefill(prompt)
+        llm = self._prefill(prompt)
         ids: list[int] = []
         lps: list[float] = []
         eos = set(self.eos_ids)
         finish = "length"
         text = ""
         for _ in range(min(params.max_tokens, room)):
-            token, lp = self._sample(self._logits(), params, rng)
+            token, lp = self._sample(self._logits(llm), params, rng)
             ids.append(token)
             lps.append(lp)
             if token in eos:
@@ -215,7 +260,7 @@ class LlamaCppPolicy(Policy):
             if hit is not None:
                 text, finish = text[:hit], "stop"
                 break
-            self.llm.eval([token])
+            llm.eval([token])
         else:
             text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
         if finish == "stop" and ids and ids[-1] in eos:
@@ -224,6 +269,6 @@ class LlamaCppPolicy(Policy):
                           completion_tokens=len(ids), finish_reason=finish)
 
     def close(self) -> None:
-        llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
+        slots, self.slots, self.llm = getattr(self, "slots", []), [], None
+        for llm in slots:
             llm.close()
