@@ -7,6 +7,12 @@ transformers batched (the previous default). It also checks the log-probs a trai
 llama.cpp completions, the mean |difference| between llama.cpp's recorded raw log-probs and the ones
 the transformers model recomputes with one forward pass (what GRPO's ratio starts from).
 
+A second table runs an agent-like workload on each backend: 2 episodes in parallel (batched, as
+`evolve run --workers 2` does), each starting from the default agent variant's real system prompt and a
+task, for `--turns` turns of `--tokens` tokens, each turn adding the completion and a 40-line tool
+observation to the conversation. Prompt evaluation dominates on a CPU, so this is where a backend that
+keeps each episode's KV cache (llama.cpp slots) differs from one that re-reads the whole prompt.
+
     python bench/bench_generation.py [--tokens 64] [--batch-size 8] [--repeats 1]
 """
 
@@ -66,6 +72,33 @@ def measure(spec: str, convs, params, repeats: int) -> dict:
     return out
 
 
+OBSERVATION = "\n".join(f"src/module_{i}.py:{i * 7}: def helper_{i}(value): return value + {i}" for i in range(40))
+
+
+def agent_workload(spec: str, turns: int, tokens: int) -> dict:
+    from agent.variant import AgentVariant
+
+    variant = AgentVariant.load()
+    system = variant.system_template.replace("{tools}", "bash, view, str_replace, create, search, submit")
+    tasks = ["The parser drops the last field of a CSV line that ends with a comma.",
+             "Caching decorator ignores keyword arguments when building its key."]
+    convs = [[Message(role="system", content=system.replace("{workdir}", "/testbed")),
+              Message(role="user", content=variant.instance_template.format(problem_statement=t, workdir="/testbed"))]
+             for t in tasks]
+    policy = load_policy(spec)
+    params = SamplingParams(max_tokens=tokens, temperature=0.0)
+    prompt_tokens = generated = 0
+    started = time.perf_counter()
+    for _ in range(turns):
+        prompt_tokens += sum(policy.count_tokens(c) for c in convs)
+        gens = policy.generate(convs, params)
+        generated += sum(g.completion_tokens for g in gens)
+        convs = [c + [g.message(), Message(role="tool", content=OBSERVATION)] for c, g in zip(convs, gens)]
+    seconds = time.perf_counter() - started
+    policy.close()
+    return {"spec": spec, "seconds": seconds, "prompt_tokens": prompt_tokens, "generated": generated}
+
+
 def logprob_gap(hf_spec: str, prompts: list[list[int]], gens) -> tuple[float, float]:
     """Mean and max |recorded - recomputed| log-prob of the recorded completions under the hf model."""
     import torch
@@ -89,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per batched call")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two modes this many times; best of each")
+    parser.add_argument("--turns", type=int, default=4, help="turns of the agent-like workload (0: skip it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
@@ -108,6 +142,17 @@ def main() -> None:
                       f"{best / base['batched']:.2f}x")
     console = Console(width=max(Console().width, 120))
     console.print(table)
+    if args.turns:
+        agent = [agent_workload(spec, args.turns, args.tokens) for spec in args.policies.split(",")]
+        table = Table(title=f"agent-like workload: 2 parallel episodes x {args.turns} turns x {args.tokens} tokens, "
+                            "real system prompt, 40-line observations")
+        for column in ("policy", "prompt tokens (sum over turns)", "generated tokens", "seconds",
+                       f"speed-up vs {agent[0]['spec']}"):
+            table.add_column(column, justify="left" if column == "policy" else "right")
+        for r in agent:
+            table.add_row(r["spec"], str(r["prompt_tokens"]), str(r["generated"]), f"{r['seconds']:.1f}",
+                          f"{agent[0]['seconds'] / r['seconds']:.2f}x")
+        console.print(table)
     for r in results:
         if r["spec"].startswith("llamacpp:") and base["spec"].startswith("hf:") and r["prompts"]:
             mean, worst = logprob_gap(base["spec"], r["prompts"], r["gens"])
