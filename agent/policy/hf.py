@@ -163,29 +163,35 @@ def _normalise_for_strict_template(messages: list[dict[str, Any]]) -> list[dict[
 class HFPolicy(Policy):
     """A transformers model on CPU or GPU. `model`: a directory, an embedded name, or a cached hub id."""
 
-    def __init__(self, model: str, **options: Any) -> None:
+    def __init__(self, model: str, *, loaded: tuple[Any, Any] | None = None, **options: Any) -> None:
+        """`loaded`: an already loaded (model, tokenizer) to sample with instead of loading `model` (a
+        trainer's live weights: sampling then always sees the current policy)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.config = HFConfig(**options)
         self.spec = f"hf:{model}"
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-        path = self._resolve(model)
         self.device = _pick_device(self.config.device)
         dtype = _pick_dtype(self.config.dtype, self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
-            if self.config.attn_implementation:
-                kwargs["attn_implementation"] = self.config.attn_implementation
-            self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except OSError as e:
-            raise PolicyError(
-                f"cannot load model {model!r}: {e}. Pass a local model directory, an embedded model "
-                f"({', '.join(EMBEDDED)}), or download the model first (the hub is never contacted)."
-            ) from e
-        self.model.to(self.device).eval()
-        if self.device == "cpu":
+        if loaded is not None:
+            self.model, self.tokenizer = loaded
+            dtype = next(self.model.parameters()).dtype
+        else:
+            path = self._resolve(model)
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+                if self.config.attn_implementation:
+                    kwargs["attn_implementation"] = self.config.attn_implementation
+                self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            except OSError as e:
+                raise PolicyError(
+                    f"cannot load model {model!r}: {e}. Pass a local model directory, an embedded model "
+                    f"({', '.join(EMBEDDED)}), or download the model first (the hub is never contacted)."
+                ) from e
+            self.model.to(self.device).eval()
+        if self.device == "cpu" and loaded is None:  # never patch a trainer's model
             _speed_up_small_batch_head(self.model)
         self.tokenizer.padding_side = "left"
         if not self.tokenizer.chat_template:

@@ -99,13 +99,12 @@ def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, 
                       status=status, answer=gen.text, origin="rollout", created_at=now, finished_at=now)
 
 
-def live_policy(model: Any, base: str, device: torch.device, batch_size: int) -> Any:
-    """The transformers Policy sampling with ``model`` (the training model) itself."""
-    from agent.policy import load_policy
+def live_policy(model: Any, tokenizer: Any, base: str, device: torch.device, batch_size: int) -> Any:
+    """The transformers Policy sampling with ``model`` (the training model) itself: no second copy, and
+    sampling always sees the current weights."""
+    from agent.policy.hf import HFPolicy
 
-    policy = load_policy(f"hf:{model_dir(base)}", device=str(device), max_batch_size=batch_size)
-    policy.model = model  # share the training weights: sampling always sees the current policy
-    return policy
+    return HFPolicy(str(model_dir(base)), loaded=(model, tokenizer), device=str(device), max_batch_size=batch_size)
 
 
 def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tokens: int,
@@ -144,7 +143,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
         step = session.restore(ckpt, opt, sched)["step"] if ckpt else 0
         ref_model = session.load_reference() if cfg.kl_coef else None
         if cfg.rollout_policy == "live":
-            policy = live_policy(model, session.base, session.device, cfg.rollout_batch_size)
+            policy = live_policy(model, tok, session.base, session.device, cfg.rollout_batch_size)
         else:
             if cfg.lora is None:
                 raise TrainError("an external rollout policy needs LoRA training (its adapter is reloaded)")
