@@ -66,6 +66,29 @@ def _chat_template(metadata: dict[str, str], model: str) -> str:
     raise PolicyError(f"{model} carries no chat template (tokenizer.chat_template); use a chat model's GGUF")
 
 
+_NOT_ERRORS = ("using full-size SWA cache",)
+"""Notes llama.cpp logs at its error level that are not errors."""
+
+
+def _route_log(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's messages go to this module's logger: errors as errors, the rest (cache notes) as debug."""
+    message = text.decode("utf-8", errors="replace").rstrip()
+    error = level == 3 and not any(note in message for note in _NOT_ERRORS)
+    if message:
+        log.log(logging.ERROR if error else logging.DEBUG, "llama.cpp: %s", message)
+
+
+def _make_log_callback() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    return llama_cpp.llama_log_callback(_route_log)
+
+
+_LOG_CALLBACK = _make_log_callback()  # kept referenced: llama.cpp calls it for the life of the process
+
+
 class LlamaCppPolicy(Policy):
     """A GGUF model run by llama.cpp. `model`: a .gguf file or an embedded model name."""
 
@@ -73,10 +96,11 @@ class LlamaCppPolicy(Policy):
         self.config = LlamaCppConfig(**options)
         self.spec = f"llamacpp:{model}"
         try:
-            import llama_cpp  # noqa: F401
+            import llama_cpp
         except ImportError as e:
-            raise PolicyError("llamacpp: needs llama-cpp-python: pip install 'evolve[llamacpp]' "
-                              "(it compiles llama.cpp, about 8 minutes on 2 cores)") from e
+            raise PolicyError("llamacpp: needs llama-cpp-python (a dependency of Evolve; it compiles llama.cpp, "
+                              "about 8 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
+        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
         self.path = self._resolve(model)
         self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
         self.slots: list[Any] = []  # llama.cpp contexts, most recently used last
