@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.evolve-stamp 2>/dev/null)" != "$
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q torch==2.13.0        # the CPU wheel: keep this exact pin
-  # llama-cpp-python compiles llama.cpp (about 8 minutes on 2 idle cores, once; a portable build)
+  # llama-cpp-python compiles llama.cpp (about 13 minutes on 2 cores, once; a portable build)
   .venv/bin/python -c 'import llama_cpp' 2>/dev/null || log "compiling llama-cpp-python (minutes, once)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install -q -e ".[test]"
   echo "$stamp" > .venv/.evolve-stamp

@@ -99,7 +99,7 @@ class LlamaCppPolicy(Policy):
             import llama_cpp
         except ImportError as e:
             raise PolicyError("llamacpp: needs llama-cpp-python (a dependency of Evolve; it compiles llama.cpp, "
-                              "about 8 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
+                              "about 13 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
         llama_cpp.llama_log_set(_LOG_CALLBACK, None)
         self.path = self._resolve(model)
         self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
