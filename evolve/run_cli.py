@@ -27,10 +27,11 @@ def load_policy_spec(spec: str, runs_root: Path):
     from evolve.store import DB_NAME
     from evolve.train.versions import resolve_policy
 
-    if spec.startswith("replay:") and (Path(spec[len("replay:"):]) / DB_NAME).exists():
+    run_dir = Path(spec.removeprefix("replay:"))
+    if spec.startswith("replay:") and (run_dir / DB_NAME).exists():
         from evolve.trajectories_cli import load_stored_trajectories
 
-        return load_policy(spec, trajectories=load_stored_trajectories(Path(spec[len("replay:"):])))
+        return load_policy(spec, trajectories=load_stored_trajectories(run_dir))
     resolved, options = resolve_policy(spec, runs_root)
     return load_policy(resolved, **options)
 

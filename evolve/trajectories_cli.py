@@ -32,7 +32,7 @@ def trajectories_cmd(
                 for r in store.trajectory_summaries() if instance is None or r["instance_id"] == instance]
     if not console.is_terminal:  # piped: one tab-separated line per trajectory
         for row in (columns, *rows):
-            print("\t".join(row))
+            console.out("\t".join(row), highlight=False)
         return
     t = Table(title=f"trajectories in {run_dir}")
     for col in columns:

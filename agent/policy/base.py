@@ -25,6 +25,10 @@ from pydantic import BaseModel, Field
 from records.trajectory import Message, ToolCall
 
 
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+"""End-of-turn tokens some chat models use besides their end-of-sequence token; they end a completion too."""
+
+
 class PolicyError(RuntimeError):
     """A problem the user can fix (unreachable server, missing model, missing vllm); the message says how."""
 
@@ -138,4 +142,19 @@ def message_dicts(messages: list[Message], *, arguments_as_json: bool = False) -
         if m.name is not None:
             d["name"] = m.name
         out.append(d)
+    return out
+
+
+def normalise_for_strict_template(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For templates that only take alternating user/assistant turns (Gemma): tool results become
+    user turns in `<tool_response>` tags and consecutive turns of one role are merged."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role, content = m["role"], m.get("content") or ""
+        if role == "tool":
+            role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
+        if out and out[-1]["role"] == role and role != "system":
+            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + content}
+        else:
+            out.append({**m, "role": role, "content": content})
     return out

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, message_dicts
+from agent.policy.base import (END_OF_TURN_TOKENS, Generation, Policy, PolicyError, SamplingParams,
+                               message_dicts, normalise_for_strict_template)
 from agent.policy.embedded import EMBEDDED, embedded_model_dir
 from records.trajectory import Message
 
@@ -31,10 +32,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-# Extra end-of-turn tokens some chat models use besides their eos token.
-END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
-
 
 class HFConfig(BaseModel):
     """Options of the transformers backend."""
@@ -143,21 +140,6 @@ def _pick_dtype(dtype: str, device: str) -> Any:
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def _normalise_for_strict_template(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For templates that only take alternating user/assistant turns (Gemma): tool results become
-    user turns in `<tool_response>` tags and consecutive turns of one role are merged."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role, content = m["role"], m.get("content") or ""
-        if role == "tool":
-            role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
-        if out and out[-1]["role"] == role and role != "system":
-            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + content}
-        else:
-            out.append({**m, "role": role, "content": content})
-    return out
 
 
 class HFPolicy(Policy):
@@ -269,7 +251,7 @@ class HFPolicy(Policy):
         except Exception as first:  # jinja2 TemplateError: e.g. Gemma rejects `tool` / system turns
             try:
                 return self.tokenizer.apply_chat_template(
-                    _normalise_for_strict_template(dicts), tools=tools, add_generation_prompt=True, tokenize=False
+                    normalise_for_strict_template(dicts), tools=tools, add_generation_prompt=True, tokenize=False
                 )
             except Exception:
                 raise PolicyError(f"the chat template of {self.spec} cannot render these messages: {first}") from first

@@ -25,15 +25,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, message_dicts
+from agent.policy.base import (END_OF_TURN_TOKENS, Generation, Policy, PolicyError, SamplingParams,
+                               message_dicts, normalise_for_strict_template)
 from agent.policy.embedded import EMBEDDED_GGUF, GEMMA3_CHAT_TEMPLATE, embedded_gguf
 from records.trajectory import Message
 
 log = logging.getLogger(__name__)
-
-END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
-"""End-of-turn tokens that also end a completion, besides the model's end-of-sequence token."""
-
 
 class LlamaCppConfig(BaseModel):
     """Options of the llama.cpp backend."""
@@ -153,8 +150,6 @@ class LlamaCppPolicy(Policy):
         """The prompt text the chat template renders (with the assistant generation prompt)."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        from agent.policy.hf import _normalise_for_strict_template
-
         dicts = message_dicts(messages)
         kwargs = dict(tools=tools, chat_template=self.template, add_generation_prompt=True,
                       bos_token=self.bos_text, eos_token=self.eos_text)
@@ -162,7 +157,7 @@ class LlamaCppPolicy(Policy):
             return render_jinja_template([dicts], **kwargs)[0][0]
         except Exception as first:  # jinja2 TemplateError: a strict template rejects `tool` / system turns
             try:
-                return render_jinja_template([_normalise_for_strict_template(dicts)], **kwargs)[0][0]
+                return render_jinja_template([normalise_for_strict_template(dicts)], **kwargs)[0][0]
             except Exception:
                 raise PolicyError(f"the chat template of {self.spec} cannot render these messages: {first}") from first
 
@@ -279,11 +274,12 @@ class LlamaCppPolicy(Policy):
             if token in eos:
                 finish = "stop"
                 break
-            text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
-            hit = min((text.find(s) + len(s) for s in params.stop if s in text), default=None)
-            if hit is not None:
-                text, finish = text[:hit], "stop"
-                break
+            if params.stop:
+                text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
+                hit = min((text.find(s) + len(s) for s in params.stop if s in text), default=None)
+                if hit is not None:
+                    text, finish = text[:hit], "stop"
+                    break
             llm.eval([token])
         else:
             text = self.llm.detokenize(ids).decode("utf-8", errors="ignore")
