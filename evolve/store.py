@@ -15,6 +15,8 @@ from pathlib import Path
 from collections.abc import MutableMapping
 from typing import Any, Iterator
 
+from pydantic import BaseModel
+
 from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
 
 DB_NAME = "evolve.db"
@@ -50,6 +52,18 @@ CREATE TABLE IF NOT EXISTS tree_nodes (
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, node_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    status TEXT NOT NULL, resolved INTEGER, trajectory_id TEXT, data TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS outcomes_by_node ON outcomes (run_id, node_id);
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL, key TEXT NOT NULL, run_id TEXT NOT NULL, data TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (kind, key));
+CREATE INDEX IF NOT EXISTS documents_by_run ON documents (run_id, kind);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT NOT NULL, kind TEXT NOT NULL,
+    data TEXT NOT NULL);
 """
 
 
@@ -250,6 +264,65 @@ class RunStore:
     def tree_nodes(self) -> list[TreeNode]:
         return [TreeNode.model_validate_json(r[0])
                 for r in self._rows("SELECT data FROM tree_nodes ORDER BY created_at, rowid")]
+
+    def tree(self, tree_id: str | None = None, kind: str | None = None) -> list[TreeNode]:
+        """The nodes of one tree (or of every tree of a kind), oldest first."""
+        return [n for n in self.tree_nodes()
+                if (tree_id is None or n.tree_id == tree_id) and (kind is None or n.kind == kind)]
+
+    # --- evaluation outcomes (HGM): immutable rows, every count is derived from them -------------
+    def put_outcome(self, run_id: str, node_id: str, task_id: str, status: str, resolved: bool | None,
+                    trajectory_id: str | None, started_at: float, finished_at: float, **data: Any) -> int:
+        """Append one evaluation of `node_id` on `task_id`. `status` is `pass`, `fail`, `infra_error` or
+        `timeout`; `resolved` is None when the agent was not judged (an infrastructure error). Returns its id."""
+        with self._lock:
+            cur = self._db.execute("INSERT INTO outcomes (run_id, node_id, task_id, status, resolved, trajectory_id,"
+                                   " data, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                                   (run_id, node_id, task_id, status, None if resolved is None else int(resolved),
+                                    trajectory_id, json.dumps(data), started_at, finished_at))
+            return int(cur.lastrowid)
+
+    def outcomes(self, run_id: str | None = None, node_id: str | None = None) -> list[dict[str, Any]]:
+        """Outcome rows in the order they were stored."""
+        sql, args = "SELECT id, run_id, node_id, task_id, status, resolved, trajectory_id, data, started_at, " \
+                    "finished_at FROM outcomes WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("node_id", node_id)):
+            if val is not None:
+                sql += f" AND {col}=?"
+                args.append(val)
+        return [dict(id=r[0], run_id=r[1], node_id=r[2], task_id=r[3], status=r[4],
+                     resolved=None if r[5] is None else bool(r[5]), trajectory_id=r[6], started_at=r[8],
+                     finished_at=r[9], **json.loads(r[7])) for r in self._rows(sql + " ORDER BY id", tuple(args))]
+
+    # --- documents: the evolution layer's other records (pools, operator outputs, pairs, splices) -
+    def put_document(self, kind: str, key: str, data: dict[str, Any] | BaseModel, run_id: str = "") -> None:
+        """Store (or replace) one JSON document under (`kind`, `key`), e.g. ("se-agent:summary", traj_id)."""
+        text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+        self._write("INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?)", (kind, key, run_id, text, time.time()))
+
+    def document(self, kind: str, key: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT data FROM documents WHERE kind=? AND key=?", (kind, key))
+        return json.loads(rows[0][0]) if rows else None
+
+    def documents(self, kind: str, run_id: str | None = None, key_prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """(key, document) pairs of one kind, oldest first; `key_prefix` narrows by key."""
+        sql, args = "SELECT key, data FROM documents WHERE kind=? AND key LIKE ? ESCAPE '\\'", \
+            [kind, key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]
+        if run_id is not None:
+            sql += " AND run_id=?"
+            args.append(run_id)
+        return [(r[0], json.loads(r[1])) for r in self._rows(sql + " ORDER BY created_at, rowid", tuple(args))]
+
+    # --- requests from other processes (the TUI's stop button) -------------------------------------
+    def request_stop(self, run_id: str, reason: str = "stop requested") -> None:
+        """Ask the process running `run_id` to stop gracefully; it finishes what is in flight and can resume."""
+        self._write("INSERT INTO requests (ts, run_id, kind, data) VALUES (?,?,?,?)",
+                    (time.time(), run_id, "stop", json.dumps({"reason": reason})))
+
+    def stop_requested(self, run_id: str, since: float = 0.0) -> bool:
+        """True when a stop of `run_id` was requested after `since` (a run passes its own start time)."""
+        return bool(self._rows("SELECT 1 FROM requests WHERE run_id=? AND kind='stop' AND ts>=? LIMIT 1",
+                               (run_id, since)))
 
     # --- a key-value cache (judge replies by content hash) ---------------------------------------
     def cache(self) -> "StoreCache":

@@ -49,18 +49,32 @@ class TrainStep(BaseModel):
 
 
 class TreeNode(BaseModel):
-    """A node of the Huxley-Gödel Machine tree: one agent variant and how it has done."""
+    """A node of a stored tree. One record type serves every tree of the evolution layer, so one TUI widget
+    shows them all: the Huxley-Gödel Machine's tree of self-modified agents (`kind="hgm"`, a node is an agent
+    variant), Agent-R's MCTS trees (`kind="mcts"`, a node is an agent step) and SE-Agent's lineage of
+    iterations (`kind="se-agent"`, a node is a trajectory)."""
 
     id: str = Field(default_factory=_new_id)
     """Unique id."""
     parent_id: str | None = None
-    """Variant it was derived from by self-modification."""
-    variant_dir: str
-    """Directory of the agent variant (prompts, tools, settings)."""
+    """Parent node (None for a root)."""
+    tree_id: str = ""
+    """Which tree the node belongs to (an HGM run id, one MCTS tree per task instance, ...)."""
+    kind: str = "hgm"
+    """`hgm`, `mcts` or `se-agent`."""
+    label: str = ""
+    """Short text shown for the node (a diagnosis title, an action, an operator)."""
+    status: str = ""
+    """Lifecycle state, e.g. `expanding`, `evaluating`, `accepted`, `rejected`, `terminal`."""
+    variant_dir: str = ""
+    """Directory of the agent variant (prompts, tools, settings), for HGM nodes."""
     successes: int = 0
-    """Resolved evaluations."""
+    """Resolved evaluations (HGM: own outcomes; MCTS: summed value)."""
     trials: int = 0
-    """Evaluations run."""
+    """Evaluations run (HGM: own outcomes; MCTS: visits)."""
+    trajectory_id: str | None = None
+    """A trajectory the node stands for (MCTS, SE-Agent), if any."""
     info: dict[str, Any] = Field(default_factory=dict)
-    """What the modification did, its diff summary, errors."""
+    """What the modification did, its diff, diagnosis, rejection reason, errors."""
     created_at: float = Field(default_factory=time.time)
+    """Unix time it was stored."""
