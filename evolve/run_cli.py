@@ -56,22 +56,38 @@ def run_cmd(
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
+    for name, value in (("--limit", limit), ("--max-steps", max_steps), ("--max-tokens-per-step", max_tokens_per_step)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, not {value}")
+    weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     out = out or Path("runs") / suite
-    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
+    from evolve.store import check_run_dir
+
+    check_run_dir(out)
+    ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
+    if instances is not None and not ids:
+        raise ConfigError("--instances names no instance")
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
     if the_suite.kind == "toolcall":
         _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
         return
     chosen = the_suite.select(ids, limit)
+    if not chosen:
+        raise ConfigError(f"no instances to run: {suite}{' (' + dataset + ')' if dataset else ''} has none"
+                          + (" matching --instances" if ids else ""))
+    try:
+        weights.check_available({"swe"} | ({"judge"} if judge else set()))
+    except ValueError as e:
+        raise ConfigError(f"--reward-weights: {e}") from None
     if sandbox == "docker":
         _ensure_images(the_suite, chosen)
     from agent.variant import DEFAULT_VARIANT
-    from evolve.runner import RunConfig, run_swe
+    from evolve.runner import RunConfig, report_ok, run_swe
 
     cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
                     policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                     max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
-                    workers=workers, out=str(out), judge=judge, rewards=parse_weights(reward_weights))
+                    workers=workers, out=str(out), judge=judge, rewards=weights)
     console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
                   f"store {out}")
     with console.status("loading policy"):
@@ -97,21 +113,45 @@ def run_cmd(
 
         report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
     _print_report(report, out)
+    if report.get("stopped"):
+        console.print(f"[yellow]stopped[/] ({report['stopped']}): {report['interrupted']} interrupted, "
+                      f"{report['not_run']} not started; run the same command to resume")
+        raise typer.Exit(130)
+    if not report_ok(report):
+        console.print(f"[red]not all instances were graded[/]: {report['infra_errors']} infrastructure "
+                      f"error(s), {report['grading_errors']} grading error(s) (see the error column and "
+                      f"{out / 'report.json'}); run the same command to retry them")
+        raise typer.Exit(1)
 
 
 def parse_weights(text: str):
     """`swe=1,judge=0.5` -> RewardWeights."""
     from rewards.combine import RewardWeights
 
-    weights = {}
+    import math
+
+    from rewards.combine import KNOWN_REWARDS
+
+    weights: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         name, sep, value = item.partition("=")
+        name = name.strip()
         try:
-            weights[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
+        if not sep or not name:
             raise ConfigError(f"bad --reward-weights item {item!r}: write NAME=NUMBER, e.g. swe=1,judge=0.5")
+        if not math.isfinite(number):
+            raise ConfigError(f"bad --reward-weights item {item!r}: a weight must be a finite number")
+        if name not in KNOWN_REWARDS:
+            raise ConfigError(f"bad --reward-weights item {item!r}: unknown reward {name!r} "
+                              f"(the rewards are {', '.join(sorted(KNOWN_REWARDS))})")
+        if name in weights:
+            raise ConfigError(f"--reward-weights names {name!r} twice")
+        weights[name] = number
+    if not weights:
+        raise ConfigError("--reward-weights is empty: write NAME=NUMBER, e.g. swe=1")
     return RewardWeights(weights=weights)
 
 
@@ -134,12 +174,16 @@ def _ensure_images(suite, chosen) -> None:
 
 
 def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
+    from evolve.run_lock import RunLock
     from evolve.toolcall_eval import run_toolcall
 
     chosen = suite.select(ids, limit, split=split)
+    if not chosen:
+        raise ConfigError(f"no instances to run: the toolcall {split} split has none"
+                          + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
         pol = load_policy_spec(policy, out.parent)
-    with console.status("") as status:
+    with RunLock(out, "evolve run toolcall"), console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
                               max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
     t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")
@@ -152,13 +196,20 @@ def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) 
 
 
 def _print_report(report: dict, out: Path) -> None:
-    t = Table(title=f"resolved {report['resolved']}/{report['instances']} ({report['resolved_rate']:.0%}) · "
-                    f"{report['tokens']} tokens · {report['seconds']} s")
-    for col in ("instance", "status", "resolved", "steps", "tokens", "seconds"):
+    rate = "nothing graded" if report["resolved_rate"] is None else f"{report['resolved_rate']:.0%}"
+    title = f"resolved {report['resolved']}/{report['instances']} ({rate})"
+    for key, what in (("grading_errors", "grading errors"), ("infra_errors", "infra errors"),
+                      ("interrupted", "interrupted"), ("not_run", "not run")):
+        if report.get(key):
+            title += f" · [red]{report[key]} {what}[/]"
+    t = Table(title=f"{title} · {report['tokens']} tokens · {report['seconds']} s")
+    for col in ("instance", "status", "resolved", "steps", "tokens", "seconds", "error"):
         t.add_column(col)
     for r in report["per_instance"]:
-        t.add_row(r["instance_id"], r.get("status", ""), str(r.get("resolved")), str(r.get("steps", "")),
-                  str(r.get("tokens", "")), str(r.get("seconds", "")))
+        problem = r.get("grading_error") or r.get("infra_error") or r.get("error") or ""
+        resolved = "ungraded" if r.get("resolved") is None and r.get("status") != "not run" else str(r.get("resolved"))
+        t.add_row(r["instance_id"], r.get("status", ""), resolved, str(r.get("steps", "")),
+                  str(r.get("tokens", "")), str(r.get("seconds", "")), problem[:120])
     console.print(t)
     console.print(f"predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}")
 

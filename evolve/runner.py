@@ -1,36 +1,51 @@
 """`evolve run SUITE` for SWE suites: agent episodes in parallel sandboxes, graded in fresh ones, all stored.
 
-Every instance moves pending -> running -> done in the run store; a restarted run (after Ctrl-C or
-SIGKILL) skips the done ones and redoes the rest. Outputs beside the store: `predictions.jsonl` in
-SWE-bench's format and `report.json`.
+`run_episode` is one episode: the agent in a fresh sandbox, its patch graded in another fresh sandbox,
+rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was removed, the
+task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
+`infra_error`, no reward, and `run_swe` retries the episode a bounded number of times.
+
+`run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
+the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
+button, `RunStore.request_stop`) stops it gracefully: queued instances do not start, running episodes are
+cut and marked interrupted, the report is written; the same command resumes. A SIGKILLed run resumes too.
+Outputs beside the store: `predictions.jsonl` in SWE-bench's format and `report.json`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import queue
+import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from pydantic import BaseModel, Field
 
 from agent.batching import BatchingPolicy
-from agent.policy import DEFAULT_POLICY
 from agent.graph import Agent
+from agent.policy import DEFAULT_POLICY
 from agent.policy.base import Policy
 from agent.variant import DEFAULT_VARIANT, AgentVariant
-from evolve.store import RunStore
-from records import TaskInstance, Trajectory, TrajectoryStatus
+from evolve.errors import ConfigError
+from evolve.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from records import Reward, TaskInstance, TestReport, Trajectory, TrajectoryStatus
+from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights, combine
 from rewards.judge import Judge
 from rewards.swe import swe_reward
-from sandbox import SandboxConfig, SandboxError, start_sandbox
-from tasks.grading import grade
+from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
+from tasks import grading
 
 log = logging.getLogger(__name__)
+
+OnEvent = Callable[[str, str], None]
 
 
 class RunConfig(BaseModel):
@@ -40,17 +55,17 @@ class RunConfig(BaseModel):
     """Suite name (`evolve tasks` lists them)."""
     instances: list[str] = Field(default_factory=list)
     """Instance ids to run (empty: all, cut to `limit`)."""
-    limit: Optional[int] = None
-    """Most instances to run."""
+    limit: Optional[int] = Field(default=None, ge=1)
+    """Most instances to run (at least 1; None: all)."""
     dataset: Optional[str] = None
     """Local copy of a SWE-bench dataset (JSON, JSONL or parquet) for the swe-bench suites."""
     policy: str = DEFAULT_POLICY
     """Policy spec: `hf:PATH_OR_NAME`, `openai:URL[#model]`, `vllm:MODEL`, or `version:ID` of a trained policy."""
     variant: str = str(DEFAULT_VARIANT)
     """Agent variant directory (prompts, tools, settings)."""
-    max_steps: Optional[int] = None
-    """Override the variant's step budget."""
-    max_tokens_per_step: Optional[int] = None
+    max_steps: Optional[int] = Field(default=None, ge=1)
+    """Override the variant's step budget (at least 1)."""
+    max_tokens_per_step: Optional[int] = Field(default=None, ge=1)
     """Override the variant's tokens per step."""
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     """How sandboxes start (backend, limits)."""
@@ -62,6 +77,13 @@ class RunConfig(BaseModel):
     """Policy spec of an LLM judge scoring each trajectory with a rubric (reward `judge`); None: no judge."""
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
+    infra_retries: int = Field(default=2, ge=0)
+    """Times an episode that failed for the infrastructure's sake (sandbox died, image missing, no grading
+    verdict) is run again before the instance is left as an infra error (a rerun retries it again)."""
+    infra_retry_delay: float = Field(default=5.0, ge=0)
+    """Seconds to wait before such a retry (a daemon or disk under pressure gets a moment)."""
+    stop_grace: float = Field(default=10.0, ge=0)
+    """Seconds a stop (Ctrl-C, stop request) waits for running episodes to wind down before the report."""
     out: str = "runs/latest"
     """Run directory (the store, predictions and report); rerunning with the same one resumes."""
 
@@ -70,80 +92,402 @@ def run_id_for(out: Path) -> str:
     return out.resolve().name
 
 
+# --- one episode -------------------------------------------------------------------------------------
+
+@dataclass
+class EpisodeResult:
+    """What one episode produced (all of it is also in the store)."""
+
+    trajectory: Trajectory
+    report: TestReport | None = None
+    """The grading report (None when not graded)."""
+    rewards: dict[str, Reward] = field(default_factory=dict)
+    """Rewards by name, `combined` included when any reward was computed."""
+    infra_error: str | None = None
+    """Why the infrastructure failed (then the trajectory's status is `infra_error`); None otherwise."""
+    interrupted: bool = False
+    """The run was stopped while the episode ran; nothing was graded."""
+
+
+class StopSignal:
+    """A run's stop flag plus the sandboxes of its running episodes, stopped at once when it is set, so an
+    episode waiting on a long command ends promptly. `commit()` orders results against a stop."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+        self._lock = threading.RLock()
+        self._live: set[Sandbox] = set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def request(self, reason: str) -> None:
+        with self._lock:
+            if not self.event.is_set():
+                self.reason = reason
+                self.event.set()
+            live, self._live = list(self._live), set()
+        for sb in live:
+            try:
+                sb.stop()
+            except Exception as e:  # noqa: BLE001 - stopping is best effort; the episode ends either way
+                log.debug("stopping a sandbox on stop: %s", e)
+
+    def register(self, sb: Sandbox) -> None:
+        with self._lock:
+            self._live.add(sb)
+        if self.is_set():
+            self.request(self.reason)
+
+    def unregister(self, sb: Sandbox) -> None:
+        with self._lock:
+            self._live.discard(sb)
+
+    def commit(self) -> "threading.RLock":
+        """Hold while storing a result: a stop cannot slip between the check and the write."""
+        return self._lock
+
+
+def grading_failure(report: TestReport) -> str | None:
+    """Why grading gave no verdict on an applied patch (the harness failed or timed out), else None.
+
+    An empty patch or one that does not apply is the agent's failure and is graded (unresolved)."""
+    explicit = getattr(report, "infra_error", None)
+    if explicit:
+        return str(explicit)
+    if report.empty_patch or not report.patch_applied or not report.error:
+        return None
+    if "timed out" in report.error or not report.test_status:
+        return report.error
+    return None
+
+
+def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig, store: RunStore, run_id: str,
+                *, grade: bool = True, judge: Judge | None = None, weights: RewardWeights | None = None,
+                trajectory: Trajectory | None = None, on_event: OnEvent | None = None,
+                stop: StopSignal | None = None) -> EpisodeResult:
+    """One episode of `agent` on `instance` in a fresh sandbox, graded in another fresh one; all stored.
+
+    `trajectory` may carry a header (ids, parent, policy) to fill. Steps are stored as they happen. On an
+    infrastructure failure the trajectory's status is `infra_error` and no reward is stored; when `stop` is
+    set while the episode runs it ends as interrupted (status `error`), ungraded."""
+    say = on_event or (lambda instance_id, what: None)
+    iid = instance.instance_id
+    weights = weights or RewardWeights()
+    traj = trajectory or Trajectory(run_id=run_id, instance_id=iid)
+    traj.run_id = traj.run_id or run_id
+    store.put_trajectory(traj)
+    inner_on_step = getattr(agent, "on_step", None)
+
+    def on_step(t: Trajectory, s) -> None:
+        store.append_step(t.id, s)
+        if inner_on_step is not None:
+            inner_on_step(t, s)
+        say(iid, f"step {s.index + 1}")
+
+    ep_agent = copy.copy(agent)  # the caller's agent may be shared by parallel episodes
+    ep_agent.on_step = on_step
+    infra: str | None = None
+    say(iid, "starting sandbox")
+    try:
+        if sandbox_cfg.backend == "local":
+            from evolve.local_tasks import local_instance
+
+            instance = local_instance(instance, store.dir / "workspaces")
+            sb = start_sandbox(sandbox_cfg, workspace=instance.image)
+        else:
+            sb = start_sandbox(sandbox_cfg, image=instance.image or None)
+    except SandboxError as e:
+        infra = f"sandbox did not start: {e}"
+    else:
+        if stop is not None:
+            stop.register(sb)
+        try:
+            if not (stop is not None and stop.is_set()):
+                traj = ep_agent.run(instance, sb, traj)
+            if traj.status != TrajectoryStatus.submitted and not _alive(sb):
+                infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
+        finally:
+            if stop is not None:
+                stop.unregister(sb)
+            try:
+                sb.stop()
+            except Exception as e:  # noqa: BLE001 - a gone sandbox may fail to stop; the episode is over
+                log.debug("stopping the sandbox of %s: %s", iid, e)
+    if stop is not None and stop.is_set():
+        return _interrupted(store, traj)
+    if infra is not None:
+        return _infra(store, traj, infra, say)
+    store.put_trajectory(traj)
+
+    rewards: dict[str, Reward] = {}
+    report: TestReport | None = None
+    if grade:
+        say(iid, "grading")
+        try:
+            report = grading.grade(instance, traj.patch, sandbox_cfg, trajectory_id=traj.id)
+        except Exception as e:  # noqa: BLE001 - whatever broke in the harness, the agent did not
+            if stop is not None and stop.is_set():
+                return _interrupted(store, traj)
+            if not isinstance(e, SandboxError):
+                log.exception("grading %s failed", iid)
+            return _infra(store, traj, f"grading failed: {type(e).__name__}: {e}"
+                          if not isinstance(e, SandboxError) else f"grading failed: {e}", say)
+        failure = grading_failure(report)
+        if failure is not None:
+            store.put_test_report(traj.id, report)
+            return _infra(store, traj, f"grading gave no verdict: {failure}", say, report)
+        rewards["swe"] = swe_reward(report)
+    if judge is not None and not (stop is not None and stop.is_set()):
+        say(iid, "judging")
+        rewards["judge"] = judge.judge_trajectory(instance, traj)
+    if rewards:
+        rewards["combined"] = combine({k: v for k, v in rewards.items()}, weights)
+    with (stop.commit() if stop is not None else _nothing()):
+        if stop is not None and stop.is_set():
+            return _interrupted(store, traj)
+        if report is not None:
+            store.put_test_report(traj.id, report)
+        for reward in rewards.values():
+            store.put_reward(traj.id, reward)
+    return EpisodeResult(traj, report, rewards)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _alive(sb: Sandbox) -> bool:
+    try:
+        return sb.alive()
+    except Exception:  # noqa: BLE001 - a sandbox that cannot say is not usable
+        return False
+
+
+def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
+           report: TestReport | None = None) -> EpisodeResult:
+    ended = traj.status.value
+    traj.status, traj.finished_at = TrajectoryStatus.infra_error, traj.finished_at or time.time()
+    traj.error = why if ended in ("running", "error") else f"{why} (the episode itself ended {ended})"
+    store.put_trajectory(traj)
+    store.log_event("infra_error", run_id=traj.run_id, instance_id=traj.instance_id, trajectory_id=traj.id,
+                    error=why)
+    log.warning("%s: infrastructure error: %s", traj.instance_id, why)
+    say(traj.instance_id, f"infra error: {why}")
+    return EpisodeResult(traj, report, {}, infra_error=why)
+
+
+def _interrupted(store: RunStore, traj: Trajectory) -> EpisodeResult:
+    traj.status, traj.error, traj.finished_at = TrajectoryStatus.error, INTERRUPTED, time.time()
+    try:
+        store.put_trajectory(traj)
+    except Exception as e:  # noqa: BLE001 - the run may have closed the store already; it marks it then
+        log.debug("storing an interrupted trajectory: %s", e)
+    return EpisodeResult(traj, interrupted=True)
+
+
+# --- a whole run -------------------------------------------------------------------------------------
+
 def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
-            on_event: Callable[[str, str], None] = lambda instance_id, what: None,
+            on_event: OnEvent = lambda instance_id, what: None,
             judge_policy: Policy | None = None) -> dict:
-    """Run the agent on `instances` (resuming), grade, store; returns the report."""
+    """Run the agent on `instances` (resuming), grade, store; returns the report.
+
+    Bad input (no instances, reward weights this run cannot produce, an unreachable judge, another policy
+    than the one the directory was run with) raises `ConfigError` before anything is stored. The report
+    says `stopped` (the reason) when Ctrl-C or a stop request ended the run early."""
     out = Path(cfg.out)
     run_id = run_id_for(out)
+    instances = list({i.instance_id: i for i in instances}.values())  # each instance once
+    if not instances:
+        raise ConfigError("no instances to run: the selection is empty")
+    try:
+        cfg.rewards.check_available(({"swe"} if cfg.grade else set()) | ({"judge"} if judge_policy else set()))
+    except ValueError as e:
+        raise ConfigError(f"--reward-weights: {e}") from None
     variant = AgentVariant.load(cfg.variant)
-    if cfg.max_steps:
+    if cfg.max_steps is not None:
         variant.budget.max_steps = cfg.max_steps
-    if cfg.max_tokens_per_step:
+    if cfg.max_tokens_per_step is not None:
         variant.max_tokens_per_step = cfg.max_tokens_per_step
+    if judge_policy is not None:
+        check_judge(judge_policy, cfg.judge or "")
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
     started = time.time()
-    with RunStore(out) as store:
+    check_run_dir(out)
+    with RunLock(out, f"evolve run {cfg.suite}"), RunStore(out) as store:
+        _refuse_other_policy(store, run_id, cfg.policy)
+        runnable = instances
+        if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
+            from evolve.local_tasks import local_instance
+
+            runnable = [local_instance(i, store.dir / "workspaces") for i in instances]
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
         for inst in instances:
             store.put_instance(run_id, inst)
         status = store.instance_status(run_id)
-        todo = [i for i in instances if status.get(i.instance_id) != "done"]
+        todo = [i for i in runnable if status.get(i.instance_id) != "done"]
         for inst in instances:
             if status.get(inst.instance_id) == "done":
                 on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
         judge = _judge(judge_policy, store) if judge_policy is not None else None
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
-        batching.active = min(cfg.workers, len(todo)) or 1
-        lock = threading.Lock()
+        stopper = StopSignal()
+        fatal: list[BaseException] = []
+        pending: queue.Queue[TaskInstance] = queue.Queue()
+        for inst in todo:
+            pending.put(inst)
+        n_workers = min(cfg.workers, len(todo))
+        batching.active = n_workers or 1
+        count_lock = threading.Lock()
 
-        def one(inst: TaskInstance) -> None:
-            store.set_instance_status(run_id, inst.instance_id, "running")
-            traj = Trajectory(run_id=run_id, instance_id=inst.instance_id)
-            store.put_trajectory(traj)
-            agent = Agent(batching, variant, on_step=lambda t, s: (store.append_step(t.id, s),
-                                                                    on_event(inst.instance_id, f"step {s.index + 1}")))
-            on_event(inst.instance_id, "starting sandbox")
+        def do_instance(inst: TaskInstance) -> None:
+            iid = inst.instance_id
+            store.set_instance_status(run_id, iid, "running")
+            result: EpisodeResult | None = None
+            for attempt in range(cfg.infra_retries + 1):
+                if attempt:
+                    on_event(iid, f"retrying after an infra error ({attempt}/{cfg.infra_retries})")
+                    if stopper.event.wait(cfg.infra_retry_delay):
+                        break
+                agent = Agent(batching, variant)
+                traj = Trajectory(run_id=run_id, instance_id=iid, policy=cfg.policy)
+                result = run_episode(inst, agent, sandbox_cfg, store, run_id, grade=cfg.grade, judge=judge,
+                                     weights=cfg.rewards, trajectory=traj, on_event=on_event, stop=stopper)
+                if result.infra_error is None or result.interrupted or stopper.is_set():
+                    break
+            if result is None or result.interrupted or stopper.is_set() and result.infra_error is not None:
+                with stopper.commit():
+                    store.set_instance_status(run_id, iid, "interrupted")
+                on_event(iid, "interrupted")
+                return
+            with stopper.commit():
+                if result.infra_error is not None:
+                    store.set_instance_status(run_id, iid, "infra_error")
+                    store.log_event("instance_infra_error", run_id=run_id, instance_id=iid,
+                                    trajectory_id=result.trajectory.id, error=result.infra_error)
+                    on_event(iid, f"infra error: {result.infra_error}")
+                    return
+                store.set_instance_status(run_id, iid, "done")
+                store.log_event("instance_done", instance_id=iid, trajectory_id=result.trajectory.id)
+            on_event(iid, "done")
+
+        def worker() -> None:
             try:
-                with start_sandbox(sandbox_cfg, image=inst.image or None) as sb:
-                    traj = agent.run(inst, sb, traj)
-            except SandboxError as e:
-                traj.status, traj.error, traj.finished_at = TrajectoryStatus.error, str(e), time.time()
+                while not stopper.is_set() and not fatal:
+                    try:
+                        inst = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        do_instance(inst)
+                    except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                        if stopper.is_set():
+                            log.debug("%s after the stop: %s", inst.instance_id, e)
+                            return
+                        try:
+                            store.set_instance_status(run_id, inst.instance_id, "error")
+                        except Exception:  # noqa: BLE001
+                            pass
+                        on_event(inst.instance_id, f"error: {e}")
+                        fatal.append(e)
+                        stopper.request(f"error on {inst.instance_id}")
+                        return
             finally:
-                with lock:
+                with count_lock:
                     batching.active = max(batching.active - 1, 1)
-            store.put_trajectory(traj)
-            rewards = {}
-            if cfg.grade:
-                on_event(inst.instance_id, "grading")
-                report = grade(inst, traj.patch, sandbox_cfg, trajectory_id=traj.id)
-                store.put_test_report(traj.id, report)
-                rewards["swe"] = swe_reward(report)
-            if judge is not None:
-                on_event(inst.instance_id, "judging")
-                rewards["judge"] = judge.judge_trajectory(inst, traj)
-            for reward in rewards.values():
-                store.put_reward(traj.id, reward)
-            if rewards:
-                store.put_reward(traj.id, combine(rewards, cfg.rewards))
-            store.set_instance_status(run_id, inst.instance_id, "done")
-            store.log_event("instance_done", instance_id=inst.instance_id, trajectory_id=traj.id)
-            on_event(inst.instance_id, "done")
 
-        with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
-            futures = {pool.submit(one, inst): inst for inst in todo}
-            for fut in as_completed(futures):
-                exc = fut.exception()
-                if exc is not None:
-                    inst = futures[fut]
-                    store.set_instance_status(run_id, inst.instance_id, "error")
-                    on_event(inst.instance_id, f"error: {exc}")
-                    if not isinstance(exc, SandboxError):
-                        raise exc
+        threads = [threading.Thread(target=worker, name=f"evolve-episode-{k}", daemon=True)
+                   for k in range(n_workers)]
+        with _sigint_stops(stopper):
+            for t in threads:
+                t.start()
+            last_poll = 0.0
+            while any(t.is_alive() for t in threads) and not stopper.is_set():
+                for t in threads:
+                    t.join(0.2)
+                if time.time() - last_poll >= 1.0:
+                    last_poll = time.time()
+                    if store.stop_requested(run_id, since=started):
+                        stopper.request("stop requested")
+            if stopper.is_set():
+                log.info("stopping (%s): queued instances will not start", stopper.reason)
+                deadline = time.time() + cfg.stop_grace
+                for t in threads:
+                    t.join(max(0.0, deadline - time.time()))
+        if fatal:
+            store.set_run_status(run_id, "error")
+            with stopper.commit():
+                _close_interrupted(store, run_id, {i.instance_id for i in todo})
+            raise fatal[0]
+        if stopper.is_set():
+            with stopper.commit():
+                _close_interrupted(store, run_id, {i.instance_id for i in todo})
+                status = store.instance_status(run_id)
+                for inst in todo:
+                    if status.get(inst.instance_id) in ("running", "pending"):
+                        store.set_instance_status(run_id, inst.instance_id, "interrupted")
+                store.set_run_status(run_id, "stopped")
+                store.log_event("run_stopped", run_id=run_id, reason=stopper.reason)
+                report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
+            report["stopped"] = stopper.reason
+            return report
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+class _sigint_stops:
+    """While active (in the main thread), the first Ctrl-C requests a graceful stop; a second one raises
+    KeyboardInterrupt as usual."""
+
+    def __init__(self, stopper: StopSignal):
+        self.stopper = stopper
+        self.previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.stopper.is_set():
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: stopping (press it again to abort at once)")
+        self.stopper.request("Ctrl-C")
+
+    def __enter__(self) -> "_sigint_stops":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def check_judge(policy: Policy, spec: str = "") -> None:
+    """Ask the judge for one token, so an unreachable judge is found before any episode, not after each."""
+    from agent.policy.base import SamplingParams
+    from records import Message
+
+    try:
+        policy.generate([[Message(role="user", content="Reply with OK.")]], SamplingParams(max_tokens=1,
+                                                                                         temperature=0.0))
+    except Exception as e:  # noqa: BLE001 - any failure here means the judge cannot judge
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"the judge {spec or policy!r} does not answer: {first}") from None
+
+
+def _refuse_other_policy(store: RunStore, run_id: str, policy: str) -> None:
+    """A run directory holds one policy's predictions: resuming it with another policy is refused."""
+    before = next((r for r in store.runs() if r["id"] == run_id), None)
+    if before is None or before["config"].get("policy", policy) == policy:
+        return
+    if store.trajectory_ids(run_id=run_id):
+        raise ConfigError(f"{store.dir} was run with --policy {before['config']['policy']}, not {policy}: "
+                          "resume it with that policy, or give another --out directory")
 
 
 def _judge(policy: Policy, store: RunStore) -> Judge:
@@ -155,40 +499,77 @@ def _judge(policy: Policy, store: RunStore) -> Judge:
 
 
 def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:
-    """Trajectories left `running` by a killed run are marked as interrupted errors (their steps stay)."""
+    """Trajectories left `running` by a stopped or killed run are marked as interrupted errors (their steps
+    stay); they are never graded, rewarded or trained on."""
     for tid in store.trajectory_ids(run_id=run_id, status=TrajectoryStatus.running.value):
         traj = store.get_trajectory(tid)
         if traj.instance_id in todo:
-            traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped)"
+            traj.status, traj.error = TrajectoryStatus.error, INTERRUPTED
+            traj.finished_at = traj.finished_at or time.time()
             store.put_trajectory(traj)
 
 
+# --- outputs -----------------------------------------------------------------------------------------
+
 def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: float) -> dict:
-    """`predictions.jsonl` (SWE-bench's format, the latest trajectory per instance) and `report.json`."""
+    """`predictions.jsonl` (SWE-bench's format, the latest finished trajectory per instance, each named
+    with the policy that produced it) and `report.json`.
+
+    The report counts apart: resolved, `ungraded` (grading gave no verdict: `grading_error` per instance),
+    `infra_errors` (the infrastructure failed the episode: `infra_error`), `errors` (the agent's episode
+    failed), `interrupted` and `not_run`. `resolved_rate` is SWE-bench's (resolved over all instances, the
+    ungraded counting as unresolved), and None when nothing was graded."""
     latest: dict[str, dict] = {}
     for row in store.trajectory_summaries(run_id):
         if row["status"] != TrajectoryStatus.running.value:
             latest[row["instance_id"]] = row
+    status = store.instance_status(run_id)
     rows, preds = [], []
     for inst in store.instances(run_id):
         row = latest.get(inst.instance_id)
+        state = status.get(inst.instance_id, "pending")
         if row is None:
-            rows.append({"instance_id": inst.instance_id, "status": "not run"})
+            rows.append({"instance_id": inst.instance_id, "status": "not run", "state": state, "resolved": None})
             continue
         traj = store.get_trajectory(row["id"])
-        preds.append({"instance_id": inst.instance_id, "model_name_or_path": model, "model_patch": traj.patch})
         report = store.test_report(traj.id)
-        rows.append({"instance_id": inst.instance_id, "status": traj.status.value, "resolved": row["resolved"],
+        infra = traj.status == TrajectoryStatus.infra_error
+        interrupted = traj.infra_failure and not infra
+        grading_error = None
+        if infra and report is not None:
+            grading_error = traj.error
+        elif report is not None and report.error and row["resolved"] is None:
+            grading_error = report.error
+        if not traj.infra_failure:
+            preds.append({"instance_id": inst.instance_id, "model_name_or_path": traj.policy or model,
+                          "model_patch": traj.patch})
+        rows.append({"instance_id": inst.instance_id, "status": traj.status.value, "state": state,
+                     "resolved": None if traj.infra_failure else row["resolved"],
                      "steps": len(traj.steps), "tokens": traj.prompt_tokens + traj.completion_tokens,
                      "seconds": round((traj.finished_at or traj.created_at) - traj.created_at, 1),
-                     "patch_applied": report.patch_applied if report else None, "error": traj.error})
+                     "patch_applied": report.patch_applied if report else None,
+                     "error": traj.error, "grading_error": grading_error,
+                     "infra_error": traj.error if infra else None, "interrupted": interrupted,
+                     "policy": traj.policy or model})
     with open(out / "predictions.jsonl", "w") as f:
         for p in preds:
             f.write(json.dumps(p) + "\n")
     graded = [r for r in rows if r.get("resolved") is not None]
-    report = {"run_id": run_id, "instances": len(rows), "graded": len(graded),
-              "resolved": sum(bool(r["resolved"]) for r in graded),
-              "resolved_rate": (sum(bool(r["resolved"]) for r in graded) / len(rows)) if rows else 0.0,
+    resolved = sum(bool(r["resolved"]) for r in graded)
+    report = {"run_id": run_id, "instances": len(rows), "graded": len(graded), "resolved": resolved,
+              "resolved_rate": resolved / len(rows) if graded else None,
+              "ungraded": len(rows) - len(graded),
+              "grading_errors": sum(r.get("grading_error") is not None for r in rows),
+              "infra_errors": sum(r.get("infra_error") is not None for r in rows),
+              "errors": sum(r["status"] == TrajectoryStatus.error.value and not r.get("interrupted") for r in rows),
+              "interrupted": sum(bool(r.get("interrupted")) for r in rows),
+              "not_run": sum(r["status"] == "not run" for r in rows),
               "tokens": sum(r.get("tokens", 0) for r in rows), "seconds": round(seconds, 1), "per_instance": rows}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def report_ok(report: dict) -> bool:
+    """True when every instance ran and was graded (or ran ungraded by choice): the run may exit 0."""
+    return not (report.get("stopped") or report.get("infra_errors") or report.get("grading_errors")
+                or report.get("interrupted") or report.get("not_run"))

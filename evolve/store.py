@@ -8,6 +8,8 @@ pydantic models of `records`, stored as JSON next to the few columns that querie
 from __future__ import annotations
 
 import json
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -71,6 +73,19 @@ class StoreError(RuntimeError):
     """The run directory is not a run store, or is from a newer version of Evolve."""
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Create `run_dir` if needed and make sure this process can write there; `StoreError` says why not
+    (a file in the way, a file above it, no permission, a read-only file system)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{run_dir} is a file, not a run directory; give another --out directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise StoreError(f"{run_dir} is not writable; give another --out directory")
+
+
 class RunStore:
     """Read and write one run directory. Thread-safe; open read-only from other processes."""
 
@@ -83,14 +98,18 @@ class RunStore:
                 raise StoreError(f"{self.dir} is not a run directory (no {DB_NAME}); "
                                  f"give the --out directory of an `evolve run`")
         else:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            check_run_dir(self.dir)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open {self.path} ({e}); give another --out directory") from None
         try:
             self._db.execute("PRAGMA busy_timeout=30000")
             if readonly:
                 self._db.execute("PRAGMA query_only=1")
             else:
+                self._refuse_foreign()
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
@@ -99,6 +118,17 @@ class RunStore:
             self._db.close()
             raise StoreError(f"{self.path} is not an Evolve run store ({e}); give another --out directory") from None
         self._check_version()
+
+    def _refuse_foreign(self) -> None:
+        """Never write Evolve's tables into someone else's database: a file with tables but no Evolve
+        `meta` row is refused before anything is created."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return
+        ours = "meta" in tables and self._db.execute(
+            "SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is not None
+        if not ours:
+            raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:3])})")
 
     def _check_version(self) -> None:
         try:
@@ -233,6 +263,11 @@ class RunStore:
         return TestReport.model_validate_json(rows[0][0]) if rows else None
 
     def put_reward(self, trajectory_id: str, reward: Reward) -> None:
+        """Store a reward; a non-finite total or part is refused (it would be stored as null and break
+        every later read)."""
+        if not math.isfinite(reward.total) or not all(math.isfinite(v) for v in reward.parts.values()):
+            raise ValueError(f"refusing to store the non-finite reward {reward.name!r} "
+                             f"(total {reward.total}) of trajectory {trajectory_id}")
         self._write("INSERT OR REPLACE INTO rewards VALUES (?,?,?,?)",
                     (trajectory_id, reward.name, reward.total, reward.model_dump_json()))
 

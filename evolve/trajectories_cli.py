@@ -43,15 +43,30 @@ def trajectories_cmd(
 
 
 def export_trajectories(store: RunStore, path: Path, instance: str | None = None) -> int:
-    """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many.
+
+    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission); nothing
+    is left behind then."""
+    from evolve.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"--export {path} is a directory; give a file name, e.g. {path / 'trajectories.jsonl'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--export {path}: cannot create {path.parent}: {e.strerror or e}") from None
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     n = 0
-    with tmp.open("w") as f:
-        for traj in store.trajectories(instance_id=instance):
-            f.write(traj.model_dump_json() + "\n")
-            n += 1
-    tmp.replace(path)
+    try:
+        with tmp.open("w") as f:
+            for traj in store.trajectories(instance_id=instance):
+                f.write(traj.model_dump_json() + "\n")
+                n += 1
+        tmp.replace(path)
+    except OSError as e:
+        raise ConfigError(f"--export {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 

@@ -74,6 +74,13 @@ class TrajectoryStatus(str, Enum):
     budget_exhausted = "budget_exhausted"
     context_exceeded = "context_exceeded"
     error = "error"
+    infra_error = "infra_error"
+    """The infrastructure failed, not the agent: its sandbox died or was removed, the task image was
+    missing, or grading could not give a verdict. Never a reward, never training data; the run retries it."""
+
+
+INTERRUPTED = "interrupted (the run was stopped)"
+"""`Trajectory.error` of an episode cut short by Ctrl-C, a stop request or a killed run (status `error`)."""
 
 
 class Trajectory(BaseModel):
@@ -102,7 +109,7 @@ class Trajectory(BaseModel):
     answer: str = ""
     """The final answer (tool-calling tasks): the last response."""
     error: str | None = None
-    """What went wrong, when status is `error`."""
+    """What went wrong, when status is `error` or `infra_error`."""
     parent_id: str | None = None
     """Trajectory this one branches from (SE-Agent, Agent-R), if any."""
     branch_step: int | None = None
@@ -127,6 +134,13 @@ class Trajectory(BaseModel):
     def truncated(self) -> bool:
         """True when the episode was cut by a budget or the context length, not ended by the agent."""
         return self.status in (TrajectoryStatus.budget_exhausted, TrajectoryStatus.context_exceeded)
+
+    @property
+    def infra_failure(self) -> bool:
+        """True when the episode says nothing about the agent: an infrastructure error, or an interruption
+        of the run. Such trajectories are kept for inspection but never rewarded or trained on."""
+        return self.status == TrajectoryStatus.infra_error or (
+            self.status == TrajectoryStatus.error and (self.error or "").startswith("interrupted"))
 
     @property
     def completion_tokens(self) -> int:

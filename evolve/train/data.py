@@ -255,6 +255,7 @@ def pick_reward(rewards: dict[str, Any], name: str | None) -> float | None:
 def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_reward: float | None = None,
                       include_running: bool = False) -> list[tuple[Trajectory, float | None]]:
     """Finished trajectories of every run directory with their reward (``reward`` names which one).
+    Infrastructure errors and interrupted episodes are never training data: they are left out.
 
     ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped).
     """
@@ -265,6 +266,8 @@ def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_re
         with RunStore(d, readonly=True) as store:
             for traj in store.trajectories():
                 if traj.status.value == "running" and not include_running:
+                    continue
+                if traj.infra_failure:  # an infra error or an interrupted run says nothing about the policy
                     continue
                 r = pick_reward(store.rewards(traj.id), reward)
                 if min_reward is not None and (r is None or r < min_reward):

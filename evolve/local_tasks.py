@@ -1,0 +1,50 @@
+"""Task workspaces for the local (bubblewrap) sandbox, which starts from a directory, not an image.
+
+A bundled instance names a Docker image tag; for `--sandbox local` its repository is materialised once
+per run directory (`<run dir>/workspaces/<repo>-<commit>`, checked against the instance's base commit)
+and the instance is pointed at that directory. Both the agent's sandbox and the grading sandbox start
+from copies of it. SWE-bench instances exist only as Docker images, so they are refused with a clear
+message.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from records import TaskInstance
+from sandbox import SandboxError
+
+_lock = threading.Lock()
+
+
+def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
+    """`instance` with `image` set to a workspace directory the local sandbox can start from."""
+    if instance.image and Path(instance.image).is_dir():
+        return instance
+    if not instance.repo.startswith("evolve-bundled/"):
+        raise SandboxError(f"{instance.instance_id}: the local sandbox needs the task's repository as a "
+                           f"directory, and {instance.suite or 'this suite'} instances exist only as Docker "
+                           "images; use --sandbox docker")
+    from tasks.bundled.materialize import MaterializeError, materialize
+
+    name = instance.repo.split("/", 1)[1]
+    dest = root / f"{name}-{instance.base_commit[:12]}"
+    with _lock:
+        if not (dest / ".git").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+            try:
+                head = materialize(name, tmp / "repo")
+                if head != instance.base_commit:
+                    raise SandboxError(f"{name} materialised at {head[:12]}, but {instance.instance_id} expects "
+                                       f"{instance.base_commit[:12]}: the bundled data is inconsistent")
+                shutil.rmtree(dest, ignore_errors=True)
+                (tmp / "repo").rename(dest)
+            except MaterializeError as e:
+                raise SandboxError(f"cannot materialise {name} for the local sandbox: {e}") from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return instance.model_copy(update={"image": str(dest)})
