@@ -1,0 +1,102 @@
+"""`evolve se-agent SUITE`: SE-Agent on a SWE suite, with live progress; resumable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.policy import DEFAULT_POLICY
+from evolve.errors import ConfigError
+from sandbox import SandboxConfig
+from tasks.registry import get_suite, suite_names
+
+console = Console()
+
+
+def se_agent_cmd(
+    suite: str = typer.Argument(..., help=f"SWE suite: {', '.join(s for s in suite_names() if s != 'toolcall')}."),
+    iterations: int = typer.Option(3, min=1, help="Iterations: pilots first, then one operator per iteration."),
+    pilots: int = typer.Option(3, min=1, help="Diverse pilot trajectories per instance in iteration 1."),
+    operators: str = typer.Option("revision,recombination,refinement",
+                                  help="Operator schedule, cycled from iteration 2; `none`: independent re-sampling."),
+    policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec of the agent."),
+    operator_policy: Optional[str] = typer.Option(None, help="Policy spec of the summariser, operators and judge "
+                                                  "(default: the agent's policy)."),
+    no_judge: bool = typer.Option(False, "--no-judge", help="Break visible ties without the pairwise judge."),
+    workers: int = typer.Option(2, min=1, help="Attempts in parallel (policy calls batched)."),
+    out: Optional[str] = typer.Option(None, help="Run directory; the same one resumes; `{timestamp}` allowed. "
+                                      "Default runs/se-agent-<suite>."),
+    limit: Optional[int] = typer.Option(None, help="Most instances."),
+    instances: Optional[str] = typer.Option(None, help="Comma-separated instance ids."),
+    dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
+    variant: Optional[Path] = typer.Option(None, help="Agent variant directory."),
+    max_steps: Optional[int] = typer.Option(None, help="Step budget per episode."),
+    max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
+    sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
+    seed: int = typer.Option(0, help="Base sampling seed."),
+    no_grade: bool = typer.Option(False, "--no-grade", help="Skip the hidden-test grading of the report."),
+) -> None:
+    """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
+    the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
+    from agent.batching import BatchingPolicy
+    from agent.variant import DEFAULT_VARIANT
+    from evolve.run_cli import _ensure_images, load_policy_spec
+    from evolve.se_agent.config import SEAgentConfig
+    from evolve.se_agent.report import FIRST, ORACLE, SELECTED
+    from evolve.se_agent.run import resolve_out, run_se_agent
+
+    if sandbox not in ("docker", "local"):
+        raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
+    ops = [] if operators.strip() == "none" else [o.strip() for o in operators.split(",") if o.strip()]
+    try:
+        cfg = SEAgentConfig(suite=suite, iterations=iterations, pilots=pilots, operators=ops, policy=policy,
+                            operator_policy=operator_policy, judge=not no_judge, workers=workers, limit=limit,
+                            out=out or f"runs/se-agent-{suite}", dataset=dataset,
+                            variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
+                            max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
+                            seed=seed, grade=not no_grade)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[-1] if "operator" not in str(e) else
+                          next(ln for ln in str(e).splitlines() if "operator" in ln).strip()) from None
+    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    if the_suite.kind != "swe":
+        raise ConfigError(f"se-agent runs SWE suites; {suite!r} is a {the_suite.kind} suite")
+    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
+    chosen = the_suite.select(ids, limit)
+    cfg.instances = [i.instance_id for i in chosen]
+    if sandbox == "docker":
+        _ensure_images(the_suite, chosen)
+    run_dir = resolve_out(cfg.out)
+    cfg.out = str(run_dir)
+    console.print(f"[bold]evolve se-agent {suite}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
+                  f"{iterations} iteration(s), operators {','.join(ops) or 'none (re-sampling)'}, store {run_dir}")
+    with console.status("loading policy"):
+        pol = load_policy_spec(policy, run_dir.parent)
+        op_pol = None if operator_policy in (None, policy) else load_policy_spec(operator_policy, run_dir.parent)
+    batching = BatchingPolicy(pol, max_batch=workers)
+    batching.active = workers
+    started = time.time()
+
+    def on_event(instance_id: str, what: str) -> None:
+        console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+
+    report = run_se_agent(cfg, chosen, batching, op_pol or batching, on_event=on_event)
+    if report.get("stopped"):
+        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({run_dir})")
+        return
+    t = Table(title=f"se-agent {suite}: {report['instances']} instance(s), {report['candidates']} candidate(s), "
+                    f"{report['seconds']} s")
+    for col in ("instance", "candidates", "selected (method)", "first pilot", "selection", "any candidate"):
+        t.add_column(col)
+    for r in report["per_instance"]:
+        t.add_row(r["instance_id"], str(r["candidates"]), f"{r['selected']} ({r['selection_method']})",
+                  str(r["first_pilot_resolved"]), str(r["selected_resolved"]), str(r["any_resolved"]))
+    console.print(t)
+    for key in (FIRST, SELECTED, ORACLE):
+        console.print(f"{key}: {report[key]:.2f}")
+    console.print(f"predictions: {run_dir / 'predictions.jsonl'} · report: {run_dir / 'report.json'}")

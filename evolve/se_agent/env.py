@@ -1,0 +1,99 @@
+"""Where SE-Agent's attempts run. `Environment` is what the driver needs; `SWEEnvironment` runs real
+agent episodes in Docker sandboxes through `evolve.runner.run_episode` (tests use toy environments)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from agent.graph import Agent
+from agent.policy.base import Generation, Policy, SamplingParams
+from agent.variant import AgentVariant
+from evolve.se_agent.records import DOC_BASELINE, Attempt, VisibleOutcome
+from evolve.se_agent.visible import baseline, visible_outcome
+from evolve.store import RunStore
+from records import Message, TaskInstance, Trajectory
+from sandbox import WORKDIR, SandboxConfig
+
+
+class Environment(Protocol):
+    def base_prompt(self, instance: TaskInstance) -> list[Message]:
+        """The agent's own prompt for `instance` (system with tool instructions, instance message)."""
+
+    def run(self, instance: TaskInstance, attempt: Attempt, trajectory: Trajectory) -> Trajectory:
+        """Run `trajectory` (its prompt already built) to the end and store it."""
+
+    def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
+        """What can be seen of its outcome without the hidden tests."""
+
+    def hidden(self, instance: TaskInstance, trajectory: Trajectory) -> bool | None:
+        """Resolved by the hidden tests (stored as its test report); for the report only."""
+
+
+class SeededPolicy(Policy):
+    """A policy whose every call samples with a fixed seed (pilots differ by seed as well as temperature)."""
+
+    def __init__(self, inner: Policy, seed: int):
+        self.inner, self.seed, self.spec = inner, seed, inner.spec
+
+    @property
+    def context_length(self) -> int:
+        return self.inner.context_length
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return self.inner.count_tokens(messages)
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams,
+                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
+        return self.inner.generate(conversations, params.model_copy(update={"seed": self.seed}), tools)
+
+
+class SWEEnvironment:
+    """Agent episodes on SWE instances in fresh sandboxes; visible checks and hidden grading in fresh ones."""
+
+    def __init__(self, policy: Policy, variant: AgentVariant, sandbox: SandboxConfig, store: RunStore, run_id: str,
+                 on_event=lambda instance_id, what: None):
+        self.policy, self.variant, self.sandbox, self.store, self.run_id = policy, variant, sandbox, store, run_id
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._baselines: dict[str, dict | None] = {}
+
+    def agent(self, attempt: Attempt | None = None) -> Agent:
+        variant = self.variant
+        if attempt is not None and attempt.temperature != variant.temperature:
+            variant = variant.model_copy(update={"temperature": attempt.temperature})
+        policy = self.policy if attempt is None else SeededPolicy(self.policy, attempt.seed)
+        return Agent(policy, variant)
+
+    def base_prompt(self, instance: TaskInstance) -> list[Message]:
+        return self.agent().prompt(instance, WORKDIR)
+
+    def run(self, instance: TaskInstance, attempt: Attempt, trajectory: Trajectory) -> Trajectory:
+        from evolve.runner import run_episode
+
+        self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
+        result = run_episode(instance, self.agent(attempt), self.sandbox, self.store, self.run_id, grade=False,
+                             trajectory=trajectory)
+        return result.trajectory
+
+    def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
+        iid = instance.instance_id
+        with self._lock:
+            if iid not in self._baselines:
+                doc = self.store.document(DOC_BASELINE, iid)
+                if doc is None:
+                    doc = {"statuses": baseline(instance, self.sandbox)}
+                    self.store.put_document(DOC_BASELINE, iid, doc, run_id=self.run_id)
+                self._baselines[iid] = doc["statuses"]
+        self.on_event(iid, f"visible checks of {trajectory.id}")
+        return visible_outcome(instance, trajectory, self.sandbox, self._baselines[iid])
+
+    def hidden(self, instance: TaskInstance, trajectory: Trajectory) -> bool | None:
+        from rewards.swe import swe_reward
+        from tasks.grading import grade
+
+        self.on_event(instance.instance_id, f"grading {trajectory.id} (hidden tests, report only)")
+        report = grade(instance, trajectory.patch, self.sandbox, trajectory_id=trajectory.id)
+        self.store.put_test_report(trajectory.id, report)
+        self.store.put_reward(trajectory.id, swe_reward(report))
+        return report.resolved
