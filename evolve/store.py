@@ -372,6 +372,81 @@ class RunStore:
             "SELECT id, ts, kind, data FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit))]
 
 
+    # --- cheap read-only queries for live monitors (the TUI): paged, one query per page, no N+1 ---------
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a free "anything new?" check."""
+        return int(self._rows("PRAGMA data_version")[0][0])
+
+    def run_overview(self, run_id: str, recent: int = 20) -> dict[str, Any]:
+        """Counts a dashboard needs, in a few aggregate queries: instances and trajectories by status,
+        graded/resolved counts, the last `recent` finish times (for an ETA) and the last activity time."""
+        inst = dict(self._rows("SELECT status, COUNT(*) FROM instances WHERE run_id=? GROUP BY status", (run_id,)))
+        trajs = dict(self._rows("SELECT status, COUNT(*) FROM trajectories WHERE run_id=? GROUP BY status", (run_id,)))
+        graded, resolved = self._rows(
+            "SELECT COUNT(*), COALESCE(SUM(r.resolved), 0) FROM test_reports r JOIN trajectories t "
+            "ON t.id=r.trajectory_id WHERE t.run_id=?", (run_id,))[0]
+        finishes = [r[0] for r in self._rows(
+            "SELECT finished_at FROM trajectories WHERE run_id=? AND finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT ?", (run_id, recent))][::-1]
+        last = self._rows("SELECT MAX(x) FROM (SELECT MAX(updated_at) AS x FROM runs WHERE id=? UNION ALL "
+                          "SELECT MAX(updated_at) FROM instances WHERE run_id=? UNION ALL "
+                          "SELECT MAX(COALESCE(finished_at, created_at)) FROM trajectories WHERE run_id=?)",
+                          (run_id, run_id, run_id))[0][0]
+        return dict(instances=inst, trajectories=trajs, graded=graded, resolved=resolved,
+                    recent_finishes=finishes, last_update=last)
+
+    def trajectory_page(self, run_id: str | None = None, *, parent_id: str | None = None, search: str = "",
+                        offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """(total, rows): one page of trajectories, oldest first, each with its step count, tokens, time,
+        resolution and rewards (`{name: {"total", "parts"}}`); `search` matches the instance id or trajectory id."""
+        where, args = " WHERE 1=1", []
+        for col, val in (("run_id", run_id), ("parent_id", parent_id)):
+            if val is not None:
+                where += f" AND t.{col}=?"
+                args.append(val)
+        if search:
+            where += " AND (t.instance_id LIKE ? OR t.id LIKE ?)"
+            args += [f"%{search}%"] * 2
+        total = self._rows("SELECT COUNT(*) FROM trajectories t" + where, tuple(args))[0][0]
+        rows = self._rows(
+            "SELECT t.id, t.run_id, t.instance_id, t.status, t.parent_id, t.created_at, t.finished_at, "
+            "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id) FROM trajectories t" + where +
+            " ORDER BY t.created_at, t.rowid LIMIT ? OFFSET ?", (*args, limit, offset))
+        out = {r[0]: dict(id=r[0], run_id=r[1], instance_id=r[2], status=r[3], parent_id=r[4], created_at=r[5],
+                          finished_at=r[6], resolved=None if r[7] is None else bool(r[7]), steps=0, tokens=0,
+                          rewards={}) for r in rows}
+        if out:
+            marks = ",".join("?" * len(out))
+            for tid, n, tok in self._rows(
+                    "SELECT trajectory_id, COUNT(*), SUM(COALESCE(json_extract(data, '$.prompt_tokens'), 0) + "
+                    f"COALESCE(json_extract(data, '$.completion_tokens'), 0)) FROM steps WHERE trajectory_id IN ({marks}) "
+                    "GROUP BY trajectory_id", tuple(out)):
+                out[tid].update(steps=n, tokens=int(tok or 0))
+            for tid, name, total_, data in self._rows(
+                    f"SELECT trajectory_id, name, total, data FROM rewards WHERE trajectory_id IN ({marks})", tuple(out)):
+                out[tid]["rewards"][name] = dict(total=total_, parts=json.loads(data).get("parts", {}))
+        return total, list(out.values())
+
+    def steps(self, trajectory_id: str, after: int = -1) -> list[Step]:
+        """The steps of a trajectory with index > `after` (a live view fetches only what is new)."""
+        return [Step.model_validate_json(r[0]) for r in self._rows(
+            "SELECT data FROM steps WHERE trajectory_id=? AND idx>? ORDER BY idx", (trajectory_id, after))]
+
+    def reward_totals(self, run_id: str) -> dict[str, list[float]]:
+        """Every stored reward total of the run's trajectories, by reward name (for a histogram)."""
+        out: dict[str, list[float]] = {}
+        for name, total in self._rows("SELECT r.name, r.total FROM rewards r JOIN trajectories t ON "
+                                      "t.id=r.trajectory_id WHERE t.run_id=?", (run_id,)):
+            out.setdefault(name, []).append(total)
+        return out
+
+    def last_event_id(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
+
+    def train_step_count(self, policy_version_id: str) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM train_steps WHERE policy_version_id=?", (policy_version_id,))[0][0])
+
+
 class StoreCache(MutableMapping[str, str]):
     """The store's `cache` table as a mapping, so a judge never judges the same content twice, even
     across a resumed run."""

@@ -1,0 +1,117 @@
+"""Stores for the TUI tests: tree nodes, outcomes and training steps written through the store API the way
+HGM, Agent-R, SE-Agent and the trainer write them (their real runs take minutes; the records are the same)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+from evolve.store import RunStore
+from records import Message, PolicyVersion, Reward, Step, TestReport, ToolCall, TrainStep, Trajectory, TrajectoryStatus, TreeNode
+
+
+def write_hgm(store: RunStore, run_id: str = "hgm-run", seed: int = 0) -> dict[str, TreeNode]:
+    """An HGM tree: root, two children, a grandchild, a rejected expansion; outcome rows per node."""
+    rng = random.Random(seed)
+    store.put_run(run_id, "hgm", {"budget": 40})
+    nodes = {
+        "root": TreeNode(id="n-root", tree_id=run_id, kind="hgm", label="initial agent", status="evaluated"),
+        "a": TreeNode(id="n-a", parent_id="n-root", tree_id=run_id, kind="hgm", label="add undo tool",
+                      status="evaluating", info={"diff": "--- a/variant.yaml\n+++ b/variant.yaml\n@@ -1 +1 @@\n-tools: [bash]\n+tools: [bash, undo]\n",
+                                                 "diagnosis": "The agent repeats failing edits; give it undo."}),
+        "b": TreeNode(id="n-b", parent_id="n-root", tree_id=run_id, kind="hgm", label="longer context",
+                      status="evaluating", info={"diff": "+max_steps: 60\n"}),
+        "c": TreeNode(id="n-c", parent_id="n-a", tree_id=run_id, kind="hgm", label="pre-submit test run",
+                      status="expanding"),
+        "d": TreeNode(id="n-d", parent_id="n-b", tree_id=run_id, kind="hgm", label="broken yaml",
+                      status="rejected", info={"reason": "variant.yaml: unknown field 'toolz'"}),
+    }
+    for n in nodes.values():
+        store.put_tree_node(n)
+    plan = {"n-root": (6, 4), "n-a": (5, 1), "n-b": (2, 4), "n-c": (3, 0)}
+    now = time.time()
+    for nid, (s, f) in plan.items():
+        for k in range(s + f):
+            store.put_outcome(run_id, nid, f"task-{k}", "pass" if k < s else "fail", k < s, None, now - 5, now)
+    store.put_outcome(run_id, "n-b", "task-9", "infra_error", None, None, now - 5, now)
+    return nodes
+
+
+def write_mcts_and_lineage(store: RunStore, trajectory_ids: list[str]) -> None:
+    """An Agent-R MCTS tree (value/visits) and an SE-Agent lineage whose nodes point at trajectories."""
+    store.put_tree_node(TreeNode(id="m-0", tree_id="inst-1", kind="mcts", label="root", successes=2, trials=5))
+    store.put_tree_node(TreeNode(id="m-1", parent_id="m-0", tree_id="inst-1", kind="mcts", label="bash: ls",
+                                 successes=2, trials=3, trajectory_id=trajectory_ids[0]))
+    store.put_tree_node(TreeNode(id="m-2", parent_id="m-0", tree_id="inst-1", kind="mcts", label="edit calc.py",
+                                 successes=0, trials=2, status="terminal"))
+    for i, tid in enumerate(trajectory_ids[:2]):
+        store.put_tree_node(TreeNode(id=f"se-{i}", parent_id=f"se-{i - 1}" if i else None, tree_id="inst-1",
+                                     kind="se-agent", label=["initial", "revision"][i], trajectory_id=tid))
+
+
+def write_training(store: RunStore, steps: int = 30) -> PolicyVersion:
+    """A base version and a GRPO version with per-step metrics, as the trainer stores them."""
+    base = PolicyVersion(id="base-tiny", base="hf:tiny", kind="base", created_at=time.time() - 10)
+    store.put_policy_version(base)
+    v = PolicyVersion(id="v-grpo1", parent_id=base.id, base="hf:tiny", kind="grpo", path="/tmp/x", adapter=True,
+                      metrics={"loss": 0.1, "reward": 0.6})
+    store.put_run("train", "train", {"kind": "grpo", "version_id": v.id, "base": "hf:tiny"})
+    for s in range(steps):
+        store.put_train_step(TrainStep(policy_version_id=v.id, step=s, metrics={
+            "loss": 1.0 / (1 + s), "reward": 0.2 + 0.4 * s / steps, "kl": 0.01 * s, "entropy": 2 - s / steps,
+            "clip_fraction": 0.1 * math.sin(s) ** 2, "tokens_per_s": 800 + s}))
+    store.put_policy_version(v)
+    return v
+
+
+def synthetic_step(i: int, long: int = 400) -> Step:
+    return Step(index=i, response=Message(role="assistant", content=f"<think>plan {i}</think>\nrun step {i}",
+                                          logprobs=[-0.1, -0.5, -2.5, -0.05]),
+                tool_calls=[ToolCall(name="bash", arguments={"command": f"echo {i}"})],
+                observation=Message(role="tool", name="bash", content=("out %d " % i) * (long // 6)),
+                prompt_tokens=100 + i, completion_tokens=20, policy_seconds=0.5, tool_seconds=0.1)
+
+
+def write_synthetic_run(store: RunStore, run_id: str, n: int, steps: int, status_cycle=None) -> list[str]:
+    """`n` trajectories of `steps` steps each, graded and rewarded (for the benchmark and paging tests)."""
+    statuses = status_cycle or ["submitted", "submitted", "budget_exhausted", "error", "infra_error"]
+    store.put_run(run_id, "run", {"policy": "replay:bench"})
+    ids = []
+    now = time.time() - n
+    with store._lock:  # one transaction: building 300,000 steps one commit each would take minutes
+        db = store._db
+        db.execute("BEGIN")
+        for k in range(n):
+            tid = f"t{k:06d}"
+            ids.append(tid)
+            st = statuses[k % len(statuses)]
+            traj = Trajectory(id=tid, run_id=run_id, instance_id=f"inst-{k % 500:04d}", status=TrajectoryStatus.submitted,
+                              patch="--- a/x\n+++ b/x\n@@\n-a\n+b\n", created_at=now + k, finished_at=now + k + 30)
+            header = traj.model_dump_json(exclude={"steps"}).replace('"status":"submitted"', f'"status":"{st}"')
+            db.execute("INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?)",
+                       (tid, run_id, traj.instance_id, st, None, header, traj.created_at, traj.finished_at))
+            db.executemany("INSERT INTO steps VALUES (?,?,?)",
+                           [(tid, i, synthetic_step(i).model_dump_json()) for i in range(steps)])
+            resolved = k % 3 == 0
+            rep = TestReport(instance_id=traj.instance_id, trajectory_id=tid, patch_applied=True, resolved=resolved,
+                             fail_to_pass_success=["test_a"] if resolved else [],
+                             fail_to_pass_failure=[] if resolved else ["test_a"], pass_to_pass_success=["test_b"])
+            db.execute("INSERT INTO test_reports VALUES (?,?,?,?)", (tid, traj.instance_id, int(resolved),
+                                                                     rep.model_dump_json()))
+            for r in (Reward(name="swe", total=float(resolved), parts={"resolved": float(resolved)}),
+                      Reward(name="combined", total=float(resolved) * 0.8 + 0.1 * (k % 3), parts={"swe": float(resolved)})):
+                db.execute("INSERT INTO rewards VALUES (?,?,?,?)", (tid, r.name, r.total, r.model_dump_json()))
+        db.execute("COMMIT")
+    return ids
+
+
+def build(path: Path) -> Path:
+    with RunStore(path) as store:
+        ids = write_synthetic_run(store, "synthetic", 12, 5)
+        write_hgm(store)
+        write_mcts_and_lineage(store, ids)
+        write_training(store)
+        store.log_event("instance_done", instance_id="inst-0000", trajectory_id=ids[0])
+    return path

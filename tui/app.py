@@ -1,0 +1,65 @@
+"""`evolve tui`: one Textual App over the run stores under a path (a run directory or a root of runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from tui.screens.dialogs import ConfirmScreen
+from tui.screens.runs import RunsScreen
+from tui.source import RunRef, Source
+
+
+class EvolveApp(App):
+    """Runs → dashboard → trajectory inspector; tree and training screens; stop a run."""
+
+    CSS_PATH = "evolve.tcss"
+    TITLE = "Evolve"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
+
+    def __init__(self, path: str | Path, poll: float = 0.5, export_dir: str | Path = "evolve-exports",
+                 open_single: bool = True) -> None:
+        super().__init__()
+        self.source = Source(path)
+        self.poll = poll
+        """Seconds between checks for new data."""
+        self.export_dir = Path(export_dir)
+        self.open_single = open_single
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen())
+        runs = self.source.runs()
+        if self.open_single and len(runs) == 1:  # `evolve tui RUN_DIR` opens the run straight away
+            self.open_run(runs[0])
+
+    def open_run(self, run: RunRef) -> None:
+        if run.kind in ("train", "training"):
+            self.open_training()
+            return
+        from tui.screens.dashboard import DashboardScreen
+
+        self.push_screen(DashboardScreen(run))
+
+    def open_tree(self, store_dir: Path) -> None:
+        from tui.screens.tree import TreeScreen
+
+        self.push_screen(TreeScreen(store_dir))
+
+    def open_training(self) -> None:
+        from tui.screens.training import TrainingScreen
+
+        self.push_screen(TrainingScreen())
+
+    def confirm_stop(self, run: RunRef) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.source.request_stop(run)
+                self.notify(f"stop requested for {run.run_id}: it finishes what is in flight; "
+                            "rerun the same command to resume", timeout=5)
+
+        self.push_screen(ConfirmScreen(f"Stop run {run.run_id} ({run.kind}, {run.status}) gracefully?"), answered)
+
+    def on_unmount(self) -> None:
+        self.source.close()

@@ -1,0 +1,17 @@
+"""`evolve tui [RUN_DIR | RUNS_ROOT]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def tui_cmd(path: Path = typer.Argument(Path("runs"), help="A run directory, or a directory of run directories."),
+            poll: float = typer.Option(0.5, min=0.1, help="Seconds between checks for new data."),
+            export_dir: Path = typer.Option(Path("evolve-exports"), help="Where e/E write steps and trajectories.")
+            ) -> None:
+    """Watch runs live: runs, dashboard, trajectory inspector, trees (HGM/MCTS/SE-Agent), training curves."""
+    from tui.app import EvolveApp
+
+    EvolveApp(path, poll=poll, export_dir=export_dir).run()

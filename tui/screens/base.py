@@ -1,0 +1,45 @@
+"""A screen that refreshes itself while it is on top and its stores changed (polled, cheap)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.screen import Screen
+
+from evolve.store import RunStore
+
+if TYPE_CHECKING:
+    from tui.app import EvolveApp
+
+
+class LiveScreen(Screen):
+    """Polls `PRAGMA data_version` of its stores every `app.poll` seconds; calls `reload()` when any changed.
+
+    The check is one tiny query per store, so polling twice a second costs nothing while nothing happens,
+    and a screen that is not on top does not poll at all."""
+
+    _seen: tuple[int, ...] | None = None
+
+    @property
+    def evolve(self) -> "EvolveApp":
+        return self.app  # type: ignore[return-value]
+
+    def watched_stores(self) -> list[RunStore]:
+        return []
+
+    def reload(self) -> None:
+        """Re-read what the screen shows."""
+
+    def on_mount(self) -> None:
+        self.set_interval(self.evolve.poll, self.poll)
+
+    def poll(self, force: bool = False) -> None:
+        if not self.is_current and not force:
+            return
+        version = tuple(s.data_version() for s in self.watched_stores())
+        if force or version != self._seen:
+            self._seen = version
+            self.reload()
+
+    def on_screen_resume(self) -> None:
+        self.poll(force=True)

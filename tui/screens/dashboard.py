@@ -1,0 +1,197 @@
+"""The run dashboard: progress and ETA, final statuses (infrastructure errors apart from agent failures),
+a paged trajectory table, a live event log and a reward histogram."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, RichLog, Static
+
+from tui.screens.base import LiveScreen
+from tui.source import RunRef
+from tui.summary import AGENT_FAIL, CUT, INFRA, eta_seconds, progress
+from tui.text import duration
+from tui.widgets import RewardHistogram
+
+PAGE = 100
+SHORT = {"budget_exhausted": "budget", "context_exceeded": "context", "infra_error": "INFRA"}
+
+
+def status_counts(trajs: dict[str, int]) -> Text:
+    """Final statuses grouped: finished, cut by a budget, agent failures, infrastructure errors, the rest."""
+    out = Text()
+
+    def part(label: str, n: int, style: str) -> None:
+        if n:
+            out.append(f"{label} {n}  ", style=style)
+
+    part("submitted", trajs.get("submitted", 0), "green")
+    for s in sorted(CUT):
+        part(s.replace("_", " "), trajs.get(s, 0), "yellow")
+    part("agent errors", sum(trajs.get(s, 0) for s in AGENT_FAIL), "bold red")
+    part("INFRA errors", sum(trajs.get(s, 0) for s in INFRA), "bold magenta")
+    part("running", trajs.get("running", 0), "cyan")
+    known = {"submitted", "running"} | CUT | AGENT_FAIL | INFRA
+    for s, n in sorted(trajs.items()):
+        if s not in known:
+            part(s, n, "")
+    return out if out.plain else Text("no trajectories yet")
+
+
+def reward_cell(rewards: dict) -> str:
+    if not rewards:
+        return "-"
+    main = rewards.get("combined") or next(iter(rewards.values()))
+    parts = [f"{k}={v['total']:.2g}" for k, v in rewards.items() if k != "combined"]
+    if len(rewards) == 1:
+        parts = [f"{k}={v:.2g}" for k, v in main["parts"].items()][:3]
+    return f"{main['total']:.2f} " + " ".join(parts)
+
+
+class DashboardScreen(LiveScreen):
+    BINDINGS = [
+        Binding("enter", "inspect", "Inspect"),
+        Binding("right_square_bracket", "page(1)", "Next page"),
+        Binding("left_square_bracket", "page(-1)", "Prev page"),
+        Binding("slash", "search", "Filter"),
+        Binding("t", "tree", "Tree"),
+        Binding("s", "stop", "Stop run"),
+        Binding("escape", "back", "Back"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, run: RunRef) -> None:
+        super().__init__()
+        self.run = run
+        self.store = None
+        self.page_offset = 0
+        self.total = 0
+        self.search = ""
+        self.rows: list[dict] = []
+        self.last_event = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(id="progress", show_eta=False)
+            yield Static(id="eta")
+        yield Static(id="counts")
+        with Horizontal(id="dash-main"):
+            table = DataTable(id="trajs", cursor_type="row", zebra_stripes=True)
+            for col in ("instance", "status", "steps", "tokens", "time", "res", "reward"):
+                table.add_column(col, key=col)
+            yield table
+            with Vertical(id="dash-side"):
+                yield RewardHistogram(id="hist")
+                yield RichLog(id="events", max_lines=500, wrap=True, markup=False)
+        yield Input(id="filter", placeholder="filter by instance or trajectory id (enter: apply, esc: clear)")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.store = self.evolve.source.store(self.run.store_dir)
+        self.title = f"{self.run.kind} {self.run.run_id}"
+        self.last_event = max(0, self.store.last_event_id() - 200)
+        super().on_mount()
+        self.query_one("#trajs").focus()
+
+    def watched_stores(self):
+        return [self.store]
+
+    def reload(self) -> None:
+        ov = self.store.run_overview(self.run.run_id)
+        done, total, running = progress(ov)
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=max(total, 1), progress=done)
+        eta = eta_seconds(ov, total - done)
+        self.query_one("#eta", Static).update(Text(
+            f" {done}/{total} done · {running} running · ETA {duration(eta) if eta else '-'}"
+            + (f" · resolved {ov['resolved']}/{ov['graded']}" if ov["graded"] else "")))
+        self.query_one("#counts", Static).update(status_counts(ov["trajectories"]))
+        self.load_page()
+        totals = self.store.reward_totals(self.run.run_id)
+        name = "combined" if "combined" in totals else next(iter(totals), None)
+        self.query_one("#hist", RewardHistogram).show(name, totals.get(name, []) if name else [])
+        log = self.query_one("#events", RichLog)
+        for ev in self.store.events(after_id=self.last_event, limit=500):
+            self.last_event = ev["id"]
+            rest = {k: v for k, v in ev.items() if k not in ("id", "ts", "kind")}
+            log.write(Text(f"{time.strftime('%H:%M:%S', time.localtime(ev['ts']))} {ev['kind']} "
+                           f"{json.dumps(rest, default=str)[:200]}"))
+
+    def load_page(self) -> None:
+        table = self.query_one("#trajs", DataTable)
+        self.total, self.rows = self.store.trajectory_page(self.run.run_id, search=self.search,
+                                                           offset=self.page_offset, limit=PAGE)
+        keep = table.cursor_row
+        table.clear()
+        for r in self.rows:
+            took = ((r["finished_at"] or time.time()) - r["created_at"]) if r["created_at"] else None
+            res = "-" if r["resolved"] is None else ("yes" if r["resolved"] else "no")
+            table.add_row(r["instance_id"], Text(SHORT.get(r["status"], r["status"]), style=_style(r["status"])), r["steps"], r["tokens"],
+                          duration(took), res, reward_cell(r["rewards"]), key=r["id"])
+        if self.rows:
+            table.move_cursor(row=min(keep, len(self.rows) - 1))
+        last = min(self.page_offset + PAGE, self.total)
+        table.border_title = (f"trajectories {self.page_offset + 1 if self.total else 0}-{last} of {self.total}"
+                              + (f" matching {self.search!r}" if self.search else "") + "  [ ] page")
+
+    def action_page(self, delta: int) -> None:
+        new = self.page_offset + delta * PAGE
+        if 0 <= new < max(self.total, 1):
+            self.page_offset = new
+            self.load_page()
+            self.query_one("#trajs", DataTable).move_cursor(row=0)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_inspect()
+
+    def action_inspect(self) -> None:
+        table = self.query_one("#trajs", DataTable)
+        if not self.rows:
+            return
+        from tui.screens.inspector import InspectorScreen, Nav
+
+        pos = self.page_offset + table.cursor_row
+        nav = Nav(self.run.run_id, self.search, pos, self.total)
+        self.app.push_screen(InspectorScreen(self.store, self.rows[table.cursor_row]["id"], nav))
+
+    def action_search(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.search, self.page_offset = event.value.strip(), 0
+        event.input.display = False
+        self.query_one("#trajs").focus()
+        self.load_page()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.value, box.display, self.search, self.page_offset = "", False, "", 0
+            self.query_one("#trajs").focus()
+            self.load_page()
+        else:
+            self.app.pop_screen()
+
+    def action_tree(self) -> None:
+        self.evolve.open_tree(self.run.store_dir)
+
+    def action_stop(self) -> None:
+        self.evolve.confirm_stop(self.run)
+
+
+def _style(status: str) -> str:
+    if status in INFRA:
+        return "bold magenta"
+    if status in AGENT_FAIL:
+        return "bold red"
+    if status in CUT:
+        return "yellow"
+    return {"submitted": "green", "running": "cyan"}.get(status, "")

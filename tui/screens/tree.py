@@ -1,0 +1,244 @@
+"""The tree screen: HGM's tree of self-modified agents, Agent-R's MCTS trees and SE-Agent's lineages in one
+Tree widget. An HGM node shows its own and clade counts, the CMP estimate, the 1% quantile of
+Beta(1+s, 1+f), its status and the best-belief mark; a node opens its diff, diagnosis and evaluations,
+and an evaluation (or an MCTS / SE-Agent node) opens its trajectory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane, Tree
+
+from records import TreeNode
+from tui.screens.base import LiveScreen
+from tui.stats import NodeStats, best_belief, hgm_stats
+from tui.text import clean, clip, duration
+
+VIEWS = ("node", "diff", "diagnosis", "evals")
+STATUS_STYLE = {"evaluating": "yellow", "expanding": "cyan", "rejected": "red", "failed": "red",
+                "accepted": "green", "terminal": "bold", "best": "bold green"}
+
+
+def node_label(node: TreeNode, st: NodeStats | None, best: bool) -> Text:
+    text = Text()
+    if best:
+        text.append("★ ", style="bold yellow")
+    text.append(clean(node.label or node.id)[:28])
+    if node.kind == "hgm" and st is not None:
+        text.append(f" {st.own_s}/{st.own_s + st.own_f}", style="bold")
+        text.append(f" ({st.clade_s}/{st.clade_s + st.clade_f})", style="dim")
+    elif node.trials:
+        text.append(f" {node.successes}/{node.trials}", style="bold")
+    if node.status:
+        text.append(f" {node.status}", style=STATUS_STYLE.get(node.status, "dim"))
+    return text
+
+
+class TreeScreen(LiveScreen):
+    BINDINGS = [
+        Binding("o", "open", "Open trajectory"),
+        Binding("v", "view", "View"),
+        Binding("tab", "focus_next", "Focus", show=False),
+        Binding("escape", "back", "Back"),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+
+    def __init__(self, store_dir: Path) -> None:
+        super().__init__()
+        self.store_dir = store_dir
+        self.store = None
+        self.nodes: dict[str, TreeNode] = {}
+        self.stats: dict[str, NodeStats] = {}
+        self.best: dict[str, str | None] = {}
+        self.widgets: dict[str, object] = {}
+        self.groups: dict[str, object] = {}
+        self.evals: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="tree-main"):
+            tree: Tree = Tree("trees", id="tree")
+            tree.show_root = False
+            yield tree
+            with TabbedContent(id="tree-views", initial="node"):
+                with TabPane("Node", id="node"):
+                    with VerticalScroll():
+                        yield Static(id="node-text", markup=False)
+                with TabPane("Diff", id="diff"):
+                    with VerticalScroll():
+                        yield Static(id="diff-text", markup=False)
+                with TabPane("Diagnosis", id="diagnosis"):
+                    with VerticalScroll():
+                        yield Static(id="diagnosis-text", markup=False)
+                with TabPane("Evaluations", id="evals"):
+                    yield DataTable(id="eval-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.store = self.evolve.source.store(self.store_dir)
+        self.title = f"trees · {self.store_dir.name}"
+        self.query_one("#eval-table", DataTable).add_columns("task", "status", "resolved", "time", "trajectory")
+        super().on_mount()
+        self.query_one("#tree", Tree).focus()
+
+    def watched_stores(self):
+        return [self.store]
+
+    def reload(self) -> None:
+        nodes = self.store.tree_nodes()
+        self.nodes = {n.id: n for n in nodes}
+        hgm = [n for n in nodes if n.kind == "hgm"]
+        self.stats = hgm_stats(hgm, self.store.outcomes()) if hgm else {}
+        by_tree: dict[str, dict[str, NodeStats]] = {}
+        for n in hgm:
+            by_tree.setdefault(n.tree_id, {})[n.id] = self.stats[n.id]
+        self.best = {tid: best_belief(st) for tid, st in by_tree.items()}
+        tree = self.query_one("#tree", Tree)
+        pending = list(nodes)
+        while pending:  # parents first, whatever order the rows came in
+            later = []
+            for n in pending:
+                group_key = f"{n.kind}:{n.tree_id}"
+                if group_key not in self.groups:
+                    self.groups[group_key] = tree.root.add(Text(f"{n.kind} · {n.tree_id or '-'}", style="bold"),
+                                                           data=None, expand=True)
+                parent = self.widgets.get(n.parent_id) if n.parent_id else self.groups[group_key]
+                if parent is None and n.parent_id in self.nodes:
+                    later.append(n)
+                    continue
+                label = node_label(n, self.stats.get(n.id), self.best.get(n.tree_id) == n.id)
+                w = self.widgets.get(n.id)
+                if w is None:
+                    self.widgets[n.id] = (parent or self.groups[group_key]).add(label, data=n.id, expand=True)
+                else:
+                    w.set_label(label)
+            if len(later) == len(pending):  # parents that never arrive (a cycle): show them at the top
+                for n in later:
+                    self.widgets[n.id] = self.groups[f"{n.kind}:{n.tree_id}"].add(
+                        node_label(n, self.stats.get(n.id), False), data=n.id, expand=True)
+                later = []
+            pending = later
+        for w in [*self.widgets.values(), *self.groups.values()]:
+            w.allow_expand = bool(w.children)
+        if not nodes:
+            self.query_one("#node-text", Static).update(Text("no tree nodes stored in this run (yet)"))
+        self.show_node()
+
+    def current(self) -> TreeNode | None:
+        cur = self.query_one("#tree", Tree).cursor_node
+        return self.nodes.get(cur.data) if cur is not None and cur.data else None
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        self.show_node()
+
+    def show_node(self) -> None:
+        node = self.current()
+        if node is None:
+            self.show_group()
+            return
+        st = self.stats.get(node.id)
+        lines = [f"{node.kind} node {node.id} · tree {node.tree_id} · parent {node.parent_id or '-'}",
+                 f"label: {clean(node.label)}", f"status: {node.status or '-'}"]
+        reason = node.info.get("reason") or node.info.get("rejection_reason") or node.info.get("error")
+        if reason:
+            lines.append(f"reason: {clean(str(reason))}")
+        if st is not None:
+            cmp_ = "-" if st.cmp is None else f"{st.cmp:.3f}"
+            lines += [f"own: {st.own_s} pass / {st.own_f} fail" + (f" / {st.own_other} not judged" if st.own_other else ""),
+                      f"clade: {st.clade_s} pass / {st.clade_f} fail · CMP estimate {cmp_}",
+                      f"1% quantile of Beta(1+s, 1+f): {st.quantile:.4f}"
+                      + ("  ★ best belief" if self.best.get(node.tree_id) == node.id else "")]
+        elif node.trials or node.successes:
+            lines.append(f"successes/value {node.successes} · trials/visits {node.trials}")
+        if node.variant_dir:
+            lines.append(f"variant: {node.variant_dir}")
+        if node.trajectory_id:
+            lines.append(f"trajectory: {node.trajectory_id} (o: open)")
+        extra = {k: v for k, v in node.info.items() if k not in ("diff", "diagnosis")}
+        if extra:
+            lines += ["", "info:", clip(json.dumps(extra, indent=1, default=str, ensure_ascii=False), 4000)]
+        self.query_one("#node-text", Static).update(Text("\n".join(lines)))
+        self.query_one("#diff-text", Static).update(_diff_text(str(node.info.get("diff") or "(no diff)")))
+        diag = node.info.get("diagnosis")
+        self.query_one("#diagnosis-text", Static).update(Text(clip(clean(
+            diag if isinstance(diag, str) else json.dumps(diag, indent=1, ensure_ascii=False) if diag else "(no diagnosis)"))))
+        self.evals = self.store.outcomes(node_id=node.id)
+        table = self.query_one("#eval-table", DataTable)
+        table.clear()
+        for row in self.evals:
+            res = "-" if row["resolved"] is None else ("yes" if row["resolved"] else "no")
+            table.add_row(row["task_id"], row["status"], res, duration(row["finished_at"] - row["started_at"]),
+                          row["trajectory_id"] or "-")
+        table.border_title = f"{len(self.evals)} evaluations (enter: open trajectory)"
+
+    def show_group(self) -> None:
+        """A tree's own line: its size and, for HGM, the best-belief node."""
+        cur = self.query_one("#tree", Tree).cursor_node
+        key = next((k for k, w in self.groups.items() if w is cur), None)
+        if key is None:
+            return
+        kind, tree_id = key.split(":", 1)
+        members = [n for n in self.nodes.values() if n.kind == kind and n.tree_id == tree_id]
+        lines = [f"{kind} tree {tree_id}: {len(members)} nodes"]
+        for status in sorted({n.status for n in members if n.status}):
+            lines.append(f"  {status}: {sum(n.status == status for n in members)}")
+        best = self.best.get(tree_id) if kind == "hgm" else None
+        if best:
+            st = self.stats[best]
+            lines.append(f"best belief ★ {self.nodes[best].label or best}: {st.own_s}/{st.own_s + st.own_f} own, "
+                         f"1% quantile {st.quantile:.4f}")
+        self.query_one("#node-text", Static).update(Text("\n".join(lines)))
+        self.query_one("#diff-text", Static).update(Text(""))
+        self.query_one("#diagnosis-text", Static).update(Text(""))
+        self.evals = []
+        self.query_one("#eval-table", DataTable).clear()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "eval-table" and event.cursor_row < len(self.evals):
+            self.open_trajectory(self.evals[event.cursor_row]["trajectory_id"])
+
+    def action_open(self) -> None:
+        node = self.current()
+        if node is None:
+            return
+        if node.trajectory_id:
+            self.open_trajectory(node.trajectory_id)
+        elif self.evals:
+            self.query_one("#tree-views", TabbedContent).active = "evals"
+            self.query_one("#eval-table").focus()
+        else:
+            self.notify("this node has no trajectory and no evaluations yet", timeout=2)
+
+    def open_trajectory(self, tid: str | None) -> None:
+        if not tid:
+            self.notify("no trajectory stored for this", timeout=2)
+            return
+        from tui.screens.inspector import InspectorScreen
+
+        self.app.push_screen(InspectorScreen(self.store, tid))
+
+    def action_view(self) -> None:
+        tabs = self.query_one("#tree-views", TabbedContent)
+        tabs.active = VIEWS[(VIEWS.index(tabs.active) + 1) % len(VIEWS)]
+
+    def action_back(self) -> None:
+        if self.query_one("#eval-table").has_focus:
+            self.query_one("#tree").focus()
+        else:
+            self.app.pop_screen()
+
+
+def _diff_text(diff: str) -> Text:
+    text = Text()
+    for line in clip(clean(diff)).splitlines():
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
+            "cyan" if line.startswith("@@") else ""
+        text.append(line + "\n", style=style)
+    return text
+
+

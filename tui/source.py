@@ -1,0 +1,85 @@
+"""Where the TUI reads from: every run store under a root, opened read-only and kept open.
+
+A path is either one run directory (it holds `evolve.db`) or a root whose subdirectories are run
+directories. Stores are opened with `RunStore(dir, readonly=True)`: SQLite WAL readers never block the
+processes writing them. The only write the TUI ever makes is a stop request (`request_stop`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evolve.store import DB_NAME, RunStore, StoreError
+
+
+@dataclass
+class RunRef:
+    """One run inside one store (a store may hold several runs, e.g. a resumed training and its base)."""
+
+    store_dir: Path
+    run_id: str
+    kind: str
+    status: str
+    config: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.store_dir}::{self.run_id}"
+
+
+class Source:
+    """The run stores under one path, opened lazily and cached; rescanned for new run directories."""
+
+    def __init__(self, path: str | Path, depth: int = 2):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path} does not exist: give a run directory or a directory of runs")
+        self.depth = depth
+        self._stores: dict[Path, RunStore] = {}
+        self._scanned = 0.0
+        self._dirs: list[Path] = []
+
+    def run_dirs(self, max_age: float = 2.0) -> list[Path]:
+        """Run directories under the path (rescanned at most every `max_age` seconds)."""
+        if time.monotonic() - self._scanned > max_age:
+            if (self.path / DB_NAME).exists():
+                found = [self.path]
+            else:
+                found = []
+                for level in range(1, self.depth + 1):
+                    found += [p.parent for p in self.path.glob("/".join(["*"] * level) + "/" + DB_NAME)]
+            self._dirs = sorted(set(found))
+            self._scanned = time.monotonic()
+        return self._dirs
+
+    def store(self, run_dir: Path) -> RunStore:
+        st = self._stores.get(run_dir)
+        if st is None:
+            st = self._stores[run_dir] = RunStore(run_dir, readonly=True)
+        return st
+
+    def runs(self) -> list[RunRef]:
+        out = []
+        for d in self.run_dirs():
+            try:
+                rows = self.store(d).runs()
+            except StoreError:
+                continue
+            out += [RunRef(d, r["id"], r["kind"], r["status"], r["config"], r["created_at"], r["updated_at"])
+                    for r in rows]
+        return sorted(out, key=lambda r: r.created_at)
+
+    def request_stop(self, run: RunRef, reason: str = "stop requested from evolve tui") -> None:
+        """The one write the TUI makes: a stop request the run polls for (it stops gracefully, resumable)."""
+        with RunStore(run.store_dir) as writable:
+            writable.request_stop(run.run_id, reason)
+
+    def close(self) -> None:
+        for st in self._stores.values():
+            st.close()
+        self._stores.clear()

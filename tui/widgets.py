@@ -1,0 +1,35 @@
+"""Plot widgets (textual-plotext) the dashboard and the training screen use."""
+
+from __future__ import annotations
+
+from textual_plotext import PlotextPlot
+
+
+class RewardHistogram(PlotextPlot):
+    """Histogram of one reward's totals over a run's trajectories."""
+
+    def show(self, name: str | None, values: list[float]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if not values:
+            plt.title("rewards: none yet")
+        else:
+            plt.hist(values, bins=min(20, max(5, len(set(values)))))
+            plt.title(f"{name} (n={len(values)})")
+        self.refresh()
+
+
+class MetricPlot(PlotextPlot):
+    """One training metric against the optimiser step."""
+
+    def show(self, name: str, steps: list[int], values: list[float]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if values:
+            plt.plot(steps, values, marker="braille")
+            plt.title(f"{name} {values[-1]:.3g}")
+        else:
+            plt.title(f"{name}: not logged")
+        self.refresh()
