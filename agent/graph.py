@@ -1,11 +1,16 @@
 """The agent loop as a LangGraph `StateGraph`: policy -> tools -> policy ... until submit or a budget ends it.
 
 Each finished step is handed to `on_step` at once (the run store writes it), so a killed run loses at most
-the step in flight.
+the step in flight. The variant's declarative knobs act here, with no host code from the variant:
+history compaction (old observations elided from the prompt), a pre-submit check (run in the sandbox,
+shown to the agent, a failure refuses the submit), what to do on an empty patch, and several attempts
+with the best one picked by signals the agent can see (non-empty patch, check passed, fewer steps).
 """
 
 from __future__ import annotations
 
+import logging
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypedDict
@@ -14,17 +19,63 @@ from langgraph.graph import END, START, StateGraph
 
 from agent.parsing import STOP, parse_tool_calls
 from agent.policy.base import Policy, SamplingParams
-from agent.tools import TOOLS, ToolContext, ToolError, truncate_middle
-from agent.variant import AgentVariant
+from agent.tools import ToolContext, ToolError, truncate_middle
+from agent.tools.undo import checkpoint, clear_checkpoints
+from agent.variant import AgentVariant, History
 from records import Message, Step, TaskInstance, Trajectory, TrajectoryStatus
 from sandbox import Sandbox, SandboxError
 from sandbox.base import SandboxDied
+
+log = logging.getLogger(__name__)
 
 
 class EpisodeState(TypedDict):
     trajectory: Trajectory
     pending: Step | None
     done: bool
+
+
+def compact_history(traj: Trajectory, history: History) -> list[Message]:
+    """The messages the policy sees: the whole chat, with all but the `keep_last` newest observations replaced
+    by a one-line notice (those longer than the notice). The trajectory itself is not changed."""
+    messages = list(traj.prompt)
+    observed = [i for i, s in enumerate(traj.steps) if s.observation is not None]
+    elide = set(observed[:-history.keep_last]) if history.keep_last and len(observed) > history.keep_last else set()
+    for i, step in enumerate(traj.steps):
+        messages.append(step.response)
+        obs = step.observation
+        if obs is None:
+            continue
+        if i in elide:
+            notice = history.elided_template.format(step=i + 1, chars=len(obs.content))
+            if len(notice) < len(obs.content):
+                obs = obs.model_copy(update={"content": notice})
+        messages.append(obs)
+    return messages
+
+
+@dataclass
+class CheckResult:
+    """One run of the pre-submit check."""
+
+    passed: bool
+    exit_code: int
+    output: str
+
+
+@dataclass
+class Attempt:
+    """One attempt's visible signals, for choosing among attempts."""
+
+    trajectory: Trajectory
+    check: CheckResult | None
+
+    @property
+    def key(self) -> tuple:
+        """Larger is better: a non-empty patch, the check passed (or none configured), submitted, fewer steps."""
+        t = self.trajectory
+        return (bool(t.patch.strip()), self.check is None or self.check.passed,
+                t.status == TrajectoryStatus.submitted, -len(t.steps))
 
 
 @dataclass
@@ -35,12 +86,12 @@ class Agent:
     variant: AgentVariant = field(default_factory=AgentVariant.load)
     on_step: Callable[[Trajectory, Step], None] = lambda traj, step: None
     """Called after each step is complete (record it)."""
+    on_attempt: Callable[[Trajectory], None] | None = None
+    """With `attempts.k > 1`: called when a further attempt's trajectory starts (before its first step) and
+    when any attempt ends, so a caller can store every attempt; the chosen one is what `run` returns."""
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.variant.tools if t not in TOOLS]
-        if unknown:
-            raise ValueError(f"variant {self.variant.name!r} names unknown tools {unknown}; known: {sorted(TOOLS)}")
-        self.tools = {name: TOOLS[name] for name in self.variant.tools}
+        self.tools = self.variant.resolve_tools()
 
     # --- prompts --------------------------------------------------------------------------------
     def prompt(self, instance: TaskInstance, workdir: str) -> list[Message]:
@@ -56,6 +107,7 @@ class Agent:
         sampling = SamplingParams(max_tokens=v.max_tokens_per_step, temperature=v.temperature,
                                   stop=[] if v.native_tools else [STOP])
         schemas = [t.schema() for t in self.tools.values()] if v.native_tools else None
+        undo_enabled = "undo" in self.tools
 
         def over_budget(traj: Trajectory) -> TrajectoryStatus | None:
             b = v.budget
@@ -69,7 +121,7 @@ class Agent:
         def policy_node(state: EpisodeState) -> dict:
             traj = state["trajectory"]
             status = over_budget(traj)
-            messages = traj.messages()
+            messages = compact_history(traj, v.history)
             prompt_tokens = self.policy.count_tokens(messages)
             if status is None and prompt_tokens + v.max_tokens_per_step > self.policy.context_length:
                 status = TrajectoryStatus.context_exceeded
@@ -93,6 +145,8 @@ class Agent:
             if step.parse_error:
                 text = v.format_error_template.format(error=step.parse_error)
             else:
+                if undo_enabled:
+                    checkpoint(ctx, step.index)
                 outputs = []
                 for call in step.tool_calls:
                     tool = self.tools.get(call.name)
@@ -100,6 +154,8 @@ class Agent:
                         if tool is None:
                             raise ToolError(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
                         out = tool(ctx, call.arguments)
+                        if ctx.submitted:
+                            out = self._gate_submit(ctx, out)
                     except ToolError as e:
                         out = f"error: {e}"
                     except SandboxDied:
@@ -118,7 +174,9 @@ class Agent:
             step.tool_seconds = time.perf_counter() - t
             traj.steps.append(step)
             if ctx.submitted:
-                traj.patch = ctx.sandbox.diff()
+                traj.patch = ctx.state.pop("submitted_patch", None)
+                if traj.patch is None:
+                    traj.patch = ctx.sandbox.diff()
                 traj.status = TrajectoryStatus.submitted
             self.on_step(traj, step)
             return {"pending": None, "done": ctx.submitted}
@@ -131,19 +189,63 @@ class Agent:
         graph.add_conditional_edges("tools", lambda s: END if s["done"] else "policy", ["policy", END])
         return graph.compile()
 
-    # --- one episode ----------------------------------------------------------------------------
-    def run(self, instance: TaskInstance, sandbox: Sandbox, trajectory: Trajectory | None = None) -> Trajectory:
-        """Act on `instance` in `sandbox` until submit or a budget ends it. `trajectory` may carry a header
-        (ids, parent) and already-taken steps to continue from (their actions must already be in the sandbox)."""
-        traj = trajectory or Trajectory(instance_id=instance.instance_id)
+    # --- the gate at submit ---------------------------------------------------------------------
+    def _gate_submit(self, ctx: ToolContext, out: str) -> str:
+        """The agent called submit: refuse an empty patch once (if asked), run the pre-submit check (its
+        output is shown; a failure refuses the submit up to `refuse_times`). Sets `ctx.submitted` back to
+        False when refused; returns the observation."""
+        v = self.variant
+        patch = ctx.sandbox.diff()
+        if not patch.strip() and v.empty_patch.action == "retry_once" and not ctx.state.get("empty_nudged"):
+            ctx.state["empty_nudged"] = True
+            ctx.submitted = False
+            return v.empty_patch.nudge
+        check = self.run_check(ctx) if v.pre_submit_check.command else None
+        ctx.state["submitted_patch"] = patch
+        if check is None:
+            return out
+        ctx.state["last_check"] = check
+        shown = truncate_middle(check.output, v.pre_submit_check.max_output_chars)
+        refused = ctx.state.get("check_refusals", 0)
+        if not check.passed and refused < v.pre_submit_check.refuse_times:
+            ctx.state["check_refusals"] = refused + 1
+            ctx.submitted = False
+            ctx.state.pop("submitted_patch", None)
+            return v.pre_submit_check.failed_template.format(command=v.pre_submit_check.command,
+                                                             exit_code=check.exit_code, output=shown)
+        verdict = "passed" if check.passed else f"failed (exit code {check.exit_code}); submitted anyway"
+        return f"{out}\ncheck `{v.pre_submit_check.command}` {verdict}:\n{shown}"
+
+    def run_check(self, ctx: ToolContext) -> CheckResult:
+        """Run the pre-submit check in the sandbox's workdir, then put the workspace files back as they were
+        (a check that writes files, caches or reports, must not change the patch)."""
+        from agent.tools.undo import _snapshot, restore_tree
+
+        c = self.variant.pre_submit_check
+        before = _snapshot(ctx)
+        timeout = min(c.timeout, run_command_limit(ctx.sandbox, c.timeout))
+        r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && {c.command}", timeout=timeout)
+        if before is not None:
+            try:
+                restore_tree(ctx, before)
+            except ToolError as e:
+                log.warning("could not restore the workspace after the pre-submit check: %s", e)
+        out = r.output + (f"\n[check timed out after {timeout:.0f} s]" if r.timed_out else "")
+        return CheckResult(passed=r.ok, exit_code=r.exit_code, output=out or "[no output]")
+
+    # --- one attempt ----------------------------------------------------------------------------
+    def _run_once(self, instance: TaskInstance, sandbox: Sandbox, traj: Trajectory) -> tuple[Trajectory, ToolContext]:
         traj.agent_variant = traj.agent_variant or self.variant.fingerprint()
         traj.policy = traj.policy or self.policy.spec
         if not traj.prompt:
             traj.prompt = self.prompt(instance, sandbox.workdir)
         traj.status = TrajectoryStatus.running
-        ctx = ToolContext(sandbox=sandbox, command_timeout=self.variant.command_timeout)
+        ctx = ToolContext(sandbox=sandbox, command_timeout=min(self.variant.command_timeout,
+                                                               run_command_limit(sandbox, self.variant.command_timeout)))
         graph = self.build_graph(ctx, time.time())
         try:
+            if "undo" in self.tools and not traj.steps:
+                clear_checkpoints(ctx)  # a fresh episode: nothing before it can be undone
             graph.invoke({"trajectory": traj, "pending": None, "done": False},
                          {"recursion_limit": 2 * self.variant.budget.max_steps + 10})
         except SandboxError as e:
@@ -157,4 +259,80 @@ class Agent:
                 pass
         traj.answer = traj.steps[-1].response.content if traj.steps else ""
         traj.finished_at = time.time()
-        return traj
+        return traj, ctx
+
+    # --- one episode ----------------------------------------------------------------------------
+    def run(self, instance: TaskInstance, sandbox: Sandbox, trajectory: Trajectory | None = None) -> Trajectory:
+        """Act on `instance` in `sandbox` until submit or a budget ends it. `trajectory` may carry a header
+        (ids, parent) and already-taken steps to continue from (their actions must already be in the sandbox).
+
+        With `attempts.k > 1` (and no steps to continue from) the sandbox is reset between attempts, each
+        further attempt is a new trajectory (`parent_id` the first, `branch_step` 0, `origin` "attempt"),
+        and the best by visible signals is returned, its patch left in the sandbox."""
+        first = trajectory or Trajectory(instance_id=instance.instance_id)
+        k = self.variant.attempts.k if not first.steps else 1
+        attempts: list[Attempt] = []
+        for i in range(k):
+            if i == 0:
+                traj = first
+            else:
+                try:
+                    sandbox.reset()
+                except SandboxError as e:
+                    log.warning("attempt %d of %s not started: reset failed: %s", i + 1, instance.instance_id, e)
+                    break
+                traj = Trajectory(run_id=first.run_id, instance_id=first.instance_id, parent_id=first.id,
+                                  branch_step=0, origin="attempt")
+                if self.on_attempt is not None:
+                    self.on_attempt(traj)
+            traj, ctx = self._run_once(instance, sandbox, traj)
+            attempt = Attempt(traj, self._final_check(ctx, traj) if k > 1 else None)
+            attempts.append(attempt)
+            if k > 1 and self.on_attempt is not None:
+                self.on_attempt(traj)
+            if traj.status == TrajectoryStatus.error:
+                break  # the sandbox is gone or broken: no further attempt can run in it
+            if self.variant.attempts.stop_on_success and attempt.key[:3] == (True, True, True):
+                break
+        best = max(attempts, key=lambda a: a.key)  # ties: the earliest attempt
+        if len(attempts) > 1:
+            log.info("%s: attempt %d of %d chosen (%s)", instance.instance_id, attempts.index(best) + 1,
+                     len(attempts), [a.key for a in attempts])
+            if best is not attempts[-1] and best.trajectory.status != TrajectoryStatus.error:
+                self._restore_patch(sandbox, best.trajectory.patch)
+        return best.trajectory
+
+    def _final_check(self, ctx: ToolContext, traj: Trajectory) -> CheckResult | None:
+        """The pre-submit check's verdict on the attempt's final patch (reused from submit when it ran there)."""
+        if not self.variant.pre_submit_check.command or traj.status == TrajectoryStatus.error:
+            return None
+        if not traj.patch.strip():
+            return CheckResult(passed=False, exit_code=-1, output="empty patch")
+        last = ctx.state.get("last_check")
+        if traj.status == TrajectoryStatus.submitted and last is not None:
+            return last
+        try:
+            return self.run_check(ctx)
+        except SandboxError as e:
+            return CheckResult(passed=False, exit_code=-1, output=str(e))
+
+    @staticmethod
+    def _restore_patch(sandbox: Sandbox, patch: str) -> None:
+        """Leave the chosen attempt's changes in the sandbox (its state after the last attempt is another's)."""
+        try:
+            sandbox.reset()
+            if patch.strip():
+                sandbox.write_file("/tmp/.evolve/chosen.patch", patch)
+                r = sandbox.exec(f"cd {shlex.quote(sandbox.workdir)} && git apply --whitespace=nowarn "
+                                 "/tmp/.evolve/chosen.patch", timeout=120)
+                if r.exit_code != 0:
+                    log.warning("could not re-apply the chosen attempt's patch: %s", r.output[-300:])
+        except SandboxError as e:
+            log.warning("could not restore the chosen attempt in the sandbox: %s", e)
+
+
+def run_command_limit(sandbox: Sandbox, default: float) -> float:
+    """The run's command timeout (the sandbox configuration's), which caps every timeout a variant sets."""
+    config = getattr(sandbox, "config", None)
+    limit = getattr(config, "exec_timeout", None)
+    return float(limit) if limit else default

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -20,6 +20,9 @@ from agent.policy.base import Generation, Policy, PolicyError, SamplingParams
 from agent.tools import TOOLS, ToolContext, ToolError
 from records import Message, Trajectory
 from sandbox import Sandbox, SandboxError
+
+if TYPE_CHECKING:
+    from agent.variant import AgentVariant
 
 SUBMIT = '<think>Done.</think>\n<tool_call>\n{"name": "submit", "parameters": {}}\n</tool_call>'
 
@@ -110,14 +113,23 @@ def load_trajectories(path: str | Path) -> list[Trajectory]:
         raise PolicyError(f"replay: {p} is not a trajectory file (JSON or JSONL of trajectories): {first}") from e
 
 
-def replay_actions(traj: Trajectory, upto: int, sandbox: Sandbox, command_timeout: float = 120.0) -> list[str]:
+def replay_actions(traj: Trajectory, upto: int, sandbox: Sandbox, command_timeout: float = 120.0,
+                   variant: "AgentVariant | None" = None) -> list[str]:
     """Re-run the tool calls of `traj.steps[:upto]` in `sandbox` (fresh, at the base commit). Returns the
-    observations, so a caller can check the replay matched the recording."""
+    observations, so a caller can check the replay matched the recording. `variant` supplies its sandbox
+    tools (default: the host tools). Checkpoints are recorded before each tool-calling step as in the loop,
+    so replayed `undo` calls, and an agent continuing from here, can undo into the replayed steps."""
+    from agent.tools.undo import checkpoint, clear_checkpoints
+
+    tools = variant.resolve_tools() if variant is not None else dict(TOOLS)
     ctx = ToolContext(sandbox=sandbox, command_timeout=command_timeout)
+    clear_checkpoints(ctx)
     observations = []
     for step in traj.steps[:upto]:
+        if step.tool_calls and not step.parse_error:
+            checkpoint(ctx, step.index)
         for call in step.tool_calls:
-            tool = TOOLS.get(call.name)
+            tool = tools.get(call.name)
             if tool is None or call.name == "submit":
                 continue
             try:

@@ -18,6 +18,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [SandboxError, StoreError, SuiteUnavailable, ConfigError,
                                          pydantic.ValidationError, FileNotFoundError]
     from agent.policy import PolicyError
+    from agent.variant import VariantError
     from evolve.train.modeling import TrainError
 
-    return (*errors, PolicyError, TrainError)
+    return (*errors, PolicyError, TrainError, VariantError)
