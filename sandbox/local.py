@@ -1,25 +1,65 @@
-"""Local sandboxes for machines without Docker: a workspace directory isolated with bubblewrap.
+"""Local sandboxes for machines without Docker: a workspace directory confined with bubblewrap.
 
-The sandbox sees the host's system read-only, its workspace read-write at `/testbed`, a private `/tmp`,
-no network and its own pid namespace. It runs the same command server as a Docker sandbox. Limits:
-memory is capped per process (RLIMIT_AS), not per sandbox; there is no pid limit for root.
+What the sandbox gets: a new user namespace (it is uid 0 inside, an unprivileged uid outside; as root
+Evolve gives each sandbox a host uid of its own) with every capability dropped; new pid, ipc, uts,
+cgroup and network namespaces (no network unless configured); a clean environment (PATH, HOME, LANG);
+the host's `/usr` (and the `/bin`, `/lib*`, `/sbin` links or directories) read-only, the few `/etc`
+files Python and git need, a synthetic `/etc/passwd`, `/etc/group` and `/etc/gitconfig`, the task
+workspace read-write at `/testbed`, a private `/tmp` and an empty `/root`. Nothing else of the host:
+not `/root`, `/home`, `/etc/shadow`, the checkout or other workspaces. Processes and memory are limited
+by `sandbox.limits` (cgroups where writable, else rlimits; `sandbox.limits` says which). The sandbox dies
+with the process that started it. Where the host cannot give all this (bubblewrap missing, user
+namespaces disabled), starting fails with a `SandboxError`: it never runs unconfined.
+
+Workspaces and snapshots live under `sandbox_root()` with an `owner.json` naming the owning process;
+`stop()` removes the workspace, the owner's exit removes its snapshots, and `prune_local()` removes what
+dead owners left.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 from sandbox.base import WORKDIR, SandboxError
 from sandbox.channel import SERVER_ARGV, PipeChannel, ServerClient
 from sandbox.config import SandboxConfig, parse_memory
+from sandbox.limits import Limits
+from sandbox.owner import owner_labels, owner_state
 from sandbox.served import ServedSandbox
 
-SKIP_ROOT = {"proc", "dev", "tmp", "sys", "run", "testbed", "lost+found"}
+log = logging.getLogger(__name__)
+
+SYSTEM_DIRS = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"]
+"""Top-level host directories the sandbox sees read-only (where they are symlinks, the same symlink)."""
+ETC_FILES = ["alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
+             "nsswitch.conf", "hosts", "ssl", "ca-certificates", "ca-certificates.conf", "mime.types",
+             "os-release", "debian_version", "inputrc", "terminfo", "python3", "python3.11", "python3.12",
+             "protocols", "services"]
+"""The `/etc` entries Python, git and the shell tools need; nothing with secrets."""
+PASSWD = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+GITCONFIG = ("[user]\n\tname = evolve\n\temail = evolve@localhost\n[safe]\n\tdirectory = *\n"
+             "[init]\n\tdefaultBranch = main\n")  # as in the Docker base image
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+UID_BASE = 1 << 30
+"""As root, each sandbox runs as a host uid drawn from [2^30, 2^30 + 2^24): no user on the host has it."""
+
+
+def sandbox_root() -> Path:
+    """Where local workspaces and snapshots live (`$EVOLVE_SANDBOX_DIR`, default `$TMPDIR/evolve-sandboxes`)."""
+    return Path(os.environ.get("EVOLVE_SANDBOX_DIR") or Path(tempfile.gettempdir()) / "evolve-sandboxes")
 
 
 def bwrap_path() -> str:
@@ -30,18 +70,102 @@ def bwrap_path() -> str:
     return path
 
 
+@lru_cache(maxsize=4)
+def check_host(uid: int | None) -> None:
+    """Refuse to start (SandboxError) where bubblewrap cannot confine: missing, or no user namespaces."""
+    argv = [bwrap_path(), "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--uid", "0", "--gid", "0",
+            *_system_binds(), "--proc", "/proc", "--dev", "/dev", "--clearenv", "--setenv", "PATH", PATH,
+            "--die-with-parent", "true"]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd="/", user=uid, group=uid, extra_groups=[]
+                       if uid is not None else None, timeout=60)
+    if r.returncode != 0:
+        raise SandboxError(
+            "the local sandbox cannot confine commands here (bubblewrap could not create a user namespace: "
+            f"{r.stderr.strip()[-200:] or 'exit %d' % r.returncode}); enable unprivileged user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) or use the docker sandbox")
+
+
+def _system_binds() -> list[str]:
+    argv: list[str] = []
+    for entry in SYSTEM_DIRS:
+        path = f"/{entry}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    for entry in ETC_FILES:
+        path = f"/etc/{entry}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
+def _chown_tree(path: Path, uid: int) -> None:
+    os.lchown(path, uid, uid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+
+
+# PR_SET_PDEATHSIG (bubblewrap's --die-with-parent) fires when the *thread* that started the sandbox
+# ends, so every sandbox is started from this one long-lived thread (pools start them from short-lived ones).
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evolve-bwrap")
+_my_snapshots: list[Path] = []
+_snap_lock = threading.Lock()
+
+
+@atexit.register
+def _remove_my_snapshots() -> None:
+    with _snap_lock:
+        for path in _my_snapshots:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_owner(root: Path, run_id: str, kind: str) -> None:
+    (root / "owner.json").write_text(json.dumps({**owner_labels(), "evolve.run": run_id, "kind": kind}))
+
+
 class LocalSandbox(ServedSandbox):
-    """A bubblewrap-isolated workspace directory on the host."""
+    """A bubblewrap-confined workspace directory on the host."""
 
     def __init__(self, workspace: Path, config: SandboxConfig, owns_workspace: bool):
         self.workspace = workspace
         self.config = config
-        self.id = workspace.name
+        self.id = workspace.parent.name
         self._owns = owns_workspace
-        self._proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, preexec_fn=self._limits)
+        self.host_uid = UID_BASE + secrets.randbelow(1 << 24) if os.geteuid() == 0 else None
+        check_host(self.host_uid)
+        if self.host_uid is not None:
+            _chown_tree(workspace.parent, self.host_uid)
+        mem = parse_memory(config.memory)
+        self.limits = Limits(self.id, mem, config.pids_limit, self.host_uid)
+        fds = []
+        for text in (PASSWD, GROUP, GITCONFIG):
+            r, w = os.pipe()
+            os.write(w, text.encode())  # a few bytes: fits in the pipe's buffer
+            os.close(w)
+            fds.append(r)
+        argv = self._argv(mem, fds)
+        try:
+            self._proc = _spawner.submit(self._spawn, argv, fds).result()
+        finally:
+            for fd in fds:
+                os.close(fd)
         self._client = ServerClient(PipeChannel(self._proc), describe_death=self._describe_death)
         self.base_commit = self._init_base()
+
+    def _spawn(self, argv: list[str], fds: list[int]) -> subprocess.Popen:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=self._child_setup, pass_fds=fds, cwd="/", env={"PATH": PATH})
+
+    def _child_setup(self) -> None:
+        self.limits.child_setup()  # with the host's privileges (joins the cgroup), then drop them
+        if self.host_uid is not None:
+            os.setgroups([])
+            os.setresgid(self.host_uid, self.host_uid, self.host_uid)
+            os.setresuid(self.host_uid, self.host_uid, self.host_uid)
 
     @classmethod
     def start(cls, config: SandboxConfig | None = None, image: str | None = None,
@@ -52,34 +176,35 @@ class LocalSandbox(ServedSandbox):
         source = Path(workspace or image or "")
         if not (workspace or image) or not source.is_dir():
             raise SandboxError(f"the local sandbox needs a workspace directory, got {str(source)!r}")
-        root = Path(tempfile.mkdtemp(prefix=f"evolve-{name or uuid.uuid4().hex[:10]}-"))
-        dest = root / "testbed"
-        shutil.copytree(source, dest, symlinks=True)
-        return cls(dest, config, owns_workspace=True)
+        root = _new_dir(f"sb-{name or uuid.uuid4().hex[:10]}", config.run_id, "workspace")
+        try:
+            shutil.copytree(source, root / "testbed", symlinks=True)
+            return cls(root / "testbed", config, owns_workspace=True)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
 
-    def _argv(self) -> list[str]:
-        argv = [bwrap_path(), "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--new-session"]
-        if not self.config.network:
-            argv.append("--unshare-net")
-        for entry in sorted(os.listdir("/")):
-            if entry in SKIP_ROOT:
-                continue
-            path = f"/{entry}"
-            argv += ["--symlink", os.readlink(path), path] if os.path.islink(path) else ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(self.workspace), WORKDIR,
-                 "--chdir", WORKDIR, "--setenv", "HOME", "/tmp", "--setenv", "PAGER", "cat",
-                 "--setenv", "GIT_PAGER", "cat"]
-        return argv + SERVER_ARGV
-
-    def _limits(self) -> None:
-        import resource
-
-        mem = parse_memory(self.config.memory)
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    def _argv(self, mem: int, data_fds: list[int]) -> list[str]:
+        argv = [bwrap_path(), "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--uid", "0", "--gid", "0",
+                "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
+                "--setenv", "PATH", PATH, "--setenv", "HOME", "/root", "--setenv", "LANG", "C.UTF-8",
+                "--setenv", "PAGER", "cat", "--setenv", "GIT_PAGER", "cat"]
+        if self.config.network:
+            argv += ["--share-net"] + (["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
+                                       if os.path.exists("/etc/resolv.conf") else [])
+        argv += _system_binds()
+        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(self.workspace), WORKDIR]
+        for tmp in ("/tmp", "/var/tmp", "/root"):  # writable, private, bounded (tmpfs is memory)
+            argv += ["--size", str(mem), "--tmpfs", tmp]
+        for fd, dest in zip(data_fds, ("/etc/passwd", "/etc/group", "/etc/gitconfig")):
+            argv += ["--ro-bind-data", str(fd), dest]
+        return argv + ["--remount-ro", "/", "--chdir", WORKDIR] + SERVER_ARGV
 
     def _describe_death(self) -> str:
-        code = self._proc.poll()
+        try:
+            code = self._proc.wait(timeout=2)  # it is ending: its last words are on stderr
+        except subprocess.TimeoutExpired:
+            code = None
         err = b""
         if code is not None and self._proc.stderr is not None:
             err = self._proc.stderr.read() or b""
@@ -96,7 +221,12 @@ class LocalSandbox(ServedSandbox):
         full = os.path.normpath(self._abs(path))
         if not (full == WORKDIR or full.startswith(WORKDIR + "/")):
             raise SandboxError(f"the local sandbox copies files only under {WORKDIR}, not {path}")
-        return self.workspace / os.path.relpath(full, WORKDIR)
+        host = self.workspace / os.path.relpath(full, WORKDIR)
+        # the agent controls the workspace: a symlink in it must not lead the host outside
+        real = os.path.realpath(host)
+        if not (real == str(self.workspace.resolve()) or real.startswith(str(self.workspace.resolve()) + "/")):
+            raise SandboxError(f"{path} leads outside the workspace (a symlink); not copied")
+        return host
 
     def copy_in(self, host_path: str, path: str) -> None:
         src, dest = Path(host_path), self._host_path(path)
@@ -105,6 +235,8 @@ class LocalSandbox(ServedSandbox):
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)
+        if self.host_uid is not None:
+            _chown_tree(dest, self.host_uid)
 
     def copy_out(self, path: str, host_path: str) -> None:
         src = self._host_path(path)
@@ -117,15 +249,52 @@ class LocalSandbox(ServedSandbox):
 
     # --- state ----------------------------------------------------------------------------------
     def snapshot(self, name: str | None = None) -> str:
-        """Copy the workspace; `LocalSandbox.start(image=path)` starts from the copy."""
-        dest = Path(tempfile.mkdtemp(prefix=f"evolve-snapshot-{name or uuid.uuid4().hex[:8]}-")) / "testbed"
-        shutil.copytree(self.workspace, dest, symlinks=True)
-        return str(dest)
+        """Copy the workspace; `LocalSandbox.start(image=path)` starts from the copy. The copy lives until
+        the process that made it exits (or `prune_local` finds its owner dead)."""
+        root = _new_dir(f"snap-{name or uuid.uuid4().hex[:10]}", self.config.run_id, "snapshot")
+        shutil.copytree(self.workspace, root / "testbed", symlinks=True)
+        with _snap_lock:
+            _my_snapshots.append(root)
+        return str(root / "testbed")
 
     def alive(self) -> bool:
         return self._proc.poll() is None and not self._client.dead and self._client.ping()
 
     def stop(self) -> None:
         self._client.close()
+        self.limits.cleanup()
         if self._owns:
             shutil.rmtree(self.workspace.parent, ignore_errors=True)
+
+
+def _new_dir(name: str, run_id: str, kind: str) -> Path:
+    base = sandbox_root()
+    base.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # each sandbox's own uid must be able to reach its workspace
+        for parent in base.resolve().parents:
+            if not parent.stat().st_mode & 0o001:
+                raise SandboxError(f"local sandboxes live under {base}, but {parent} is closed to other users "
+                                   "(no o+x); set EVOLVE_SANDBOX_DIR to a directory under /tmp")
+    os.chmod(base, 0o711)  # sandboxes' uids reach their own directory, list nothing
+    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    _write_owner(root, run_id, kind)
+    return root
+
+
+def prune_local(run_id: str | None = None, force: bool = False) -> tuple[int, int]:
+    """Remove local workspaces and snapshots whose owner process is dead (all of them with `force`),
+    only those of `run_id` when given; returns (workspaces, snapshots) removed."""
+    base = sandbox_root()
+    removed = [0, 0]
+    for root in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            owner = json.loads((root / "owner.json").read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if run_id is not None and owner.get("evolve.run") != run_id:
+            continue
+        if not force and owner_state(owner) != "dead":
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+        removed[owner.get("kind") == "snapshot"] += 1
+    return removed[0], removed[1]
