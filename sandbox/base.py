@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 WORKDIR = "/testbed"
 """Where the task repository lives inside every sandbox, as in SWE-bench images."""
+MAX_PATCH_BYTES = 64 << 20
+"""The largest patch `diff()` returns; a larger one is an error, never a patch cut in the middle."""
 
 
 class SandboxError(RuntimeError):
@@ -77,10 +79,14 @@ class Sandbox(ABC):
 
     # --- repository state -----------------------------------------------------------------------
     def diff(self) -> str:
-        """The patch the workspace holds against its base commit (new files included)."""
+        """The patch the workspace holds against its base commit (new files included). A patch over
+        `MAX_PATCH_BYTES` raises SandboxError: a truncated patch would apply as a different change."""
         q = shlex.quote(self.workdir)
         r = self.exec(f"cd {q} && git add -A && git -c core.quotepath=off diff --cached --no-color "
-                      f"{self.base_commit or 'HEAD'}", timeout=120, max_output=64 << 20)
+                      f"{self.base_commit or 'HEAD'}", timeout=120, max_output=MAX_PATCH_BYTES)
+        if r.truncated:
+            raise SandboxError(f"the patch in {self.workdir} is {r.total_bytes} bytes, over the limit of "
+                               f"{MAX_PATCH_BYTES} bytes: not stored (large generated or binary files added?)")
         if r.exit_code != 0:
             raise SandboxError(f"git diff failed in {self.workdir}: {r.output[-500:]}")
         return r.output

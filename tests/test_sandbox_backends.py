@@ -130,3 +130,14 @@ def test_local_sandbox_needs_a_workspace():
         pytest.skip("bubblewrap cannot create namespaces here")
     with pytest.raises(SandboxError, match="workspace directory"):
         start_sandbox(SandboxConfig(backend="local"))
+
+
+def test_a_patch_over_the_limit_is_an_error_not_a_cut_patch(sb: Sandbox, monkeypatch):
+    import sandbox.base
+
+    monkeypatch.setattr(sandbox.base, "MAX_PATCH_BYTES", 200_000)
+    sb.exec("seq 1 100000 > big.txt")  # ~590 kB of patch
+    with pytest.raises(SandboxError, match=r"patch .* is \d+ bytes, over the limit of 200000"):
+        sb.diff()
+    sb.exec("rm big.txt && seq 1 1000 > small.txt")
+    assert sb.diff().rstrip().endswith("+1000")  # under the limit: the whole patch
