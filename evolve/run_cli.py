@@ -155,22 +155,23 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def _ensure_images(suite, chosen) -> None:
+def _ensure_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str] = None,
+                   force: bool = False) -> dict[str, list[str]]:
+    """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
+    are found under any of their names, pulled where a registry answers, or built with swebench's image
+    builder from a task repository; otherwise a one-line error says exactly which image to `docker load`."""
     if hasattr(suite, "build_images"):
         with console.status("building task images"):
             from tasks.images import ensure_images
             from tasks.bundled.materialize import materialize
 
-            ensure_images(chosen, materialize)
-        return
-    from tasks.swebench_suite import missing_images
+            return {"built": ensure_images(chosen, materialize, force=force)}
+    if suite.kind != "swe":
+        return {}
+    from tasks.images import ensure_swebench_images
 
-    missing = missing_images(chosen)
-    if missing:
-        raise SuiteUnavailable(
-            f"{len(missing)} SWE-bench image(s) are not in the local Docker daemon (e.g. {missing[0]}) and no "
-            "registry is reachable here: build them where one is (python -m swebench.harness.prepare_images), "
-            "then `docker save` there and `docker load` here")
+    with console.status(f"looking for {len(chosen)} SWE-bench image(s)"):
+        return ensure_swebench_images(chosen, pull=pull, task_repo=task_repo, force=force)
 
 
 def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
@@ -216,14 +217,26 @@ def _print_report(report: dict, out: Path) -> None:
 
 def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite's instances."),
               dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
-              build: bool = typer.Option(False, "--build", help="Build the suite's task images (bundled).")) -> None:
-    """List the suites, or one suite's instances (and build their images with --build)."""
+              build: bool = typer.Option(False, "--build", help="Make the suite's task images present: build the "
+                                         "bundled ones; pull SWE-bench's where a registry answers, or build them "
+                                         "with --task-repo."),
+              instances: Optional[str] = typer.Option(None, help="Comma-separated instance ids (with --build: only "
+                                                      "their images)."),
+              task_repo: Optional[str] = typer.Option(None, help="A swebench task repository (tasks/<id>/Dockerfile) "
+                                                      "to build SWE-bench images from with swebench's builder."),
+              force: bool = typer.Option(False, "--force", help="With --build: rebuild (or pull again) even "
+                                         "images that exist.")) -> None:
+    """List the suites, or one suite's instances (and make their images present with --build)."""
+    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
     if build:
-        the_suite = get_suite(suite or "bundled")
-        if not hasattr(the_suite, "build_images"):
-            raise ConfigError(f"suite {suite!r} has no images to build here")
-        built = the_suite.build_images()
-        console.print(f"{suite or 'bundled'} images: {len(built)} built, the rest up to date")
+        name = suite or "bundled"
+        the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
+        if the_suite.kind != "swe":
+            raise ConfigError(f"suite {name!r} has no images to build")
+        chosen = the_suite.select(ids)
+        done = _ensure_images(the_suite, chosen, task_repo=task_repo, force=force)
+        counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
+        console.print(f"{name} images for {len(chosen)} instance(s): {counts}")
         return
     if suite is None:
         t = Table(title="suites")
@@ -239,8 +252,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
     t = Table(title=f"{suite} instances")
     t.add_column("instance")
     t.add_column("detail")
-    for inst in s.instances():
+    for inst in (s.select(ids) if ids else s.instances()):
         detail = inst.extra.get("bug_kind") or inst.extra.get("category") or inst.repo
         t.add_row(inst.instance_id, str(detail))
     console.print(t)
-

@@ -48,5 +48,16 @@ class TestReport(BaseModel):
     """Last part of the evaluation log, for people."""
     error: str | None = None
     """Grading error (timeout, dead sandbox), if any; then `resolved` is False."""
+    infra_error: str | None = None
+    """Set when the verdict cannot be trusted because the grading environment failed, not the patch (e.g. the
+    eval script's reinstall of the repository failed offline, or swebench's log classification finds an
+    environment fault); such a report is an infrastructure error, not a plain unresolved."""
+    tampering: list[str] = Field(default_factory=list)
+    """Files of the patch that change how the tests run (conftest.py, pytest configuration or plugin entry
+    points, start-up files, modules shadowing installed ones), one line each; they were restored before the
+    tests ran, and a tampered patch is never resolved."""
+    ignored_files: list[str] = Field(default_factory=list)
+    """Test files the patch changed (new test files, files in the test patch's test directories); restored
+    before the tests ran, without blame: tests the agent wrote do not grade it."""
     seconds: float = 0.0
     """Wall time of grading."""

@@ -1,63 +1,35 @@
 """Grade a patch exactly as SWE-bench does, in a FRESH sandbox from the task's image.
 
-The patch is applied with SWE-bench's own chain of `git apply` commands, the instance's eval script
-runs, and the log is judged by swebench's log parsers and grading functions (`get_logs_eval`,
-`get_eval_tests_report`, `get_resolution_status`). The agent's sandbox is never trusted.
+The patch is applied with SWE-bench's own chain of `git apply` commands; files of the patch that would
+change how the tests run are restored first (`tasks.guard`: a tampered patch is never resolved); the
+instance's eval script runs (instrumented to report its reinstall step, `tasks.install_check`), and the
+log is judged by swebench's log parser for the instance and its grading functions (`get_logs_eval`,
+`get_eval_tests_report` with the instance's `eval_type`, `get_resolution_status`). The agent's sandbox is
+never trusted. What swebench cannot judge because the environment failed is an `infra_error`.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import Path
 
-from swebench.harness.constants import (
-    END_TEST_OUTPUT,
-    FAIL_TO_PASS,
-    PASS_TO_PASS,
-    START_TEST_OUTPUT,
-    ResolvedStatus,
-)
+from swebench.harness.constants import FAIL_TO_PASS, PASS_TO_PASS, EvalType, ResolvedStatus
 from swebench.harness.grading import get_eval_tests_report, get_logs_eval, get_resolution_status
+from swebench.harness.infra_failure import TIER_ENVIRONMENT, classify_text
 from swebench.harness.run_evaluation import GIT_APPLY_CMDS
-from swebench.harness.utils import make_test_spec
 
 from records import TaskInstance, TestReport, TestStatus
-from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
+from sandbox import Sandbox, SandboxConfig, start_sandbox
+from tasks.guard import guard
+from tasks.install_check import install_exit_codes, instrument
+from tasks.spec import eval_script_from_test_cmd, make_spec, patched_files
 
 PATCH_FILE = "/tmp/evolve-patch.diff"
 EVAL_FILE = "/tmp/evolve-eval.sh"
-HEREDOC = "EOF_114329324912"  # SWE-bench's heredoc delimiter
 
-
-def patched_files(test_patch: str) -> list[str]:
-    """Files a test patch touches (SWE-bench resets them to the base commit before and after)."""
-    return sorted(set(re.findall(r"^diff --git a/(\S+) b/", test_patch, flags=re.M)))
-
-
-def eval_script(instance: TaskInstance) -> str:
-    """SWE-bench's eval script shape for an instance that gives `test_cmd` (the bundled suites)."""
-    files = " ".join(patched_files(instance.test_patch))
-    reset = f"git checkout {instance.base_commit} -- {files}" if files else ":"
-    return "\n".join([
-        "#!/bin/bash", "set -uxo pipefail", "cd /testbed", reset,
-        f"git apply -v - <<'{HEREDOC}'", instance.test_patch.rstrip("\n"), HEREDOC,
-        f": '{START_TEST_OUTPUT}'", instance.test_cmd, f": '{END_TEST_OUTPUT}'", reset, "",
-    ])
-
-
-def swebench_instance(instance: TaskInstance) -> dict:
-    """The instance as swebench's `make_test_spec` wants it. SWE-bench's own instances carry `eval_script`,
-    `log_parser` and `eval_type`; the bundled suites get them from `test_cmd` and pytest's parser."""
-    data = instance.model_dump()
-    data.setdefault("log_parser", "parse_log_pytest")
-    data.setdefault("eval_type", "pass_and_fail")
-    if not data.get("eval_script"):
-        if not instance.test_cmd:
-            raise SandboxError(f"instance {instance.instance_id} has neither an eval_script nor a test_cmd")
-        data["eval_script"] = eval_script(instance)
-    return data
+eval_script = eval_script_from_test_cmd  # the bundled suites' eval script (kept under its old name)
+__all__ = ["apply_patch", "eval_script", "grade", "patched_files"]
 
 
 def apply_patch(sb: Sandbox, patch: str) -> tuple[bool, str]:
@@ -77,12 +49,14 @@ def apply_patch(sb: Sandbox, patch: str) -> tuple[bool, str]:
 
 
 def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = None,
-          timeout: float = 1800, trajectory_id: str | None = None) -> TestReport:
-    """Apply `patch` in a fresh sandbox of the instance's image, run its tests, and judge the log."""
+          timeout: float = 1800, trajectory_id: str | None = None, *, guard_patch: bool = True) -> TestReport:
+    """Apply `patch` in a fresh sandbox of the instance's image, run its tests, and judge the log.
+
+    ``guard_patch=False`` skips `tasks.guard` (only to show, in tests, what an attack would do without it)."""
     start = time.time()
     report = TestReport(instance_id=instance.instance_id, trajectory_id=trajectory_id,
                         empty_patch=not patch.strip())
-    spec = make_test_spec(swebench_instance(instance))
+    spec = make_spec(instance)
     if report.empty_patch:  # SWE-bench counts an empty patch as not resolved; nothing to run
         report.fail_to_pass_failure, report.pass_to_pass_failure = list(spec.FAIL_TO_PASS), []
         report.seconds = time.time() - start
@@ -97,7 +71,10 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
             report.fail_to_pass_failure = list(spec.FAIL_TO_PASS)
             report.seconds = time.time() - start
             return report
-        sb.write_file(EVAL_FILE, spec.eval_script)
+        if guard_patch:
+            review = guard(sb, patch, patched_files(instance.test_patch))
+            report.tampering, report.ignored_files = review.tampering, review.ignored
+        sb.write_file(EVAL_FILE, instrument(spec.eval_script))
         result = sb.exec(f"/bin/bash {EVAL_FILE}", timeout=timeout, max_output=8 << 20)
     log = result.output
     report.log_tail = log[-4000:]
@@ -114,11 +91,32 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
         report.pass_to_pass_failure = list(spec.PASS_TO_PASS)
     else:
         tests = get_eval_tests_report(status_map, {"instance_id": instance.instance_id,
-                                                   FAIL_TO_PASS: spec.FAIL_TO_PASS, PASS_TO_PASS: spec.PASS_TO_PASS})
+                                                   FAIL_TO_PASS: spec.FAIL_TO_PASS, PASS_TO_PASS: spec.PASS_TO_PASS},
+                                      eval_type=EvalType(spec.eval_type))
         report.fail_to_pass_success = tests[FAIL_TO_PASS]["success"]
         report.fail_to_pass_failure = tests[FAIL_TO_PASS]["failure"]
         report.pass_to_pass_success = tests[PASS_TO_PASS]["success"]
         report.pass_to_pass_failure = tests[PASS_TO_PASS]["failure"]
-        report.resolved = get_resolution_status(tests) == ResolvedStatus.FULL.value and not result.timed_out
+        report.resolved = (get_resolution_status(tests) == ResolvedStatus.FULL.value and not result.timed_out
+                           and not report.tampering)
+    report.infra_error = _infra_error(log, found, report.resolved)
     report.seconds = time.time() - start
     return report
+
+
+def _infra_error(log: str, found: bool, resolved: bool) -> str | None:
+    """Why the verdict is the environment's doing, not the patch's (None when it is the patch's).
+
+    A failed reinstall is an infrastructure error unless the tests resolved anyway: the image's own install
+    of `/testbed` then ran the patched code, as the harness's reinstall would have. Without test results,
+    swebench's own classification of the log decides (its environment tier only)."""
+    classified = classify_text(log)
+    reason = f" ({classified[0]})" if classified else ""
+    failed = [c for c in install_exit_codes(log) if c != 0]
+    if failed and not resolved:
+        return (f"the eval script's reinstall of the repository failed (exit {failed[0]}){reason}: without "
+                "network the tests ran on the image's previous install, so this verdict may differ from the "
+                "SWE-bench harness's")
+    if not found and classified and classified[1] == TIER_ENVIRONMENT:
+        return f"the grading environment failed{reason}: the tests did not run"
+    return None

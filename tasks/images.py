@@ -69,3 +69,114 @@ def ensure_images(instances: list[TaskInstance], materialize: Callable[[str, Pat
         log.info("built %s", inst.image)
         built.append(inst.image)
     return built
+
+
+# --- SWE-bench instance images ------------------------------------------------------------------------------
+
+PULL_TIMEOUT = 30.0
+"""Seconds a registry may stay silent during a pull before it counts as unreachable."""
+
+
+def swebench_image_candidates(instance: TaskInstance) -> list[str]:
+    """Names an instance's image can have here: the row's own, swebench's published name (what `docker pull`
+    and `docker load` of an official image give) and the name of a local build by swebench's image builder."""
+    from tasks.spec import instance_image_key
+
+    names = [instance.image, instance_image_key(instance.instance_id, "swebench"),
+             instance_image_key(instance.instance_id, None)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def pull_image(name: str, timeout: float = PULL_TIMEOUT) -> str | None:
+    """Pull ``name`` through the Docker daemon; None when done, else why not (one line). ``timeout`` bounds
+    each wait for the registry, not the whole (possibly long) download."""
+    repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
+    try:
+        docker_client()  # a clear error when there is no daemon
+        client = docker.from_env(timeout=timeout).api
+        for event in client.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if isinstance(event, dict) and event.get("error"):
+                return str(event["error"]).splitlines()[0][:300]
+    except docker.errors.APIError as e:
+        return str(e.explanation or e).splitlines()[0][:300]
+    except (docker.errors.DockerException, OSError) as e:  # read timeouts arrive as requests' errors
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:240] if str(e) else 'no answer'}"
+    except Exception as e:  # noqa: BLE001 - requests' ReadTimeout/ConnectionError
+        return f"{type(e).__name__}: {str(e)[:240] or 'no answer'}"
+    return None if image_exists(name) else f"the daemon reported no error, but {name} is not here"
+
+
+def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) -> list[str]:
+    """Build instance images with swebench's own image builder from a swebench task repository (one
+    `tasks/<instance_id>/Dockerfile` each; `swebench.task.repo`), named as published. Needs `docker buildx`
+    and whatever the Dockerfiles download. Returns the names built; raises `SandboxError` saying why not."""
+    import shutil
+    import subprocess
+
+    from swebench.image_builder.docker_build import BuildImageError, build_instance_image
+    from swebench.image_builder.image_spec import make_image_spec
+    from swebench.task.repo import load_dockerfiles, load_task_repo, task_paths
+
+    if not shutil.which("docker") or subprocess.run(["docker", "buildx", "version"],
+                                                    capture_output=True).returncode != 0:
+        raise SandboxError("swebench's image builder runs `docker buildx build`, and `docker buildx` is not "
+                           "installed here (Debian: apt-get install docker-buildx)")
+    ids = [i.instance_id for i in instances]
+    try:
+        rows = load_task_repo(task_repo, ids)
+        dockerfiles, contexts = load_dockerfiles(task_repo, ids), task_paths(task_repo, ids)
+    except (FileNotFoundError, KeyError) as e:
+        raise SandboxError(f"--task-repo {task_repo}: {str(e).strip(chr(39))}") from None
+    built = []
+    for row in rows:
+        spec = make_image_spec(row, dockerfiles[row["instance_id"]], namespace="swebench",
+                               context_dir=contexts[row["instance_id"]])
+        try:
+            build_instance_image(spec, docker_client(), None, nocache=False)
+        except BuildImageError as e:
+            raise SandboxError(f"swebench's builder could not build {spec.name}: "
+                               f"{str(e).splitlines()[0][:200]}") from None
+        built.append(spec.name)
+    return built
+
+
+def ensure_swebench_images(instances: list[TaskInstance], *, pull: bool = True,
+                           task_repo: str | Path | None = None, force: bool = False) -> dict[str, list[str]]:
+    """Make every instance's image present: use a local one under any of its names (the instance's `image`
+    is set to it), else pull swebench's published image where a registry answers, else build it with
+    swebench's builder from ``task_repo``. Returns {"present", "pulled", "built"}; raises `SandboxError`
+    that names exactly which images to `docker load` when some are still missing."""
+    done: dict[str, list[str]] = {"present": [], "pulled": [], "built": []}
+    missing: list[TaskInstance] = []
+    for inst in instances:
+        here = None if force else next((n for n in swebench_image_candidates(inst) if image_exists(n)), None)
+        if here:
+            inst.image = here
+            done["present"].append(here)
+        else:
+            missing.append(inst)
+    why_not_pulled = "" if pull else "pulling was not asked for"
+    for inst in list(missing):
+        if why_not_pulled:
+            break
+        name = swebench_image_candidates(inst)[0]
+        log.info("pulling %s", name)
+        why_not_pulled = pull_image(name) or ""
+        if not why_not_pulled:
+            inst.image = name
+            done["pulled"].append(name)
+            missing.remove(inst)
+    if missing and task_repo is not None:
+        for inst, name in zip(missing, build_swebench_images(missing, task_repo)):
+            inst.image = name
+            done["built"].append(name)
+        missing = []
+    if missing:
+        names = [swebench_image_candidates(i)[0] for i in missing]
+        pulled = f"the registry did not answer ({why_not_pulled})" if pull else why_not_pulled
+        raise SandboxError(
+            f"{len(names)} SWE-bench instance image(s) are not in the local Docker daemon (first: {names[0]}), and "
+            f"{pulled}. Where a registry answers: `docker pull {names[0]}` (or `evolve tasks SUITE --build "
+            f"--instances ...`), `docker save {names[0]} -o image.tar`; here: `docker load -i image.tar`; or build "
+            "them here with swebench's builder: `evolve tasks SUITE --build --task-repo DIR`")
+    return done

@@ -27,7 +27,8 @@ class Suite(ABC):
 
     def select(self, ids: list[str] | None = None, limit: int | None = None,
                split: str | None = None) -> list[TaskInstance]:
-        """Instances filtered by id (in the order given) and cut to `limit`."""
+        """Instances filtered by id (in the order given) and cut to `limit`; each is checked (`validate`)
+        before it is returned, so a bad row fails here, before any episode starts."""
         items = self.instances(split)
         if ids:
             by_id = {i.instance_id: i for i in items}
@@ -36,4 +37,14 @@ class Suite(ABC):
                 raise SuiteUnavailable(f"suite {self.name!r} has no instance {missing[0]!r}; "
                                        f"`evolve tasks {self.name}` lists them")
             items = [by_id[i] for i in ids]
-        return items[:limit] if limit else items
+        chosen = items[:limit] if limit else items
+        self.validate(chosen)
+        return chosen
+
+    def validate(self, instances: list[TaskInstance]) -> None:
+        """Raise a one-line `SuiteUnavailable` naming the first instance that cannot be graded. SWE suites
+        check every field swebench's grading needs (`tasks.spec.validate`)."""
+        if self.kind == "swe":
+            from tasks.spec import validate
+
+            validate(instances)

@@ -10,6 +10,8 @@ from records import TaskInstance
 from tasks.suite import Suite, SuiteUnavailable
 
 INSTANCES_PATH = Path(__file__).resolve().parent / "instances.jsonl"
+GRADING = {"log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}
+"""How swebench judges every bundled instance: its `test_cmd` is `python3 -m pytest -rA ...`."""
 
 
 @lru_cache(maxsize=1)
@@ -37,4 +39,4 @@ class BundledSuite(Suite):
 
     def instances(self, split: str | None = None) -> list[TaskInstance]:
         """All instances, sorted by id (the suite has no splits; `split` is ignored). Copies: edit freely."""
-        return [i.model_copy(deep=True) for i in _load()]
+        return [i.model_copy(deep=True, update=GRADING) for i in _load()]

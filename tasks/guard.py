@@ -1,0 +1,216 @@
+"""Grading runs no code the agent planted to change how the tests run.
+
+A patch is graded by running the repository's tests on it, so a patch can try to win by changing the
+tests' machinery instead of the code: a `conftest.py` hook that turns failures into passes, a pytest
+configuration (`pytest.ini`, `tox.ini [pytest]`, `setup.cfg [tool:pytest]`, `pyproject.toml
+[tool.pytest...]`) or a `pytest11` entry point that loads such a plugin, a `sitecustomize.py` / `.pth`
+file that runs at interpreter start, or a new top-level module that shadows an installed one (`pytest.py`
+next to `python -m pytest`). Under GRPO that verdict is a reward, so the policy would learn to do it.
+
+After the patch is applied in the fresh grading sandbox, `guard` looks at every file it touched and
+restores (to the base commit, or deletes) each one that can change how tests run, before the eval
+script starts. Those are recorded as `tampering`, and a tampered patch is never resolved. Files that are
+only test code (new test files, files in the test patch's test directories, which the eval script resets
+anyway) are restored too, without blame: tests the agent wrote do not grade it. `review` is the pure
+decision (unit-tested without a sandbox); `guard` gathers what it needs from the sandbox and restores.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import logging
+import posixpath
+import re
+import shlex
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sandbox import Sandbox, SandboxError
+
+log = logging.getLogger(__name__)
+
+PYTEST_CONFIG_FILES = {"pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml"}
+"""Files whose mere presence changes pytest's configuration (and its rootdir)."""
+SECTIONED_CONFIG_FILES = {"tox.ini", "setup.cfg", "pyproject.toml", "setup.py"}
+"""Files that configure pytest (or register its plugins) in one section among others."""
+STARTUP_FILES = {"sitecustomize.py", "usercustomize.py"}
+"""Modules Python imports at start-up by themselves."""
+TEST_DIRS = {"test", "tests", "testing"}
+"""Directory names that hold tests."""
+TEST_FILE = re.compile(r"(^test_.*\.py$)|(.*_test\.py$)|(^tests\.py$)")
+"""File names of test modules (pytest's defaults, and Django's `tests.py`)."""
+
+
+@dataclass
+class Review:
+    """What to do with a patch's files before grading."""
+
+    tampering: list[str] = field(default_factory=list)
+    """One line per file that changes how the tests run (the patch is then not resolved)."""
+    ignored: list[str] = field(default_factory=list)
+    """Test files the patch changed, restored without blame."""
+    restore: list[str] = field(default_factory=list)
+    """Every path to put back to the base commit (or delete, if new) before the tests run."""
+
+
+def patch_paths(patch: str) -> list[str]:
+    """Every path a patch touches (both sides of renames and copies), in order, without `a/`/`b/`."""
+    found: list[str] = []
+
+    def add(path: str) -> None:
+        path = path.strip()
+        if path.startswith('"') and path.endswith('"'):
+            path = path[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+        path = path.split("\t")[0]
+        if path and path != "/dev/null" and path not in found:
+            found.append(path)
+
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            m = re.match(r'diff --git ("?a/.+"?) ("?b/.+"?)$', line)
+            if m:
+                for side in m.groups():
+                    add(re.sub(r'^("?)[ab]/', r"\1", side))
+        elif line.startswith(("--- ", "+++ ")):
+            path = line[4:]
+            if path.strip() != "/dev/null":
+                add(re.sub(r'^("?)[^/"]+/', r"\1", path, count=1))  # -p1, as git apply and patch do
+        elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+            add(line.split(" ", 2)[2])
+    return [posixpath.normpath(p) for p in found]
+
+
+def _pytest_settings(name: str, text: str | None) -> object:
+    """The part of a config file that configures pytest or registers a pytest plugin (comparable; None
+    when there is none, so a new file without such a part is no change)."""
+    if text is None:
+        return None
+    try:
+        return _settings(name, text) or None
+    except (tomllib.TOMLDecodeError, configparser.Error, ValueError):
+        return ("unparsed", text)
+
+
+def _settings(name: str, text: str) -> object:
+    """pytest sections and pytest11 entry points of one config file."""
+    if name == "pyproject.toml":
+        data = tomllib.loads(text)
+        entry = data.get("project", {}).get("entry-points", {}).get("pytest11")
+        found = {"tool.pytest": data.get("tool", {}).get("pytest"), "pytest11": entry}
+        return {k: v for k, v in found.items() if v is not None}
+    if name == "setup.py":
+        return text.count("pytest11")
+    parser = configparser.RawConfigParser(strict=False)
+    parser.read_string(text)
+    out = {s: dict(parser[s]) for s in parser.sections() if s in ("pytest", "tool:pytest")}
+    if parser.has_option("options.entry_points", "pytest11"):
+        out["pytest11"] = parser.get("options.entry_points", "pytest11")
+    return out
+
+
+def dirs_of_tests(test_patch_files: list[str]) -> list[str]:
+    """Directories holding the test patch's files: up to the first `tests`-like component, else the parent."""
+    roots = set()
+    for f in test_patch_files:
+        parts = f.split("/")[:-1]
+        cut = next((i for i, p in enumerate(parts) if p in TEST_DIRS), None)
+        roots.add("/".join(parts[:cut + 1] if cut is not None else parts))
+    return sorted(roots)
+
+
+def _under(path: str, root: str) -> bool:
+    return root == "" or path == root or path.startswith(root + "/")
+
+
+def review(paths: list[str], *, test_patch_files: list[str], existed: Callable[[str], bool],
+           read: Callable[[str, bool], str | None], importable: set[str], path_roots: list[str]) -> Review:
+    """Decide, file by file. ``existed(path)``: the path is in the base commit; ``read(path, before)``:
+    its text at the base commit (``before``) or after the patch (None when absent); ``importable``: top-level
+    module names the test environment can import; ``path_roots``: directories of `/testbed` on its
+    `sys.path`, relative ("" for `/testbed` itself, which `python -m pytest` puts first)."""
+    out = Review()
+    roots = [r for r in dirs_of_tests(test_patch_files) if r]
+    for path in paths:
+        name = posixpath.basename(path)
+        why = None
+        if name == "conftest.py":
+            why = "a conftest.py, which pytest runs before the tests (its hooks can rewrite their results)"
+        elif name in PYTEST_CONFIG_FILES:
+            why = "a pytest configuration file (it can load plugins or change what runs)"
+        elif name in STARTUP_FILES or name.endswith(".pth"):
+            why = "a file Python runs at start-up"
+        elif name in SECTIONED_CONFIG_FILES and _pytest_settings(name, read(path, True)) != \
+                _pytest_settings(name, read(path, False)):
+            why = "its pytest configuration or pytest11 plugin entry point changed"
+        else:
+            for root in path_roots:
+                if not _under(path, root):
+                    continue
+                top = (path[len(root) + 1:] if root else path).split("/")[0]
+                module = top[:-3] if top.endswith(".py") else top.split(".")[0]
+                if module in importable and not existed(posixpath.join(root, top)):
+                    why = f"a new module `{module}` that shadows the installed one the tests import"
+                    break
+        if why:
+            out.tampering.append(f"{path}: {why}")
+            out.restore.append(path)
+        elif path in test_patch_files or any(_under(path, r) for r in roots) or \
+                (TEST_FILE.match(name) and not existed(path)):
+            out.ignored.append(path)
+            out.restore.append(path)
+    return out
+
+
+PROBE = ("cd / && for py in /opt/miniconda3/envs/testbed/bin/python python3 python; do "
+         "if command -v \"$py\" >/dev/null 2>&1; then exec \"$py\" -c {code}; fi; done; echo '{{}}'")
+PROBE_CODE = ("import json, pkgutil, sys; print(json.dumps({'names': sorted({m.name for m in pkgutil.iter_modules()}"
+              " | set(sys.builtin_module_names) | set(getattr(sys, 'stdlib_module_names', ()))),"
+              " 'path': [p for p in sys.path if p == '/testbed' or p.startswith('/testbed/')]}))")
+
+
+def environment(sb: Sandbox) -> tuple[set[str], list[str]]:
+    """Top-level module names the sandbox's Python imports (its environment's, else the system's), and the
+    directories of `/testbed` on its `sys.path` (relative; always "")."""
+    r = sb.exec(PROBE.format(code=shlex.quote(PROBE_CODE)), timeout=60, max_output=2_000_000)
+    try:
+        data = json.loads(r.output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        data = {}
+    names = set(data.get("names") or []) | set(sys.stdlib_module_names) | {"pytest", "_pytest", "pluggy"}
+    roots = {""} | {posixpath.relpath(p, "/testbed") if p != "/testbed" else "" for p in data.get("path") or []}
+    return names, sorted(roots)
+
+
+def guard(sb: Sandbox, patch: str, test_patch_files: list[str]) -> Review:
+    """Review the applied ``patch`` in ``sb`` and restore what it must not change (see the module doc)."""
+    paths = patch_paths(patch)
+    if not paths:
+        return Review()
+    names, roots = environment(sb)
+    cache: dict[tuple[str, bool], str | None] = {}
+
+    def read(path: str, before: bool) -> str | None:
+        if (path, before) not in cache:
+            q = shlex.quote(path)
+            cmd = f"git show HEAD:{shlex.quote('./' + path)}" if before else f"cat -- {q}"
+            r = sb.exec(cmd, timeout=60, max_output=4_000_000)
+            cache[(path, before)] = r.output if r.exit_code == 0 else None
+        return cache[(path, before)]
+
+    def existed(path: str) -> bool:
+        return sb.exec(f"git cat-file -e HEAD:{shlex.quote('./' + path)}", timeout=60).exit_code == 0
+
+    result = review(paths, test_patch_files=test_patch_files, existed=existed, read=read, importable=names,
+                    path_roots=roots)
+    for path in result.restore:
+        q = shlex.quote(path)
+        r = sb.exec(f"if git cat-file -e HEAD:{shlex.quote('./' + path)} 2>/dev/null; then "
+                    f"rm -rf -- {q} && git checkout HEAD -- {q}; else rm -rf -- {q}; fi", timeout=60)
+        if r.exit_code != 0:
+            raise SandboxError(f"could not restore {path} before grading: {r.output[-300:]}")
+    if result.tampering:
+        log.warning("patch tampers with how tests run: %s", "; ".join(result.tampering))
+    return result
