@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.evolve-stamp 2>/dev/null)" != "$
   .venv/bin/pip install -q torch==2.13.0        # the CPU wheel: keep this exact pin
   # llama-cpp-python compiles llama.cpp (about 13 minutes on 2 cores, once; a portable build)
   .venv/bin/python -c 'import llama_cpp' 2>/dev/null || log "compiling llama-cpp-python (minutes, once)"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install -q -e ".[test]"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install -q -e ".[test,ray]"
   echo "$stamp" > .venv/.evolve-stamp
 fi
 

@@ -1,0 +1,155 @@
+"""Episodes on remote workers (Ray): the worker runs `run_episode` against a private scratch store and
+returns the records; the driver, the run store's one writer, stores them as they arrive.
+
+How a worker reaches the policy: a policy that is cheap to load and holds no weights (`openai:` clients,
+`replay:` files) is loaded by each worker. A local model (`llamacpp:`, `hf:`, `version:`, `vllm:`) is loaded
+once by the driver and served to the workers with Evolve's OpenAI-compatible server: one copy of the
+weights, and the policy calls of all workers' episodes are batched together, as with `local`. That server
+listens on loopback, so it serves a cluster on this machine (the default); on a multi-machine cluster give
+`--policy openai:URL` of a server every node reaches (vLLM, `evolve serve` behind your own proxy).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.graph import Agent
+from agent.policy.base import Policy
+from agent.variant import AgentVariant
+from evolve.errors import ConfigError
+from evolve.runner import EpisodeResult, run_episode
+from evolve.store import RunStore
+from records import Step, TaskInstance, Trajectory
+from rewards.combine import RewardWeights
+from sandbox import SandboxConfig
+
+log = logging.getLogger(__name__)
+
+WORKER_LOADED = ("openai:", "replay:")
+"""Policy spec prefixes each worker loads itself; every other policy is served by the driver."""
+
+
+@dataclass
+class EpisodeJob:
+    """Everything a worker needs for one episode (pickled to it)."""
+
+    instance: TaskInstance
+    policy: str
+    """Spec the worker loads (`openai:` or `replay:` with an absolute path)."""
+    variant: AgentVariant
+    sandbox: SandboxConfig
+    run_id: str
+    trajectory: Trajectory
+    """The header to fill (id, run, policy label)."""
+    grade: bool
+    weights: RewardWeights
+    steps: Any = None
+    """A `ray.util.queue.Queue` the worker puts each finished step on (header JSON, step JSON), or None."""
+
+
+_POLICIES: dict[str, Policy] = {}
+_POLICIES_LOCK = threading.Lock()
+
+
+def _worker_policy(spec: str) -> Policy:
+    """One policy object per spec per worker process (a worker runs many episodes)."""
+    from evolve.run_cli import load_policy_spec
+
+    with _POLICIES_LOCK:
+        if spec not in _POLICIES:
+            _POLICIES[spec] = load_policy_spec(spec, Path("runs"))
+        return _POLICIES[spec]
+
+
+def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
+    """Run on a worker: one episode, graded, its records returned whole (steps included)."""
+    policy = _worker_policy(job.policy)
+
+    def relay(traj: Trajectory, step: Step) -> None:
+        if job.steps is not None:
+            try:
+                job.steps.put_nowait((traj.model_dump_json(exclude={"steps"}), step.model_dump_json()))
+            except Exception as e:  # noqa: BLE001 - the live view is best effort; the result carries every step
+                log.debug("relaying a step: %s", e)
+
+    with tempfile.TemporaryDirectory(prefix="evolve-episode-") as scratch, RunStore(scratch) as store:
+        agent = Agent(policy, job.variant, on_step=relay)
+        result = run_episode(job.instance, agent, job.sandbox, store, job.run_id, grade=job.grade,
+                             weights=job.weights, trajectory=job.trajectory)
+        result.trajectory = store.get_trajectory(result.trajectory.id)
+    return result
+
+
+class StepRelay:
+    """The driver's end of the workers' live steps: stores each as it arrives, so the TUI follows Ray runs
+    as it follows local ones. A trajectory whose final record was stored is never overwritten by a late step."""
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._lock = threading.Lock()
+        self._started: set[str] = set()
+        self._final: set[str] = set()
+
+    def drain(self, store: RunStore, limit: int = 1000) -> int:
+        """Store up to `limit` waiting steps; returns how many."""
+        try:
+            items = self.queue.get_nowait_batch(min(limit, self.queue.qsize()))
+        except Exception as e:  # noqa: BLE001 - an empty or gone queue
+            log.debug("draining steps: %s", e)
+            return 0
+        for header, step_json in items:
+            traj = Trajectory.model_validate_json(header)
+            step = Step.model_validate_json(step_json)
+            with self._lock:
+                if traj.id in self._final:
+                    continue
+                if traj.id not in self._started:
+                    self._started.add(traj.id)
+                    store.put_trajectory(traj)
+                store.append_step(traj.id, step)
+        return len(items)
+
+    def store_result(self, store: RunStore, result: EpisodeResult) -> None:
+        with self._lock:
+            self._final.add(result.trajectory.id)
+            store_episode(store, result)
+
+
+def store_episode(store: RunStore, result: EpisodeResult) -> None:
+    """Write a worker's episode into the run store: the trajectory with its steps, the report, the rewards."""
+    store.put_trajectory(result.trajectory)
+    if result.report is not None:
+        store.put_test_report(result.trajectory.id, result.report)
+    for reward in result.rewards.values():
+        store.put_reward(result.trajectory.id, reward)
+
+
+def worker_policy_spec(spec: str) -> str:
+    """The spec a worker loads for `spec` when the worker loads it itself (paths made absolute)."""
+    if spec.startswith("replay:"):
+        return "replay:" + str(Path(spec.removeprefix("replay:")).resolve())
+    return spec
+
+
+class ServedPolicy:
+    """A driver-loaded policy served to the workers on loopback for the length of a run."""
+
+    def __init__(self, policy: Policy, nodes: int):
+        from agent.policy.server import serve_in_thread
+
+        if nodes > 1:
+            raise ConfigError(f"the Ray cluster has {nodes} nodes, but a local policy ({policy.spec}) can only be "
+                              "served to workers on this machine: start a server every node reaches (vLLM, "
+                              "`evolve serve`) and pass --policy openai:URL")
+        self.server = serve_in_thread(policy, host="127.0.0.1", port=0)
+        self.spec = f"openai:{self.server.url}"
+
+    def close(self) -> None:
+        self.server.stop()
