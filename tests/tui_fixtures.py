@@ -3,8 +3,8 @@ HGM, Agent-R, SE-Agent and the trainer write them (their real runs take minutes;
 
 from __future__ import annotations
 
+import json
 import math
-import random
 import time
 from pathlib import Path
 
@@ -12,9 +12,10 @@ from evolve.store import RunStore
 from records import Message, PolicyVersion, Reward, Step, TestReport, ToolCall, TrainStep, Trajectory, TrajectoryStatus, TreeNode
 
 
-def write_hgm(store: RunStore, run_id: str = "hgm-run", seed: int = 0) -> dict[str, TreeNode]:
-    """An HGM tree: root, two children, a grandchild, a rejected expansion; outcome rows per node."""
-    rng = random.Random(seed)
+def write_hgm(store: RunStore, run_id: str = "hgm-run", trajectory_ids: list[str] | None = None) -> dict[str, TreeNode]:
+    """An HGM tree: root, two children, a grandchild, a rejected expansion; outcome rows per node (the first
+    evaluations point at `trajectory_ids`, so they open real trajectories)."""
+    tids = list(trajectory_ids or [])
     store.put_run(run_id, "hgm", {"budget": 40})
     nodes = {
         "root": TreeNode(id="n-root", tree_id=run_id, kind="hgm", label="initial agent", status="evaluated"),
@@ -34,7 +35,8 @@ def write_hgm(store: RunStore, run_id: str = "hgm-run", seed: int = 0) -> dict[s
     now = time.time()
     for nid, (s, f) in plan.items():
         for k in range(s + f):
-            store.put_outcome(run_id, nid, f"task-{k}", "pass" if k < s else "fail", k < s, None, now - 5, now)
+            tid = tids.pop(0) if tids else None
+            store.put_outcome(run_id, nid, f"task-{k}", "pass" if k < s else "fail", k < s, tid, now - 5, now)
     store.put_outcome(run_id, "n-b", "task-9", "infra_error", None, None, now - 5, now)
     return nodes
 
@@ -115,3 +117,49 @@ def build(path: Path) -> Path:
         write_training(store)
         store.log_event("instance_done", instance_id="inst-0000", trajectory_id=ids[0])
     return path
+
+
+def call(name: str, **params) -> str:
+    return f"<think>go</think>\n<tool_call>\n{json.dumps({'name': name, 'parameters': params})}\n</tool_call>"
+
+
+def real_runs(root: Path) -> dict[str, object]:
+    """A root of real runs made by the project's own code: `evolve run bundled` (run_swe, Docker sandboxes,
+    graded in fresh ones) with a scripted policy on two instances (one resolved by the gold edit, one not),
+    `evolve run toolcall` (run_toolcall) with scripted answers, then, through the store API, an SE-Agent
+    revision of a real trajectory, an HGM tree whose evaluations are the real trajectories, Agent-R/SE-Agent
+    trees, and a training run's versions and steps."""
+    from agent.replay import ScriptedPolicy
+    from evolve.runner import RunConfig, run_swe
+    from evolve.toolcall_eval import run_toolcall
+    from tasks.registry import get_suite
+
+    suite = get_suite("bundled")
+    suite.build_images()
+    insts = suite.instances()[:2]
+    gold = insts[0]
+    script = [call("create", path="/tmp/fix.diff", content=gold.patch),
+              call("bash", command="git apply /tmp/fix.diff && git status --short"), call("submit")]
+    cfg = RunConfig(suite="bundled", instances=[i.instance_id for i in insts], out=str(root / "swe"), workers=2,
+                    infra_retries=0)
+    report = run_swe(cfg, insts, ScriptedPolicy(script))
+    tc = get_suite("toolcall").select(None, 6, split="test")
+    answers = [i.extra["answer"] if k % 2 == 0 else "<think>no</think>\nI cannot." for k, i in enumerate(tc)]
+
+    class PerPrompt(ScriptedPolicy):  # each toolcall prompt gets its own scripted answer
+        def responses_for(self, conversation):
+            k = next(n for n, i in enumerate(tc) if i.problem_statement in conversation[-1].content)
+            return [Message(role="assistant", content=answers[k])]
+
+    run_toolcall(tc, PerPrompt([]), root / "toolcall", {"suite": "toolcall", "policy": "replay"})
+    with RunStore(root / "swe") as store:
+        tids = store.trajectory_ids()
+        parent = store.get_trajectory(tids[0])
+        child = parent.model_copy(update={"id": "revision-1", "parent_id": parent.id, "branch_step": 1,
+                                          "origin": "se-agent:revision", "steps": parent.steps[:2]})
+        store.put_trajectory(child)
+        write_mcts_and_lineage(store, [tids[0], "revision-1"])
+        write_hgm(store, trajectory_ids=tids)  # an HGM run stores its evaluations' trajectories beside its tree
+    with RunStore(root / "train") as store:
+        version = write_training(store)
+    return {"report": report, "trajectory_ids": tids, "gold": gold, "version": version}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 from textual.app import App
 from textual.binding import Binding
@@ -20,8 +22,10 @@ class EvolveApp(App):
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
 
     def __init__(self, path: str | Path, poll: float = 0.5, export_dir: str | Path = "evolve-exports",
-                 open_single: bool = True) -> None:
+                 open_single: bool = True, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
+        self.clock = clock
+        """The time "now" for ages and running durations (a fixed one makes screenshots reproducible)."""
         self.source = Source(path)
         self.poll = poll
         """Seconds between checks for new data."""

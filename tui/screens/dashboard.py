@@ -130,7 +130,7 @@ class DashboardScreen(LiveScreen):
         keep = table.cursor_row
         table.clear()
         for r in self.rows:
-            took = ((r["finished_at"] or time.time()) - r["created_at"]) if r["created_at"] else None
+            took = ((r["finished_at"] or self.evolve.clock()) - r["created_at"]) if r["created_at"] else None
             res = "-" if r["resolved"] is None else ("yes" if r["resolved"] else "no")
             table.add_row(r["instance_id"], Text(SHORT.get(r["status"], r["status"]), style=_style(r["status"])), r["steps"], r["tokens"],
                           duration(took), res, reward_cell(r["rewards"]), key=r["id"])
@@ -173,7 +173,7 @@ class DashboardScreen(LiveScreen):
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)
-        if box.display:
+        if box.display or self.search:  # escape clears an active filter before it leaves the screen
             box.value, box.display, self.search, self.page_offset = "", False, "", 0
             self.query_one("#trajs").focus()
             self.load_page()

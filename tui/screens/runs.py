@@ -56,7 +56,7 @@ class RunsScreen(LiveScreen):
             s = self.summaries[run.key] = run_summary(self.evolve.source.store(run.store_dir), run)
             table.add_row(run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
                           s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
-                          clock(run.created_at), age(s["last_update"]), key=run.key)
+                          clock(run.created_at), age(s["last_update"], self.evolve.clock()), key=run.key)
         if self.runs:
             table.move_cursor(row=min(keep, len(self.runs) - 1))
         self.show_detail()

@@ -1,0 +1,130 @@
+"""TUI on a deterministic store written through the store API: paging, per-screen snapshots (Textual's own
+SVG screenshots compared with the committed ones), 80x24 layout. Real runs: test_tui_real_runs.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from evolve.store import RunStore
+from tests.tui_fixtures import build, write_synthetic_run
+from tui.app import EvolveApp
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.inspector import InspectorScreen
+from tui.screens.training import TrainingScreen
+from tui.screens.tree import TreeScreen
+
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
+T0 = 1767225600.0  # 2026-01-01 00:00 UTC
+
+
+@pytest.fixture(scope="module")
+def fixed_store(tmp_path_factory) -> Path:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    d = build(tmp_path_factory.mktemp("tui") / "synthetic")
+    with RunStore(d) as store:  # fixed times, so screenshots do not change from run to run
+        store._write("UPDATE runs SET created_at=?, updated_at=?", (T0, T0 + 60))
+        store._write("UPDATE events SET ts=?", (T0 + 30,))
+        store._write("UPDATE trajectories SET created_at=created_at-(SELECT MIN(created_at) FROM trajectories)+?, "
+                     "finished_at=finished_at-(SELECT MIN(created_at) FROM trajectories)+?", (T0, T0))
+        store._write("UPDATE instances SET updated_at=?", (T0,))
+        store._write("UPDATE outcomes SET started_at=?, finished_at=?", (T0, T0 + 5))
+    return d
+
+
+def app_for(path: Path) -> EvolveApp:
+    app = EvolveApp(path, open_single=False, clock=lambda: T0 + 120, poll=0.2)
+    app.animation_level = "none"  # a tab underline caught mid-slide would make screenshots differ
+    return app
+
+
+def check_snapshot(app: EvolveApp, name: str, tmp_path: Path) -> None:
+    svg = app.export_screenshot(title=name)
+    want = SNAPSHOTS / f"{name}.svg"
+    if os.environ.get("UPDATE_TUI_SNAPSHOTS") or not want.exists():
+        want.parent.mkdir(parents=True, exist_ok=True)
+        want.write_text(svg)
+        if not os.environ.get("UPDATE_TUI_SNAPSHOTS"):
+            pytest.fail(f"wrote the missing snapshot {want}; check it and commit it")
+    if svg != want.read_text():
+        (tmp_path / f"{name}.svg").write_text(svg)
+        pytest.fail(f"screen {name} differs from {want}: see {tmp_path / (name + '.svg')} "
+                    "(UPDATE_TUI_SNAPSHOTS=1 rewrites the snapshots after a deliberate change)")
+
+
+def test_every_screen_at_80x24_matches_its_snapshot(fixed_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(fixed_store.parent)  # a relative path: the screens show it, and it is the same every run
+    asyncio.run(_every_screen(Path(fixed_store.name), tmp_path))
+
+
+async def _every_screen(fixed_store, tmp_path):
+    app = app_for(fixed_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        check_snapshot(app, "runs", tmp_path)
+        app.screen.query_one("#runs").move_cursor(row=[r.run_id for r in app.screen.runs].index("synthetic"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.pause(0.1)
+        check_snapshot(app, "dashboard", tmp_path)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, InspectorScreen)
+        await pilot.press("l")
+        await pilot.pause()
+        check_snapshot(app, "inspector", tmp_path)
+        for view in ("rewards", "tests", "patch"):
+            await pilot.press("v")
+            await pilot.pause()
+            check_snapshot(app, f"inspector-{view}", tmp_path)
+        await pilot.press("escape", "t")
+        await pilot.pause()
+        assert isinstance(app.screen, TreeScreen)
+        await pilot.press("down", "down")
+        await pilot.pause()
+        check_snapshot(app, "tree", tmp_path)
+        await pilot.press("escape", "escape", "v")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TrainingScreen)
+        check_snapshot(app, "training", tmp_path)
+
+
+def test_paging_and_filter_over_many_trajectories(tmp_path):
+    asyncio.run(_paging(tmp_path))
+
+
+async def _paging(tmp_path):
+    with RunStore(tmp_path / "big") as store:
+        write_synthetic_run(store, "big", 250, 3)
+    app = EvolveApp(tmp_path / "big", poll=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)  # one run: opened straight away
+        table = screen.query_one("#trajs")
+        assert table.row_count == 100 and screen.total == 250
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await pilot.pause()
+        assert table.row_count == 50 and screen.rows[0]["id"] == "t000200"
+        await pilot.press("right_square_bracket")  # past the end: stays
+        await pilot.pause()
+        assert screen.rows[0]["id"] == "t000200"
+        await pilot.press("slash", *"inst-0007", "enter")
+        await pilot.pause()
+        assert {r["instance_id"] for r in screen.rows} == {"inst-0007"} and table.row_count == 1
+        await pilot.press("enter")
+        await pilot.pause()
+        insp = app.screen
+        assert isinstance(insp, InspectorScreen) and insp.traj.id == "t000007"
+        await pilot.press("L")  # next trajectory within the filtered list: none
+        await pilot.pause()
+        assert insp.traj.id == "t000007"
+        await pilot.press("escape", "escape")  # back to the dashboard; escape again clears the filter
+        await pilot.pause()
+        assert screen.total == 250 and screen.search == ""
