@@ -32,12 +32,24 @@ def build_base_cmd(
 
 
 @app.command("prune")
-def prune_cmd(run: Optional[str] = typer.Option(None, help="Only what this run id left.")) -> None:
-    """Remove Evolve's containers and snapshot images (what a crashed run left behind)."""
-    from sandbox.docker import prune
+def prune_cmd(
+    run: Optional[str] = typer.Option(None, help="Only what this run id left (containers, snapshot images, "
+                                      "local workspaces and snapshots)."),
+    force: bool = typer.Option(False, help="Also remove what live processes own (their runs then fail)."),
+    docker: bool = typer.Option(True, help="Prune Docker too (--no-docker: only local sandboxes)."),
+) -> None:
+    """Remove the sandboxes, snapshot images and local workspaces that dead Evolve processes left behind.
 
-    containers, images = prune(run)
-    console.print(f"removed {containers} containers and {images} snapshot images")
+    What a running process owns is kept (its owner is recorded: pid, start time, host boot) unless --force."""
+    from sandbox.base import SandboxError
+    from sandbox.prune import prune
+
+    done = prune(run, force=force, docker=docker)
+    console.print(f"removed {done.containers} containers, {done.images} snapshot images, {done.workspaces} "
+                  f"local workspaces and {done.snapshots} local snapshots"
+                  + (f"; kept {done.kept} owned by live processes (--force removes them)" if done.kept else ""))
+    if done.docker_error:
+        raise SandboxError(f"{done.docker_error} (--no-docker prunes only local sandboxes)")
 
 
 @app.command("smoke")

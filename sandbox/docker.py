@@ -16,6 +16,7 @@ import docker.errors
 from sandbox.base import WORKDIR, SandboxDied, SandboxError
 from sandbox.channel import SERVER_ARGV, ServerClient, SocketChannel
 from sandbox.config import SandboxConfig, parse_memory
+from sandbox.owner import owner_labels, owner_state
 from sandbox.served import ServedSandbox
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class DockerSandbox(ServedSandbox):
         config = config or SandboxConfig()
         image = image or config.image
         client = docker_client()
-        labels = {LABEL: "1", "evolve.run": config.run_id, "evolve.owner_pid": str(os.getpid()),
-                  **config.labels}
+        labels = {LABEL: "1", "evolve.run": config.run_id, **owner_labels(), **config.labels}
         memory = parse_memory(config.memory)
         try:
             client.images.get(image)  # never let `run` try a registry pull
@@ -149,7 +149,8 @@ class DockerSandbox(ServedSandbox):
         tag = name or uuid.uuid4().hex[:12]
         try:
             image = self.container.commit(repository="evolve-snapshot", tag=tag,
-                                          conf={"Labels": {LABEL: "1", "evolve.run": self.config.run_id}})
+                                          conf={"Labels": {LABEL: "1", "evolve.run": self.config.run_id,
+                                                           **owner_labels()}})
         except docker.errors.NotFound:
             raise self._died() from None
         log.debug("snapshot %s of %s", image.id[:19], self.id)
@@ -180,30 +181,31 @@ class DockerSandbox(ServedSandbox):
                 log.warning("could not remove container %s: %s", self.id, e)
 
 
-def prune(run_id: str | None = None, all_owners: bool = True) -> tuple[int, int]:
-    """Remove Evolve's containers (and snapshot images) left by crashed runs; returns (containers, images)."""
+def prune(run_id: str | None = None, force: bool = False) -> tuple[int, int, int]:
+    """Remove Evolve's containers and snapshot images whose owner process is dead (every one with
+    `force`), only those of `run_id` when given. Returns (containers, images) removed and how many were
+    kept because their owner is alive (or on another host)."""
     client = docker_client()
-    filters = {"label": [LABEL] + ([f"evolve.run={run_id}"] if run_id else [])}
-    n_containers = 0
-    for c in client.containers.list(all=True, filters=filters):
-        if not all_owners and _owner_alive(c.labels.get("evolve.owner_pid", "")):
+    run_filter = [f"evolve.run={run_id}"] if run_id is not None else []
+    removed_c = removed_i = kept = 0
+    for c in client.containers.list(all=True, filters={"label": [LABEL, *run_filter]}):
+        if not force and owner_state(c.labels) != "dead":
+            kept += 1
             continue
-        c.remove(force=True)
-        n_containers += 1
-    n_images = 0
-    for img in client.images.list(filters={"label": LABEL}):
-        if any(t.startswith("evolve-snapshot:") for t in img.tags):
-            try:
-                client.images.remove(img.id, force=True)
-                n_images += 1
-            except docker.errors.APIError:
-                pass
-    return n_containers, n_images
-
-
-def _owner_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (ValueError, OSError):
-        return False
+        try:
+            c.remove(force=True)
+            removed_c += 1
+        except docker.errors.NotFound:
+            pass  # its owner removed it meanwhile
+    for img in client.images.list(filters={"label": [LABEL, *run_filter]}):
+        if not any(t.startswith("evolve-snapshot:") for t in img.tags):
+            continue
+        if not force and owner_state(img.labels or {}) != "dead":
+            kept += 1
+            continue
+        try:
+            client.images.remove(img.id, force=True)
+            removed_i += 1
+        except docker.errors.APIError as e:
+            log.debug("could not remove snapshot image %s: %s", img.id[:19], e)
+    return removed_c, removed_i, kept

@@ -80,15 +80,85 @@ def test_cli_bad_option_is_a_clear_error():
     assert r.returncode == 2 and "Traceback" not in r.stderr and "auto, debootstrap or pull" in r.stderr
 
 
-def test_prune_removes_leftovers(repo: Path):
-    sb = DockerSandbox.start(SandboxConfig(run_id="prune-test"), workspace=repo)
+LEFTOVER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from sandbox import SandboxConfig
+from sandbox.docker import DockerSandbox
+sb = DockerSandbox.start(SandboxConfig(run_id={run!r}), workspace={repo!r})
+sb.snapshot("prune-test-" + {run!r})
+print(sb.container.id, flush=True)
+time.sleep(300)
+"""
+
+
+def _leftover(run: str, repo: Path) -> tuple[subprocess.Popen, str]:
+    """A process that starts a sandbox and a snapshot of run `run`, then waits to be killed."""
+    code = LEFTOVER.format(root=str(Path(__file__).parents[1]), run=run, repo=str(repo))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def _containers(run: str) -> list:
+    return docker_client().containers.list(all=True, filters={"label": f"evolve.run={run}"})
+
+
+def _snapshots(run: str) -> list:
+    return docker_client().images.list(filters={"label": f"evolve.run={run}"})
+
+
+def test_prune_keeps_what_live_owners_hold_and_removes_what_dead_ones_left(repo: Path):
     from sandbox.docker import prune
 
-    containers, _ = prune("prune-test")
-    assert containers == 1
-    time.sleep(0.2)
-    assert not docker_client().containers.list(all=True, filters={"label": "evolve.run=prune-test"})
-    sb.stop()  # safe after prune
+    live, live_id = _leftover("prune-live", repo)
+    dead, dead_id = _leftover("prune-dead", repo)
+    mine = DockerSandbox.start(SandboxConfig(run_id="prune-live"), workspace=repo)
+    try:
+        dead.kill()
+        dead.wait()
+        assert prune("prune-live") == (0, 0, 3)  # a live run's containers and snapshot stay
+        assert prune("prune-other") == (0, 0, 0)
+        assert len(_containers("prune-dead")) == 1 and len(_snapshots("prune-dead")) == 1
+        removed = prune()  # every run: only dead owners' leftovers go (other tests' may be among them)
+        assert removed[0] >= 1 and removed[1] >= 1 and removed[2] >= 3
+        assert _containers("prune-dead") == [] and _snapshots("prune-dead") == []
+        assert {c.id for c in _containers("prune-live")} == {live_id, mine.container.id}
+        assert mine.exec("echo still here").output == "still here\n"
+        r = _cli("sandbox", "prune", "--run", "prune-live")
+        assert r.returncode == 0 and "kept 3 owned by live processes" in r.stdout
+        assert len(_containers("prune-live")) == 2
+        r = _cli("sandbox", "prune", "--run", "prune-live", "--force")
+        assert r.returncode == 0 and "removed 2 containers, 1 snapshot images" in r.stdout
+        assert _containers("prune-live") == [] and _snapshots("prune-live") == []
+    finally:
+        for p in (live, dead):
+            p.kill()
+            p.wait()
+        mine.stop()  # safe after prune
+        prune("prune-live", force=True)
+
+
+def test_prune_orphans_at_the_start_of_a_run_removes_a_killed_run_s_containers(repo: Path):
+    from sandbox.prune import prune_orphans
+
+    dead, dead_id = _leftover("orphan-run", repo)
+    other, other_id = _leftover("orphan-other-run", repo)
+    try:
+        dead.kill()
+        other.kill()
+        dead.wait()
+        other.wait()
+        mine = DockerSandbox.start(SandboxConfig(run_id="orphan-run"), workspace=repo)
+        pruned = prune_orphans("orphan-run")
+        assert (pruned.containers, pruned.images) == (1, 1)
+        assert [c.id for c in _containers("orphan-run")] == [mine.container.id]
+        assert len(_containers("orphan-other-run")) == 1  # another run's leftovers are its own business
+        mine.stop()
+    finally:
+        from sandbox.docker import prune
+
+        prune("orphan-other-run", force=True)
+        prune("orphan-run", force=True)
 
 
 def test_pool_close_stops_every_sandbox_it_started(repo: Path):
