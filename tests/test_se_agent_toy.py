@@ -1,8 +1,12 @@
 """SE-Agent's driver on a toy world (no LLM, no Docker): the hidden-strategy world of anchors §3.9.
 
 An instance has one hidden good strategy among four; a toy agent succeeds with probability 0.85 when its
-prompt names the good one and 0.05 otherwise, and picks a strategy at random when its prompt names none.
-Its visible test agrees with the hidden outcome 90% of the time. The fake LLM summarises a trajectory by the
+prompt names the good one and 0.05 otherwise. When its prompt names none it falls back on its habit: the
+instance's favourite strategy 70% of the time, a uniform pick otherwise (a sampled LLM mostly repeats its
+approach; that lack of diversity is what SE-Agent's operators address). Its visible test agrees with the
+hidden outcome 90% of the time. In a plain simulation of this world over 100 seeds, the revision operator
+beats re-sampling at p < 0.01 in 91% of seeds (selection pass@1 about 0.58 vs 0.41); with a uniform
+fallback instead of the habit the gain is smaller (0.59 vs 0.51) and reaches p < 0.01 in only 26% of seeds. The fake LLM summarises a trajectory by the
 strategy it used and, as the revision operator, proposes a strategy that no visibly failed attempt used —
 it reads only the operator prompt (visible summaries), never the hidden strategy.
 
@@ -70,7 +74,9 @@ class ToyEnv:
             os.kill(os.getpid(), signal.SIGKILL)
         system = traj.prompt[0].content
         named = re.search(r"use strategy (\w+)", system.split("## Strategy")[-1]) if "## Strategy" in system else None
-        strategy = named.group(1) if named else STRATEGIES[int(_u("pick", instance.instance_id, attempt.seed) * 4)]
+        habit = STRATEGIES[int(_u("habit", instance.instance_id) * 4)]
+        uniform = STRATEGIES[int(_u("pick", instance.instance_id, attempt.seed) * 4)]
+        strategy = named.group(1) if named else habit if _u("h?", instance.instance_id, attempt.seed) < 0.7 else uniform
         traj.steps = [Step(index=0, response=Message(role="assistant", content=f"<think>I will use strategy "
                                                      f"{strategy}</think>"),
                            tool_calls=[ToolCall(name="submit")],

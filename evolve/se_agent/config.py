@@ -45,6 +45,8 @@ class SEAgentConfig(BaseModel):
     """How sandboxes start."""
     workers: int = Field(default=2, ge=1)
     """Attempts run in parallel (their policy calls are batched)."""
+    infra_retries: int = Field(default=2, ge=0)
+    """Re-runs of an attempt whose episode failed for the infrastructure's reasons (not the agent's)."""
     seed: int = 0
     """Base sampling seed of the attempts."""
     grade: bool = True

@@ -55,8 +55,22 @@ class SWEEnvironment:
                  on_event=lambda instance_id, what: None):
         self.policy, self.variant, self.sandbox, self.store, self.run_id = policy, variant, sandbox, store, run_id
         self.on_event = on_event
+        self.stop = None
+        """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
         self._lock = threading.Lock()
         self._baselines: dict[str, dict | None] = {}
+        self._runnable: dict[str, TaskInstance] = {}
+
+    def runnable(self, instance: TaskInstance) -> TaskInstance:
+        """The instance as this sandbox backend starts it (the local backend needs a workspace directory)."""
+        if self.sandbox.backend != "local":
+            return instance
+        with self._lock:
+            if instance.instance_id not in self._runnable:
+                from evolve.local_tasks import local_instance
+
+                self._runnable[instance.instance_id] = local_instance(instance, self.store.dir / "workspaces")
+            return self._runnable[instance.instance_id]
 
     def agent(self, attempt: Attempt | None = None) -> Agent:
         variant = self.variant
@@ -72,12 +86,13 @@ class SWEEnvironment:
         from evolve.runner import run_episode
 
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
+        trajectory.policy = trajectory.policy or self.policy.spec
         result = run_episode(instance, self.agent(attempt), self.sandbox, self.store, self.run_id, grade=False,
-                             trajectory=trajectory)
+                             trajectory=trajectory, stop=self.stop)
         return result.trajectory
 
     def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
-        iid = instance.instance_id
+        iid, instance = instance.instance_id, self.runnable(instance)
         with self._lock:
             if iid not in self._baselines:
                 doc = self.store.document(DOC_BASELINE, iid)
@@ -93,7 +108,7 @@ class SWEEnvironment:
         from tasks.grading import grade
 
         self.on_event(instance.instance_id, f"grading {trajectory.id} (hidden tests, report only)")
-        report = grade(instance, trajectory.patch, self.sandbox, trajectory_id=trajectory.id)
+        report = grade(self.runnable(instance), trajectory.patch, self.sandbox, trajectory_id=trajectory.id)
         self.store.put_test_report(trajectory.id, report)
         self.store.put_reward(trajectory.id, swe_reward(report))
         return report.resolved

@@ -6,6 +6,7 @@ instance, so a killed run resumes where it stopped (finished attempts are never 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -22,6 +23,7 @@ from evolve.se_agent.select import Judge, select
 from evolve.se_agent.summarise import summarise
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus, TreeNode
+from records.trajectory import INTERRUPTED
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ class SEAgent:
         self.operator_policy, self.judge, self.on_event = operator_policy, judge, on_event
         self.started = time.time()
         self.by_id = {i.instance_id: i for i in instances}
+        from evolve.runner import StopSignal
+
+        self.stopper = StopSignal()
+        if hasattr(env, "stop"):
+            env.stop = self.stopper
 
     # --- the plan of one attempt ---------------------------------------------------------------------
     def pilot(self, instance: TaskInstance, iteration: int, slot: int, index: int, origin: str) -> Attempt:
@@ -100,7 +107,9 @@ class SEAgent:
 
     # --- one attempt, resumable ----------------------------------------------------------------------
     def check_stop(self) -> None:
-        if self.store.stop_requested(self.run_id, since=self.started):
+        if not self.stopper.is_set() and self.store.stop_requested(self.run_id, since=self.started):
+            self.stopper.request("stop requested")
+        if self.stopper.is_set():
             raise Stopped()
 
     def run_slot(self, instance: TaskInstance, iteration: int, slot: int) -> None:
@@ -111,12 +120,18 @@ class SEAgent:
         attempt = self.attempt(instance, iteration, slot)
         base = self.env.base_prompt(instance)
         traj = self._finished_trajectory(key)
-        if traj is None:
+        for retry in range(self.cfg.infra_retries + 1):
+            if traj is not None and not (traj.status == TrajectoryStatus.infra_error and retry > 0):
+                break
             traj = Trajectory(run_id=self.run_id, instance_id=instance.instance_id, origin=attempt.origin,
                               parent_id=attempt.parent_id, prompt=build_prompt(base, attempt))
             self.store.put_document(DOC_SLOT, key, {"trajectory_id": traj.id, "attempt": attempt.model_dump()},
                                     run_id=self.run_id)
             traj = self.env.run(instance, attempt, traj)
+            self.check_stop()  # an episode cut by a stop is interrupted, not a pool entry
+            if traj.status != TrajectoryStatus.infra_error:
+                break
+            self.on_event(instance.instance_id, f"infra error ({traj.error}); retry {retry + 1}")
         stored = self.store.get_trajectory(traj.id)
         check_wiring(stored, base, attempt)  # the operator's text reached the agent, the tool instructions stayed
         outcome = self.env.visible(instance, stored)
@@ -144,9 +159,11 @@ class SEAgent:
             traj = self.store.get_trajectory(doc["trajectory_id"])
         except (KeyError, LookupError):
             return None
+        if traj.error == INTERRUPTED:
+            return None
         if traj.status != TrajectoryStatus.running and traj.finished_at is not None:
             return traj
-        traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped)"
+        traj.status, traj.error = TrajectoryStatus.error, INTERRUPTED
         self.store.put_trajectory(traj)
         return None
 
@@ -157,6 +174,16 @@ class SEAgent:
             self.store.put_tree_node(TreeNode(id=root_id(self.run_id, inst.instance_id), tree_id=inst.instance_id,
                                               kind="se-agent", label=inst.instance_id, status="instance",
                                               info={"run_id": self.run_id}))
+        done = threading.Event()
+
+        def poll() -> None:  # a stop request cuts running episodes too, not only queued attempts
+            while not done.wait(1.0):
+                if self.store.stop_requested(self.run_id, since=self.started):
+                    self.stopper.request("stop requested")
+                    return
+
+        poller = threading.Thread(target=poll, name="se-agent-stop-poll", daemon=True)
+        poller.start()
         try:
             for iteration in range(1, self.cfg.iterations + 1):
                 slots = self.cfg.pilots if iteration == 1 else 1
@@ -166,16 +193,40 @@ class SEAgent:
             self._parallel(self.select_instance, self.instances)
         except Stopped:
             return False
-        return True
+        finally:
+            done.set()
+        return not self.stopper.is_set()
 
     def _parallel(self, fn, items) -> None:
+        """`fn` over `items` on `workers` threads; the first real error stops the rest and is raised."""
+        errors: list[BaseException] = []
+
+        def guarded(item) -> None:
+            if errors:
+                return
+            try:
+                fn(item)
+            except Stopped:
+                raise
+            except BaseException as e:
+                errors.append(e)
+                self.stopper.request(f"error: {e}")
+                raise
+
         if self.cfg.workers <= 1:
             for item in items:
-                fn(item)
+                guarded(item)
             return
         with ThreadPoolExecutor(max_workers=self.cfg.workers) as ex:
-            for fut in [ex.submit(fn, item) for item in items]:
-                fut.result()
+            futures = [ex.submit(guarded, item) for item in items]
+        stopped = False
+        for fut in futures:
+            exc = fut.exception()
+            stopped = stopped or isinstance(exc, Stopped)
+        if errors:
+            raise errors[0]
+        if stopped:
+            raise Stopped()
 
     def select_instance(self, instance: TaskInstance) -> SelectionVerdict:
         doc = self.store.document(DOC_SELECTION, instance.instance_id)

@@ -14,7 +14,8 @@ from evolve.se_agent.env import Environment, SWEEnvironment
 from evolve.se_agent.loop import SEAgent
 from evolve.se_agent.report import build_report, grade_candidates
 from evolve.se_agent.select import Judge, policy_judge
-from evolve.store import DB_NAME, RunStore
+from evolve.run_lock import RunLock
+from evolve.store import DB_NAME, RunStore, check_run_dir
 from records import TaskInstance
 
 UNFINISHED = ("running", "stopped")
@@ -59,7 +60,8 @@ def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Poli
         make_env = swe_env(cfg, policy, on_event)
     if judge is None and cfg.judge and operator_policy is not None:
         judge = policy_judge(operator_policy, max_tokens=cfg.operator_max_tokens)
-    with RunStore(out) as store:
+    check_run_dir(out)
+    with RunLock(out, f"evolve se-agent {cfg.suite}"), RunStore(out) as store:
         store.put_run(run_id, "se-agent", {**cfg.model_dump(mode="json"), "out": str(out)})
         for inst in instances:
             store.put_instance(run_id, inst)
