@@ -40,7 +40,7 @@ from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights, combine
 from rewards.judge import Judge
 from rewards.swe import swe_reward
-from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
+from sandbox import Sandbox, SandboxConfig, SandboxError, prune_orphans, start_sandbox
 from tasks import grading
 
 log = logging.getLogger(__name__)
@@ -322,6 +322,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
     check_run_dir(out)
     with RunLock(out, f"evolve run {cfg.suite}"), RunStore(out) as store:
         _refuse_other_policy(store, run_id, cfg.policy)
+        prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
         if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
             from evolve.local_tasks import local_instance

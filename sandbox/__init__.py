@@ -6,9 +6,10 @@ from pathlib import Path
 
 from sandbox.base import WORKDIR, ExecResult, Sandbox, SandboxDied, SandboxError
 from sandbox.config import BASE_IMAGE, SandboxConfig
+from sandbox.prune import prune_orphans
 
 __all__ = ["WORKDIR", "BASE_IMAGE", "ExecResult", "Sandbox", "SandboxConfig", "SandboxDied", "SandboxError",
-           "start_sandbox"]
+           "prune_orphans", "start_sandbox"]
 
 
 def start_sandbox(config: SandboxConfig | None = None, image: str | None = None,
