@@ -243,11 +243,24 @@ class AgentVariant(Strict):
                 out[name] = tool
             else:
                 known = sorted(set(TOOLS) | set(self._sandbox_specs))
-                raise VariantError(f"variant {self.name!r} names unknown tool {name!r}; known: {', '.join(known)}")
+                raise VariantError(f"{self._where()}tools: unknown tool {name!r} (variant {self.name!r}); "
+                                   f"known: {', '.join(known)}")
         for name in self.tool_descriptions:
             if name in self._sandbox_specs:
-                raise VariantError(f"tool_descriptions: {name!r} is a sandbox tool; edit tools/{name}/tool.yaml")
+                raise VariantError(f"{self._where()}tool_descriptions: {name!r} is a sandbox tool; "
+                                   f"edit tools/{name}/tool.yaml")
         return out
+
+    def __eq__(self, other: object) -> bool:
+        """Same settings and the same tools/ and tests/ files (where each was loaded from does not matter)."""
+        if not isinstance(other, AgentVariant):
+            return NotImplemented
+        return self.model_dump() == other.model_dump() and self._files == other._files
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    def _where(self) -> str:
+        return f"{self._directory / 'variant.yaml'}: " if self._directory is not None else ""
 
     def save(self, directory: str | Path) -> Path:
         """Write variant.yaml (and copy tools/ and tests/ when loaded from another directory)."""

@@ -10,7 +10,7 @@ import pytest
 from agent.graph import Agent
 from agent.parsing import parse_tool_calls
 from agent.replay import ScriptedPolicy, replay_actions
-from agent.variant import AgentVariant, Budget
+from agent.variant import AgentVariant, Budget, VariantError
 from records import TaskInstance, TrajectoryStatus
 from sandbox import SandboxConfig, start_sandbox
 
@@ -236,5 +236,5 @@ def test_a_variant_directory_round_trips_and_drives_the_agent(sandbox, tmp_path:
     assert traj.prompt[1].content.startswith("Fix: add() should subtract")
     assert "unknown tool 'view'" in traj.steps[0].observation.content
     assert traj.agent_variant.startswith("terse@")
-    with pytest.raises(FileNotFoundError, match="not an agent variant"):
+    with pytest.raises(VariantError, match="not an agent variant"):
         AgentVariant.load(tmp_path / "nothing")
