@@ -8,7 +8,10 @@ from textual_plotext import PlotextPlot
 class RewardHistogram(PlotextPlot):
     """Histogram of one reward's totals over a run's trajectories."""
 
+    values: list[float] = []
+
     def show(self, name: str | None, values: list[float]) -> None:
+        self.values = list(values)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -23,7 +26,11 @@ class RewardHistogram(PlotextPlot):
 class MetricPlot(PlotextPlot):
     """One training metric against the optimiser step."""
 
+    steps: list[int] = []
+    values: list[float] = []
+
     def show(self, name: str, steps: list[int], values: list[float]) -> None:
+        self.steps, self.values = list(steps), list(values)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
