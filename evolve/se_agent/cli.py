@@ -52,7 +52,13 @@ def se_agent_cmd(
 
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
+    from evolve.se_agent.operators import OPERATORS
+
     ops = [] if operators.strip() == "none" else [o.strip() for o in operators.split(",") if o.strip()]
+    bad = [o for o in ops if o not in OPERATORS]
+    if bad:
+        raise ConfigError(f"--operators: unknown operator {bad[0]!r}; use {','.join(OPERATORS)} (any order, "
+                          "repeats allowed) or none")
     try:
         cfg = SEAgentConfig(suite=suite, iterations=iterations, pilots=pilots, operators=ops, policy=policy,
                             operator_policy=operator_policy, judge=not no_judge, workers=workers, limit=limit,
@@ -61,8 +67,7 @@ def se_agent_cmd(
                             max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                             seed=seed, grade=not no_grade)
     except ValueError as e:
-        raise ConfigError(str(e).splitlines()[-1] if "operator" not in str(e) else
-                          next(ln for ln in str(e).splitlines() if "operator" in ln).strip()) from None
+        raise ConfigError(f"bad se-agent options: {str(e).splitlines()[-1].strip()}") from None
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
     if the_suite.kind != "swe":
         raise ConfigError(f"se-agent runs SWE suites; {suite!r} is a {the_suite.kind} suite")
