@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pydantic
 
 from evolve.store import StoreError
@@ -19,6 +21,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
                                          pydantic.ValidationError, FileNotFoundError]
     from agent.policy import PolicyError
     from agent.variant import VariantError
-    from evolve.train.modeling import TrainError
 
-    return (*errors, PolicyError, TrainError, VariantError)
+    errors += [PolicyError, VariantError]
+    modeling = sys.modules.get("evolve.train.modeling")  # a TrainError needs it imported; torch is slow to load
+    if modeling is not None:
+        errors.append(modeling.TrainError)
+    return tuple(errors)

@@ -52,6 +52,8 @@ def run_cmd(
     split: str = typer.Option("test", help="toolcall suite: train or test."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
+    infra_retries: int = typer.Option(2, help="Reruns of an episode the infrastructure failed (sandbox died, "
+                                      "image missing, no grading verdict) before it is left as an infra error."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
@@ -59,17 +61,22 @@ def run_cmd(
     for name, value in (("--limit", limit), ("--max-steps", max_steps), ("--max-tokens-per-step", max_tokens_per_step)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, not {value}")
+    if infra_retries < 0:
+        raise ConfigError(f"--infra-retries must be 0 or more, not {infra_retries}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     out = out or Path("runs") / suite
-    from evolve.store import check_run_dir
-
-    check_run_dir(out)
     ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
     if instances is not None and not ids:
         raise ConfigError("--instances names no instance")
+    from evolve.run_lock import RunLock
+    from evolve.store import check_run_dir
+
+    check_run_dir(out, create=False)  # an unusable --out fails at once, before the suite is even loaded
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
     if the_suite.kind == "toolcall":
-        _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
+        check_run_dir(out)
+        with RunLock(out, "evolve run toolcall"):
+            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
         return
     chosen = the_suite.select(ids, limit)
     if not chosen:
@@ -79,58 +86,62 @@ def run_cmd(
         weights.check_available({"swe"} | ({"judge"} if judge else set()))
     except ValueError as e:
         raise ConfigError(f"--reward-weights: {e}") from None
-    if sandbox == "docker":
-        _ensure_images(the_suite, chosen)
-    from agent.variant import DEFAULT_VARIANT
-    from evolve.runner import RunConfig, report_ok, run_swe
+    check_run_dir(out)
+    with RunLock(out, f"evolve run {suite}"):  # one run per directory; held until the report is out
+        from agent.variant import DEFAULT_VARIANT
+        from evolve.runner import RunConfig, refuse_other_policy, report_ok, run_swe
 
-    cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
-                    policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
-                    max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
-                    workers=workers, out=str(out), judge=judge, rewards=weights)
-    console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
-                  f"store {out}")
-    with console.status("loading policy"):
-        pol = load_policy_spec(policy, out.parent)
-        judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
-    states = {i.instance_id: "pending" for i in chosen}
-    started = time.time()
+        refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
+        if sandbox == "docker":
+            _ensure_images(the_suite, chosen)
 
-    def table() -> Table:
-        t = Table(title=f"{suite} · {time.time() - started:.0f} s")
-        t.add_column("instance")
-        t.add_column("state")
-        for iid, st in states.items():
-            t.add_row(iid, st)
-        return t
+        cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
+                        policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
+                        max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
+                        workers=workers, out=str(out), judge=judge, rewards=weights,
+                        infra_retries=infra_retries)
+        console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
+                      f"store {out}")
+        with console.status("loading policy"):
+            pol = load_policy_spec(policy, out.parent)
+            judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
+        states = {i.instance_id: "pending" for i in chosen}
+        started = time.time()
 
-    with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
-        def on_event(instance_id: str, what: str) -> None:
-            states[instance_id] = what
-            live.update(table())
-            if not console.is_terminal:  # a log file gets one line per event instead of a live table
-                console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+        def table() -> Table:
+            t = Table(title=f"{suite} · {time.time() - started:.0f} s")
+            t.add_column("instance")
+            t.add_column("state")
+            for iid, st in states.items():
+                t.add_row(iid, st)
+            return t
 
-        report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
-    _print_report(report, out)
-    if report.get("stopped"):
-        console.print(f"[yellow]stopped[/] ({report['stopped']}): {report['interrupted']} interrupted, "
-                      f"{report['not_run']} not started; run the same command to resume")
-        raise typer.Exit(130)
-    if not report_ok(report):
-        console.print(f"[red]not all instances were graded[/]: {report['infra_errors']} infrastructure "
-                      f"error(s), {report['grading_errors']} grading error(s) (see the error column and "
-                      f"{out / 'report.json'}); run the same command to retry them")
-        raise typer.Exit(1)
+        with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
+            def on_event(instance_id: str, what: str) -> None:
+                states[instance_id] = what
+                live.update(table())
+                if not console.is_terminal:  # a log file gets one line per event instead of a live table
+                    console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+
+            report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
+        _print_report(report, out)
+        if report.get("stopped"):
+            console.print(f"[yellow]stopped[/] ({report['stopped']}): {report['interrupted']} interrupted, "
+                          f"{report['not_run']} not started; run the same command to resume")
+            raise typer.Exit(130)
+        if not report_ok(report):
+            console.print(f"[red]not all instances were graded[/]: {report['infra_errors']} infrastructure "
+                          f"error(s), {report['grading_errors']} grading error(s) (see the error column and "
+                          f"{out / 'report.json'}); run the same command to retry them")
+            raise typer.Exit(1)
 
 
 def parse_weights(text: str):
-    """`swe=1,judge=0.5` -> RewardWeights."""
-    from rewards.combine import RewardWeights
-
+    """`swe=1,judge=0.5` -> RewardWeights; `ConfigError` for a malformed item, a non-finite number, an
+    unknown reward name or a name given twice."""
     import math
 
-    from rewards.combine import KNOWN_REWARDS
+    from rewards.combine import KNOWN_REWARDS, RewardWeights
 
     weights: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
@@ -175,7 +186,6 @@ def _ensure_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str]
 
 
 def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
-    from evolve.run_lock import RunLock
     from evolve.toolcall_eval import run_toolcall
 
     chosen = suite.select(ids, limit, split=split)
@@ -184,7 +194,7 @@ def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) 
                           + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
         pol = load_policy_spec(policy, out.parent)
-    with RunLock(out, "evolve run toolcall"), console.status("") as status:
+    with console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
                               max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
     t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")

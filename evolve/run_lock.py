@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -25,20 +26,37 @@ class RunLocked(StoreError):
     """Another live process holds the run directory."""
 
 
+_held: dict[str, list] = {}
+"""Lock files this process holds: real path -> [fd, count]. Nested locks in one process share the fd, so a
+command that locks its --out and then calls a function that locks it again does not lock itself out."""
+_held_lock = threading.Lock()
+
+
 class RunLock:
-    """An exclusive, non-blocking lock on a run directory, held from `acquire` (or `with`) to `release`."""
+    """An exclusive, non-blocking lock on a run directory, held from `acquire` (or `with`) to `release`.
+    Exclusive between processes; re-entrant within one process."""
 
     def __init__(self, run_dir: str | Path, what: str = "evolve"):
         self.dir = Path(run_dir)
         self.path = self.dir / LOCK_NAME
         self.what = what
-        self._fd: int | None = None
+        self._key: str | None = None
 
     def acquire(self) -> "RunLock":
-        """Take the lock or raise `RunLocked` naming the holder. Re-entrant within one `RunLock` object."""
-        if self._fd is not None:
+        """Take the lock or raise `RunLocked` naming the holder."""
+        if self._key is not None:
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
+        with _held_lock:
+            if key in _held:
+                _held[key][1] += 1
+                self._key = key
+                return self
+            self._take(key)
+        return self
+
+    def _take(self, key: str) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,19 +70,25 @@ class RunLock:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "what": self.what, "since": time.time()}).encode())
-        self._fd = fd
-        return self
+        _held[key] = [fd, 1]
+        self._key = key
 
     def release(self) -> None:
         """Let go (the file stays; only the kernel lock matters). Safe to call twice."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        if self._key is None:
+            return
+        key, self._key = self._key, None
+        with _held_lock:
+            entry = _held[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[key]
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+                os.close(entry[0])
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._key is not None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -481,6 +481,16 @@ def check_judge(policy: Policy, spec: str = "") -> None:
         raise ConfigError(f"the judge {spec or policy!r} does not answer: {first}") from None
 
 
+def refuse_other_policy(out: Path, policy: str) -> None:
+    """`ConfigError` when the run directory `out` holds trajectories of another policy (checked before a
+    policy is loaded; `run_swe` checks again under the lock)."""
+    from evolve.store import DB_NAME
+
+    if (Path(out) / DB_NAME).exists():
+        with RunStore(out, readonly=True) as store:
+            _refuse_other_policy(store, run_id_for(Path(out)), policy)
+
+
 def _refuse_other_policy(store: RunStore, run_id: str, policy: str) -> None:
     """A run directory holds one policy's predictions: resuming it with another policy is refused."""
     before = next((r for r in store.runs() if r["id"] == run_id), None)

@@ -73,11 +73,20 @@ class StoreError(RuntimeError):
     """The run directory is not a run store, or is from a newer version of Evolve."""
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path, create: bool = True) -> None:
     """Create `run_dir` if needed and make sure this process can write there; `StoreError` says why not
-    (a file in the way, a file above it, no permission, a read-only file system)."""
+    (a file in the way, a file above it, no permission, a read-only file system). With `create=False`
+    only what can be told without creating anything is checked (a cheap early check)."""
+    run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreError(f"{run_dir} is a file, not a run directory; give another --out directory")
+    if not create:
+        above = next((p for p in run_dir.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise StoreError(f"cannot create the run directory {run_dir}: {above} is a file")
+        if above is not None and not run_dir.exists() and not os.access(above, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot create the run directory {run_dir}: {above} is not writable")
+        return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
