@@ -201,3 +201,28 @@ def recovery_rate(policy: TabularPolicy, goal: int, budget: int = 4) -> float:
     start = Line(goal, goal - 1)
     start.step("+2")
     return go(start, budget)
+
+
+def toy_iterations(seed: int, mode: str = "parent", iterations: int = 3, goals: tuple[int, ...] = (3, 4, 5),
+                   rollouts: int = 8, n_gen: int = 4, max_depth: int = 4) -> list[float]:
+    """Agent-R's loop in the number-line world: per iteration, search every goal with the current tabular policy,
+    build revision + good data, "fine-tune" (add counts), and measure the mean recovery rate. `mode="parent"`
+    keeps replay-checked splices; the controls (`direct`, `divergence`) keep upstream's logged samples, unchecked.
+    Returns the recovery rate before training and after each iteration."""
+    from evolve.agent_r.build import build_instance, logged_splice
+    from evolve.agent_r.config import AgentRConfig
+
+    cfg = AgentRConfig(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, splice=mode)  # type: ignore[arg-type]
+    policy, rng = TabularPolicy(), random.Random(seed)
+    goal_of = {f"line-{g}": g for g in goals}
+    rates = [sum(recovery_rate(policy, g) for g in goals) / len(goals)]
+    for _ in range(iterations):
+        data: list[Trajectory] = []
+        for g in goals:
+            world = NumberLineWorld(g, policy, rng, max_depth)
+            res = build_instance(world, cfg, oracle_ask(), instance_id=f"line-{g}", rng=rng)
+            data += res.splices if mode == "parent" else [logged_splice(p, world, f"line-{g}") for p in res.plans]
+            data += res.good
+        policy.learn(data, goal_of)
+        rates.append(sum(recovery_rate(policy, g) for g in goals) / len(goals))
+    return rates
