@@ -142,8 +142,8 @@ class InspectorScreen(LiveScreen):
         for s in traj.steps[old_len:]:
             table.add_row(str(s.index + 1), tool_names(s)[:10], str(s.prompt_tokens + s.completion_tokens),
                           duration(s.policy_seconds + s.tool_seconds), key=str(s.index))
-        if not keep_step:
-            self.step_idx = 0
+        if not keep_step:  # a running trajectory opens on its newest step and follows it while you stay there
+            self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
             self.branch_rows = self.store.trajectory_page(parent_id=traj.id, limit=200)[1]
             self.fill_rewards()
             self.fill_tests()
