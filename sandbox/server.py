@@ -4,6 +4,7 @@ It reads one JSON request per line on stdin and writes one JSON reply per line o
 costs a pipe round trip and a fork, not a `docker exec` (an HTTP round trip to the daemon and a new
 process namespace entry). It keeps output bounded (head + tail), kills a timed-out command's whole
 process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
+Commands run in the environment of an interactive shell of the image (see `_capture_user_env`).
 
 Stdlib only and Python >= 3.6 syntax: it runs on whatever python3 the task image has.
 """
@@ -19,6 +20,57 @@ import time
 
 STATE_DIR = "/tmp/.evolve-sessions"
 PROTECTED = set()  # pids alive when the server started (init, the container's main process)
+USER_ENV = []  # [dict]: the environment of an interactive shell in this image, captured once
+SHELL_ONLY = ("PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2", "COLUMNS", "LINES", "HISTFILE")
+
+
+def _capture_user_env(timeout=60):
+    """The exported environment of `bash -i` here: what a user of the image gets in a shell. SWE-bench
+    images activate their environment (`conda activate testbed`) only from /root/.bashrc, behind the usual
+    "not interactive: return" guard, so a plain `bash -c` would get the system python. One shell, once
+    per server: commands then start with this environment at no extra cost."""
+    base = dict(os.environ)
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(["/bin/bash", "-i", "-c", "env -0 >&%d" % w], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,),
+                                start_new_session=True, env=base, cwd=base.get("HOME") or "/")
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return base
+    os.close(w)
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([r], [], [], left)[0]:
+            break
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    try:
+        ok = proc.wait(max(deadline - time.monotonic(), 0.001)) == 0
+    except subprocess.TimeoutExpired:  # a .bashrc that hangs: the plain environment
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        ok = False
+    if not ok or not data:
+        return base
+    env = {}
+    for item in bytes(data).split(b"\0"):
+        key, sep, value = item.decode("utf-8", "surrogateescape").partition("=")
+        if sep and key and key not in SHELL_ONLY:
+            env[key] = value
+    return env
+
+
+def user_env():
+    if not USER_ENV:
+        USER_ENV.append(_capture_user_env())
+    return USER_ENV[0]
 
 
 def _pids():
@@ -115,7 +167,7 @@ def handle_exec(req):
     timeout = float(req.get("timeout") or 60)
     max_output = int(req.get("max_output") or 100000)
     cwd = req.get("cwd")
-    env = dict(os.environ)
+    env = dict(user_env())
     env.update(req.get("env") or {})
     if req.get("session"):  # cwd is where a new session starts; later it keeps its own
         cmd = _session_wrap(cmd, req["session"])
@@ -150,7 +202,7 @@ def handle_reset(req):
 
 
 HANDLERS = {"exec": handle_exec, "read": handle_read, "write": handle_write, "reset": handle_reset,
-            "ping": lambda req: {"pid": os.getpid()}}
+            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()}}
 
 
 def main():
