@@ -53,6 +53,9 @@ class HGMConfig(BaseModel):
     agent that keeps failing cannot spin without evaluations."""
     max_infra_retries: int = Field(default=2, ge=0)
     """Infrastructure errors on one (node, task) before that task is dropped for the node."""
+    max_infra_errors: int = Field(default=200, ge=1)
+    """Infrastructure errors in all before the search stops (they are refunded, so a broken sandbox would
+    otherwise retry for ever); the run can be resumed once the cause is fixed."""
     max_seconds: Optional[float] = Field(default=None, gt=0)
     """Stop deciding after this many seconds of run time (None: no limit)."""
     max_tokens: Optional[int] = Field(default=None, gt=0)

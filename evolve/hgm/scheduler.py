@@ -108,6 +108,7 @@ class Scheduler:
         self.expansions = 0
         self.rejected = 0
         self.tokens = 0
+        self.infra_errors = 0
         self.started_at: float | None = None
         self.replay: list[Action] = []
         self.stopped = False
@@ -167,14 +168,26 @@ class Scheduler:
 
     def _limits_hit(self, now: float) -> bool:
         c = self.cfg
-        if self.stopped:
+        if self.stopped or self.infra_errors >= c.max_infra_errors:
             return True
         if c.max_seconds is not None and self.started_at is not None and now - self.started_at >= c.max_seconds:
             return True
         return c.max_tokens is not None and self.tokens >= c.max_tokens
 
     def _finish(self) -> Action:
-        return Action("done", reason="limit") if not self.inflight else WAIT
+        return Action("done", reason=self.stop_reason()) if not self.inflight else WAIT
+
+    def stop_reason(self) -> str:
+        c = self.cfg
+        if self.stopped:
+            return "stop requested"
+        if self.infra_errors >= c.max_infra_errors:
+            return f"{self.infra_errors} infrastructure errors (max_infra_errors)"
+        if c.max_tokens is not None and self.tokens >= c.max_tokens:
+            return "token limit"
+        if self.reserved >= c.budget:
+            return "budget spent"
+        return "time limit" if c.max_seconds is not None else "done"
 
     def _rng(self, seq: int) -> np.random.Generator:
         """The stream of decision `seq`: the seed's generator jumped ahead by seq * 2^32 draws (cheap, and the
@@ -299,6 +312,7 @@ class Scheduler:
         if r.status not in COUNTED:  # infrastructure error: not the agent's; the task goes back to the queue
             if a.charged:
                 self.reserved -= 1
+            self.infra_errors += 1
             n.infra[a.task] = n.infra.get(a.task, 0) + 1
             n.given.discard(a.task)
             if n.stage >= 0:
@@ -377,4 +391,5 @@ class Scheduler:
         with self.lock:
             return dict(evaluations=self.evaluations_done, reserved=self.reserved, budget=self.cfg.budget,
                         nodes=len(self.nodes), accepted=len(self.accepted()), rejected=self.rejected,
-                        expanding=self.expanding, in_flight=len(self.inflight), tokens=self.tokens)
+                        expanding=self.expanding, in_flight=len(self.inflight), tokens=self.tokens,
+                        infra_errors=self.infra_errors)
