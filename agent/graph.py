@@ -20,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from agent.parsing import STOP, parse_tool_calls
 from agent.policy.base import Policy, SamplingParams
 from agent.tools import ToolContext, ToolError, truncate_middle
-from agent.tools.undo import checkpoint, clear_checkpoints
+from agent.tools.undo import checkpoint, clear_checkpoints, restore_tree, snapshot_tree
 from agent.variant import AgentVariant, History
 from records import Message, Step, TaskInstance, Trajectory, TrajectoryStatus
 from sandbox import Sandbox, SandboxError
@@ -219,10 +219,8 @@ class Agent:
     def run_check(self, ctx: ToolContext) -> CheckResult:
         """Run the pre-submit check in the sandbox's workdir, then put the workspace files back as they were
         (a check that writes files, caches or reports, must not change the patch)."""
-        from agent.tools.undo import _snapshot, restore_tree
-
         c = self.variant.pre_submit_check
-        before = _snapshot(ctx)
+        before = snapshot_tree(ctx)
         timeout = min(c.timeout, run_command_limit(ctx.sandbox, c.timeout))
         r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && {c.command}", timeout=timeout)
         if before is not None:

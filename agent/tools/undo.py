@@ -29,7 +29,7 @@ Kept in the sandbox, so a continued episode (replayed prefix, snapshot) can undo
 _TREE = re.compile(r"^[0-9a-f]{40,64}$")
 
 
-def _snapshot(ctx: ToolContext) -> str | None:
+def snapshot_tree(ctx: ToolContext) -> str | None:
     """The workspace as a git tree (sha), or None where it cannot be recorded (not a git repository)."""
     wd = shlex.quote(ctx.sandbox.workdir)
     r = ctx.sandbox.exec(f"cd {wd} && {_INDEX} && git add -A . >/dev/null && git write-tree", timeout=120)
