@@ -222,7 +222,12 @@ class Agent:
         c = self.variant.pre_submit_check
         before = snapshot_tree(ctx)
         timeout = min(c.timeout, run_command_limit(ctx.sandbox, c.timeout))
-        r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && {c.command}", timeout=timeout)
+        try:
+            r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && {c.command}", timeout=timeout)
+        except SandboxDied:
+            raise
+        except SandboxError as e:
+            return CheckResult(passed=False, exit_code=-1, output=f"the check could not run: {e}")
         if before is not None:
             try:
                 restore_tree(ctx, before)
@@ -279,8 +284,9 @@ class Agent:
                 except SandboxError as e:
                     log.warning("attempt %d of %s not started: reset failed: %s", i + 1, instance.instance_id, e)
                     break
-                traj = Trajectory(run_id=first.run_id, instance_id=first.instance_id, parent_id=first.id,
-                                  branch_step=0, origin="attempt")
+                traj = Trajectory(run_id=first.run_id, instance_id=first.instance_id, policy=first.policy,
+                                  agent_variant=first.agent_variant, parent_id=first.id, branch_step=0,
+                                  origin="attempt")
                 if self.on_attempt is not None:
                     self.on_attempt(traj)
             traj, ctx = self._run_once(instance, sandbox, traj)
