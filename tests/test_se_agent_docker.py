@@ -47,15 +47,19 @@ def call(name: str, **params) -> str:
 
 
 class ScriptedAgent(ScriptedPolicy):
-    """The agent: with a strategy block in its system prompt it applies the gold fix (after writing a
-    reproduction script); pilot 0 (no plan) submits nothing; other pilots break the module."""
+    """The agent. Every attempt but pilot 0 first writes and runs a reproduction script (exploration, no
+    edit). With a strategy block in its system prompt it then applies the gold fix and reruns the script;
+    pilot 1 (a planning prompt) breaks the module instead; pilot 0 submits nothing."""
 
     def __init__(self, inst):
         super().__init__([])
-        self.fix = [call("create", path="/tmp/repro_issue.py", content=REPRO),
-                    call("create", path="/tmp/fix.diff", content=inst.patch),
-                    call("bash", command="git apply /tmp/fix.diff && python3 /tmp/repro_issue.py"), call("submit")]
-        self.broken = [call("bash", command="echo \"raise RuntimeError('oops')\" >> cachebox/ttl.py"), call("submit")]
+        explore = [call("create", path="/tmp/repro_issue.py", content=REPRO),
+                   call("bash", command="python3 /tmp/repro_issue.py; echo explored")]
+        self.fix = explore + [call("create", path="/tmp/fix.diff", content=inst.patch),
+                              call("bash", command="git apply /tmp/fix.diff && python3 /tmp/repro_issue.py && "
+                                                   "echo REPRO-OK"), call("submit")]
+        self.broken = explore + [call("bash", command="echo \"raise RuntimeError('oops')\" >> cachebox/ttl.py"),
+                                 call("submit")]
 
     def responses_for(self, conversation: list[Message]) -> list[Message]:
         system, user = conversation[0].content, conversation[1].content
@@ -89,10 +93,13 @@ def instance(docker_ready):
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path):
+@pytest.mark.parametrize("branch", [False, True], ids=["fresh", "branch"])
+def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path, branch):
+    """Fresh: the evolved attempt is a new episode. Branch: it continues the failed pilot from the step
+    before its first edit (its reproduction script replayed in the new sandbox), then fixes."""
     out = tmp_path / "se"
     cfg = SEAgentConfig(suite="bundled", instances=[instance.instance_id], iterations=2, pilots=2,
-                        operators=["revision"], workers=2, out=str(out))
+                        operators=["revision"], workers=2, out=str(out), branch=branch)
     op = OperatorLLM()
     report = run_se_agent(cfg, [instance], ScriptedAgent(instance), op)
     assert (report[FIRST], report[SELECTED], report[ORACLE]) == (0.0, 1.0, 1.0)
@@ -107,6 +114,14 @@ def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instan
         (evolved,) = [t for t in trajs.values() if t.origin == "se-agent:revision"]
         assert MARK in evolved.prompt[0].content and "Tools:" in evolved.prompt[0].content  # added, not replaced
         assert evolved.parent_id == opdoc["sources"][0]
+        parent = trajs[evolved.parent_id]
+        assert parent.origin == "se-agent:pilot" and "Plan:" in parent.prompt[1].content  # the failed pilot 1
+        assert "REPRO-OK" in evolved.steps[3].observation.content  # the script exists: written or replayed
+        if branch:
+            assert evolved.branch_step == 2 and len(evolved.steps) == 5
+            assert [s.response.content for s in evolved.steps[:2]] == [s.response.content for s in parent.steps[:2]]
+        else:
+            assert evolved.branch_step is None and evolved.steps[0].index == 0
         o = entries[evolved.id].outcome
         assert (o.applies, o.tests, o.repro, o.regressions) == (True, "pass", "pass", [])
         broken = next(e for e in entries.values() if e.origin == "se-agent:pilot" and e.slot == 1)

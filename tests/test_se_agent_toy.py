@@ -77,10 +77,10 @@ class ToyEnv:
         habit = STRATEGIES[int(_u("habit", instance.instance_id) * 4)]
         uniform = STRATEGIES[int(_u("pick", instance.instance_id, attempt.seed) * 4)]
         strategy = named.group(1) if named else habit if _u("h?", instance.instance_id, attempt.seed) < 0.7 else uniform
-        traj.steps = [Step(index=0, response=Message(role="assistant", content=f"<think>I will use strategy "
-                                                     f"{strategy}</think>"),
-                           tool_calls=[ToolCall(name="submit")],
-                           observation=Message(role="user", content=f"my system prompt was:\n{system}"))]
+        traj.steps = traj.steps + [Step(index=len(traj.steps), response=Message(
+            role="assistant", content=f"<think>I will use strategy {strategy}</think>"),
+            tool_calls=[ToolCall(name="submit")],
+            observation=Message(role="user", content=f"my system prompt was:\n{system}"))]
         traj.patch = (f"diff --git a/s.py b/s.py\n--- a/s.py\n+++ b/s.py\n@@ -1 +1 @@\n-x\n"
                       f"+strategy={strategy} seed={attempt.seed}\n")
         traj.status, traj.finished_at = TrajectoryStatus.submitted, 1.0
@@ -133,7 +133,7 @@ class ToyLLM(Policy):
             self.calls["summary"] += 1
             if self.invalid_json:
                 return "{'approach': not json"
-            used = re.search(r"I will use strategy (\w+)", user).group(1)
+            used = re.findall(r"I will use strategy (\w+)", user)[-1]
             return json.dumps({"approach": f"strategy {used}", "files_touched": ["s.py"], "key_changes": [used],
                                "tools_used": ["submit"], "reasoning_pattern": "guess -> submit", "assumptions": []})
         if system == JUDGE_SYSTEM:
@@ -150,9 +150,9 @@ class ToyLLM(Policy):
 
 
 def run_toy(tmp: Path, instances, *, operators, iterations=3, pilots=1, out=None, llm=None, kill_at=None,
-            workers=1):
+            workers=1, branch=False):
     cfg = SEAgentConfig(suite="toy", iterations=iterations, pilots=pilots, operators=operators, workers=workers,
-                        out=str(out or tmp / "run"), judge=True)
+                        out=str(out or tmp / "run"), judge=True, branch=branch)
     envs = []
 
     def make_env(store, run_id):
@@ -178,7 +178,7 @@ def test_operator_text_reaches_every_instance_prompt_with_the_tool_instructions(
                 assert all(f"TASK{o.instance_id[-3:]}X" not in op["prompt"] for o in insts if o is not inst)
                 (traj,) = [t for t in store.trajectories(instance_id=inst.instance_id)
                            if t.origin == f"se-agent:{op['operator']}"]
-                echoed = traj.steps[0].observation.content
+                echoed = traj.steps[-1].observation.content
                 assert op["text"] in echoed and TOOLS_MARKER in echoed
                 assert traj.parent_id == op["sources"][0]
             nodes = store.tree(tree_id=inst.instance_id, kind="se-agent")
@@ -189,6 +189,22 @@ def test_operator_text_reaches_every_instance_prompt_with_the_tool_instructions(
         "oracle pass@k, any candidate (hidden tests; not a pass@1 result)"))
     preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert [p["instance_id"] for p in preds] == [i.instance_id for i in insts] and all(p["model_patch"] for p in preds)
+
+
+def test_branch_mode_continues_the_source_trajectory(tmp_path):
+    """Trajectory-level operators: the evolved attempt holds its source's steps up to the branch point."""
+    insts = toy_instances(2)
+    run_toy(tmp_path, insts, operators=["revision", "recombination"], iterations=3, pilots=2, branch=True)
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        for inst in insts:
+            evolved = [t for t in store.trajectories(instance_id=inst.instance_id) if t.origin != "se-agent:pilot"]
+            assert len(evolved) == 2
+            for t in evolved:
+                parent = store.get_trajectory(t.parent_id)
+                assert t.branch_step == len(parent.steps) and len(t.steps) == t.branch_step + 1
+                assert [s.response.content for s in t.steps[:-1]] == [s.response.content for s in parent.steps]
+                node = next(n for n in store.tree(tree_id=inst.instance_id) if n.trajectory_id == t.id)
+                assert node.parent_id == f"se:{parent.id}" and node.info["branch_step"] == t.branch_step
 
 
 def test_pool_has_one_entry_per_attempt_with_an_invalid_json_summariser(tmp_path):

@@ -28,6 +28,8 @@ def se_agent_cmd(
     operator_policy: Optional[str] = typer.Option(None, help="Policy spec of the summariser, operators and judge "
                                                   "(default: the agent's policy)."),
     no_judge: bool = typer.Option(False, "--no-judge", help="Break visible ties without the pairwise judge."),
+    branch: bool = typer.Option(False, "--branch", help="Operators continue their source trajectory from the "
+                                "step before its first edit (exploration replayed) instead of starting afresh."),
     workers: int = typer.Option(2, min=1, help="Attempts in parallel (policy calls batched)."),
     out: Optional[str] = typer.Option(None, help="Run directory; the same one resumes; `{timestamp}` allowed. "
                                       "Default runs/se-agent-<suite>."),
@@ -61,7 +63,7 @@ def se_agent_cmd(
                           "repeats allowed) or none")
     try:
         cfg = SEAgentConfig(suite=suite, iterations=iterations, pilots=pilots, operators=ops, policy=policy,
-                            operator_policy=operator_policy, judge=not no_judge, workers=workers, limit=limit,
+                            operator_policy=operator_policy, judge=not no_judge, branch=branch, workers=workers, limit=limit,
                             out=out or f"runs/se-agent-{suite}", dataset=dataset,
                             variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                             max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),

@@ -29,6 +29,9 @@ class SEAgentConfig(BaseModel):
     """Diverse pilot trajectories per instance in iteration 1 (different temperatures, seeds, planning prompts)."""
     operators: list[str] = Field(default_factory=lambda: list(OPERATORS))
     """Operator schedule, cycled over iterations 2..K; empty: independent re-sampling (the ablation baseline)."""
+    branch: bool = False
+    """Trajectory-level operators: continue the operator's source trajectory from the step before its first
+    edit (its exploration replayed in a fresh sandbox) with the new strategy, instead of starting afresh."""
     policy: str = DEFAULT_POLICY
     """Policy spec of the agent."""
     operator_policy: Optional[str] = None

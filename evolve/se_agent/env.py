@@ -77,6 +77,10 @@ class SWEEnvironment:
         if attempt is not None and attempt.temperature != variant.temperature:
             variant = variant.model_copy(update={"temperature": attempt.temperature})
         policy = self.policy if attempt is None else SeededPolicy(self.policy, attempt.seed)
+        if attempt is not None and attempt.branch_step:
+            from evolve.se_agent.branch import ContinuingAgent
+
+            return ContinuingAgent(policy, variant)
         return Agent(policy, variant)
 
     def base_prompt(self, instance: TaskInstance) -> list[Message]:

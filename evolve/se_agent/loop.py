@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from agent.policy.base import Policy
+from evolve.se_agent.branch import branch_point, prefix
 from evolve.se_agent.compress import compress, fit
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.env import Environment
@@ -97,9 +98,15 @@ class SEAgent:
         else:
             out = OperatorOutput.model_validate(doc)
         assert out.instance_id == iid, f"operator output of {out.instance_id} looked up for {iid}"
+        parent = out.sources[0] if out.sources else None
+        branch = 0
+        if self.cfg.branch and parent is not None:
+            variant = getattr(self.env, "variant", None)
+            max_steps = variant.budget.max_steps if variant is not None else 1_000_000
+            branch = branch_point(self.store.get_trajectory(parent), max_steps)
         return Attempt(instance_id=iid, iteration=iteration, slot=slot, origin=f"se-agent:{operator}",
                        temperature=self.env_temperature(), seed=self.cfg.seed + 1000 * iteration + slot,
-                       strategy=out.text, operator_key=key, parent_id=out.sources[0] if out.sources else None)
+                       strategy=out.text, operator_key=key, parent_id=parent, branch_step=branch)
 
     def focus_text(self, trajectory_id: str) -> str:
         text, _ = fit(compress(self.store.get_trajectory(trajectory_id)).text, self.cfg.operator_max_chars // 3)
@@ -125,6 +132,9 @@ class SEAgent:
                 break
             traj = Trajectory(run_id=self.run_id, instance_id=instance.instance_id, origin=attempt.origin,
                               parent_id=attempt.parent_id, prompt=build_prompt(base, attempt))
+            if attempt.branch_step and attempt.parent_id:  # continue the parent from its branch point
+                traj.steps = prefix(self.store.get_trajectory(attempt.parent_id), attempt.branch_step)
+                traj.branch_step = attempt.branch_step
             self.store.put_document(DOC_SLOT, key, {"trajectory_id": traj.id, "attempt": attempt.model_dump()},
                                     run_id=self.run_id)
             traj = self.env.run(instance, attempt, traj)
@@ -144,7 +154,7 @@ class SEAgent:
             status=outcome.label(), trajectory_id=stored.id,
             info={"run_id": self.run_id, "iteration": iteration, "slot": slot, "operator_key": attempt.operator_key,
                   "outcome": outcome.model_dump(), "temperature": attempt.temperature,
-                  "planning": attempt.planning[:120]}))
+                  "planning": attempt.planning[:120], "branch_step": attempt.branch_step}))
         self.store.put_document(DOC_SUMMARY, key, entry, run_id=self.run_id)
         self.store.log_event("se-agent:attempt", run_id=self.run_id, instance_id=instance.instance_id,
                              iteration=iteration, slot=slot, trajectory_id=stored.id, outcome=outcome.label())

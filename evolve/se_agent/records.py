@@ -51,6 +51,9 @@ class Attempt(BaseModel):
     """Key of the `se-agent:operator` document the strategy came from."""
     parent_id: str | None = None
     """Trajectory this attempt grows from (the operator's main source), for the lineage."""
+    branch_step: int = 0
+    """With `--branch`: the parent's first `branch_step` steps are replayed in the sandbox and the attempt
+    continues from there with the new strategy (0: a fresh episode)."""
 
     @property
     def key(self) -> str:
