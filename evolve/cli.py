@@ -34,14 +34,18 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 @app.command("serve")
 def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to serve."),
               port: int = typer.Option(8000, help="Port on 127.0.0.1."),
-              runs_root: str = typer.Option("runs", help="Where `version:ID` policies are looked up.")) -> None:
+              runs_root: str = typer.Option("runs", help="Where `version:ID` policies are looked up."),
+              max_tokens_cap: int = typer.Option(4096, min=1, help="Largest max_tokens a request may ask for "
+                                                 "(larger ones are refused with 400: one request cannot hold "
+                                                 "the model for minutes).")) -> None:
     """Serve a policy as an OpenAI-compatible HTTP server on loopback (batched; returns log-probs)."""
     from pathlib import Path
 
-    from agent.policy.server import serve
+    from agent.policy.server import check_port, serve
     from evolve.run_cli import load_policy_spec
 
-    serve(load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port)
+    check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
+    serve(load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port, max_tokens_cap=max_tokens_cap)
 
 
 def main() -> None:

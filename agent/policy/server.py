@@ -13,18 +13,29 @@ Endpoints:
 
 Requests that arrive together with the same sampling settings are answered by one batched
 `Policy.generate` call (they wait at most `batch_wait_s` for company).
+
+Limits, so one client cannot starve the others: `max_tokens` above `max_tokens_cap` is refused (400,
+the message names the cap); a body over `max_body_bytes` is refused with 413 before it is read; a client
+that stalls longer than `request_timeout_s` is disconnected; a request whose client disconnected while
+it waited is dropped before generation (a generation already running finishes: the backends cannot stop
+mid-batch). A `model` other than the served one is answered 404 (`model_not_found`), as OpenAI does.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
 import queue
+import select
+import socket
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +43,15 @@ from agent.policy.base import Generation, Policy, PolicyError, SamplingParams
 from records.trajectory import Message, ToolCall
 
 log = logging.getLogger(__name__)
+
+MAX_TOKENS_CAP = 4096
+"""Default largest `max_tokens` a request may ask for."""
+MAX_BODY_BYTES = 32 << 20
+"""Default largest request body (a long conversation with tool schemas is well under 1 MB)."""
+REQUEST_TIMEOUT_S = 60.0
+"""Default seconds a client may stall while sending a request or reading the reply."""
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (the stdlib default of 5 resets clients)."""
 
 
 class BadRequest(ValueError):
@@ -78,6 +98,50 @@ def parse_messages(raw: Any) -> list[Message]:
     return out
 
 
+class HTTPError(Exception):
+    """Answer with `status` and an OpenAI-shaped error."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.param = status, kind, code, param
+
+
+def parse_tools(raw: Any) -> list[dict[str, Any]] | None:
+    """OpenAI tool schemas: a list of `{"type": "function", "function": {"name": ..., ...}}`."""
+    if raw is None or raw == []:
+        return None
+    if not isinstance(raw, list):
+        raise BadRequest("`tools` must be a list of tool schemas")
+    for i, tool in enumerate(raw):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or tool.get("type", "function") != "function":
+            raise BadRequest(f"`tools[{i}]` must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}")
+        if not isinstance(fn.get("parameters", {}), dict):
+            raise BadRequest(f"`tools[{i}].function.parameters` must be a JSON schema object")
+    return raw
+
+
+def check_port(host: str, port: int) -> None:
+    """PolicyError unless `port` is a port number that is free on `host` (checked before a model loads)."""
+    if not 0 <= port <= 65535:
+        raise PolicyError(f"--port {port} is not a port number (0-65535)")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise PolicyError(_bind_error(host, port, e)) from None
+
+
+def _bind_error(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use by another process: pick another --port"
+    if e.errno == errno.EACCES:
+        return f"port {port} on {host} needs privileges: pick a port above 1023"
+    return f"cannot listen on {host}:{port}: {e.strerror or e}"
+
+
 def parse_params(body: dict[str, Any]) -> SamplingParams:
     """OpenAI request fields -> SamplingParams."""
     if body.get("stream"):
@@ -106,11 +170,12 @@ class _Batcher:
         self.thread = threading.Thread(target=self._loop, name="policy-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, messages: list[Message], params: SamplingParams, tools: Any) -> Generation:
+    def submit(self, messages: list[Message], params: SamplingParams, tools: Any) -> Future[Generation]:
+        """Queue a request; its future can be cancelled until its batch starts."""
         future: Future[Generation] = Future()
         key = params.model_dump_json() + json.dumps(tools, sort_keys=True)
         self.queue.put((key, messages, params, tools, future))
-        return future.result()
+        return future
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -137,6 +202,9 @@ class _Batcher:
             key = pending[0][0]
             group = [p for p in pending if p[0] == key][: self.max_batch]
             pending = [p for p in pending if not any(p is g for g in group)]
+            group = [g for g in group if g[4].set_running_or_notify_cancel()]  # their clients left: dropped
+            if not group:
+                continue
             params, tools = group[0][2], group[0][3]
             try:
                 generations = self.policy.generate([g[1] for g in group], params, tools)
@@ -183,21 +251,34 @@ def completion_body(gen: Generation, model: str, params: SamplingParams, *, want
     }
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+
 class PolicyServer:
     """An OpenAI-compatible server for `policy` on a loopback address. `start()` runs it in a thread."""
 
     def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
-                 batch_wait_s: float = 0.01, max_batch: int = 16) -> None:
+                 batch_wait_s: float = 0.01, max_batch: int = 16, max_tokens_cap: int = MAX_TOKENS_CAP,
+                 max_body_bytes: int = MAX_BODY_BYTES, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
             raise PolicyError(
                 f"the policy server has no authentication and binds to loopback only, not {host!r}; "
                 "reach it from elsewhere through an SSH tunnel or a reverse proxy"
             )
+        if max_tokens_cap < 1 or max_body_bytes < 1 or request_timeout_s <= 0:
+            raise PolicyError("max_tokens_cap, max_body_bytes and request_timeout_s must be positive")
+        if not 0 <= port <= 65535:
+            raise PolicyError(f"--port {port} is not a port number (0-65535)")
         self.policy = policy
         self.model_name = model_name or policy.spec or "policy"
+        self.max_tokens_cap, self.max_body_bytes, self.request_timeout_s = max_tokens_cap, max_body_bytes, request_timeout_s
+        try:
+            self.httpd = _HTTPServer((host, port), self._handler_class())
+        except OSError as e:
+            raise PolicyError(_bind_error(host, port, e)) from None
         self.batcher = _Batcher(policy, batch_wait_s, max_batch)
-        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
 
     @property
@@ -233,20 +314,26 @@ class PolicyServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = server.request_timeout_s  # a stalled client is dropped, its thread freed
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("%s " + fmt, self.address_string(), *args)
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(self, status: int, body: dict[str, Any], close: bool = False) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if close:  # the rest of the request was not read: the connection cannot carry another
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _error(self, status: int, message: str, kind: str) -> None:
-                self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+            def _error(self, status: int, message: str, kind: str, code: str | None = None,
+                       param: str | None = None, close: bool = False) -> None:
+                self._send(status, {"error": {"message": message, "type": kind, "param": param,
+                                              "code": code or status}}, close=close)
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/") in ("/v1/models", "/models"):
@@ -256,24 +343,66 @@ class PolicyServer:
                 else:
                     self._error(404, f"no route GET {self.path}", "not_found")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def _body(self) -> dict[str, Any]:
+                if self.headers.get("Transfer-Encoding"):
+                    raise HTTPError(411, "send the body with a Content-Length (no Transfer-Encoding)")
+                raw = self.headers.get("Content-Length")
                 try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                    if not isinstance(body, dict):
-                        raise BadRequest("the body must be a JSON object")
+                    length = int(raw) if raw is not None else 0
+                except ValueError:
+                    raise HTTPError(400, f"bad Content-Length {raw!r}") from None
+                if length < 0:
+                    raise HTTPError(400, f"bad Content-Length {raw!r}")
+                if length > server.max_body_bytes:
+                    raise HTTPError(413, f"the body is {length} bytes, over this server's limit of "
+                                         f"{server.max_body_bytes}")
+                data = self.rfile.read(length)
+                if len(data) < length:
+                    raise HTTPError(400, f"the body ended after {len(data)} of {length} bytes")
+                try:
+                    body = json.loads(data or b"{}")
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise BadRequest(f"the body is not JSON: {e}") from None
+                if not isinstance(body, dict):
+                    raise BadRequest("the body must be a JSON object")
+                return body
+
+            def _client_gone(self) -> bool:
+                """The client closed its end while its request waited (EOF is readable on the socket)."""
+                try:
+                    if not select.select([self.connection], [], [], 0)[0]:
+                        return False
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def do_POST(self) -> None:  # noqa: N802
+                read = False
+                try:
+                    body = self._body()
+                    read = True
                     path = self.path.rstrip("/")
                     if path in ("/v1/chat/completions", "/chat/completions"):
-                        self._send(200, server._chat(body))
+                        reply = server._chat(body, gone=self._client_gone)
+                        if reply is None:
+                            log.info("client %s left before its generation started: dropped", self.address_string())
+                            self.close_connection = True
+                            return
+                        self._send(200, reply)
                     elif path in ("/tokenize", "/v1/tokenize"):
                         count = server.policy.count_tokens(parse_messages(body.get("messages")))
                         self._send(200, {"count": count, "max_model_len": server.policy.context_length})
                     else:
                         self._error(404, f"no route POST {self.path}", "not_found")
-                except (BadRequest, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                    self._error(400, f"bad request: {e}", "invalid_request_error")
+                except HTTPError as e:
+                    self._error(e.status, str(e), e.kind, e.code, e.param, close=not read)
+                except (BadRequest, KeyError, TypeError, AttributeError, ValueError) as e:
+                    self._error(400, f"bad request: {e}", "invalid_request_error", close=not read)
                 except PolicyError as e:
                     self._error(400, str(e), "invalid_request_error")
+                except (TimeoutError, ConnectionError) as e:  # the client stalled or left: nobody to answer
+                    log.debug("client %s: %s", self.address_string(), e)
+                    self.close_connection = True
                 except Exception as e:  # noqa: BLE001
                     log.exception("policy server error")
                     self._error(500, f"{type(e).__name__}: {e}", "server_error")
@@ -284,11 +413,26 @@ class PolicyServer:
         return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "evolve",
                 "max_model_len": self.policy.context_length}
 
-    def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _chat(self, body: dict[str, Any], gone: Any = lambda: False) -> dict[str, Any] | None:
+        """The completion for `body`; None when `gone()` says the client left before generation began."""
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise HTTPError(404, f"The model `{model}` does not exist (this server serves `{self.model_name}`).",
+                            code="model_not_found", param="model")
         messages = parse_messages(body.get("messages"))
         params = parse_params(body)
-        tools = body.get("tools") or None
-        gen = self.batcher.submit(messages, params, tools)
+        if params.max_tokens > self.max_tokens_cap:
+            raise HTTPError(400, f"max_tokens {params.max_tokens} is over this server's cap of {self.max_tokens_cap} "
+                                 "(evolve serve --max-tokens-cap)", param="max_tokens")
+        tools = parse_tools(body.get("tools"))
+        future = self.batcher.submit(messages, params, tools)
+        while True:
+            try:
+                gen = future.result(timeout=0.2)
+                break
+            except FutureTimeout:
+                if gone() and future.cancel():
+                    return None
         return completion_body(
             gen, self.model_name, params,
             want_logprobs=bool(body.get("logprobs")),
@@ -327,13 +471,17 @@ def main() -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-tokens-cap", type=int, default=MAX_TOKENS_CAP,
+                        help="largest max_tokens a request may ask for (default: %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        check_port(args.host, args.port)  # before a model loads for minutes
         policy = load_policy(args.policy)
-        serve(policy, args.host, args.port)
+        serve(policy, args.host, args.port, max_tokens_cap=args.max_tokens_cap)
     except PolicyError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
