@@ -204,3 +204,18 @@ def _instance():
     from records import TaskInstance
 
     return TaskInstance(instance_id="t", problem_statement="p")
+
+
+def test_the_cli_reports_a_bad_variant_in_one_line(vdir: Path, tmp_path: Path):
+    import os
+    import sys
+
+    edit_yaml(vdir, instance_template="Fix {problem_statement} in {repo}")
+    replay = tmp_path / "replay.json"
+    replay.write_text('{"instance_id": "x", "steps": []}')
+    r = subprocess.run([sys.executable, "-m", "evolve.cli", "run", "bundled", "--limit", "1", "--variant", str(vdir),
+                        "--policy", f"replay:{replay}", "--sandbox", "local", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert "instance_template uses unknown key(s) {repo}" in r.stderr
