@@ -1,0 +1,245 @@
+"""The real world of the search: self-modification by the agent itself, and evaluation in Docker sandboxes.
+
+Expansion of a parent (every step stored, the child kept with its diff even when rejected):
+1. choose what to improve from the parent's own record (`diagnosis.choose_topic`);
+2. the meta policy writes a problem statement (`hgm:diagnosis` document; user-visible information only,
+   unless `privileged_diagnosis`);
+3. the edit: the Evolve agent with the PARENT's variant and the meta policy runs in a sandbox whose workspace
+   is a copy of the parent's variant directory (nothing else: no hidden tests, no run store), with the
+   problem statement as its issue. Its patch, applied to a copy of the parent, is the child; its trajectory is
+   stored with origin `hgm:meta`;
+4. validation: the child loads (`AgentVariant.load`: tools valid, submit kept), its own tests pass in a
+   sandbox, and one smoke episode ends without an infrastructure error. A failure rejects the child with
+   its reason.
+
+Evaluation of (node, task): one episode through `evolve.runner.run_episode` (a fresh sandbox, grading with
+the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
+the task and never counts it against the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from agent.graph import Agent
+from agent.policy.base import Policy
+from agent.variant import AgentVariant, VariantError
+from agent.variant_dir import GIT, commit_variant, copy_variant, run_variant_tests, variant_diff
+from evolve.hgm.diagnosis import Topic, choose_topic, diagnose, diagnosis_messages
+from evolve.hgm.world import Evaluation, Expansion, NodeView
+from evolve.runner import run_episode
+from evolve.store import RunStore
+from records import TaskInstance, Trajectory, TrajectoryStatus
+from sandbox import SandboxConfig, SandboxError, start_sandbox
+
+log = logging.getLogger(__name__)
+
+
+class RealWorldConfig(BaseModel):
+    """How the Docker world self-modifies and evaluates."""
+
+    privileged_diagnosis: bool = False
+    """Show the diagnosis the hidden tests' names and results (HGM's and DGM's setting); off: only what a user
+    would see (issue, trajectory, patch)."""
+    topic_probs: dict[str, float] = Field(default_factory=lambda: {
+        "empty_patches": 0.25, "context_exceeded": 0.25, "budget_exhausted": 0.25, "parse_errors": 0.25})
+    """Chance of each generic topic when the parent shows it (else a failed task is chosen)."""
+    topic_min_fraction: float = Field(default=0.1, ge=0, le=1)
+    """A generic topic qualifies when at least this fraction of the parent's evaluated tasks show it."""
+    meta_max_steps: int = Field(default=30, ge=1)
+    """Step budget of the meta-agent's edit episode."""
+    smoke: bool = True
+    """Validate a child with one ungraded episode on the first task (must end without an infra error)."""
+    variant_test_timeout: float = Field(default=120.0, gt=0)
+    """Seconds each of a child's own tests may run in the sandbox."""
+    diagnosis_max_tokens: int = Field(default=1024, ge=1)
+    """Most tokens of the meta policy's diagnosis reply."""
+
+
+class DockerWorld:
+    """Expansions and evaluations of agent variants, for real, stored in the run store."""
+
+    def __init__(self, instances: list[TaskInstance], root_variant: str | Path, task_policy: Policy,
+                 meta_policy: Policy, sandbox_cfg: SandboxConfig, store: RunStore, run_id: str, work_dir: str | Path,
+                 cfg: RealWorldConfig | None = None, seed: int = 0):
+        self.instances = {i.instance_id: i for i in instances}
+        self.task_ids = list(self.instances)
+        self.task_policy, self.meta_policy = task_policy, meta_policy
+        self.sandbox_cfg, self.store, self.run_id = sandbox_cfg, store, run_id
+        self.work = Path(work_dir)
+        self.cfg = cfg or RealWorldConfig()
+        self.seed = seed
+        self._variants: dict[str, AgentVariant] = {}
+        self._lock = threading.Lock()
+        root_dir = self.work / "variants" / "root"
+        if not (root_dir / "variant.yaml").exists():
+            if root_dir.exists():
+                shutil.rmtree(root_dir)
+            copy_variant(root_variant, root_dir, "root variant")
+        self.root_dir = root_dir
+
+    # --- the interface ----------------------------------------------------------------------------------
+    def root(self) -> NodeView:
+        return NodeView("root", None, 0, variant_dir=str(self.root_dir))
+
+    def variant(self, variant_dir: str) -> AgentVariant:
+        with self._lock:
+            if variant_dir not in self._variants:
+                self._variants[variant_dir] = AgentVariant.load(variant_dir)
+            return self._variants[variant_dir]
+
+    def evaluate(self, node: NodeView, task_id: str) -> Evaluation:
+        inst = self.instances[task_id]
+        started = time.time()
+        traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=self.task_policy.spec, origin="hgm:eval")
+        agent = Agent(self.task_policy, self.variant(node.variant_dir))
+        res = run_episode(inst, agent, self.sandbox_cfg, self.store, self.run_id, grade=True, trajectory=traj)
+        info: dict[str, Any] = {"trajectory_status": res.trajectory.status.value}
+        tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
+        if res.infra_error is not None or res.interrupted:
+            info["error"] = res.infra_error or "interrupted"
+            return Evaluation("infra_error", res.trajectory.id, info, time.time() - started, tokens)
+        resolved = bool(res.report and res.report.resolved)
+        return Evaluation("pass" if resolved else "fail", res.trajectory.id, info, time.time() - started, tokens)
+
+    def expand(self, parent: NodeView, child_id: str) -> Expansion:
+        started = time.time()
+        safe = child_id.replace(":", "_").replace("/", "_")
+        rng = np.random.default_rng([self.seed, zlib.crc32(child_id.encode())])
+        rows = self.store.outcomes(run_id=self.run_id, node_id=parent.id)
+        trajs = {r["trajectory_id"]: self.store.get_trajectory(r["trajectory_id"]) for r in rows
+                 if r.get("trajectory_id") and r["status"] in ("pass", "fail", "timeout")}
+        topic = choose_topic(rows, trajs, rng, self.cfg.topic_probs, self.cfg.topic_min_fraction)
+        if topic is None:
+            return Expansion(False, reason="nothing to improve: the parent failed no task", latency=time.time() - started)
+        # 1-2: diagnosis
+        inst = self.instances.get(topic.task_id) if topic.kind == "task" else None
+        traj = trajs.get(topic.trajectory_id or "")
+        report = self.store.test_report(traj.id) if traj is not None else None
+        messages = diagnosis_messages(topic, parent.variant_dir, inst, traj, report, self.cfg.privileged_diagnosis)
+        problem, reply, tokens = diagnose(self.meta_policy, messages, self.cfg.diagnosis_max_tokens)
+        self.store.put_document("hgm:diagnosis", child_id, {
+            "parent": parent.id, "topic": topic.kind, "task_id": topic.task_id, "trajectory_id": topic.trajectory_id,
+            "privileged": self.cfg.privileged_diagnosis, "prompt": [m.model_dump() for m in messages],
+            "reply": reply, "problem_statement": problem}, run_id=self.run_id)
+        info: dict[str, Any] = {"topic": topic.kind, "task_id": topic.task_id, "privileged": self.cfg.privileged_diagnosis}
+        if not problem.strip():
+            return Expansion(False, reason="the diagnosis was empty", diagnosis=problem, info=info, tokens=tokens,
+                             latency=time.time() - started)
+        # 3: the edit, by the parent's own agent, in a sandbox holding only a copy of the parent's variant
+        child_dir = self.work / "variants" / safe
+        patch, meta_id, meta_tokens, edit_error = self._edit(parent, child_id, safe, problem)
+        info["meta_trajectory_id"] = meta_id
+        tokens += meta_tokens
+        if edit_error:
+            return Expansion(False, reason=edit_error, diagnosis=problem, info=info, tokens=tokens,
+                             latency=time.time() - started)
+        if not patch.strip():
+            return Expansion(False, reason="the edit changed nothing", diagnosis=problem, info=info, tokens=tokens,
+                             latency=time.time() - started)
+        if child_dir.exists():
+            shutil.rmtree(child_dir)  # a half-made child of a killed run
+        apply_error = _make_child(parent.variant_dir, child_dir, patch, f"{child_id}: {problem.splitlines()[0][:60]}")
+        diff = variant_diff(parent.variant_dir, child_dir) if not apply_error else patch
+        if apply_error:
+            return Expansion(False, reason=apply_error, diff=diff, diagnosis=problem, info=info, tokens=tokens,
+                             latency=time.time() - started)
+        # 4: validation
+        reason, validation, smoke_tokens = self._validate(child_dir)
+        info["validation"] = validation
+        return Expansion(reason is None, variant_dir=str(child_dir) if reason is None else str(child_dir),
+                         reason=reason or "validated", diff=diff, diagnosis=problem, info=info,
+                         tokens=tokens + smoke_tokens, latency=time.time() - started)
+
+    # --- the steps ----------------------------------------------------------------------------------------
+    def _edit(self, parent: NodeView, child_id: str, safe: str, problem: str) -> tuple[str, str, int, str]:
+        """Run the parent's agent on a copy of the parent's variant; (patch, meta trajectory id, tokens, error)."""
+        ws = self.work / "edits" / safe
+        if ws.exists():
+            shutil.rmtree(ws)
+        copy_variant(parent.variant_dir, ws, f"parent {parent.id}")
+        variant = self.variant(parent.variant_dir).model_copy(deep=True)
+        variant.budget.max_steps = min(variant.budget.max_steps, self.cfg.meta_max_steps)
+        inst = TaskInstance(instance_id=f"hgm-edit-{safe}", suite="hgm", problem_statement=problem)
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.meta_policy.spec,
+                          origin="hgm:meta")
+        self.store.put_trajectory(traj)
+        agent = Agent(self.meta_policy, _keep_files(variant, self.variant(parent.variant_dir)),
+                      on_step=lambda t, s: self.store.append_step(t.id, s))
+        error = ""
+        try:
+            with start_sandbox(self.sandbox_cfg, workspace=ws) as sb:
+                traj = agent.run(inst, sb, traj)
+        except SandboxError as e:
+            traj.status, traj.error, traj.finished_at = TrajectoryStatus.infra_error, str(e), time.time()
+            error = f"the edit's sandbox failed: {e}"
+        finally:
+            shutil.rmtree(ws, ignore_errors=True)
+        self.store.put_trajectory(traj)
+        return traj.patch, traj.id, traj.prompt_tokens + traj.completion_tokens, error
+
+    def _validate(self, child_dir: Path) -> tuple[str | None, dict[str, Any], int]:
+        """(rejection reason or None, validation log, tokens)."""
+        log_: dict[str, Any] = {}
+        try:
+            variant = AgentVariant.load(child_dir)
+        except VariantError as e:
+            log_["load"] = str(e)
+            return f"does not load: {e}", log_, 0
+        log_["load"] = "ok"
+        try:
+            with start_sandbox(self.sandbox_cfg) as sb:
+                tests = run_variant_tests(child_dir, sb, timeout=self.cfg.variant_test_timeout)
+        except SandboxError as e:
+            log_["tests"] = f"sandbox failed: {e}"
+            return f"its tests could not run: {e}", log_, 0
+        log_["tests"] = tests.model_dump()
+        if not tests.passed:
+            return f"its own tests fail: {tests.reason}", log_, 0
+        if not self.cfg.smoke:
+            return None, log_, 0
+        inst = self.instances[self.task_ids[0]]
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.task_policy.spec,
+                          origin="hgm:smoke")
+        res = run_episode(inst, Agent(self.task_policy, variant), self.sandbox_cfg, self.store, self.run_id,
+                          grade=False, trajectory=traj)
+        log_["smoke"] = {"trajectory_id": res.trajectory.id, "status": res.trajectory.status.value,
+                         "infra_error": res.infra_error}
+        tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
+        if res.infra_error is not None:
+            return f"the smoke episode hit an infrastructure error: {res.infra_error}", log_, tokens
+        if res.trajectory.status == TrajectoryStatus.error:
+            return f"the smoke episode crashed: {res.trajectory.error}", log_, tokens
+        return None, log_, tokens
+
+
+def _keep_files(copy: AgentVariant, original: AgentVariant) -> AgentVariant:
+    """A deep copy of a loaded variant loses its tools/ and tests/ (private state): give them back."""
+    copy._directory, copy._sandbox_specs, copy._files = original._directory, original._sandbox_specs, original._files
+    return copy
+
+
+def _make_child(parent_dir: str, child_dir: Path, patch: str, message: str) -> str:
+    """Copy the parent and apply the edit's patch (git apply writes files, runs nothing); '' or an error."""
+    copy_variant(parent_dir, child_dir, "parent")
+    patch_file = child_dir.parent / f".{child_dir.name}.patch"
+    patch_file.write_text(patch if patch.endswith("\n") else patch + "\n")
+    try:
+        r = subprocess.run([*GIT, "apply", "--whitespace=nowarn", str(patch_file)], cwd=child_dir,
+                           capture_output=True, text=True)
+    finally:
+        patch_file.unlink(missing_ok=True)
+    if r.returncode != 0:
+        return f"the edit's patch does not apply to the parent: {r.stderr.strip()[-300:]}"
+    commit_variant(child_dir, message)
+    return ""
