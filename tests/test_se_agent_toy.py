@@ -307,3 +307,22 @@ def test_revision_beats_independent_resampling_on_the_hidden_strategy_world(tmp_
           f"first pilot {sum(first_a) / 200:.3f}; discordant {wins}:{losses}, sign test p={p:.2g}")
     assert wins > losses and p < 0.01
     assert se["pass@1 selection (hidden tests)"] > se["pass@1 first pilot (hidden tests)"]
+
+
+def test_resume_with_other_settings_is_refused_before_anything_is_stored(tmp_path):
+    from evolve.errors import ConfigError
+
+    insts = toy_instances(2)
+    run_toy(tmp_path, insts, operators=["revision"], iterations=2)
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        before = len(list(store.trajectories()))
+    with pytest.raises(ConfigError, match="was run with operators"):
+        run_toy(tmp_path, insts, operators=["refinement"], iterations=3)
+    report, env = run_toy(tmp_path, insts, operators=["revision"], iterations=3)  # more iterations: allowed
+    assert len(env.runs) == 2
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        assert len(list(store.trajectories())) == before + 2
+        for inst in insts:  # the selection was redone over the grown pool
+            assert len(store.document(DOC_SELECTION, inst.instance_id)["candidates"]) == 3
+            assert sum(n.status == "selected" for n in store.tree(tree_id=inst.instance_id)) == 1
+    assert report["candidates"] == 6

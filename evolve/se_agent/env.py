@@ -92,7 +92,7 @@ class SWEEnvironment:
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
         trajectory.policy = trajectory.policy or self.policy.spec
         result = run_episode(instance, self.agent(attempt), self.sandbox, self.store, self.run_id, grade=False,
-                             trajectory=trajectory, stop=self.stop)
+                             trajectory=trajectory, stop=self.stop, on_event=self.on_event)
         return result.trajectory
 
     def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:

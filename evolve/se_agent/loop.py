@@ -153,6 +153,7 @@ class SEAgent:
             label=f"it{iteration} {attempt.origin.removeprefix('se-agent:')}" + (f" #{slot}" if iteration == 1 else ""),
             status=outcome.label(), trajectory_id=stored.id,
             info={"run_id": self.run_id, "iteration": iteration, "slot": slot, "operator_key": attempt.operator_key,
+                  "outcome_label": outcome.label(),
                   "outcome": outcome.model_dump(), "temperature": attempt.temperature,
                   "planning": attempt.planning[:120], "branch_step": attempt.branch_step}))
         self.store.put_document(DOC_SUMMARY, key, entry, run_id=self.run_id)
@@ -239,11 +240,17 @@ class SEAgent:
             raise Stopped()
 
     def select_instance(self, instance: TaskInstance) -> SelectionVerdict:
+        entries = pool(self.store, self.run_id, instance.instance_id)
         doc = self.store.document(DOC_SELECTION, instance.instance_id)
         if doc is not None:
-            return SelectionVerdict.model_validate(doc)
+            old = SelectionVerdict.model_validate(doc)
+            if old.candidates == [e.trajectory_id for e in entries]:
+                return old
+            for node in self.store.tree(tree_id=instance.instance_id, kind="se-agent"):  # more iterations ran
+                if node.status == "selected":
+                    node.status = node.info.get("outcome_label", "promising")
+                    self.store.put_tree_node(node)
         self.check_stop()
-        entries = pool(self.store, self.run_id, instance.instance_id)
         patches = {e.trajectory_id: self.store.get_trajectory(e.trajectory_id).patch for e in entries}
         verdict = select(instance.problem_statement, entries, patches, self.judge)
         verdict.instance_id = instance.instance_id

@@ -9,6 +9,7 @@ from typing import Callable
 
 from agent.policy.base import Policy
 from agent.variant import AgentVariant
+from evolve.errors import ConfigError
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.env import Environment, SWEEnvironment
 from evolve.se_agent.loop import SEAgent
@@ -33,6 +34,23 @@ def resolve_out(out: str) -> Path:
             if any(r["kind"] == "se-agent" and r["status"] in UNFINISHED for r in store.runs()):
                 return path
     return Path(out.replace("{timestamp}", time.strftime("%Y%m%d-%H%M%S")))
+
+
+FIXED = ("suite", "policy", "operator_policy", "pilots", "operators", "seed", "branch")
+"""Settings a resumed run must keep (more `--iterations` may be added; these would mix two experiments)."""
+
+
+def refuse_changed_settings(store: RunStore, run_id: str, cfg: SEAgentConfig) -> None:
+    prev = next((r for r in store.runs() if r["id"] == run_id), None)
+    if prev is None:
+        return
+    if prev["kind"] != "se-agent":
+        raise ConfigError(f"{store.dir} holds an `evolve {prev['kind']}` run, not an se-agent run; give another --out")
+    now = cfg.model_dump(mode="json")
+    for key in FIXED:
+        if key in prev["config"] and prev["config"][key] != now[key]:
+            raise ConfigError(f"{store.dir} was run with {key}={prev['config'][key]!r}, not {now[key]!r}: resume "
+                              f"with the same setting or give another --out")
 
 
 def swe_env(cfg: SEAgentConfig, policy: Policy, on_event) -> Callable[[RunStore, str], Environment]:
@@ -62,6 +80,7 @@ def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Poli
         judge = policy_judge(operator_policy, max_tokens=cfg.operator_max_tokens)
     check_run_dir(out)
     with RunLock(out, f"evolve se-agent {cfg.suite}"), RunStore(out) as store:
+        refuse_changed_settings(store, run_id, cfg)
         store.put_run(run_id, "se-agent", {**cfg.model_dump(mode="json"), "out": str(out)})
         for inst in instances:
             store.put_instance(run_id, inst)
