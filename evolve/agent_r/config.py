@@ -85,5 +85,6 @@ class AgentRConfig(BaseModel):
             errors = getattr(e, "errors", lambda: [])()
             if errors:
                 where = ".".join(str(x) for x in errors[0]["loc"])
-                raise ConfigError(f"bad agent-r setting {where}: {errors[0]['msg']}") from None
+                msg = str(errors[0]["msg"]).removeprefix("Value error, ")
+                raise ConfigError(msg if msg.startswith("agent-r") else f"bad agent-r setting {where}: {msg}") from None
             raise ConfigError(f"bad agent-r setting: {e}") from None

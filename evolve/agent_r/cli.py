@@ -1,0 +1,98 @@
+"""`evolve agent-r SUITE`: the command line of Agent-R's iterations (see `evolve.agent_r.loop`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.policy import DEFAULT_POLICY
+
+console = Console()
+
+
+def _ids(text: Optional[str]) -> list[str]:
+    return list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip())) if text else []
+
+
+def agent_r_cmd(
+    suite: str = typer.Argument(..., help="SWE suite to search: bundled, swe-bench-verified, swe-bench-lite."),
+    instances: Optional[str] = typer.Option(None, help="Comma-separated instances to search (default: the suite's)."),
+    limit: Optional[int] = typer.Option(None, help="Most instances to search."),
+    held_out: Optional[str] = typer.Option(None, "--held-out", help="Comma-separated instances for evaluation only."),
+    policy: str = typer.Option(DEFAULT_POLICY, help="Policy of iteration 1 (samples and verifies)."),
+    train_policy: str = typer.Option("hf:gemma3-270m", help="Weights iteration 1 fine-tunes (same model as --policy)."),
+    variant: Optional[Path] = typer.Option(None, help="Agent variant directory (must offer `undo`)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/agent-r-<suite>."),
+    iterations: int = typer.Option(1, help="Search -> data -> SFT rounds."),
+    rollouts: Optional[int] = typer.Option(None, help="MCTS iterations per instance (default 4)."),
+    n_gen: Optional[int] = typer.Option(None, "--n-gen", help="Responses sampled per expansion (default 4)."),
+    max_depth: Optional[int] = typer.Option(None, help="Most steps on a search path (default 6)."),
+    c: Optional[float] = typer.Option(None, "--c", help="UCT exploration constant (default 0.25)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature of expansions (default 1.0, > 0)."),
+    alpha: Optional[str] = typer.Option(None, help="Pairs need value(high) > alpha (default 0.5; env EVOLVE_AGENT_R_ALPHA)."),
+    beta: Optional[str] = typer.Option(None, help="Pairs need a value gap > beta (default 0.2; env EVOLVE_AGENT_R_BETA)."),
+    verifier_k: Optional[int] = typer.Option(None, help="1: greedy verifier; k > 1: majority of k samples."),
+    max_pairs: Optional[int] = typer.Option(None, help="Most splices per instance (default 4)."),
+    sft_steps: int = typer.Option(20, help="Optimiser steps of each iteration's SFT."),
+    sft_lr: float = typer.Option(1e-4, help="Peak learning rate of each SFT."),
+    full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+    device: str = typer.Option("auto", help="Training device."),
+    workers: int = typer.Option(2, help="Branches executed in parallel."),
+    max_steps: Optional[int] = typer.Option(None, help="Step budget of evaluation episodes."),
+    max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
+    dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate each version on --held-out."),
+) -> None:
+    """Agent-R: MCTS over agent steps, revision trajectories spliced at the flagged step's parent (with a real
+    undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
+    from agent.variant import DEFAULT_VARIANT
+    from evolve.agent_r.config import AgentRConfig
+    from evolve.agent_r.loop import AgentRRunConfig, run_agent_r
+    from evolve.errors import ConfigError
+    from evolve.run_cli import _ensure_images, load_policy_spec
+    from evolve.run_lock import RunLock
+    from evolve.store import check_run_dir
+    from tasks.registry import get_suite
+
+    for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, not {value}")
+    search = AgentRConfig.from_env(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, c=c, temperature=temperature,
+                                   alpha=alpha, beta=beta, verifier_k=verifier_k, max_pairs=max_pairs)
+    out = out or Path("runs") / f"agent-r-{suite}"
+    check_run_dir(out, create=False)
+    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    if the_suite.kind != "swe":
+        raise ConfigError(f"agent-r searches SWE suites (bundled, swe-bench-*); {suite!r} is a {the_suite.kind} suite")
+    held = the_suite.select(_ids(held_out)) if held_out else []
+    held_ids = {i.instance_id for i in held}
+    train = [i for i in the_suite.select(_ids(instances) or None, None) if i.instance_id not in held_ids]
+    train = train[:limit] if limit else train
+    if not train:
+        raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
+    cfg = AgentRRunConfig(suite=suite, instances=[i.instance_id for i in train], held_out=sorted(held_ids),
+                          policy=policy, train_policy=train_policy, variant=str(variant or DEFAULT_VARIANT),
+                          max_steps=max_steps, max_tokens_per_step=max_tokens_per_step, workers=workers,
+                          iterations=iterations, search=search, sft_steps=sft_steps, sft_lr=sft_lr, full=full,
+                          device=device, evaluate=evaluate, out=str(out))
+    check_run_dir(out)
+    with RunLock(out, f"evolve agent-r {suite}"):
+        _ensure_images(the_suite, train + held)
+        console.print(f"[bold]evolve agent-r {suite}[/]: {len(train)} instance(s) searched, {len(held)} held out, "
+                      f"{iterations} iteration(s), policy {policy}, store {out}")
+        report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),
+                             say=lambda text: console.print(text, highlight=False))
+    table = Table("iteration", "policy", "splices", "good", "trained", "success", "recovered", "repeat rate")
+    for row in [{"iteration": 0, "policy": policy, "eval": report.get("before")}] + report["iterations"]:
+        e = row.get("eval") or {}
+        table.add_row(str(row["iteration"]), str(row["policy"]), str(row.get("splices", "")), str(row.get("good", "")),
+                      str(row.get("trained") or ""), *(f"{e[k]:.2f}" if k in e else "" for k in
+                                                      ("success", "recovered", "repeat_rate")))
+    console.print(table)
+    if report.get("stopped"):
+        console.print(f"[yellow]stopped[/]: {report['stopped']}; run the same command to resume")
+    console.print(f"report: {out / 'report.json'}")

@@ -1,0 +1,200 @@
+"""`evolve agent-r SUITE`: Agent-R's iterations. Each iteration searches every training instance with the
+CURRENT policy version (MCTS, pairs, verifier, splices, replay check), exports the kept revision trajectories and
+the good paths (`it<K>/data`, a run store `evolve train sft` reads), fine-tunes with the existing trainer
+(`it<K>/sft`, a new policy version), and evaluates the new version on held-out instances (success, revision
+ability, loops). Iteration 0's evaluation is the starting policy's.
+
+Everything goes to the run store at `--out` (`put_run(kind="agent-r")`); a rerun resumes: searched instances
+(`agent-r:instance` documents), finished trainings (their `TrainSession`) and evaluations (`agent-r:eval`) are
+reused. A stop request (`store.request_stop`, the TUI's stop) is honoured between instances and stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.policy import DEFAULT_POLICY
+from agent.variant import DEFAULT_VARIANT, AgentVariant
+from records import TaskInstance, Trajectory
+from sandbox import SandboxConfig
+
+from evolve.agent_r.build import build_instance
+from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.export import export_sft_data
+from evolve.agent_r.swe import SweWorld
+from evolve.agent_r.verifier import policy_ask
+from evolve.errors import ConfigError
+from evolve.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class AgentRRunConfig(BaseModel):
+    """One `evolve agent-r` run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suite: str = "bundled"
+    """SWE suite to search (bundled, swe-bench-*)."""
+    instances: list[str] = Field(default_factory=list)
+    """Instances searched for training data (empty: the suite's, cut to `limit`, minus the held-out ones)."""
+    held_out: list[str] = Field(default_factory=list)
+    """Instances used only for evaluation, never searched."""
+    policy: str = DEFAULT_POLICY
+    """Policy that samples (and verifies) in iteration 1; later iterations use the version the last trained."""
+    train_policy: str = "hf:gemma3-270m"
+    """Weights iteration 1 fine-tunes (the transformers copy of `policy`'s model)."""
+    variant: str = str(DEFAULT_VARIANT)
+    """Agent variant directory (it must offer the `undo` tool)."""
+    max_steps: Optional[int] = Field(default=None, ge=1)
+    """Step budget of evaluation episodes (default: the variant's)."""
+    max_tokens_per_step: Optional[int] = Field(default=None, ge=1)
+    """Tokens per policy call (default: the variant's)."""
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    """How sandboxes start."""
+    workers: int = Field(default=2, ge=1)
+    """Branches of one expansion executed in parallel."""
+    iterations: int = Field(default=1, ge=1)
+    """Search -> data -> SFT -> new version rounds."""
+    search: AgentRConfig = Field(default_factory=AgentRConfig)
+    """MCTS, pairing, verifier and splice settings."""
+    sft_steps: int = Field(default=20, ge=1)
+    """Optimiser steps of each iteration's SFT."""
+    sft_lr: float = Field(default=1e-4, gt=0)
+    """Peak learning rate of each iteration's SFT."""
+    full: bool = False
+    """Full fine-tuning instead of a LoRA adapter."""
+    device: str = "auto"
+    """Training device (`auto`, `cpu`, `cuda`, ...)."""
+    max_len: int = Field(default=4096, ge=64)
+    """Most tokens of one training sequence."""
+    evaluate: bool = True
+    """Evaluate each version on the held-out instances."""
+    out: str = "runs/agent-r"
+    """Run directory (the store, data and trained versions); rerunning with it resumes."""
+
+
+def _trajectories(store: RunStore, ids: list[str]) -> list[Trajectory]:
+    return [store.get_trajectory(i) for i in ids]
+
+
+def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[TaskInstance],
+                load_policy: Callable[[str], Any], say: Callable[[str], None] = lambda text: None) -> dict:
+    """Run (or resume) the iterations; returns the report (also `report.json` and an `agent-r:report` document).
+    `load_policy(spec)` loads `cfg.policy` or `version:ID`."""
+    import json
+
+    from evolve.agent_r.evaluate import evaluate
+    from evolve.train.sft import SFTConfig, train_sft
+
+    if not train:
+        raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
+    out = Path(cfg.out)
+    run_id = out.resolve().name
+    variant = AgentVariant.load(cfg.variant)
+    if cfg.max_steps is not None:
+        variant.budget.max_steps = cfg.max_steps
+    if cfg.max_tokens_per_step is not None:
+        variant.max_tokens_per_step = cfg.max_tokens_per_step
+    if "undo" not in variant.tools:
+        raise ConfigError(f"agent-r needs the `undo` tool in the variant's tools ({cfg.variant})")
+    sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
+    started = time.time()
+    report: dict[str, Any] = {"run_id": run_id, "iterations": []}
+    with RunStore(out) as store:
+        store.put_run(run_id, "agent-r", cfg.model_dump(mode="json"))
+        stopped = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
+        spec, train_from = cfg.policy, cfg.train_policy
+        policy = load_policy(spec)
+        if cfg.evaluate and held_out:
+            report["before"] = _evaluation(store, f"{run_id}/it0", lambda: evaluate(
+                policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval0", "it0"), run_id)
+            say(f"iteration 0 (before): {_line(report['before'])}")
+        for k in range(1, cfg.iterations + 1):
+            it_run = f"{run_id}-it{k}"
+            row: dict[str, Any] = {"iteration": k, "policy": spec}
+            splices: list[Trajectory] = []
+            good: list[Trajectory] = []
+            for n, inst in enumerate(train):
+                if stopped():
+                    return _stop(store, run_id, report, out)
+                tree_id = f"{it_run}/{inst.instance_id}"
+                done = store.document("agent-r:instance", tree_id)
+                if done is None:
+                    say(f"iteration {k}: searching {inst.instance_id} ({n + 1}/{len(train)})")
+                    store.log_event("agent-r:search", run_id=run_id, iteration=k, instance_id=inst.instance_id)
+                    world = SweWorld(inst, policy, variant, sandbox_cfg, store, it_run,
+                                     temperature=cfg.search.temperature, workers=cfg.workers, seed=cfg.search.seed)
+                    ask = policy_ask(policy, cfg.search.verifier_max_tokens, cfg.search.verifier_temperature,
+                                     cfg.search.seed)
+                    build_instance(world, cfg.search, ask, instance_id=inst.instance_id, store=store, run_id=it_run,
+                                   tree_id=tree_id, rng=random.Random(cfg.search.seed + k),
+                                   path_trajectory=world.path_trajectory)
+                    done = store.document("agent-r:instance", tree_id)
+                splices += _trajectories(store, done["splice_ids"])
+                for g in _trajectories(store, done["good_ids"]):
+                    for s in g.steps:
+                        s.response.train = True
+                    good.append(g)
+                say(f"iteration {k}: {inst.instance_id}: {done['splices_kept']} splice(s) kept, {done['good']} good "
+                    f"path(s), dropped {done['dropped'] or 'none'} ({done['policy_calls']} policy calls)")
+            row.update(splices=len(splices), good=len(good))
+            if not splices and not good:
+                row["trained"] = None
+                say(f"iteration {k}: no training data (no successful path): the policy stays {spec}")
+            else:
+                if stopped():
+                    return _stop(store, run_id, report, out)
+                data = export_sft_data(splices + good, out / f"it{k}" / "data", f"{it_run}-data",
+                                       {"iteration": k, "policy": spec})
+                sft = SFTConfig(policy=train_from, runs_root=out, lora=None if cfg.full else SFTConfig().lora,
+                                max_steps=cfg.sft_steps, lr=cfg.sft_lr, device=cfg.device, max_len=cfg.max_len,
+                                batch_size=min(8, len(splices) + len(good)), micro_batch_size=2)
+                say(f"iteration {k}: SFT on {len(splices)} revision + {len(good)} good trajectories")
+                version = train_sft(sft, [data], out / f"it{k}" / "sft")
+                row["trained"] = version.id
+                spec = train_from = f"version:{version.id}"
+                close = getattr(policy, "close", None)
+                if close is not None:
+                    close()
+                policy = load_policy(spec)
+            if cfg.evaluate and held_out:
+                row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate(
+                    policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}"), run_id)
+                say(f"iteration {k}: {_line(row['eval'])}")
+            store.put_document("agent-r:iteration", f"{run_id}/it{k}", row, run_id=run_id)
+            report["iterations"].append(row)
+        store.set_run_status(run_id, "finished")
+        report["seconds"] = round(time.time() - started, 1)
+        store.put_document("agent-r:report", run_id, report, run_id=run_id)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _evaluation(store: RunStore, key: str, run: Callable[[], dict], run_id: str) -> dict:
+    found = store.document("agent-r:eval", key)
+    if found is None:
+        found = run()
+        store.put_document("agent-r:eval", key, found, run_id=run_id)
+    return found
+
+
+def _line(e: dict) -> str:
+    return (f"held-out success {e['success']:.2f}, recovered after an injected bad step {e['recovered']:.2f} "
+            f"(damage removed {e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, "
+            f"loop episodes {e['loop_episodes']:.2f}")
+
+
+def _stop(store: RunStore, run_id: str, report: dict, out: Path) -> dict:
+    import json
+
+    store.set_run_status(run_id, "stopped")
+    report["stopped"] = "stop requested"
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
