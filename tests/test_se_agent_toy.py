@@ -6,7 +6,9 @@ instance's favourite strategy 70% of the time, a uniform pick otherwise (a sampl
 approach; that lack of diversity is what SE-Agent's operators address). Its visible test agrees with the
 hidden outcome 90% of the time. In a plain simulation of this world over 100 seeds, the revision operator
 beats re-sampling at p < 0.01 in 91% of seeds (selection pass@1 about 0.58 vs 0.41); with a uniform
-fallback instead of the habit the gain is smaller (0.59 vs 0.51) and reaches p < 0.01 in only 26% of seeds. The fake LLM summarises a trajectory by the
+fallback instead of the habit the gain is smaller (0.59 vs 0.51) and reaches p < 0.01 in only 26% of seeds.
+
+The fake LLM summarises a trajectory by the
 strategy it used and, as the revision operator, proposes a strategy that no visibly failed attempt used —
 it reads only the operator prompt (visible summaries), never the hidden strategy.
 

@@ -63,7 +63,8 @@ def se_agent_cmd(
                           "repeats allowed) or none")
     try:
         cfg = SEAgentConfig(suite=suite, iterations=iterations, pilots=pilots, operators=ops, policy=policy,
-                            operator_policy=operator_policy, judge=not no_judge, branch=branch, workers=workers, limit=limit,
+                            operator_policy=operator_policy, judge=not no_judge, branch=branch, workers=workers,
+                            limit=limit,
                             out=out or f"runs/se-agent-{suite}", dataset=dataset,
                             variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                             max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),

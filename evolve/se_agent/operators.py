@@ -125,7 +125,8 @@ def fallback_strategy(operator: str, pool: list[PoolEntry], sources: list[PoolEn
     if operator == "recombination":
         a = sources[0]
         b = sources[1] if len(sources) > 1 else sources[0]
-        return (f"Combine two earlier attempts. Keep from the first: {'; '.join(a.key_changes[:3]) or a.approach[:150]} "
+        first = "; ".join(a.key_changes[:3]) or a.approach[:150]
+        return (f"Combine two earlier attempts. Keep from the first: {first} "
                 f"(files {', '.join(a.files_touched) or 'none'}). Keep from the second: "
                 f"{'; '.join(b.key_changes[:3]) or b.approach[:150]}. Check both against the issue's examples and "
                 f"run the repository's tests before submitting.")

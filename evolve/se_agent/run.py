@@ -66,7 +66,8 @@ def swe_env(cfg: SEAgentConfig, policy: Policy, on_event) -> Callable[[RunStore,
 
 
 def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Policy | None,
-                 operator_policy: Policy | None = None, *, make_env: Callable[[RunStore, str], Environment] | None = None,
+                 operator_policy: Policy | None = None, *,
+                 make_env: Callable[[RunStore, str], Environment] | None = None,
                  judge: Judge | None = None, on_event: Callable[[str, str], None] = lambda i, w: None) -> dict:
     """Run (or resume) SE-Agent in `cfg.out`; returns the report (`{"stopped": True, ...}` when a stop
     request ended it early)."""
