@@ -328,3 +328,26 @@ def test_resume_with_other_settings_is_refused_before_anything_is_stored(tmp_pat
             assert len(store.document(DOC_SELECTION, inst.instance_id)["candidates"]) == 3
             assert sum(n.status == "selected" for n in store.tree(tree_id=inst.instance_id)) == 1
     assert report["candidates"] == 6
+
+
+def test_infra_errors_are_retried_not_pooled(tmp_path):
+    from evolve.se_agent.loop import pool
+
+    class FlakyEnv(ToyEnv):
+        failures = 2
+
+        def run(self, instance, attempt, traj):
+            if attempt.iteration == 2 and instance.instance_id == "toy-000" and FlakyEnv.failures:
+                FlakyEnv.failures -= 1
+                traj.status, traj.error, traj.finished_at = TrajectoryStatus.infra_error, "sandbox died", 1.0
+                self.store.put_trajectory(traj)
+                return traj
+            return super().run(instance, attempt, traj)
+
+    cfg = SEAgentConfig(suite="toy", iterations=2, pilots=1, operators=["revision"], workers=1,
+                        out=str(tmp_path / "run"))
+    run_se_agent(cfg, toy_instances(2), None, ToyLLM(), make_env=lambda store, run_id: FlakyEnv(store, run_id))
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        entries = pool(store, "run", "toy-000")
+        assert [e.iteration for e in entries] == [1, 2] and entries[1].outcome.final_status == "submitted"
+        assert sum(t.status == TrajectoryStatus.infra_error for t in store.trajectories()) == 2

@@ -127,9 +127,13 @@ class SEAgent:
         attempt = self.attempt(instance, iteration, slot)
         base = self.env.base_prompt(instance)
         traj = self._finished_trajectory(key)
-        for retry in range(self.cfg.infra_retries + 1):
-            if traj is not None and not (traj.status == TrajectoryStatus.infra_error and retry > 0):
-                break
+        if traj is not None and traj.status == TrajectoryStatus.infra_error:
+            traj = None  # the infrastructure failed it last time: run it again
+        retries = 0
+        while traj is None or (traj.status == TrajectoryStatus.infra_error and retries < self.cfg.infra_retries):
+            if traj is not None:
+                retries += 1
+                self.on_event(instance.instance_id, f"infra error ({traj.error}); retry {retries}")
             traj = Trajectory(run_id=self.run_id, instance_id=instance.instance_id, origin=attempt.origin,
                               parent_id=attempt.parent_id, prompt=build_prompt(base, attempt))
             if attempt.branch_step and attempt.parent_id:  # continue the parent from its branch point
@@ -139,9 +143,6 @@ class SEAgent:
                                     run_id=self.run_id)
             traj = self.env.run(instance, attempt, traj)
             self.check_stop()  # an episode cut by a stop is interrupted, not a pool entry
-            if traj.status != TrajectoryStatus.infra_error:
-                break
-            self.on_event(instance.instance_id, f"infra error ({traj.error}); retry {retry + 1}")
         stored = self.store.get_trajectory(traj.id)
         check_wiring(stored, base, attempt)  # the operator's text reached the agent, the tool instructions stayed
         outcome = self.env.visible(instance, stored)
