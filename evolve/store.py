@@ -406,7 +406,7 @@ class RunStore:
 
     def trajectory_page(self, run_id: str | None = None, *, parent_id: str | None = None, search: str = "",
                         offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
-        """(total, rows): one page of trajectories, oldest first, each with its step count, tokens, time,
+        """(total, rows): one page of trajectories in the order they were stored (no sort), each with its step count, tokens, time,
         resolution and rewards (`{name: {"total", "parts"}}`); `search` matches the instance id or trajectory id."""
         where, args = " WHERE 1=1", []
         for col, val in (("run_id", run_id), ("parent_id", parent_id)):
@@ -420,7 +420,7 @@ class RunStore:
         rows = self._rows(
             "SELECT t.id, t.run_id, t.instance_id, t.status, t.parent_id, t.created_at, t.finished_at, "
             "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id) FROM trajectories t" + where +
-            " ORDER BY t.created_at, t.rowid LIMIT ? OFFSET ?", (*args, limit, offset))
+            " ORDER BY t.rowid LIMIT ? OFFSET ?", (*args, limit, offset))
         out = {r[0]: dict(id=r[0], run_id=r[1], instance_id=r[2], status=r[3], parent_id=r[4], created_at=r[5],
                           finished_at=r[6], resolved=None if r[7] is None else bool(r[7]), steps=0, tokens=0,
                           rewards={}) for r in rows}

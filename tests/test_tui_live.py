@@ -103,5 +103,7 @@ async def _watch(out: Path, watcher: RunStore, n_steps, proc) -> None:
         while proc.poll() is None and time.time() - start < 90:
             await pilot.pause(0.2)
         assert proc.poll() is not None, "the run did not stop after the stop request"
-        await pilot.pause(1.0)  # the dashboard picks up the end of the run
+        end = time.time() + 5  # the dashboard picks up the end of the run
+        while "running" in str(dash.query_one("#counts").render()) and time.time() < end:
+            await pilot.pause(0.2)
         assert "running" not in str(dash.query_one("#counts").render())

@@ -24,6 +24,14 @@ from tui.stats import hgm_stats
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
 
+async def settle(app, pilot) -> None:
+    """Let the screens' worker threads finish reading and their results be drawn."""
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("runs")
@@ -35,7 +43,7 @@ def run_app(root: Path, body, size=(100, 32), **kw) -> None:
         app = EvolveApp(root, poll=0.2, open_single=False, **kw)
         app.animation_level = "none"
         async with app.run_test(size=size) as pilot:
-            await pilot.pause()
+            await settle(app, pilot)
             await body(app, pilot)
     asyncio.run(go())
 
@@ -45,7 +53,7 @@ async def open_run(app, pilot, run_id: str):
     assert isinstance(runs, RunsScreen)
     runs.query_one("#runs").move_cursor(row=[r.run_id for r in runs.runs].index(run_id))
     await pilot.press("enter")
-    await pilot.pause()
+    await settle(app, pilot)
     return app.screen
 
 
@@ -72,7 +80,7 @@ def test_dashboard_shows_progress_statuses_table_histogram_and_events(root):
     async def body(app, pilot):
         dash = await open_run(app, pilot, "swe")
         assert isinstance(dash, DashboardScreen)
-        await pilot.pause()
+        await settle(app, pilot)
         assert "2/2 done" in str(dash.query_one("#eta").render())
         with RunStore(path / "swe", readonly=True) as store:
             want = {r["id"]: r for r in store.trajectory_page("swe")[1]}
@@ -96,7 +104,7 @@ def test_inspector_steps_keys_tabs_search_export_and_branches(root, tmp_path):
         dash = await open_run(app, pilot, "swe")
         dash.query_one("#trajs").move_cursor(row=[r["instance_id"] for r in dash.rows].index(made["gold"].instance_id))
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         insp = app.screen
         assert isinstance(insp, InspectorScreen)
         traj = insp.traj
@@ -111,10 +119,10 @@ def test_inspector_steps_keys_tabs_search_export_and_branches(root, tmp_path):
         await pilot.press("h")  # already first: stays
         assert insp.step_idx == 0
         await pilot.press("slash", *"git status", "enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert insp.step_idx == 1
         await pilot.press("e", "E")
-        await pilot.pause()
+        await settle(app, pilot)
         step_file = tmp_path / "exp" / f"{traj.id}.step002.md"
         assert "git apply /tmp/fix.diff" in step_file.read_text()
         doc = json.loads((tmp_path / "exp" / f"{traj.id}.json").read_text())
@@ -131,24 +139,24 @@ def test_inspector_steps_keys_tabs_search_export_and_branches(root, tmp_path):
         await pilot.press("v")  # patch
         assert "+++" in str(insp.query_one("#patch-text").render())
         await pilot.press("b")  # the SE-Agent revision branches from this trajectory
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, PickScreen)
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         child = app.screen
         assert isinstance(child, InspectorScreen) and child.traj.id == "revision-1"
         assert child.traj.parent_id == traj.id and child.query_one("#steps").row_count == 2
         await pilot.press("p")
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, InspectorScreen) and app.screen.traj.id == traj.id
         await pilot.press("escape", "escape")
-        await pilot.pause()
+        await settle(app, pilot)
         assert app.screen is insp
         await pilot.press("L")  # next trajectory of the run list
-        await pilot.pause()
+        await settle(app, pilot)
         assert insp.traj.id != traj.id and insp.nav.pos == 1
         await pilot.press("H")
-        await pilot.pause()
+        await settle(app, pilot)
         assert insp.traj.id == traj.id
     run_app(path, body, export_dir=tmp_path / "exp")
 
@@ -158,7 +166,7 @@ def test_tree_screen_hgm_counts_best_belief_and_drill_down(root):
 
     async def body(app, pilot):
         app.open_tree(path / "swe")
-        await pilot.pause()
+        await settle(app, pilot)
         screen = app.screen
         assert isinstance(screen, TreeScreen)
         with RunStore(path / "swe", readonly=True) as store:
@@ -172,27 +180,27 @@ def test_tree_screen_hgm_counts_best_belief_and_drill_down(root):
         assert {"m-1", "m-2", "se-0", "se-1"} <= set(labels) and "0/2 terminal" in labels["m-2"]
         tree = screen.query_one("#tree")
         tree.move_cursor(screen.widgets["n-d"])
-        await pilot.pause()
+        await settle(app, pilot)
         assert "variant.yaml: unknown field" in str(screen.query_one("#node-text").render())
         tree.move_cursor(screen.widgets["n-a"])
-        await pilot.pause()
+        await settle(app, pilot)
         assert "CMP estimate 0.889" in str(screen.query_one("#node-text").render())
         assert "+tools: [bash, undo]" in str(screen.query_one("#diff-text").render())
         assert "give it undo" in str(screen.query_one("#diagnosis-text").render())
         assert screen.query_one("#eval-table").row_count == 6
         tree.move_cursor(screen.widgets["n-root"])
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("o")  # the root has no own trajectory: o focuses its evaluations
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("enter")  # the first evaluation opens its (real) trajectory
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, InspectorScreen) and app.screen.traj.id == made["trajectory_ids"][0]
         await pilot.press("escape")
-        await pilot.pause()
+        await settle(app, pilot)
         tree.move_cursor(screen.widgets["se-1"])  # an SE-Agent node opens its trajectory
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("o")
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, InspectorScreen) and app.screen.traj.id == "revision-1"
     run_app(path, body)
 
@@ -202,7 +210,7 @@ def test_training_screen_plots_each_metric_of_the_version(root):
 
     async def body(app, pilot):
         await open_run(app, pilot, "train")
-        await pilot.pause()
+        await settle(app, pilot)
         screen = app.screen
         assert isinstance(screen, TrainingScreen) and screen.selected == made["version"].id
         with RunStore(path / "train", readonly=True) as store:

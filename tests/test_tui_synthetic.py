@@ -22,6 +22,14 @@ SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
 T0 = 1767225600.0  # 2026-01-01 00:00 UTC
 
 
+async def settle(app, pilot) -> None:
+    """Let the screens' worker threads finish reading and their results be drawn."""
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 @pytest.fixture(scope="module")
 def fixed_store(tmp_path_factory) -> Path:
     os.environ["TZ"] = "UTC"
@@ -65,32 +73,32 @@ def test_every_screen_at_80x24_matches_its_snapshot(fixed_store, tmp_path, monke
 async def _every_screen(fixed_store, tmp_path):
     app = app_for(fixed_store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await settle(app, pilot)
         check_snapshot(app, "runs", tmp_path)
         app.screen.query_one("#runs").move_cursor(row=[r.run_id for r in app.screen.runs].index("synthetic"))
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, DashboardScreen)
-        await pilot.pause(0.1)
+        await settle(app, pilot)
         check_snapshot(app, "dashboard", tmp_path)
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, InspectorScreen)
         await pilot.press("l")
-        await pilot.pause()
+        await settle(app, pilot)
         check_snapshot(app, "inspector", tmp_path)
         for view in ("rewards", "tests", "patch"):
             await pilot.press("v")
-            await pilot.pause()
+            await settle(app, pilot)
             check_snapshot(app, f"inspector-{view}", tmp_path)
         await pilot.press("escape", "t")
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, TreeScreen)
         await pilot.press("down", "down")
-        await pilot.pause()
+        await settle(app, pilot)
         check_snapshot(app, "tree", tmp_path)
         await pilot.press("escape", "escape", "v")
-        await pilot.pause(0.1)
+        await settle(app, pilot)
         assert isinstance(app.screen, TrainingScreen)
         check_snapshot(app, "training", tmp_path)
 
@@ -104,27 +112,27 @@ async def _paging(tmp_path):
         write_synthetic_run(store, "big", 250, 3)
     app = EvolveApp(tmp_path / "big", poll=0.2)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+        await settle(app, pilot)
         screen = app.screen
         assert isinstance(screen, DashboardScreen)  # one run: opened straight away
         table = screen.query_one("#trajs")
         assert table.row_count == 100 and screen.total == 250
         await pilot.press("right_square_bracket", "right_square_bracket")
-        await pilot.pause()
+        await settle(app, pilot)
         assert table.row_count == 50 and screen.rows[0]["id"] == "t000200"
         await pilot.press("right_square_bracket")  # past the end: stays
-        await pilot.pause()
+        await settle(app, pilot)
         assert screen.rows[0]["id"] == "t000200"
         await pilot.press("slash", *"inst-0007", "enter")
-        await pilot.pause()
+        await settle(app, pilot)
         assert {r["instance_id"] for r in screen.rows} == {"inst-0007"} and table.row_count == 1
         await pilot.press("enter")
-        await pilot.pause()
+        await settle(app, pilot)
         insp = app.screen
         assert isinstance(insp, InspectorScreen) and insp.traj.id == "t000007"
         await pilot.press("L")  # next trajectory within the filtered list: none
-        await pilot.pause()
+        await settle(app, pilot)
         assert insp.traj.id == "t000007"
         await pilot.press("escape", "escape")  # back to the dashboard; escape again clears the filter
-        await pilot.pause()
+        await settle(app, pilot)
         assert screen.total == 250 and screen.search == ""

@@ -82,6 +82,7 @@ def write_synthetic_run(store: RunStore, run_id: str, n: int, steps: int, status
     store.put_run(run_id, "run", {"policy": "replay:bench"})
     ids = []
     now = time.time() - n
+    step_json = [synthetic_step(i).model_dump_json() for i in range(steps)]  # the same steps in every trajectory
     with store._lock:  # one transaction: building 300,000 steps one commit each would take minutes
         db = store._db
         db.execute("BEGIN")
@@ -94,8 +95,7 @@ def write_synthetic_run(store: RunStore, run_id: str, n: int, steps: int, status
             header = traj.model_dump_json(exclude={"steps"}).replace('"status":"submitted"', f'"status":"{st}"')
             db.execute("INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?)",
                        (tid, run_id, traj.instance_id, st, None, header, traj.created_at, traj.finished_at))
-            db.executemany("INSERT INTO steps VALUES (?,?,?)",
-                           [(tid, i, synthetic_step(i).model_dump_json()) for i in range(steps)])
+            db.executemany("INSERT INTO steps VALUES (?,?,?)", [(tid, i, step_json[i]) for i in range(steps)])
             resolved = k % 3 == 0
             rep = TestReport(instance_id=traj.instance_id, trajectory_id=tid, patch_applied=True, resolved=resolved,
                              fail_to_pass_success=["test_a"] if resolved else [],

@@ -41,6 +41,7 @@ class Source:
             raise StoreError(f"{self.path} does not exist: give a run directory or a directory of runs")
         self.depth = depth
         self._stores: dict[Path, RunStore] = {}
+        self._background: dict[Path, RunStore] = {}
         self._scanned = 0.0
         self._dirs: list[Path] = []
 
@@ -63,6 +64,13 @@ class Source:
             st = self._stores[run_dir] = RunStore(run_dir, readonly=True)
         return st
 
+    def background_store(self, run_dir: Path) -> RunStore:
+        """A second read-only connection for a worker thread, so its queries never hold up a key."""
+        st = self._background.get(run_dir)
+        if st is None:
+            st = self._background[run_dir] = RunStore(run_dir, readonly=True)
+        return st
+
     def runs(self) -> list[RunRef]:
         out = []
         for d in self.run_dirs():
@@ -80,6 +88,7 @@ class Source:
             writable.request_stop(run.run_id, reason)
 
     def close(self) -> None:
-        for st in self._stores.values():
+        for st in [*self._stores.values(), *self._background.values()]:
             st.close()
         self._stores.clear()
+        self._background.clear()

@@ -47,17 +47,29 @@ def beta_cdf(x: float, a: float, b: float) -> float:
     return 1.0 - front * _betacf(b, a, 1.0 - x) / b
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def beta_quantile(q: float, a: float, b: float) -> float:
-    """x with I_x(a, b) = q, by bisection (60 halvings: below 1e-15)."""
+    """x with I_x(a, b) = q: Newton steps on the CDF, kept inside a shrinking bisection bracket."""
     lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if beta_cdf(mid, a, b) < q:
-            lo = mid
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    x = a / (a + b)
+    for _ in range(200):
+        f = beta_cdf(x, a, b) - q
+        if f < 0:
+            lo = x
         else:
-            hi = mid
-    return (lo + hi) / 2
+            hi = x
+        if hi - lo < 1e-15:
+            break
+        pdf = math.exp(log_norm + (a - 1) * math.log(x) + (b - 1) * math.log1p(-x)) if 0 < x < 1 else 0.0
+        step = f / pdf if pdf > 0 else 0.0
+        new = x - step
+        if not lo < new < hi or pdf <= 0:
+            new = (lo + hi) / 2
+        if abs(new - x) < 1e-15 * max(x, 1e-300):
+            return new
+        x = new
+    return x
 
 
 @dataclass

@@ -23,6 +23,19 @@ class RewardHistogram(PlotextPlot):
         self.refresh()
 
 
+def downsample(steps: list[int], values: list[float], most: int = 200) -> tuple[list[float], list[float]]:
+    """At most `most` points: bucket means of both axes (a terminal plot has fewer columns than that)."""
+    n = len(values)
+    if n <= most:
+        return list(steps), list(values)
+    xs, ys = [], []
+    for k in range(most):
+        lo, hi = k * n // most, (k + 1) * n // most
+        xs.append(sum(steps[lo:hi]) / (hi - lo))
+        ys.append(sum(values[lo:hi]) / (hi - lo))
+    return xs, ys
+
+
 class MetricPlot(PlotextPlot):
     """One training metric against the optimiser step."""
 
@@ -35,7 +48,7 @@ class MetricPlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         if values:
-            plt.plot(steps, values, marker="braille")
+            plt.plot(*downsample(steps, values), marker="braille")
             plt.title(f"{name} {values[-1]:.3g}")
         else:
             plt.title(f"{name}: not logged")

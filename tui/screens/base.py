@@ -28,7 +28,19 @@ class LiveScreen(Screen):
         return []
 
     def reload(self) -> None:
-        """Re-read what the screen shows."""
+        """Re-read what the screen shows: by default `fetch()` in a worker thread (on its own read-only
+        connections) and `apply()` on the UI thread, so keys are never kept waiting behind a query."""
+        self.run_worker(self._fetch_then_apply, thread=True, exclusive=True, group="reload")
+
+    def _fetch_then_apply(self) -> None:
+        data = self.fetch()
+        self.app.call_from_thread(self.apply, data)
+
+    def fetch(self) -> object:
+        """Read the store(s) (worker thread: use `app.source.background_store`)."""
+
+    def apply(self, data: object) -> None:
+        """Show what `fetch` read (UI thread)."""
 
     def on_mount(self) -> None:
         self.set_interval(self.evolve.poll, self.poll)
@@ -42,4 +54,4 @@ class LiveScreen(Screen):
             self.reload()
 
     def on_screen_resume(self) -> None:
-        self.poll(force=True)
+        self.poll()  # back on top: re-read only if something changed meanwhile

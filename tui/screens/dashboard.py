@@ -74,6 +74,8 @@ class DashboardScreen(LiveScreen):
         self.search = ""
         self.rows: list[dict] = []
         self.last_event = 0
+        self.stats_shown = 0.0
+        """When the aggregates were last drawn (tests wait for it)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -103,7 +105,19 @@ class DashboardScreen(LiveScreen):
         return [self.store]
 
     def reload(self) -> None:
-        ov = self.store.run_overview(self.run.run_id)
+        """The page of the table now; the aggregates (progress, statuses, histogram, events) in a worker
+        thread on its own connection, so a key is never kept waiting behind them."""
+        self.load_page()
+        self.run_worker(self.read_stats, thread=True, exclusive=True, group="stats")
+
+    def read_stats(self) -> None:
+        store = self.evolve.source.background_store(self.run.store_dir)
+        ov = store.run_overview(self.run.run_id)
+        totals = store.reward_totals(self.run.run_id)
+        events = store.events(after_id=self.last_event, limit=500)
+        self.app.call_from_thread(self.show_stats, ov, totals, events)
+
+    def show_stats(self, ov: dict, totals: dict, events: list[dict]) -> None:
         done, total, running = progress(ov)
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=max(total, 1), progress=done)
@@ -112,16 +126,17 @@ class DashboardScreen(LiveScreen):
             f" {done}/{total} done · {running} running · ETA {duration(eta) if eta else '-'}"
             + (f" · resolved {ov['resolved']}/{ov['graded']}" if ov["graded"] else "")))
         self.query_one("#counts", Static).update(status_counts(ov["trajectories"]))
-        self.load_page()
-        totals = self.store.reward_totals(self.run.run_id)
         name = "combined" if "combined" in totals else next(iter(totals), None)
         self.query_one("#hist", RewardHistogram).show(name, totals.get(name, []) if name else [])
         log = self.query_one("#events", RichLog)
-        for ev in self.store.events(after_id=self.last_event, limit=500):
+        for ev in events:
+            if ev["id"] <= self.last_event:
+                continue
             self.last_event = ev["id"]
             rest = {k: v for k, v in ev.items() if k not in ("id", "ts", "kind")}
             log.write(Text(f"{time.strftime('%H:%M:%S', time.localtime(ev['ts']))} {ev['kind']} "
                            f"{json.dumps(rest, default=str)[:200]}"))
+        self.stats_shown = time.time()
 
     def load_page(self) -> None:
         table = self.query_one("#trajs", DataTable)

@@ -144,7 +144,8 @@ class InspectorScreen(LiveScreen):
                           duration(s.policy_seconds + s.tool_seconds), key=str(s.index))
         if not keep_step:  # a running trajectory opens on its newest step and follows it while you stay there
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
-            self.branch_rows = self.store.trajectory_page(parent_id=traj.id, limit=200)[1]
+            self.branch_rows = []
+            self.run_worker(lambda: self._read_branches(traj.id), thread=True, exclusive=True, group="branches")
             self.fill_rewards()
             self.fill_tests()
             self.fill_patch()
@@ -152,6 +153,16 @@ class InspectorScreen(LiveScreen):
             self.step_idx = max(0, len(traj.steps) - 1)
         self.fill_info()
         self.show_step()
+
+    def _read_branches(self, tid: str) -> None:
+        """Trajectories that branch from this one (a scan of the table: off the UI thread)."""
+        rows = self.evolve.source.background_store(self.store.dir).trajectory_page(parent_id=tid, limit=200)[1]
+        self.app.call_from_thread(self._show_branches, tid, rows)
+
+    def _show_branches(self, tid: str, rows: list[dict]) -> None:
+        if self.traj is not None and self.traj.id == tid:
+            self.branch_rows = rows
+            self.fill_info()
 
     def update_title(self) -> None:
         t = self.traj

@@ -47,13 +47,17 @@ class RunsScreen(LiveScreen):
     def watched_stores(self):
         return [self.evolve.source.store(d) for d in self.evolve.source.run_dirs()]
 
-    def reload(self) -> None:
+    def fetch(self) -> list[tuple[RunRef, dict]]:
+        src = self.evolve.source
+        return [(run, run_summary(src.background_store(run.store_dir), run)) for run in src.runs()]
+
+    def apply(self, data: list[tuple[RunRef, dict]]) -> None:
         table = self.query_one("#runs", DataTable)
-        self.runs = self.evolve.source.runs()
+        self.runs = [run for run, _ in data]
         keep = table.cursor_row
         table.clear()
-        for run in self.runs:
-            s = self.summaries[run.key] = run_summary(self.evolve.source.store(run.store_dir), run)
+        for run, s in data:
+            self.summaries[run.key] = s
             table.add_row(run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
                           s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
                           clock(run.created_at), age(s["last_update"], self.evolve.clock()), key=run.key)

@@ -49,14 +49,19 @@ class TrainingScreen(LiveScreen):
     def watched_stores(self):
         return [self.evolve.source.store(d) for d in self.evolve.source.run_dirs()]
 
-    def reload(self) -> None:
+    def fetch(self) -> tuple[dict[str, PolicyVersion], dict[str, Path]]:
         src = self.evolve.source
+        versions, home = dict(self.versions), dict(self.home)
         for d in src.run_dirs():
-            store = src.store(d)
+            store = src.background_store(d)
             for v in store.policy_versions():
-                self.versions[v.id] = v
-                if v.id not in self.home or store.train_step_count(v.id):
-                    self.home[v.id] = d
+                versions[v.id] = v
+                if v.id not in home or store.train_step_count(v.id):
+                    home[v.id] = d
+        return versions, home
+
+    def apply(self, data) -> None:
+        self.versions, self.home = data
         tree = self.query_one("#versions", Tree)
         pending = sorted(self.versions.values(), key=lambda v: v.created_at)
         while pending:
@@ -100,10 +105,19 @@ class TrainingScreen(LiveScreen):
             for m in METRICS:
                 self.query_one(f"#plot-{m}", MetricPlot).show(m, [], [])
             return
-        v = self.versions[self.selected]
-        steps = self.evolve.source.store(self.home[v.id]).train_steps(v.id)
-        detail.update(Text(f"{v.kind} {v.id} · from {v.parent_id or '-'} · base {v.base} · {len(steps)} steps · "
-                           f"{'adapter' if v.adapter else 'weights'} {v.path or '-'} · data {', '.join(v.data) or '-'}"))
+        self.run_worker(lambda: self._read_curves(self.selected), thread=True, exclusive=True, group="curves")
+
+    def _read_curves(self, version_id: str) -> None:
+        steps = self.evolve.source.background_store(self.home[version_id]).train_steps(version_id)
+        self.app.call_from_thread(self._draw, version_id, steps)
+
+    def _draw(self, version_id: str, steps: list) -> None:
+        if version_id != self.selected:
+            return
+        v = self.versions[version_id]
+        self.query_one("#version-detail", Static).update(Text(
+            f"{v.kind} {v.id} · from {v.parent_id or '-'} · base {v.base} · {len(steps)} steps · "
+            f"{'adapter' if v.adapter else 'weights'} {v.path or '-'} · data {', '.join(v.data) or '-'}"))
         for m in METRICS:
             pts = [(s.step, s.metrics[m]) for s in steps if m in s.metrics]
             self.query_one(f"#plot-{m}", MetricPlot).show(m, [p[0] for p in pts], [p[1] for p in pts])

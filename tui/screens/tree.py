@@ -89,15 +89,21 @@ class TreeScreen(LiveScreen):
     def watched_stores(self):
         return [self.store]
 
-    def reload(self) -> None:
-        nodes = self.store.tree_nodes()
-        self.nodes = {n.id: n for n in nodes}
+    def fetch(self) -> tuple[list[TreeNode], dict[str, NodeStats], dict[str, str | None]]:
+        store = self.evolve.source.background_store(self.store_dir)
+        nodes = store.tree_nodes()
         hgm = [n for n in nodes if n.kind == "hgm"]
-        self.stats = hgm_stats(hgm, self.store.outcomes()) if hgm else {}
+        stats = hgm_stats(hgm, store.outcomes()) if hgm else {}
         by_tree: dict[str, dict[str, NodeStats]] = {}
         for n in hgm:
-            by_tree.setdefault(n.tree_id, {})[n.id] = self.stats[n.id]
-        self.best = {tid: best_belief(st) for tid, st in by_tree.items()}
+            by_tree.setdefault(n.tree_id, {})[n.id] = stats[n.id]
+        for st in stats.values():
+            _ = st.quantile  # computed here, off the UI thread (cached)
+        return nodes, stats, {tid: best_belief(st) for tid, st in by_tree.items()}
+
+    def apply(self, data) -> None:
+        nodes, self.stats, self.best = data
+        self.nodes = {n.id: n for n in nodes}
         tree = self.query_one("#tree", Tree)
         pending = list(nodes)
         while pending:  # parents first, whatever order the rows came in
