@@ -22,6 +22,8 @@ app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")
 app.command("se-agent")(__import__("evolve.se_agent.cli").se_agent.cli.se_agent_cmd)
 app.command("agent-r")(__import__("evolve.agent_r.cli").agent_r.cli.agent_r_cmd)
+app.command("hgm")(__import__("evolve.hgm.cli").hgm.cli.hgm_cmd)
+app.add_typer(__import__("evolve.hgm.cli").hgm.cli.tree_app, name="tree")
 app.command("tui")(__import__("tui.cli").cli.tui_cmd)  # the CLI is the one place evolve reaches up to tui
 err_console = Console(stderr=True)
 

@@ -7,6 +7,9 @@ resolves the instances the root fails, and the search's final pick is that child
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,7 @@ def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready):
     run_id = "hgm-docker"
     cfg = HGMConfig(budget=2, initial_expansions=1, seed=0)
     with RunStore(tmp_path / "run") as store:
+        store.put_run(run_id, "hgm", {"suite": "bundled", "privileged_diagnosis": False})
         world = DockerWorld(instances, root_dir, TaskPolicy(instances), meta, SandboxConfig(run_id=run_id), store,
                             run_id, tmp_path / "run", RealWorldConfig(smoke=True, topic_probs={}))
         sched = open_search(cfg, world, store, run_id)
@@ -167,3 +171,9 @@ def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready):
         listing = meta_traj.steps[0].observation.content
         assert set(listing.split("<tool_response>")[-1].split("</tool_response>")[0].split()) == \
             {".git", "tests", "tools", "variant.yaml"}
+    # the CLI exports the pick as a variant directory `evolve run --variant` accepts
+    r = subprocess.run([sys.executable, "-m", "evolve.cli", "tree", "best", str(tmp_path / "run"), "--export",
+                        str(tmp_path / "best")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and child_id in r.stdout, r.stderr
+    assert AgentVariant.load(tmp_path / "best").name == "broken-apply"
+    assert (tmp_path / "best" / "tools" / "apply_patch" / "run").read_text() == FIXED_RUN

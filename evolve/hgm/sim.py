@@ -59,9 +59,10 @@ class SimWorld:
         info = self.child_info(parent, rng)
         info["p"] = float(np.clip(info["p"], self.lo, self.hi))
         lat = self._lat(self.expand_latency, rng)
+        diff = f"simulated change to {parent.id}"
         if self.reject_prob and rng.random() < self.reject_prob:
-            return Expansion(accepted=False, reason="simulated validation failure", info=info, latency=lat)
-        return Expansion(accepted=True, info=info, latency=lat, diff=f"simulated change to {parent.id}")
+            return Expansion(accepted=False, reason="simulated validation failure", info=info, latency=lat, diff=diff)
+        return Expansion(accepted=True, info=info, latency=lat, diff=diff)
 
     def pass_prob(self, node: NodeView, task_id: str) -> float:
         return float(np.clip(node.info["p"] + self.offsets[self._index[task_id]], 0.0, 1.0))

@@ -1,0 +1,64 @@
+"""Read an HGM run back from its store: every node with its own and clade counts, CMP estimate, 1% quantile,
+status and the best-belief mark, derived from the outcome rows (the rows are the truth; node records only
+cache their own counts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evolve.hgm import policy
+from evolve.hgm.stats import CladeStats
+from evolve.store import RunStore, StoreError
+
+
+def hgm_run_id(store: RunStore, run_id: str | None = None) -> str:
+    """The HGM run in the store (the only one, or the one named)."""
+    runs = [r for r in store.runs() if r["kind"] == "hgm"]
+    if run_id is not None:
+        if not any(r["id"] == run_id for r in runs):
+            raise StoreError(f"{store.dir} has no HGM run {run_id!r}; it has {[r['id'] for r in runs] or 'none'}")
+        return run_id
+    if not runs:
+        raise StoreError(f"{store.dir} holds no HGM run: give the --out directory of an `evolve hgm`")
+    return runs[-1]["id"]
+
+
+def tree_summary(store: RunStore, run_id: str, quantile: float = 0.01) -> dict[str, Any]:
+    """Nodes (oldest first) with their statistics, the pick, and the run's config."""
+    nodes = store.tree(tree_id=run_id, kind="hgm")
+    stats = CladeStats()
+    known = set()
+    for n in nodes:  # parents are stored before their children
+        if n.parent_id is None or n.parent_id in known:
+            stats.add_node(n.id, n.parent_id)
+            known.add(n.id)
+    for r in store.outcomes(run_id=run_id):
+        if r["node_id"] in known:
+            stats.add_outcome(r["node_id"], r["task_id"], r["status"])
+    rows = []
+    for n in nodes:
+        own = stats.own(n.id) if n.id in known else (0, 0)
+        clade = stats.clade(n.id) if n.id in known else (0, 0)
+        q = float(policy.beta_quantile(quantile, [1 + own[0]], [1 + own[1]])[0])
+        rows.append({"id": n.id, "parent_id": n.parent_id, "status": n.status, "label": n.label,
+                     "variant_dir": n.variant_dir, "own": list(own), "clade": list(clade),
+                     "cmp": clade[0] / sum(clade) if sum(clade) else None, "quantile": q,
+                     "reason": n.info.get("reason", ""), "topic": n.info.get("topic"),
+                     "privileged": n.info.get("privileged"), "created_at": n.created_at})
+    judged = [r for r in rows if r["status"] == "accepted" and sum(r["own"]) > 0]
+    best = max(judged, key=lambda r: r["quantile"])["id"] if judged else None
+    for r in rows:
+        r["best"] = r["id"] == best
+    run = next((r for r in store.runs() if r["id"] == run_id), {})
+    return {"run_id": run_id, "config": run.get("config", {}), "status": run.get("status"), "best": best,
+            "nodes": rows, "infra_errors": sum(1 for r in store.outcomes(run_id=run_id) if r["status"] == "infra_error")}
+
+
+def find_node(summary: dict[str, Any], ref: str) -> dict[str, Any]:
+    """A node by its id, or by the end of it (`n0003`, `root`)."""
+    hits = [n for n in summary["nodes"] if n["id"] == ref or n["id"].endswith(":" + ref)]
+    if len(hits) != 1:
+        ids = ", ".join(n["id"].rsplit(":", 1)[-1] for n in summary["nodes"][:12])
+        raise StoreError(f"no single node {ref!r} in run {summary['run_id']} (nodes: {ids}...)")
+    return hits[0]
+
