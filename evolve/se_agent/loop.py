@@ -108,9 +108,11 @@ class SEAgent:
                        temperature=self.env_temperature(), seed=self.cfg.seed + 1000 * iteration + slot,
                        strategy=out.text, operator_key=key, parent_id=parent, branch_step=branch)
 
-    def focus_text(self, trajectory_id: str) -> str:
-        text, _ = fit(compress(self.store.get_trajectory(trajectory_id)).text, self.cfg.operator_max_chars // 3)
-        return text
+    def focus_text(self, trajectory_id: str) -> tuple[str, int]:
+        """The compressed trajectory for an operator prompt and the characters cut from it."""
+        comp = compress(self.store.get_trajectory(trajectory_id))
+        text, cut = fit(comp.text, self.cfg.operator_max_chars // 3)
+        return text, comp.chars_cut + cut
 
     # --- one attempt, resumable ----------------------------------------------------------------------
     def check_stop(self) -> None:

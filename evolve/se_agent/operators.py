@@ -138,7 +138,7 @@ def fallback_strategy(operator: str, pool: list[PoolEntry], sources: list[PoolEn
 
 
 def apply_operator(operator: str, instance: TaskInstance, pool: list[PoolEntry], iteration: int,
-                   policy: Policy | None, *, focus_text: Callable[[str], str] | None = None,
+                   policy: Policy | None, *, focus_text: Callable[[str], tuple[str, int]] | None = None,
                    max_chars: int = 12000, max_tokens: int = 400, words: int = 250, seed: int = 0) -> OperatorOutput:
     """Run one operator for `instance` on its own pool (entries of other instances are an error)."""
     foreign = [e.instance_id for e in pool if e.instance_id != instance.instance_id]
@@ -147,8 +147,10 @@ def apply_operator(operator: str, instance: TaskInstance, pool: list[PoolEntry],
     if not pool:
         raise ValueError(f"{operator} for {instance.instance_id}: the instance's pool is empty")
     sources = choose_sources(operator, pool)
-    text_of_focus = focus_text(sources[0].trajectory_id) if (operator == "revision" and focus_text) else ""
+    text_of_focus, focus_cut = (focus_text(sources[0].trajectory_id) if (operator == "revision" and focus_text)
+                                else ("", 0))
     user, cut = operator_prompt(operator, instance, pool, sources, text_of_focus, max_chars)
+    cut += focus_cut
     out = OperatorOutput(instance_id=instance.instance_id, iteration=iteration, operator=operator, text="",
                          sources=[e.trajectory_id for e in sources], prompt=user, chars_cut=cut)
     reason = ""
