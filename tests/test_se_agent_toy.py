@@ -177,7 +177,8 @@ def test_operator_text_reaches_every_instance_prompt_with_the_tool_instructions(
                 op = store.document(DOC_OPERATOR, f"{inst.instance_id}/{it:02d}")
                 assert op["instance_id"] == inst.instance_id
                 if op["operator"] == "revision":  # grounded in the failed attempt's compressed steps
-                    assert "step by step (compressed)\n## step 0 (assistant)\nthought: I will use strategy" in op["prompt"]
+                    assert ("step by step (compressed)\n## step 0 (assistant)\nthought: I will use strategy"
+                            in op["prompt"])
                 assert f"TASK{inst.instance_id[-3:]}X" in op["prompt"]
                 assert all(f"TASK{o.instance_id[-3:]}X" not in op["prompt"] for o in insts if o is not inst)
                 (traj,) = [t for t in store.trajectories(instance_id=inst.instance_id)
