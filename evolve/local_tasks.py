@@ -48,3 +48,16 @@ def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return instance.model_copy(update={"image": str(dest)})
+
+
+def check_local_python(config, instance: TaskInstance) -> None:
+    """The bundled tasks' tests run with `python3 -m pytest` inside the sandbox, which sees the host's /usr:
+    refuse at once (SandboxError) when that Python has no pytest, instead of failing every grading."""
+    from sandbox import start_sandbox
+
+    with start_sandbox(config, workspace=instance.image) as sb:
+        r = sb.exec("python3 -c 'import pytest'", timeout=60)
+    if r.exit_code != 0:
+        raise SandboxError("the local sandbox grades with the host's python3, which cannot import pytest "
+                           f"({r.output.strip().splitlines()[-1][:120] if r.output.strip() else 'no output'}): "
+                           "install it (`apt-get install python3-pytest`) or use --sandbox docker")

@@ -325,9 +325,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
         if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
-            from evolve.local_tasks import local_instance
+            from evolve.local_tasks import check_local_python, local_instance
 
             runnable = [local_instance(i, store.dir / "workspaces") for i in instances]
+            check_local_python(sandbox_cfg, runnable[0])
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
         for inst in instances:
             store.put_instance(run_id, inst)
@@ -436,9 +437,8 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                         store.set_instance_status(run_id, inst.instance_id, "interrupted")
                 store.set_run_status(run_id, "stopped")
                 store.log_event("run_stopped", run_id=run_id, reason=stopper.reason)
-                report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
-            report["stopped"] = stopper.reason
-            return report
+                return write_outputs(store, run_id, out, cfg.policy, time.time() - started,
+                                     stopped=stopper.reason)
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
@@ -522,14 +522,17 @@ def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:
 
 # --- outputs -----------------------------------------------------------------------------------------
 
-def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: float) -> dict:
+def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: float,
+                  stopped: str | None = None) -> dict:
     """`predictions.jsonl` (SWE-bench's format, the latest finished trajectory per instance, each named
     with the policy that produced it) and `report.json`.
 
-    The report counts apart: resolved, `ungraded` (grading gave no verdict: `grading_error` per instance),
-    `infra_errors` (the infrastructure failed the episode: `infra_error`), `errors` (the agent's episode
-    failed), `interrupted` and `not_run`. `resolved_rate` is SWE-bench's (resolved over all instances, the
-    ungraded counting as unresolved), and None when nothing was graded."""
+    The report counts apart: resolved; `ungraded` (no verdict, whatever the reason); `grading_errors` (the
+    grading harness failed or gave no verdict: `grading_error` per instance); `infra_errors` (the
+    infrastructure failed the episode itself: `infra_error`); `errors` (the agent's episode failed: graded
+    as such); `interrupted` and `not_run`; `stopped` says why the run stopped early (None: it finished).
+    `resolved_rate` is SWE-bench's (resolved over all instances, the ungraded counting as unresolved), and
+    None when nothing was graded."""
     latest: dict[str, dict] = {}
     for row in store.trajectory_summaries(run_id):
         if row["status"] != TrajectoryStatus.running.value:
@@ -546,11 +549,7 @@ def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: 
         report = store.test_report(traj.id)
         infra = traj.status == TrajectoryStatus.infra_error
         interrupted = traj.infra_failure and not infra
-        grading_error = None
-        if infra and report is not None:
-            grading_error = traj.error
-        elif report is not None and report.error and row["resolved"] is None:
-            grading_error = report.error
+        grading_error = traj.error if infra and (traj.error or "").startswith("grading") else None
         if not traj.infra_failure:
             preds.append({"instance_id": inst.instance_id, "model_name_or_path": traj.policy or model,
                           "model_patch": traj.patch})
@@ -560,14 +559,16 @@ def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: 
                      "seconds": round((traj.finished_at or traj.created_at) - traj.created_at, 1),
                      "patch_applied": report.patch_applied if report else None,
                      "error": traj.error, "grading_error": grading_error,
-                     "infra_error": traj.error if infra else None, "interrupted": interrupted,
+                     "infra_error": traj.error if infra and grading_error is None else None,
+                     "interrupted": interrupted,
                      "policy": traj.policy or model})
     with open(out / "predictions.jsonl", "w") as f:
         for p in preds:
             f.write(json.dumps(p) + "\n")
     graded = [r for r in rows if r.get("resolved") is not None]
     resolved = sum(bool(r["resolved"]) for r in graded)
-    report = {"run_id": run_id, "instances": len(rows), "graded": len(graded), "resolved": resolved,
+    report = {"run_id": run_id, "stopped": stopped, "instances": len(rows), "graded": len(graded),
+              "resolved": resolved,
               "resolved_rate": resolved / len(rows) if graded else None,
               "ungraded": len(rows) - len(graded),
               "grading_errors": sum(r.get("grading_error") is not None for r in rows),
