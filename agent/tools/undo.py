@@ -20,19 +20,36 @@ from agent.tools.base import Tool, ToolContext, ToolError, params
 
 log = logging.getLogger(__name__)
 
-_GIT_DIR = '"$(git rev-parse --git-dir)"'
-_INDEX = f'I={_GIT_DIR}/evolve-undo-index && export GIT_INDEX_FILE="$I" && ' \
-         f'{{ [ -f "$I" ] || cp {_GIT_DIR}/index "$I" 2>/dev/null || true; }}'
 STACK_FILE = "evolve-undo-stack"
 """In the sandbox's git dir: one line `STEP TREE` per tool-calling step, oldest first (`-`: not recorded).
 Kept in the sandbox, so a continued episode (replayed prefix, snapshot) can undo into the earlier steps."""
+INDEX_FILE = "evolve-undo-index"
+_GIT_DIR = "undo_git_dir"  # ctx.state key: the workspace's absolute git dir ("" when it is not a repository)
 _TREE = re.compile(r"^[0-9a-f]{40,64}$")
+
+
+def _git_dir(ctx: ToolContext) -> str:
+    """The workspace's absolute git dir, resolved once per episode ("" where the workspace is no repository)."""
+    if _GIT_DIR not in ctx.state:
+        r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && git rev-parse --absolute-git-dir",
+                             timeout=30)
+        ctx.state[_GIT_DIR] = r.output.strip() if r.exit_code == 0 and r.output.strip().startswith("/") else ""
+    return ctx.state[_GIT_DIR]
+
+
+def _cmd(ctx: ToolContext, body: str) -> str:
+    """`body` in the workdir with git using the private index (seeded from the repository's, for its stat cache)."""
+    gd = _git_dir(ctx)
+    index, real = shlex.quote(f"{gd}/{INDEX_FILE}"), shlex.quote(f"{gd}/index")
+    return (f"cd {shlex.quote(ctx.sandbox.workdir)} && export GIT_INDEX_FILE={index}; "
+            f"[ -f {index} ] || cp {real} {index} 2>/dev/null; {body}")
 
 
 def snapshot_tree(ctx: ToolContext) -> str | None:
     """The workspace as a git tree (sha), or None where it cannot be recorded (not a git repository)."""
-    wd = shlex.quote(ctx.sandbox.workdir)
-    r = ctx.sandbox.exec(f"cd {wd} && {_INDEX} && git add -A . >/dev/null && git write-tree", timeout=120)
+    if not _git_dir(ctx):
+        return None
+    r = ctx.sandbox.exec(_cmd(ctx, "git add -A . >/dev/null && git write-tree"), timeout=120)
     tree = r.output.strip().splitlines()[-1] if r.output.strip() else ""
     if r.exit_code != 0 or not _TREE.match(tree):
         log.debug("workspace snapshot failed in %s: %s", ctx.sandbox.workdir, r.output[-300:])
@@ -40,22 +57,29 @@ def snapshot_tree(ctx: ToolContext) -> str | None:
     return tree
 
 
+def _stack(ctx: ToolContext) -> str:
+    return shlex.quote(f"{_git_dir(ctx)}/{STACK_FILE}")
+
+
 def checkpoint(ctx: ToolContext, step_index: int) -> None:
     """Record the workspace before step `step_index` runs its tool calls (the loop calls this)."""
-    wd = shlex.quote(ctx.sandbox.workdir)
-    ctx.sandbox.exec(f"cd {wd} && S={_GIT_DIR}/{STACK_FILE} && t=$({_INDEX} && git add -A . >/dev/null && "
-                     f"git write-tree) || t=-; echo \"{int(step_index)} $t\" >> \"$S\"", timeout=120)
+    if not _git_dir(ctx):
+        return
+    ctx.sandbox.exec(_cmd(ctx, f"t=-; git add -A . >/dev/null && t=$(git write-tree); "
+                               f"echo \"{int(step_index)} $t\" >> {_stack(ctx)}"), timeout=120)
 
 
 def clear_checkpoints(ctx: ToolContext) -> None:
     """Forget recorded checkpoints (a new episode starts at the base commit)."""
-    ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && rm -f {_GIT_DIR}/{STACK_FILE}", timeout=30)
+    if _git_dir(ctx):
+        ctx.sandbox.exec(f"rm -f {_stack(ctx)}", timeout=30)
 
 
 def checkpoints(ctx: ToolContext) -> list[tuple[int, str | None]]:
     """The recorded checkpoints, oldest first: (step index, tree or None)."""
-    r = ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && cat {_GIT_DIR}/{STACK_FILE} 2>/dev/null",
-                         timeout=30)
+    if not _git_dir(ctx):
+        return []
+    r = ctx.sandbox.exec(f"cat {_stack(ctx)} 2>/dev/null", timeout=30)
     out = []
     for line in r.output.splitlines():
         parts = line.split()
@@ -66,11 +90,10 @@ def checkpoints(ctx: ToolContext) -> list[tuple[int, str | None]]:
 
 def restore_tree(ctx: ToolContext, tree: str) -> str:
     """Make the workspace files equal to `tree`; returns `git diff-tree --name-status` of what changed."""
-    wd = shlex.quote(ctx.sandbox.workdir)
     t = shlex.quote(tree)
-    r = ctx.sandbox.exec(f"cd {wd} && {_INDEX} && git add -A . >/dev/null && cur=$(git write-tree) && "
-                         f"git diff-tree -r --no-renames --name-status $cur {t} && "
-                         f"git read-tree -m -u $cur {t}", timeout=120)
+    r = ctx.sandbox.exec(_cmd(ctx, f"git add -A . >/dev/null && cur=$(git write-tree) && "
+                                   f"git diff-tree -r --no-renames --name-status $cur {t} && "
+                                   f"git read-tree -m -u $cur {t}"), timeout=120)
     if r.exit_code != 0:
         raise ToolError(f"undo failed: {r.output.strip()[-400:]}")
     return r.output.strip()
@@ -91,8 +114,7 @@ def run_undo(ctx: ToolContext, args: dict) -> str:
     changed = restore_tree(ctx, tree)
     # The undone steps and this one leave the history: a second undo goes further back.
     keep = len(stack) - (steps + 1)
-    ctx.sandbox.exec(f"cd {shlex.quote(ctx.sandbox.workdir)} && S={_GIT_DIR}/{STACK_FILE} && "
-                     f"head -n {keep} \"$S\" > \"$S.new\" && mv \"$S.new\" \"$S\"", timeout=30)
+    ctx.sandbox.exec(f'S={_stack(ctx)}; head -n {keep} "$S" > "$S.new" && mv "$S.new" "$S"', timeout=30)
     files = "\n".join(changed.splitlines()[:50]) or "(no file differed)"
     return f"restored the files to their state before step {index + 1} ({steps} step(s) undone):\n{files}"
 
