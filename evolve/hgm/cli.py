@@ -114,9 +114,18 @@ def hgm_cmd(
         _check_resume(store, run_id, config)
         prune_orphans(run_id)
         store.put_run(run_id, "hgm", config)
+        _close_interrupted(store, run_id)
         with console.status("loading policies"):
             task_pol = load_policy_spec(policy, out.parent)
             meta_pol = task_pol if (meta_policy or policy) == policy else load_policy_spec(meta_policy, out.parent)
+        if workers > 1:  # parallel episodes share batched policy calls (and never call one backend concurrently)
+            from agent.batching import BatchingPolicy
+
+            shared = meta_pol is task_pol
+            task_pol = BatchingPolicy(task_pol, max_batch=workers)
+            task_pol.active = workers
+            meta_pol = task_pol if shared else BatchingPolicy(meta_pol, max_batch=workers)
+            meta_pol.active = workers
         world = DockerWorld(chosen + held, root_dir, task_pol, meta_pol, SandboxConfig(run_id=run_id), store, run_id,
                             out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
         world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
@@ -144,6 +153,16 @@ def hgm_cmd(
         (out / "report.json").write_text(json.dumps(report, indent=2))
         store.set_run_status(run_id, "stopped" if stopped else "finished")
     _print_report(report, out)
+
+
+def _close_interrupted(store, run_id: str) -> None:
+    """Trajectories a killed run left `running` are marked interrupted; their decisions are redone."""
+    from records import TrajectoryStatus
+
+    for tid in store.trajectory_ids(run_id=run_id, status=TrajectoryStatus.running.value):
+        traj = store.get_trajectory(tid)
+        traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped; redone on resume)"
+        store.put_trajectory(traj)
 
 
 def _check_resume(store, run_id: str, config: dict) -> None:
