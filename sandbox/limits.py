@@ -140,6 +140,26 @@ class Limits:
             log.debug("could not remove cgroup %s: %s", cg, e)
 
 
+def prune_cgroups() -> int:
+    """Remove the empty cgroups of sandboxes whose owner was killed before `cleanup()`; returns how many.
+    A live sandbox's cgroup holds processes, so the kernel refuses to remove it."""
+    removed = 0
+    places = []
+    own2, own1 = _own_cgroup(""), _own_cgroup("memory")
+    if own2 is not None and (CGROUP_ROOT / "cgroup.controllers").exists():
+        places.append(CGROUP_ROOT / own2.lstrip("/") / "evolve-sandboxes")
+    if own1 is not None:
+        places.append(CGROUP_ROOT / "memory" / own1.lstrip("/"))
+    for place in places:
+        for cg in place.glob("*sb-*") if place.is_dir() else []:
+            try:
+                cg.rmdir()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def _processes_of(uid: int) -> int:
     n = 0
     for p in os.listdir("/proc"):

@@ -35,7 +35,7 @@ from pathlib import Path
 from sandbox.base import WORKDIR, SandboxError
 from sandbox.channel import SERVER_ARGV, PipeChannel, ServerClient
 from sandbox.config import SandboxConfig, parse_memory
-from sandbox.limits import Limits
+from sandbox.limits import Limits, prune_cgroups
 from sandbox.owner import owner_labels, owner_state
 from sandbox.served import ServedSandbox
 
@@ -148,13 +148,20 @@ class LocalSandbox(ServedSandbox):
             os.close(w)
             fds.append(r)
         argv = self._argv(mem, fds)
+        self._proc: subprocess.Popen | None = None
         try:
             self._proc = _spawner.submit(self._spawn, argv, fds).result()
+            self._client = ServerClient(PipeChannel(self._proc), describe_death=self._describe_death)
+            self.base_commit = self._init_base()
+        except BaseException:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self.limits.cleanup()
+            raise
         finally:
             for fd in fds:
                 os.close(fd)
-        self._client = ServerClient(PipeChannel(self._proc), describe_death=self._describe_death)
-        self.base_commit = self._init_base()
 
     def _spawn(self, argv: list[str], fds: list[int]) -> subprocess.Popen:
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -297,4 +304,5 @@ def prune_local(run_id: str | None = None, force: bool = False) -> tuple[int, in
             continue
         shutil.rmtree(root, ignore_errors=True)
         removed[owner.get("kind") == "snapshot"] += 1
+    prune_cgroups()
     return removed[0], removed[1]

@@ -154,7 +154,7 @@ from sandbox import SandboxConfig
 from sandbox.local import LocalSandbox
 sb = LocalSandbox.start(SandboxConfig(backend="local", run_id="dead-run"), workspace={repo!r})
 snap = sb.snapshot()
-print(sb._proc.pid, sb.workspace, snap, flush=True)
+print(sb._proc.pid, sb.workspace, snap, sb.limits.cgroup or "-", flush=True)
 time.sleep(300)
 """
 
@@ -165,7 +165,7 @@ def test_killed_owner_takes_the_sandbox_along_and_prune_removes_its_leftovers(re
     code = CHILD.format(root=str(Path(__file__).parents[1]), repo=str(repo))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              env={**os.environ})
-    bwrap_pid, workspace, snap = child.stdout.readline().split()
+    bwrap_pid, workspace, snap, cgroup = child.stdout.readline().split()
     live = LocalSandbox.start(SandboxConfig(backend="local", run_id="dead-run"), workspace=repo)
     live_snap = live.snapshot()
     try:
@@ -182,6 +182,7 @@ def test_killed_owner_takes_the_sandbox_along_and_prune_removes_its_leftovers(re
         assert prune_local("another-run") == (0, 0)
         assert prune_local("dead-run") == (1, 1)
         assert not Path(workspace).exists() and not Path(snap).exists()
+        assert cgroup == "-" or not Path(cgroup).exists()  # its memory cgroup too
         assert live.alive() and Path(live_snap).exists()  # a live owner's sandbox and snapshot stay
         owner = json.loads((live.workspace.parent / "owner.json").read_text())
         assert owner["evolve.owner_pid"] == str(os.getpid()) and owner["evolve.run"] == "dead-run"
@@ -210,3 +211,34 @@ def test_refuses_to_run_unconfined(repo: Path, monkeypatch, tmp_path: Path, sand
         local.check_host.cache_clear()
         shutil.rmtree(fake.parent)
     assert list(sandbox_dir.iterdir()) == []  # nothing left behind
+
+
+def test_cgroup_v2_limits_written_where_delegated(tmp_path: Path, monkeypatch):
+    """The cgroup v2 path on a simulated delegated tree (this CI host may be cgroup v1): which files are
+    written, and the fallback when the controllers are not delegated."""
+    from sandbox import limits
+
+    root = tmp_path / "cgroup"
+    own = root / "user.slice" / "me"
+    (own / "evolve-sandboxes").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "evolve-sandboxes" / "cgroup.controllers").write_text("memory pids\n")
+    monkeypatch.setattr(limits, "CGROUP_ROOT", root)
+    monkeypatch.setattr(limits, "_own_cgroup", lambda controller: "/user.slice/me" if controller == "" else None)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):  # the kernel fills a new cgroup with its control files
+        real_mkdir(self, *a, **k)
+        for name in ("memory.max", "memory.swap.max", "pids.max", "cgroup.procs"):
+            (self / name).write_text("")
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    lim = limits.Limits("sb-x", 256 << 20, 64, host_uid=1 << 30)
+    cg = own / "evolve-sandboxes" / "sb-x"
+    assert lim.kind == "cgroup2" and lim.cgroup == cg and "pids.max 64" in lim.describe
+    assert (cg / "memory.max").read_text() == str(256 << 20) and (cg / "pids.max").read_text() == "64"
+    assert (cg / "memory.swap.max").read_text() == "0"
+    assert (own / "evolve-sandboxes" / "cgroup.subtree_control").read_text() == "+memory +pids"
+    (own / "evolve-sandboxes" / "cgroup.controllers").write_text("cpu\n")  # not delegated: rlimits
+    other = limits.Limits("sb-y", 256 << 20, 64, host_uid=1 << 30)
+    assert other.kind == "rlimit" and other.cgroup is None and "RLIMIT_NPROC 64" in other.describe
