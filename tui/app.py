@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,7 @@ class EvolveApp(App):
         self.open_single = open_single
 
     def on_mount(self) -> None:
+        gc.freeze()  # the app's long-lived objects leave the collector's young generations: shorter GC pauses
         self.push_screen(RunsScreen())
         runs = self.source.runs()
         if self.open_single and len(runs) == 1:  # `evolve tui RUN_DIR` opens the run straight away
@@ -49,12 +51,18 @@ class EvolveApp(App):
     def open_tree(self, store_dir: Path) -> None:
         from tui.screens.tree import TreeScreen
 
-        self.push_screen(TreeScreen(store_dir))
+        self._push_kept(f"tree:{store_dir}", lambda: TreeScreen(store_dir))
 
     def open_training(self) -> None:
         from tui.screens.training import TrainingScreen
 
-        self.push_screen(TrainingScreen())
+        self._push_kept("training", TrainingScreen)
+
+    def _push_kept(self, name: str, make) -> None:
+        """Screens that are costly to build are built once and kept (installed), then shown again."""
+        if not self.is_screen_installed(name):
+            self.install_screen(make(), name)
+        self.push_screen(name)
 
     def confirm_stop(self, run: RunRef) -> None:
         def answered(yes: bool | None) -> None:

@@ -79,6 +79,7 @@ class InspectorScreen(LiveScreen):
         self.query_text = ""
         self.branch_rows: list[dict] = []
         self.loaded_status = ""
+        self.filled: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -146,12 +147,12 @@ class InspectorScreen(LiveScreen):
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
             self.branch_rows = []
             self.run_worker(lambda: self._read_branches(traj.id), thread=True, exclusive=True, group="branches")
-            self.fill_rewards()
-            self.fill_tests()
-            self.fill_patch()
+            self.filled = set()  # the other views are filled when first shown
+            self.fill_view()
         elif at_end:  # following a live trajectory: stay on its newest step
             self.step_idx = max(0, len(traj.steps) - 1)
-        self.fill_info()
+        self.filled.discard("info")
+        self.fill_view()
         self.show_step()
 
     def _read_branches(self, tid: str) -> None:
@@ -162,7 +163,20 @@ class InspectorScreen(LiveScreen):
     def _show_branches(self, tid: str, rows: list[dict]) -> None:
         if self.traj is not None and self.traj.id == tid:
             self.branch_rows = rows
-            self.fill_info()
+            self.filled.discard("info")
+            self.fill_view()
+
+    def fill_view(self) -> None:
+        """Fill the visible view if it is not filled for this trajectory yet."""
+        view = self.query_one("#views", TabbedContent).active
+        if view in self.filled or view == "step" or self.traj is None:
+            return
+        self.filled.add(view)
+        {"rewards": self.fill_rewards, "tests": self.fill_tests, "patch": self.fill_patch,
+         "info": self.fill_info}[view]()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.fill_view()
 
     def update_title(self) -> None:
         t = self.traj
