@@ -127,6 +127,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                 tree_id = f"{it_run}/{inst.instance_id}"
                 done = store.document("agent-r:instance", tree_id)
                 if done is None:
+                    _abandon(store, tree_id)
                     say(f"iteration {k}: searching {inst.instance_id} ({n + 1}/{len(train)})")
                     store.log_event("agent-r:search", run_id=run_id, iteration=k, instance_id=inst.instance_id)
                     world = SweWorld(inst, policy, variant, sandbox_cfg, store, it_run,
@@ -164,7 +165,10 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                 if close is not None:
                     close()
                 policy = load_policy(spec)
-            if cfg.evaluate and held_out:
+            previous = report["iterations"][-1].get("eval") if report["iterations"] else report.get("before")
+            if cfg.evaluate and held_out and row.get("trained") is None and previous is not None:
+                row["eval"] = {**previous, "label": f"it{k}", "same_as_previous": True}  # the policy did not change
+            elif cfg.evaluate and held_out:
                 row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate(
                     policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}"), run_id)
                 say(f"iteration {k}: {_line(row['eval'])}")
@@ -198,3 +202,9 @@ def _stop(store: RunStore, run_id: str, report: dict, out: Path) -> dict:
     report["stopped"] = "stop requested"
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _abandon(store: RunStore, tree_id: str) -> None:
+    """Nodes a killed search of this tree left: moved to `<tree_id>#abandoned`, so the tree shown is the new one."""
+    for node in store.tree(tree_id=tree_id):
+        store.put_tree_node(node.model_copy(update={"tree_id": f"{tree_id}#abandoned", "status": "abandoned"}))
