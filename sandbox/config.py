@@ -24,9 +24,12 @@ class SandboxConfig(BaseModel):
     cpus: float = 1.0
     """CPU limit in cores (docker `nano_cpus`)."""
     memory: str = "2g"
-    """Memory limit (docker `mem_limit`, swap included); per-process address-space limit locally."""
+    """Memory limit (docker `mem_limit`, swap included). Locally: the sandbox's cgroup where one is
+    writable, else an address-space limit per process (`sandbox.limits` says which), and the size of
+    each of its tmpfs (`/tmp`, `/var/tmp`, `/root`)."""
     pids_limit: int = 512
-    """Most processes at once in the sandbox (holds fork bombs); docker only."""
+    """Most processes at once in the sandbox (holds fork bombs): docker `pids_limit`; locally cgroup v2
+    `pids.max`, else RLIMIT_NPROC of the sandbox's own host uid."""
     exec_timeout: float = 120.0
     """Default seconds before a command's process tree is killed."""
     max_output: int = 100_000
