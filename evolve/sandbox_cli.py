@@ -47,7 +47,8 @@ def prune_cmd(
     done = prune(run, force=force, docker=docker)
     console.print(f"removed {done.containers} containers, {done.images} snapshot images, {done.workspaces} "
                   f"local workspaces and {done.snapshots} local snapshots"
-                  + (f"; kept {done.kept} owned by live processes (--force removes them)" if done.kept else ""))
+                  + (f"; kept {done.kept} owned by live processes (--force removes them)" if done.kept else ""),
+                  soft_wrap=True)
     if done.docker_error:
         raise SandboxError(f"{done.docker_error} (--no-docker prunes only local sandboxes)")
 
