@@ -53,15 +53,22 @@ class RunsScreen(LiveScreen):
 
     def apply(self, data: list[tuple[RunRef, dict]]) -> None:
         table = self.query_one("#runs", DataTable)
+        same = [r.key for r, _ in data] == [r.key for r in self.runs]
         self.runs = [run for run, _ in data]
         keep = table.cursor_row
-        table.clear()
+        if not same:
+            table.clear()
         for run, s in data:
             self.summaries[run.key] = s
-            table.add_row(run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
-                          s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
-                          clock(run.created_at), age(s["last_update"], self.evolve.clock()), key=run.key)
-        if self.runs:
+            cells = (run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
+                     s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
+                     clock(run.created_at), age(s["last_update"], self.evolve.clock()))
+            if same:  # the same runs: update their cells in place (no flicker, cursor stays)
+                for col, value in zip(COLUMNS, cells):
+                    table.update_cell(run.key, col, value, update_width=True)
+            else:
+                table.add_row(*cells, key=run.key)
+        if self.runs and not same:
             table.move_cursor(row=min(keep, len(self.runs) - 1))
         self.show_detail()
 
