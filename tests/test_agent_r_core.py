@@ -180,3 +180,35 @@ def test_revision_thoughts_are_all_used():
     world = NumberLineWorld(3, TabularPolicy(), random.Random(0), 4)
     seen = {world.revision(THOUGHTS[i % len(THOUGHTS)]).content.splitlines()[0] for i in range(2 * len(THOUGHTS))}
     assert len(seen) == len(THOUGHTS) >= 10
+
+
+# Storage: trees, pairs, verdicts, splices; a killed search's nodes are moved aside on resume ----------------
+def test_everything_is_stored_and_a_partial_tree_is_moved_aside(tmp_path):
+    from evolve.agent_r.loop import _abandon
+    from evolve.store import RunStore
+
+    with RunStore(tmp_path / "run") as store:
+        world = NumberLineWorld(4, TabularPolicy(), random.Random(1), 4)
+        res = build_instance(world, AgentRConfig(rollouts=8, n_gen=4, max_depth=4), oracle_ask(),
+                             instance_id="line-4", store=store, run_id="r", rng=random.Random(1))
+        nodes = store.tree(tree_id="r/line-4", kind="mcts")
+        assert len(nodes) == len(res.root.walk())
+        by_id = {n.id: n for n in res.root.walk()}
+        for rec in nodes:
+            n = by_id[rec.id]
+            assert rec.trials == n.visits and rec.successes == round(n.value) and rec.info["value"] == n.value
+            assert rec.parent_id == (n.parent.id if n.parent else None)
+        assert len(store.documents("agent-r:pair", run_id="r")) >= len(res.plans)
+        verdicts = store.documents("agent-r:verdict", run_id="r")
+        assert verdicts and {d["verdict"] for _, d in verdicts} <= {"good", "bad", "uncertain", "invalid"}
+        splices = store.documents("agent-r:splice", run_id="r")
+        assert sum(d["kept"] for _, d in splices) == len(res.splices) > 0
+        for traj in res.splices:
+            stored = store.get_trajectory(traj.id)
+            assert stored.origin == "agent-r:splice" and [s.response.train for s in stored.steps] == \
+                [s.response.train for s in traj.steps]
+        summary = store.document("agent-r:instance", "r/line-4")
+        assert summary["splice_ids"] == [t.id for t in res.splices]
+        _abandon(store, "r/line-4")
+        assert store.tree(tree_id="r/line-4") == []
+        assert len(store.tree(tree_id="r/line-4#abandoned")) == len(nodes)
