@@ -219,3 +219,35 @@ def test_training_never_reads_infra_errors_or_interrupted_episodes(tmp_path: Pat
     got = {t.id for t, _ in load_trajectories([tmp_path])}
     assert got == {kept.id, failed.id}  # the agent's own failure is data; the infrastructure's is not
     assert json.loads(infra.model_dump_json())["status"] == "infra_error"
+
+
+# --- 14.12: an unreachable judge, duplicates, an empty selection ---------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_an_unreachable_judge_is_found_before_any_episode(tmp_path: Path) -> None:
+    from agent.policy import load_policy
+    from agent.replay import ScriptedPolicy
+    from evolve.runner import RunConfig, run_swe
+    from tasks.registry import get_suite
+
+    inst = get_suite("bundled").instances()[0]
+    judge = load_policy(f"openai:http://127.0.0.1:{free_port()}/v1#judge")
+    out = tmp_path / "run"
+    cfg = RunConfig(instances=[inst.instance_id], out=str(out), judge="openai:...",
+                    rewards=RewardWeights(weights={"swe": 1.0, "judge": 0.5}))
+    started = time.time()
+    with pytest.raises(ConfigError, match="the judge .* does not answer"):
+        run_swe(cfg, [inst], ScriptedPolicy([]), judge_policy=judge)
+    assert time.time() - started < 60 and not out.exists()  # before a sandbox, before the store
+    with pytest.raises(ConfigError, match="no instances"):
+        run_swe(cfg, [], ScriptedPolicy([]))
+    with pytest.raises(ConfigError, match="needs --judge"):  # judge weighted, no judge given
+        run_swe(cfg, [inst, inst], ScriptedPolicy([]))
+    assert not out.exists()
