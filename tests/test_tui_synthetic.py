@@ -136,3 +136,14 @@ async def _paging(tmp_path):
         await pilot.press("escape", "escape")  # back to the dashboard; escape again clears the filter
         await settle(app, pilot)
         assert screen.total == 250 and screen.search == ""
+
+
+def test_cli_registers_tui_and_a_bad_path_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    helped = subprocess.run([sys.executable, "-m", "evolve.cli", "tui", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "run directory" in helped.stdout
+    bad = subprocess.run([sys.executable, "-m", "evolve.cli", "tui", str(tmp_path / "nope")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
