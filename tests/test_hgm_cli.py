@@ -71,13 +71,27 @@ def test_tree_best_without_variant_dirs_and_errors(stored, tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["hgm", "toolcall"], "HGM evolves coding agents"),
     (["hgm", "bundled", "--expansion-rule", "bogus"], "--expansion-rule"),
     (["hgm", "bundled", "--root-variant", "/nonexistent-variant"], "is not an agent variant"),
-    (["hgm", "bundled", "--limit", "2", "--holdout", "5"], "--holdout 5"),
 ])
 def test_hgm_input_errors_are_one_line(args, expected, tmp_path):
     r = evolve(*args, "--out", str(tmp_path / "run"))
     assert r.returncode == 2, (r.stdout[-500:], r.stderr[-1500:])
     assert "Traceback" not in r.stderr and expected in r.stderr, r.stderr[-1500:]
     assert not (tmp_path / "run" / "evolve.db").exists()  # nothing stored for bad input
+
+
+def test_holdout_split():
+    from evolve.errors import ConfigError
+    from evolve.hgm.cli import _split_holdout
+    from tasks.registry import get_suite
+
+    suite = get_suite("bundled")
+    chosen = suite.select(None, 4)
+    search, held = _split_holdout(chosen, "1", suite)
+    assert search == chosen[:3] and held == chosen[3:]
+    other = suite.select(None, None)[5]
+    search, held = _split_holdout(chosen, other.instance_id, suite)
+    assert search == chosen and [h.instance_id for h in held] == [other.instance_id]
+    with pytest.raises(ConfigError, match="--holdout 4"):
+        _split_holdout(chosen, "4", suite)
