@@ -116,8 +116,13 @@ _my_snapshots: list[Path] = []
 _snap_lock = threading.Lock()
 
 
+_creator = os.getpid()
+
+
 @atexit.register
 def _remove_my_snapshots() -> None:
+    if os.getpid() != _creator:  # a forked child exiting: the snapshots are its parent's
+        return
     with _snap_lock:
         for path in _my_snapshots:
             shutil.rmtree(path, ignore_errors=True)
@@ -136,7 +141,7 @@ class LocalSandbox(ServedSandbox):
         self.id = workspace.parent.name
         self._owns = owns_workspace
         self.host_uid = UID_BASE + secrets.randbelow(1 << 24) if os.geteuid() == 0 else None
-        check_host(self.host_uid)
+        check_host(None if self.host_uid is None else UID_BASE)  # once per process: any such uid will do
         if self.host_uid is not None:
             _chown_tree(workspace.parent, self.host_uid)
         mem = parse_memory(config.memory)
