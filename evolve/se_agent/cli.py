@@ -41,6 +41,8 @@ def se_agent_cmd(
     max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
     sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     seed: int = typer.Option(0, help="Base sampling seed."),
+    operator_max_tokens: int = typer.Option(400, min=16, help="Tokens the summariser, an operator or the judge "
+                                            "may generate per call."),
     no_grade: bool = typer.Option(False, "--no-grade", help="Skip the hidden-test grading of the report."),
 ) -> None:
     """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
@@ -68,7 +70,7 @@ def se_agent_cmd(
                             out=out or f"runs/se-agent-{suite}", dataset=dataset,
                             variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                             max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
-                            seed=seed, grade=not no_grade)
+                            seed=seed, grade=not no_grade, operator_max_tokens=operator_max_tokens)
     except ValueError as e:
         raise ConfigError(f"bad se-agent options: {str(e).splitlines()[-1].strip()}") from None
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
