@@ -317,3 +317,25 @@ def test_the_local_sandbox_refuses_instances_that_exist_only_as_images(pair, tmp
                     sandbox=SandboxConfig(backend="local"))
     with pytest.raises(SandboxError, match="use --sandbox docker"):
         run_swe(cfg, [swe], policy_for([pair[0]]))
+
+
+def test_a_policy_that_fails_stops_the_run_with_its_error_and_a_report(pair, tmp_path: Path):
+    from agent.policy.base import PolicyError
+
+    class Gone(ScriptedPolicy):
+        def generate(self, conversations, params, tools=None):
+            raise PolicyError("cannot reach http://127.0.0.1:9/v1 (connection refused)")
+
+    a, b = pair
+    out = unique_out(tmp_path, "policy")
+    cfg = RunConfig(instances=[a.instance_id, b.instance_id], out=str(out), workers=1)
+    with pytest.raises(PolicyError, match="cannot reach"):
+        run_swe(cfg, list(pair), Gone([]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["stopped"].startswith("error: PolicyError") and report["not_run"] == 1
+    with RunStore(out, readonly=True) as store:
+        (tid,) = store.trajectory_ids()
+        traj = store.get_trajectory(tid)
+        assert traj.infra_failure and store.rewards(tid) == {}  # not the agent's failure, no -1
+        assert store.instance_status(out.name)[a.instance_id] == "error"
+    assert not [c for c in run_containers(out.name) if c.status == "running"]
