@@ -19,12 +19,15 @@ dead owners left.
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import uuid
@@ -103,10 +106,11 @@ def _system_binds() -> list[str]:
 
 
 def _chown_tree(path: Path, uid: int) -> None:
+    """Give a fresh copy (not yet seen by any sandbox) to the sandbox's uid, without following links."""
     os.lchown(path, uid, uid)
-    for root, dirs, files in os.walk(path):
+    for _, dirs, files, dirfd in os.fwalk(path):
         for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, uid)
+            os.chown(name, uid, uid, dir_fd=dirfd, follow_symlinks=False)
 
 
 # PR_SET_PDEATHSIG (bubblewrap's --die-with-parent) fires when the *thread* that started the sandbox
@@ -126,6 +130,16 @@ def _remove_my_snapshots() -> None:
     with _snap_lock:
         for path in _my_snapshots:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, dropping (not failing on) what it refuses: absolute paths, links that
+    lead outside the destination, devices."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError as e:
+        log.warning("not copied out of the sandbox: %s", e)
+        return None
 
 
 def _write_owner(root: Path, run_id: str, kind: str) -> None:
@@ -229,35 +243,46 @@ class LocalSandbox(ServedSandbox):
         return r.output.strip() if r.exit_code == 0 else ""
 
     # --- files ----------------------------------------------------------------------------------
-    def _host_path(self, path: str) -> Path:
-        full = os.path.normpath(self._abs(path))
-        if not (full == WORKDIR or full.startswith(WORKDIR + "/")):
-            raise SandboxError(f"the local sandbox copies files only under {WORKDIR}, not {path}")
-        host = self.workspace / os.path.relpath(full, WORKDIR)
-        # the agent controls the workspace: a symlink in it must not lead the host outside
-        real = os.path.realpath(host)
-        if not (real == str(self.workspace.resolve()) or real.startswith(str(self.workspace.resolve()) + "/")):
-            raise SandboxError(f"{path} leads outside the workspace (a symlink); not copied")
-        return host
-
+    # Copies go through the in-sandbox server as tar streams, so the sandbox's own confinement applies:
+    # the host never follows a path (or a symlink) that the agent controls.
     def copy_in(self, host_path: str, path: str) -> None:
-        src, dest = Path(host_path), self._host_path(path)
-        if src.is_dir():
-            shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-        if self.host_uid is not None:
-            _chown_tree(dest, self.host_uid)
+        src = Path(host_path)
+        if not src.is_dir():
+            self.write_file(path, src.read_bytes())
+            return
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(src, arcname=".")
+        tmp = f"/tmp/.evolve-copy-{uuid.uuid4().hex}.tar"
+        self.write_file(tmp, buf.getvalue())
+        dest = shlex.quote(self._abs(path))
+        r = self.exec(f"mkdir -p {dest} && tar -xf {tmp} -C {dest} --no-same-owner; rc=$?; rm -f {tmp}; exit $rc",
+                      timeout=300, cwd="/")
+        if r.exit_code != 0:
+            raise SandboxError(f"copy into {path} in sandbox {self.id} failed: {r.output[-300:]}")
 
     def copy_out(self, path: str, host_path: str) -> None:
-        src = self._host_path(path)
-        if not src.exists():
+        where = shlex.quote(self._abs(path))
+        kind = self.exec(f"if [ -d {where} ]; then echo dir; elif [ -f {where} ]; then echo file; fi",
+                         timeout=60, cwd="/").output.strip()
+        if kind == "file":
+            dest = Path(host_path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_file(path))
+            return
+        if kind != "dir":
             raise SandboxError(f"{path} does not exist in sandbox {self.id}")
-        if src.is_dir():
-            shutil.copytree(src, host_path, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, host_path)
+        tmp = f"/tmp/.evolve-copy-{uuid.uuid4().hex}.tar"
+        r = self.exec(f"tar -cf {tmp} -C {where} .", timeout=300, cwd="/")
+        if r.exit_code != 0:
+            raise SandboxError(f"copy of {path} out of sandbox {self.id} failed: {r.output[-300:]}")
+        try:
+            data = self.read_file(tmp)
+        finally:
+            self.exec(f"rm -f {tmp}", timeout=60, cwd="/")
+        Path(host_path).mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(host_path, filter=_safe_member)
 
     # --- state ----------------------------------------------------------------------------------
     def snapshot(self, name: str | None = None) -> str:

@@ -76,12 +76,21 @@ def test_writes_outside_the_workspace_do_not_reach_the_host(sb, tmp_path: Path):
 
 
 def test_symlinks_do_not_lead_host_copies_outside(sb, tmp_path: Path):
-    sb.exec("ln -s /etc/shadow leak && ln -s /etc outdir")
-    with pytest.raises(SandboxError, match="outside the workspace"):
+    sb.exec("ln -s /etc/shadow leak && ln -s /etc outdir && mkdir d && ln -s /etc/shadow d/leak")
+    with pytest.raises(SandboxError):  # the sandbox's /etc has no shadow: the host's is never read
         sb.copy_out("leak", str(tmp_path / "leak"))
-    with pytest.raises(SandboxError, match="outside the workspace"):
+    with pytest.raises(SandboxError):  # the sandbox's /etc is read-only: the host's is never written
         sb.copy_in(__file__, "outdir/evolve-planted")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "x.txt").write_text("x")
+    with pytest.raises(SandboxError):
+        sb.copy_in(str(tmp_path / "tree"), "outdir/tree")
     assert not (tmp_path / "leak").exists() and not Path("/etc/evolve-planted").exists()
+    assert not Path("/etc/tree").exists()
+    sb.copy_out("d", str(tmp_path / "d"))  # a directory comes out with the link as a link, never its target
+    assert not os.path.lexists(tmp_path / "d" / "leak")  # a link leading outside is dropped
+    sb.copy_in(str(tmp_path / "tree"), "sub/tree")
+    assert sb.exec("cat sub/tree/x.txt; echo; stat -c %u sub/tree/x.txt").output.split() == ["x", "0"]
 
 
 def test_no_network(sb):
