@@ -62,6 +62,8 @@ def test_host_secrets_are_out_of_sight(sb):
     assert sb.exec(f"ls {Path.home()}/.gitconfig {Path(sys.prefix)}").exit_code != 0
     everything = sb.exec("env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'").output
     assert "hunter2-host-secret" not in everything and "EVOLVE_TEST_SECRET" not in everything
+    assert len(sb.exec("ls -d /proc/[0-9]*").output.split()) < 10  # its own processes, not the host's
+    assert sb.exec("ls /sys /run /home /var/lib").exit_code != 0
     assert sorted(sb.exec("env -0 | cut -z -d= -f1 | tr '\\0' ' '").output.split()) == sorted(
         ["GIT_PAGER", "HOME", "LANG", "PAGER", "PATH", "PWD", "SHLVL", "_"])
 
