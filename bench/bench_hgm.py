@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import resource
 import time
 from multiprocessing import Pool
 
@@ -120,17 +121,19 @@ def main() -> None:
     with Pool(args.procs) as pool:
         results = pool.map(one_run, jobs, chunksize=8)
     seconds = time.perf_counter() - started
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = cpu.ru_utime + cpu.ru_stime
     final = {m: np.zeros(args.seeds) for m in methods}
     curves = {m: np.zeros((args.seeds, args.budget // CHECK_EVERY)) for m in methods}
     for m, s, f, c in results:
         final[m][s], curves[m][s] = f, c
     ref = methods[0]
     ref_curve = curves[ref].mean(axis=0)
-    console = Console()
+    console = Console(width=150)
     t = Table(title=f"{args.world} · {args.seeds} paired seeds · budget {args.budget} · {args.workers} worker(s) · "
-                    f"{seconds:.1f} s on {args.procs} process(es)")
-    for col in ("method", "mean final true skill", "95% CI", f"{ref} − method", "paired p (one-sided)",
-                f"evals for {ref} to reach its final", "ratio"):
+                    f"{seconds:.1f} s wall, {cpu_seconds:.1f} s CPU, {args.procs} process(es)")
+    for col in ("method", "mean final true skill", "95% CI", f"{ref} − method", "paired p, 1-sided",
+                f"evals for {ref} to reach it", "ratio"):
         t.add_column(col, justify="right")
     for m in methods:
         mean, ci = mean_ci(final[m])
@@ -147,6 +150,16 @@ def main() -> None:
                     f"{evals / args.budget:.2f}x" if evals else "n/a"]
         t.add_row(*row)
     console.print(t)
+    targets = []
+    if ref == "hgm" and {"greedy", "dgm"} <= set(methods):
+        d_g, d_d = final[ref] - final["greedy"], final[ref] - final["dgm"]
+        reach = np.flatnonzero(ref_curve >= final["dgm"].mean())
+        ratio = (int(reach[0]) + 1) * CHECK_EVERY / args.budget if len(reach) else float("inf")
+        targets = [("HGM − greedy ≥ 0.03 with p < 0.01", d_g.mean() >= 0.03 and paired_p(final[ref], final["greedy"]) < 0.01),
+                   ("HGM − DGM ≥ 0.08", d_d.mean() >= 0.08), ("DGM's final quality in ≤ 0.5x its evaluations", ratio <= 0.5),
+                   ("under 60 s of CPU per core (CPU s / processes)", cpu_seconds / args.procs < 60)]
+    for name, ok in targets:
+        console.print(f"target {name}: {'[green]met[/]' if ok else '[red]NOT met[/]'}")
     console.print(f"evals to reach: the first multiple of {CHECK_EVERY} charged evaluations at which {ref}'s pick "
                   f"(mean over seeds) is at least the method's mean final skill; ratio = that / the method's "
                   f"{args.budget} evaluations.")
