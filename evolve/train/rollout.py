@@ -2,9 +2,9 @@
 
 Each step takes `prompts_per_step` training instances, samples `group_size` completions of each with
 the Policy in one batch, scores each with `rewards.toolrl.score` against the instance's answer, stores
-one single-turn `Trajectory` per completion (with its sampled `token_ids` and raw `logprobs`) and its
-`Reward` in the output run, and updates on them (`grpo.grpo_step`, one optimiser step per
-`batch_size` samples; with several, the later ones are off-policy and clipped against the recorded
+one single-turn `Trajectory` per completion (with its sampled `token_ids`, raw `logprobs` and the weights
+that sampled them, `sampled_by`) and its `Reward` in the output run, and updates on them
+(`grpo.grpo_step`, one optimiser step per `batch_size` samples; with several, the later ones are off-policy and clipped against the recorded
 log-probs): the same data and loss code as offline GRPO on stored multi-turn trajectories.
 A resumed run repeats the prompts and sampling seeds of the steps after its checkpoint; rollouts
 stored by the killed attempt of those steps stay in the store next to the new ones.
@@ -88,6 +88,13 @@ def score_text(text: str, instance: TaskInstance) -> Any:
     return score(text, instance.extra["answer"])
 
 
+def sampled_by(version_id: str, step: int) -> str:
+    """`Trajectory.policy` of a rollout sampled at online step ``step`` of training ``version_id``: the weights
+    after ``step`` online steps (step 0: the starting policy's). Rollouts of different steps come from
+    different weights: their recorded log-probs are on-policy only for the weights of their own step."""
+    return f"version:{version_id}@step-{step}"
+
+
 def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, run_id: str,
                     policy: str) -> Trajectory:
     """A single-turn trajectory of one sampled completion (tokens and log-probs kept)."""
@@ -167,7 +174,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
             for k, gen in enumerate(gens):
                 inst = picked[k // cfg.group_size]
                 traj = make_trajectory(inst, prompts[k // cfg.group_size], gen, run_id=RUN_ID,
-                                       policy=f"version:{session.version_id}")
+                                       policy=sampled_by(session.version_id, step))
                 s = score_text(gen.text, inst)
                 store.put_trajectory(traj)
                 store.put_reward(traj.id, s.to_reward())
