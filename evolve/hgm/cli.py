@@ -295,13 +295,18 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
 
 @tree_app.command("diff")
 def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.g. n0003)."),
-             run: Path = typer.Option(Path("runs/latest"), help="Run directory of an `evolve hgm`."),
+             run: Optional[Path] = typer.Option(None, help="Run directory of an `evolve hgm` (default: runs/RUN "
+                                                "when NODE is written RUN:NODE)."),
              against: str = typer.Option("parent", help="parent (the stored diff) or root.")) -> None:
     """The change a node made (against its parent), or everything it changed against the root."""
     from evolve.hgm.view import find_node
 
     if against not in ("parent", "root"):
         raise ConfigError(f"--against must be parent or root, not {against!r}")
+    if run is None:
+        if ":" not in node:
+            raise ConfigError("give --run DIR (or write the node as RUN:NODE for a run under runs/)")
+        run = Path("runs") / node.split(":", 1)[0]
     store, summary = _open(run, None)
     n = find_node(summary, node)
     stored = next(x for x in store.tree(tree_id=summary["run_id"]) if x.id == n["id"])
