@@ -315,3 +315,30 @@ def test_dgm_check5_archive_monotone_and_crashes_recorded():
     assert sched.stop_reason().startswith("60 infrastructure errors")
     assert sched.nodes[sched.root_id].attempts == sched.expansions  # only the root is ever a valid parent
     assert sum(attempts.values()) == sched.expansions
+
+
+def test_stop_request_then_resume_equals_uninterrupted(tmp_path):
+    """A stop (the TUI's request) ends the thread driver after the work in flight; the same search resumes."""
+    cfg = HGMConfig(budget=150, seed=8)
+    world = lambda: MismatchWorld(seed=8, n_tasks=25, eval_latency=0.0, expand_latency=0.0)  # noqa: E731
+    with RunStore(tmp_path / "ref") as store:
+        ref = open_search(cfg, world(), store, "s")
+        run_search(ref, world(), workers=1)
+    with RunStore(tmp_path / "run") as store:
+        sched = open_search(cfg, world(), store, "s")
+        started = time.time()
+        done = [0]
+
+        def on_complete(*_):
+            done[0] += 1
+            if done[0] == 70:
+                store.request_stop("s")
+
+        run_search(sched, world(), workers=1, should_stop=lambda: store.stop_requested("s", since=started),
+                   on_complete=on_complete)
+        assert done[0] == 70 and not sched.inflight and sched.reserved < 150
+    with RunStore(tmp_path / "run") as store:
+        resumed = open_search(cfg, world(), store, "s")
+        assert not resumed.replay  # a graceful stop leaves nothing in flight
+        run_search(resumed, world(), workers=1)
+    assert final_state(resumed) == final_state(ref)
