@@ -407,19 +407,22 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         threads = [threading.Thread(target=worker, name=f"evolve-episode-{k}", daemon=True)
                    for k in range(n_workers)]
-        with _sigint_stops(stopper):
+        with _sigint_stops(stopper) as sigint:
             for t in threads:
                 t.start()
             last_poll = 0.0
             while any(t.is_alive() for t in threads) and not stopper.is_set():
                 for t in threads:
                     t.join(0.2)
-                if time.time() - last_poll >= 1.0:
+                if sigint.hit:
+                    stopper.request("Ctrl-C")
+                elif time.time() - last_poll >= 1.0:
                     last_poll = time.time()
                     if store.stop_requested(run_id, since=started):
                         stopper.request("stop requested")
             if stopper.is_set():
-                log.info("stopping (%s): queued instances will not start", stopper.reason)
+                log.warning("stopping (%s): queued instances will not start; press Ctrl-C again to abort at once",
+                            stopper.reason)
                 deadline = time.time() + cfg.stop_grace
                 for t in threads:
                     t.join(max(0.0, deadline - time.time()))
@@ -447,18 +450,19 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
 
 class _sigint_stops:
-    """While active (in the main thread), the first Ctrl-C requests a graceful stop; a second one raises
-    KeyboardInterrupt as usual."""
+    """While active (in the main thread), the first Ctrl-C asks for a graceful stop (`hit`, which the run's
+    loop turns into a stop: the handler itself takes no lock, so it cannot deadlock with a store write it
+    interrupted); a second one raises KeyboardInterrupt as usual."""
 
     def __init__(self, stopper: StopSignal):
         self.stopper = stopper
         self.previous = None
+        self.hit = False
 
     def _handler(self, signum, frame) -> None:
-        if self.stopper.is_set():
+        if self.hit:
             raise KeyboardInterrupt
-        log.warning("Ctrl-C: stopping (press it again to abort at once)")
-        self.stopper.request("Ctrl-C")
+        self.hit = True
 
     def __enter__(self) -> "_sigint_stops":
         if threading.current_thread() is threading.main_thread():
