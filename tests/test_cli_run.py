@@ -63,14 +63,22 @@ def test_user_errors_are_one_line(tmp_path: Path):
 def test_swe_bench_offline_says_what_to_provide(tmp_path: Path):
     r = evolve("run", "swe-bench-verified")
     assert r.returncode == 2 and "--dataset" in r.stderr and "Traceback" not in r.stderr
-    # a local dataset copy in SWE-bench's format, whose image is not in the daemon
+    # a local dataset copy in SWE-bench's classic format: no eval script, so no row can be graded
     row = {"instance_id": "demo__demo-1", "repo": "demo/demo", "base_commit": "abc", "problem_statement": "x",
-           "patch": "", "test_patch": "", "FAIL_TO_PASS": "[]", "PASS_TO_PASS": "[]", "version": "1.0",
+           "patch": "", "test_patch": "", "FAIL_TO_PASS": '["test_a"]', "PASS_TO_PASS": "[]", "version": "1.0",
            "environment_setup_commit": "abc"}
     data = tmp_path / "verified.jsonl"
     data.write_text(json.dumps(row) + "\n")
     r = evolve("run", "swe-bench-verified", "--dataset", str(data), "--out", str(tmp_path / "run"))
-    assert r.returncode == 2 and "docker load" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    assert r.returncode == 2 and "demo__demo-1: no `eval_script`" in " ".join(r.stderr.split()), r.stderr[-1500:]
+    # in the current format, whose image is not in the daemon: says exactly which image to load
+    row |= {"eval_script": ": '>>>>> Start Test Output'\npytest -rA\n: '>>>>> End Test Output'\n",
+            "log_parser": "parse_log_pytest", "eval_type": "pass_and_fail"}
+    data.write_text(json.dumps(row) + "\n")
+    r = evolve("run", "swe-bench-verified", "--dataset", str(data), "--out", str(tmp_path / "run"))
+    text = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "docker load" in text and "Traceback" not in text, r.stderr[-1500:]
+    assert "swebench/sweb.eval.x86_64.demo_1776_demo-1:latest" in text
 
 
 def test_every_command_has_help():
