@@ -68,16 +68,17 @@ def patch_paths(patch: str) -> list[str]:
         if path and path != "/dev/null" and path not in found:
             found.append(path)
 
-    for line in patch.splitlines():
+    lines = patch.splitlines()
+    for i, line in enumerate(lines):
         if line.startswith("diff --git "):
             m = re.match(r'diff --git ("?a/.+"?) ("?b/.+"?)$', line)
             if m:
                 for side in m.groups():
                     add(re.sub(r'^("?)[ab]/', r"\1", side))
-        elif line.startswith(("--- ", "+++ ")):
-            path = line[4:]
-            if path.strip() != "/dev/null":
-                add(re.sub(r'^("?)[^/"]+/', r"\1", path, count=1))  # -p1, as git apply and patch do
+        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            for path in (line[4:], lines[i + 1][4:]):  # a file header, not a removed "-- ..." line
+                if path.strip() != "/dev/null":
+                    add(re.sub(r'^("?)[^/"]+/', r"\1", path, count=1))  # -p1, as git apply and patch do
         elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
             add(line.split(" ", 2)[2])
     return [posixpath.normpath(p) for p in found]

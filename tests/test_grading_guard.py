@@ -27,7 +27,7 @@ def modify(path: str, old: str, new: str) -> str:
 def test_patch_paths_sees_every_side():
     patch = (new_file("conftest.py", "x = 1") + modify("pkg/mod.py", "a", "b")
              + "diff --git a/old.py b/pytest.py\nsimilarity index 100%\nrename from old.py\nrename to pytest.py\n"
-             + "--- orig/plain.py\n+++ new/plain.py\n@@ -1 +1 @@\n-a\n+b\n")
+             + "--- orig/plain.py\n+++ new/plain.py\n@@ -1,2 +1 @@\n-a\n--- conftest.sql comment\n+b\n")
     assert patch_paths(patch) == ["conftest.py", "pkg/mod.py", "old.py", "pytest.py", "plain.py"]
     assert patch_paths("") == []
 
