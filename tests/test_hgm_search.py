@@ -342,3 +342,10 @@ def test_stop_request_then_resume_equals_uninterrupted(tmp_path):
         assert not resumed.replay  # a graceful stop leaves nothing in flight
         run_search(resumed, world(), workers=1)
     assert final_state(resumed) == final_state(ref)
+
+
+def test_a_meta_agent_that_always_fails_cannot_spin():
+    for extra in ({}, DGM):
+        sched = run(MismatchWorld(seed=1, n_tasks=5, reject_prob=1.0), budget=40, **extra)
+        assert sched.expansions == 40 and sched.rejected == 40
+        assert sched.stop_reason() == "expansion attempts spent"

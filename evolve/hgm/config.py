@@ -53,6 +53,9 @@ class HGMConfig(BaseModel):
     agent that keeps failing cannot spin without evaluations."""
     max_infra_retries: int = Field(default=2, ge=0)
     """Infrastructure errors on one (node, task) before that task is dropped for the node."""
+    max_expansions: Optional[int] = Field(default=None, ge=1)
+    """Most expansion attempts (None: `budget`). Rejected children spend no evaluation, so without a cap a
+    meta-agent that always fails could keep expanding once no node has tasks left (or in DGM's loop)."""
     max_infra_errors: int = Field(default=200, ge=1)
     """Infrastructure errors in all before the search stops (they are refunded, so a broken sandbox would
     otherwise retry for ever); the run can be resumed once the cause is fixed."""

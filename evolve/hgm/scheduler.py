@@ -187,6 +187,8 @@ class Scheduler:
             return "token limit"
         if self.reserved >= c.budget:
             return "budget spent"
+        if self.expansions >= (c.max_expansions or c.budget):
+            return "expansion attempts spent"
         return "time limit" if c.max_seconds is not None else "done"
 
     def _rng(self, seq: int) -> np.random.Generator:
@@ -210,6 +212,8 @@ class Scheduler:
             return self._finish()
         if self.expansions < c.initial_expansions:
             return self._expand(seq, self.root_id)
+        if self.expansions >= (c.max_expansions or c.budget) and (c.loop == "dgm" or not self._evaluable()):
+            return self._finish()  # rejected children never spend the budget: cap the attempts
         if c.loop == "dgm":
             return self._choose_dgm(seq, rng)
         if policy.should_expand(self.reserved, self.nonroot_count(), self.expanding, c.alpha):
@@ -222,6 +226,10 @@ class Scheduler:
             return self._expand(seq, self._pick_parent(rng))  # every node has seen every task: widen
         k = policy.thompson_pick(rng, [self.stats.own(n.id) for n in cands], self._tau()) if len(cands) > 1 else 0
         return self._evaluate(seq, cands[k], self._next_task(cands[k], rng), charged=True)
+
+    def _evaluable(self) -> bool:
+        ntasks = len(self.tasks)
+        return any(len(n.given) + len(n.dropped) < ntasks for n in (self.nodes[i] for i in self._accepted))
 
     def _choose_dgm(self, seq: int, rng: np.random.Generator) -> Action:
         """DGM's loop: a child is evaluated stage by stage as soon as it exists; otherwise expand."""
