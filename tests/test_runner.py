@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ run_swe(cfg, [inst], ScriptedPolicy(['<think>x</think>\\n<tool_call>\\n{"name": 
 
 
 def test_sigkill_then_resume(instance, tmp_path: Path):
-    out = tmp_path / "run"
+    out = tmp_path / f"killed-{uuid.uuid4().hex[:8]}"  # its own run id: other runs' sandboxes are not ours
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(out)])
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the first step is stored, then kill mid-episode
@@ -90,12 +91,17 @@ def test_sigkill_then_resume(instance, tmp_path: Path):
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from sandbox.docker import prune
+    from sandbox.docker import docker_client
 
-    prune(out.resolve().name)  # what `evolve sandbox prune` does after a crash
+    def containers() -> list:
+        return docker_client().containers.list(all=True, filters={"label": f"evolve.run={out.resolve().name}"})
+
+    orphans = {c.id for c in containers()}
+    assert orphans  # the killed run's sandbox, still sleeping
     cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(out), workers=1)
     report = run_swe(cfg, [instance], ScriptedPolicy(gold_script(instance)))
     assert report["resolved"] == 1
+    assert not orphans & {c.id for c in containers()}  # the rerun removed what the killed run left
     with RunStore(out, readonly=True) as store:
         first, second = (store.get_trajectory(t) for t in store.trajectory_ids())
         assert first.status.value == "error" and "interrupted" in first.error and len(first.steps) == 1
