@@ -51,15 +51,25 @@ def app_for(path: Path) -> EvolveApp:
     return app
 
 
-def check_snapshot(app: EvolveApp, name: str, tmp_path: Path) -> None:
-    svg = app.export_screenshot(title=name)
+async def check_snapshot(app: EvolveApp, pilot, name: str, tmp_path: Path) -> None:
+    """The screen equals the committed SVG. Widgets settle on idle (a table sizes its columns then), so a
+    differing screenshot is retaken for up to 3 s before the test fails: a real change stays different."""
     want = SNAPSHOTS / f"{name}.svg"
     if os.environ.get("UPDATE_TUI_SNAPSHOTS") or not want.exists():
+        await settle(app, pilot)
+        await pilot.pause(0.5)
         want.parent.mkdir(parents=True, exist_ok=True)
-        want.write_text(svg)
+        want.write_text(app.export_screenshot(title=name))
         if not os.environ.get("UPDATE_TUI_SNAPSHOTS"):
             pytest.fail(f"wrote the missing snapshot {want}; check it and commit it")
-    if svg != want.read_text():
+    expected = want.read_text()
+    end = time.time() + 3
+    while True:
+        svg = app.export_screenshot(title=name)
+        if svg == expected or time.time() > end:
+            break
+        await pilot.pause(0.2)
+    if svg != expected:
         (tmp_path / f"{name}.svg").write_text(svg)
         pytest.fail(f"screen {name} differs from {want}: see {tmp_path / (name + '.svg')} "
                     "(UPDATE_TUI_SNAPSHOTS=1 rewrites the snapshots after a deliberate change)")
@@ -74,33 +84,33 @@ async def _every_screen(fixed_store, tmp_path):
     app = app_for(fixed_store)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        check_snapshot(app, "runs", tmp_path)
+        await check_snapshot(app, pilot, "runs", tmp_path)
         app.screen.query_one("#runs").move_cursor(row=[r.run_id for r in app.screen.runs].index("synthetic"))
         await pilot.press("enter")
         await settle(app, pilot)
         assert isinstance(app.screen, DashboardScreen)
         await settle(app, pilot)
-        check_snapshot(app, "dashboard", tmp_path)
+        await check_snapshot(app, pilot, "dashboard", tmp_path)
         await pilot.press("enter")
         await settle(app, pilot)
         assert isinstance(app.screen, InspectorScreen)
         await pilot.press("l")
         await settle(app, pilot)
-        check_snapshot(app, "inspector", tmp_path)
+        await check_snapshot(app, pilot, "inspector", tmp_path)
         for view in ("rewards", "tests", "patch"):
             await pilot.press("v")
             await settle(app, pilot)
-            check_snapshot(app, f"inspector-{view}", tmp_path)
+            await check_snapshot(app, pilot, f"inspector-{view}", tmp_path)
         await pilot.press("escape", "t")
         await settle(app, pilot)
         assert isinstance(app.screen, TreeScreen)
         await pilot.press("down", "down")
         await settle(app, pilot)
-        check_snapshot(app, "tree", tmp_path)
+        await check_snapshot(app, pilot, "tree", tmp_path)
         await pilot.press("escape", "escape", "v")
         await settle(app, pilot)
         assert isinstance(app.screen, TrainingScreen)
-        check_snapshot(app, "training", tmp_path)
+        await check_snapshot(app, pilot, "training", tmp_path)
 
 
 def test_paging_and_filter_over_many_trajectories(tmp_path):
@@ -147,3 +157,24 @@ def test_cli_registers_tui_and_a_bad_path_is_one_line_exit_2(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "evolve.cli", "tui", str(tmp_path / "nope")], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_root_with_a_store_still_being_created_and_a_new_run_appearing(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "evolve.db").write_bytes(b"")  # a run that has not written its schema yet
+    with RunStore(tmp_path / "first") as store:
+        write_synthetic_run(store, "first", 3, 2)
+
+    async def go():
+        app = EvolveApp(tmp_path, poll=0.2, open_single=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            assert [r.run_id for r in app.screen.runs] == ["first"]
+            with RunStore(tmp_path / "second") as store:  # a new run directory appears under the root
+                write_synthetic_run(store, "second", 2, 2)
+            end = time.time() + 5
+            while len(app.screen.runs) < 2 and time.time() < end:
+                await pilot.pause(0.2)
+                await app.workers.wait_for_complete()
+            assert sorted(r.run_id for r in app.screen.runs) == ["first", "second"]
+    asyncio.run(go())

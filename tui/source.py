@@ -7,6 +7,7 @@ processes writing them. The only write the TUI ever makes is a stop request (`re
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,16 @@ class Source:
             st = self._stores[run_dir] = RunStore(run_dir, readonly=True)
         return st
 
+    def stores(self) -> list[RunStore]:
+        """Every store that opens now; one still being created (no schema yet) is skipped until it does."""
+        out = []
+        for d in self.run_dirs():
+            try:
+                out.append(self.store(d))
+            except (StoreError, sqlite3.Error):
+                continue
+        return out
+
     def background_store(self, run_dir: Path) -> RunStore:
         """A second read-only connection for a worker thread, so its queries never hold up a key."""
         st = self._background.get(run_dir)
@@ -75,8 +86,8 @@ class Source:
         out = []
         for d in self.run_dirs():
             try:
-                rows = self.store(d).runs()
-            except StoreError:
+                rows = self.background_store(d).runs()
+            except (StoreError, sqlite3.Error):
                 continue
             out += [RunRef(d, r["id"], r["kind"], r["status"], r["config"], r["created_at"], r["updated_at"])
                     for r in rows]

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
+
+
+def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[Any]], keys: Sequence[str],
+               most: int = 40) -> None:
+    """Replace a table's rows, with column widths measured here from the rows (capped at `most`).
+
+    Fixed widths keep the table from resizing its columns on a later idle pass; that pass can leave lines
+    drawn at the old widths in the table's line cache (seen at 80x24 when a render lands in between)."""
+    widths = [len(c) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], cell.cell_len if isinstance(cell, Text) else cell_len(str(cell)))
+    keep = table.cursor_row
+    table.clear(columns=True)
+    for name, width in zip(columns, widths):
+        table.add_column(name, key=name, width=min(width, most))
+    for row, key in zip(rows, keys):
+        table.add_row(*row, key=key)
+    if rows:
+        table.move_cursor(row=min(keep, len(rows) - 1))
 
 
 class RewardHistogram(PlotextPlot):

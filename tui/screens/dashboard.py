@@ -16,9 +16,10 @@ from tui.screens.base import LiveScreen
 from tui.source import RunRef
 from tui.summary import AGENT_FAIL, CUT, INFRA, eta_seconds, progress
 from tui.text import duration
-from tui.widgets import RewardHistogram
+from tui.widgets import RewardHistogram, fill_table
 
 PAGE = 100
+TABLE_COLUMNS = ("instance", "status", "steps", "tokens", "time", "res", "reward")
 SHORT = {"budget_exhausted": "budget", "context_exceeded": "context", "infra_error": "INFRA"}
 
 
@@ -84,10 +85,7 @@ class DashboardScreen(LiveScreen):
             yield Static(id="eta")
         yield Static(id="counts")
         with Horizontal(id="dash-main"):
-            table = DataTable(id="trajs", cursor_type="row", zebra_stripes=True)
-            for col in ("instance", "status", "steps", "tokens", "time", "res", "reward"):
-                table.add_column(col, key=col)
-            yield table
+            yield DataTable(id="trajs", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dash-side"):
                 yield RewardHistogram(id="hist")
                 yield RichLog(id="events", max_lines=500, wrap=True, markup=False)
@@ -142,15 +140,13 @@ class DashboardScreen(LiveScreen):
         table = self.query_one("#trajs", DataTable)
         self.total, self.rows = self.store.trajectory_page(self.run.run_id, search=self.search,
                                                            offset=self.page_offset, limit=PAGE)
-        keep = table.cursor_row
-        table.clear()
+        rows = []
         for r in self.rows:
             took = ((r["finished_at"] or self.evolve.clock()) - r["created_at"]) if r["created_at"] else None
             res = "-" if r["resolved"] is None else ("yes" if r["resolved"] else "no")
-            table.add_row(r["instance_id"], Text(SHORT.get(r["status"], r["status"]), style=_style(r["status"])), r["steps"], r["tokens"],
-                          duration(took), res, reward_cell(r["rewards"]), key=r["id"])
-        if self.rows:
-            table.move_cursor(row=min(keep, len(self.rows) - 1))
+            rows.append((r["instance_id"], Text(SHORT.get(r["status"], r["status"]), style=_style(r["status"])),
+                         r["steps"], r["tokens"], duration(took), res, reward_cell(r["rewards"])))
+        fill_table(table, TABLE_COLUMNS, rows, [r["id"] for r in self.rows])
         last = min(self.page_offset + PAGE, self.total)
         table.border_title = (f"trajectories {self.page_offset + 1 if self.total else 0}-{last} of {self.total}"
                               + (f" matching {self.search!r}" if self.search else "") + "  [ ] page")

@@ -86,8 +86,8 @@ class InspectorScreen(LiveScreen):
         with Horizontal(id="insp-main"):
             steps = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
             steps.can_focus = False
-            for col in ("#", "tool", "tok", "time"):
-                steps.add_column(col, key=col)
+            for col, width in (("#", 3), ("tool", 7), ("tok", 5), ("time", 5)):  # fixed: rows arrive live
+                steps.add_column(col, key=col, width=width)
             yield steps
             with TabbedContent(id="views", initial="step"):
                 with TabPane("Step", id="step"):
@@ -113,8 +113,10 @@ class InspectorScreen(LiveScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.query_one("#reward-table", DataTable).add_columns("reward", "total", "part", "value")
-        self.query_one("#test-table", DataTable).add_columns("group", "status", "test")
+        for table, cols in (("#reward-table", (("reward", 10), ("total", 7), ("part", 16), ("value", 60))),
+                            ("#test-table", (("group", 12), ("status", 7), ("test", 120)))):
+            for col, width in cols:
+                self.query_one(table, DataTable).add_column(col, key=col, width=width)
         self.query_one("#step-scroll").focus()
 
     def watched_stores(self):
@@ -141,7 +143,7 @@ class InspectorScreen(LiveScreen):
             table.clear()
             old_len = 0
         for s in traj.steps[old_len:]:
-            table.add_row(str(s.index + 1), tool_names(s)[:10], str(s.prompt_tokens + s.completion_tokens),
+            table.add_row(str(s.index + 1), tool_names(s)[:7], str(s.prompt_tokens + s.completion_tokens),
                           duration(s.policy_seconds + s.tool_seconds), key=str(s.index))
         if not keep_step:  # a running trajectory opens on its newest step and follows it while you stay there
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0

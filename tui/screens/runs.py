@@ -11,6 +11,7 @@ from tui.screens.base import LiveScreen
 from tui.source import RunRef
 from tui.summary import run_summary
 from tui.text import age, clock
+from tui.widgets import fill_table
 
 COLUMNS = ("run", "kind", "status", "progress", "score", "policy", "started", "updated")
 
@@ -33,10 +34,7 @@ class RunsScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        for col in COLUMNS:
-            table.add_column(col, key=col)
-        yield table
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="run-detail", classes="detail")
         yield Footer()
 
@@ -45,31 +43,21 @@ class RunsScreen(LiveScreen):
         self.title = f"Evolve · runs under {self.evolve.source.path}"
 
     def watched_stores(self):
-        return [self.evolve.source.store(d) for d in self.evolve.source.run_dirs()]
+        return self.evolve.source.stores()
 
     def fetch(self) -> list[tuple[RunRef, dict]]:
         src = self.evolve.source
         return [(run, run_summary(src.background_store(run.store_dir), run)) for run in src.runs()]
 
     def apply(self, data: list[tuple[RunRef, dict]]) -> None:
-        table = self.query_one("#runs", DataTable)
-        same = [r.key for r, _ in data] == [r.key for r in self.runs]
         self.runs = [run for run, _ in data]
-        keep = table.cursor_row
-        if not same:
-            table.clear()
+        rows = []
         for run, s in data:
             self.summaries[run.key] = s
-            cells = (run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
-                     s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
-                     clock(run.created_at), age(s["last_update"], self.evolve.clock()))
-            if same:  # the same runs: update their cells in place (no flicker, cursor stays)
-                for col, value in zip(COLUMNS, cells):
-                    table.update_cell(run.key, col, value, update_width=True)
-            else:
-                table.add_row(*cells, key=run.key)
-        if self.runs and not same:
-            table.move_cursor(row=min(keep, len(self.runs) - 1))
+            rows.append((run.run_id, run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
+                         s["score"], str(run.config.get("policy") or run.config.get("base") or "-")[-24:],
+                         clock(run.created_at), age(s["last_update"], self.evolve.clock())))
+        fill_table(self.query_one("#runs", DataTable), COLUMNS, rows, [r.key for r in self.runs])
         self.show_detail()
 
     def current(self) -> RunRef | None:

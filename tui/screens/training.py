@@ -47,14 +47,18 @@ class TrainingScreen(LiveScreen):
         self.query_one("#versions", Tree).focus()
 
     def watched_stores(self):
-        return [self.evolve.source.store(d) for d in self.evolve.source.run_dirs()]
+        return self.evolve.source.stores()
 
     def fetch(self) -> tuple[dict[str, PolicyVersion], dict[str, Path]]:
         src = self.evolve.source
         versions, home = dict(self.versions), dict(self.home)
         for d in src.run_dirs():
-            store = src.background_store(d)
-            for v in store.policy_versions():
+            try:
+                store = src.background_store(d)
+                found = store.policy_versions()
+            except Exception:  # noqa: BLE001 - a store still being created: next poll
+                continue
+            for v in found:
                 versions[v.id] = v
                 if v.id not in home or store.train_step_count(v.id):
                     home[v.id] = d

@@ -82,7 +82,8 @@ class TreeScreen(LiveScreen):
     def on_mount(self) -> None:
         self.store = self.evolve.source.store(self.store_dir)
         self.title = f"trees · {self.store_dir.name}"
-        self.query_one("#eval-table", DataTable).add_columns("task", "status", "resolved", "time", "trajectory")
+        for col, width in (("task", 28), ("status", 11), ("resolved", 8), ("time", 7), ("trajectory", 18)):
+            self.query_one("#eval-table", DataTable).add_column(col, key=col, width=width)
         super().on_mount()
         self.query_one("#tree", Tree).focus()
 
