@@ -19,11 +19,13 @@ def trajectories_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory (the --out of `evolve run`)."),
     instance: Optional[str] = typer.Option(None, help="Only this instance's trajectories."),
     export: Optional[Path] = typer.Option(None, help="Write the trajectories to this JSONL file (for replay:FILE)."),
+    all_: bool = typer.Option(False, "--all", help="Export infrastructure errors and interrupted episodes too "
+                              "(left out by default: they are not the agent's behaviour)."),
 ) -> None:
     """List a run's trajectories (status, steps, resolved, rewards), or export them as JSONL."""
     with RunStore(run_dir, readonly=True) as store:
         if export is not None:
-            n = export_trajectories(store, export, instance)
+            n = export_trajectories(store, export, instance, include_infra=all_)
             console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
             return
         columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
@@ -42,8 +44,10 @@ def trajectories_cmd(
     console.print(t)
 
 
-def export_trajectories(store: RunStore, path: Path, instance: str | None = None) -> int:
+def export_trajectories(store: RunStore, path: Path, instance: str | None = None,
+                        include_infra: bool = False) -> int:
     """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many.
+    Infrastructure errors and interrupted episodes are left out unless `include_infra`.
 
     `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission); nothing
     is left behind then."""
@@ -60,6 +64,8 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     try:
         with tmp.open("w") as f:
             for traj in store.trajectories(instance_id=instance):
+                if traj.infra_failure and not include_infra:
+                    continue
                 f.write(traj.model_dump_json() + "\n")
                 n += 1
         tmp.replace(path)
@@ -71,6 +77,7 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
 
 
 def load_stored_trajectories(run_dir: Path) -> list:
-    """Every trajectory of a run directory, for `replay:RUN_DIR`."""
+    """Every trajectory of a run directory, for `replay:RUN_DIR`, except infrastructure errors and
+    interrupted episodes (replaying a cut episode would not reproduce the run)."""
     with RunStore(run_dir, readonly=True) as store:
-        return list(store.trajectories())
+        return [t for t in store.trajectories() if not t.infra_failure]

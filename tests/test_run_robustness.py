@@ -209,6 +209,7 @@ def test_a_stop_request_stops_promptly_marks_the_running_episode_and_resumes(pai
     report = run_swe(cfg, list(pair), policy)
     requester.join(5)
     took = time.time() - asked[0]
+    print(f"stop request -> run_swe returned: {took:.1f} s")
     assert took < 15, f"stopping took {took:.1f} s"
     assert report["stopped"] == "stop requested" and not report_ok(report)
     rows = {r["instance_id"]: r for r in report["per_instance"]}

@@ -140,6 +140,7 @@ def test_export_to_a_directory_is_refused_without_leaving_a_temp_file(tmp_path: 
     run = tmp_path / "run"
     with RunStore(run) as store:
         store.put_trajectory(Trajectory(instance_id="i", status=TrajectoryStatus.submitted))
+        store.put_trajectory(Trajectory(instance_id="i", status=TrajectoryStatus.infra_error, error="sandbox died"))
     target = tmp_path / "exports"
     target.mkdir()
     r = evolve("trajectories", str(run), "--export", str(target))
@@ -148,9 +149,14 @@ def test_export_to_a_directory_is_refused_without_leaving_a_temp_file(tmp_path: 
     blocked = tmp_path / "afile"
     blocked.write_text("x")
     assert_one_line_error(evolve("trajectories", str(run), "--export", str(blocked / "t.jsonl")), "--export")
-    ok = evolve("trajectories", str(run), "--export", str(target / "t.jsonl"))
+    ok = evolve("trajectories", str(run), "--export", str(target / "t.jsonl"))  # for replay: no infra errors
     assert ok.returncode == 0 and len((target / "t.jsonl").read_text().splitlines()) == 1
     assert [p.name for p in target.iterdir()] == ["t.jsonl"]
+    ok = evolve("trajectories", str(run), "--export", str(target / "t.jsonl"), "--all")
+    assert ok.returncode == 0 and len((target / "t.jsonl").read_text().splitlines()) == 2
+    from evolve.trajectories_cli import load_stored_trajectories
+
+    assert [t.status for t in load_stored_trajectories(run)] == [TrajectoryStatus.submitted]
 
 
 # --- 14.8: one run per directory ---------------------------------------------------------------------
