@@ -174,7 +174,6 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
     set while the episode runs it ends as interrupted (status `error`), ungraded."""
     say = on_event or (lambda instance_id, what: None)
     iid = instance.instance_id
-    weights = weights or RewardWeights()
     traj = trajectory or Trajectory(run_id=run_id, instance_id=iid)
     traj.run_id = traj.run_id or run_id
     store.put_trajectory(traj)
@@ -242,8 +241,9 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
     if judge is not None and not (stop is not None and stop.is_set()):
         say(iid, "judging")
         rewards["judge"] = judge.judge_trajectory(instance, traj)
-    if rewards:
-        rewards["combined"] = combine({k: v for k, v in rewards.items()}, weights)
+    if rewards:  # without weights: `swe` alone when graded, else every reward computed, each weight 1
+        rewards["combined"] = combine(dict(rewards), weights or RewardWeights(
+            weights={"swe": 1.0} if "swe" in rewards else {name: 1.0 for name in rewards}))
     with (stop.commit() if stop is not None else _nothing()):
         if stop is not None and stop.is_set():
             return _interrupted(store, traj)
