@@ -338,7 +338,6 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             if status.get(inst.instance_id) == "done":
                 on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
-        _prune_orphans(sandbox_cfg.backend, run_id)
         judge = _judge(judge_policy, store) if judge_policy is not None else None
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
         stopper = StopSignal()
@@ -514,25 +513,6 @@ def _judge(policy: Policy, store: RunStore) -> Judge:
 
     params = SamplingParams(max_tokens=512, temperature=0.0)
     return Judge(lambda messages: policy.generate([messages], params)[0].text, cache=store.cache())
-
-
-def _prune_orphans(backend: str, run_id: str) -> None:
-    """Sandboxes a killed earlier process of this run left behind (their owner is dead) are removed; a live
-    owner's never are. Best effort: a failure here is logged, and the run goes on."""
-    try:
-        if backend == "docker":
-            from sandbox.docker import prune
-
-            removed = prune(run_id)[:2]
-        else:
-            from sandbox.local import prune_local
-
-            removed = prune_local(run_id)
-    except Exception as e:  # noqa: BLE001 - cleaning up is not worth failing the run for
-        log.warning("could not prune the sandboxes a killed run left: %s", e)
-        return
-    if any(removed):
-        log.info("removed %d sandbox(es) and %d snapshot(s) a killed run of %s left", *removed, run_id)
 
 
 def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:
