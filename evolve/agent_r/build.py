@@ -108,6 +108,13 @@ def build_instance(world: World, cfg: AgentRConfig, ask: Ask, *, instance_id: st
         if attempts >= cfg.max_pairs:
             break
         key = f"{tree_id}/{idx}"
+        if pair.low.id not in first and pair.low.depth == 1:  # a failed one-step path errs at its only step
+            first[pair.low.id] = (1, [StepVerdict(1, "bad", ["(one-step path: no verifier call needed)"])])
+            res.verdicts["bad"] += 1
+            if store is not None:
+                store.put_document("agent-r:verdict", f"{tree_id}/{pair.low.id}/1",
+                                   {"tree_id": tree_id, "low": pair.low.id, "step": 1, "verdict": "bad",
+                                    "replies": [], "k": 0, "note": "one-step path"}, run_id=run_id)
         if pair.low.id not in first:
             flagged, verdicts = first_error(world.task, path_steps(pair.low), ask, cfg.verifier_k)
             first[pair.low.id] = (flagged, verdicts)
