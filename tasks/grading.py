@@ -21,7 +21,7 @@ from swebench.harness.run_evaluation import GIT_APPLY_CMDS
 
 from records import TaskInstance, TestReport, TestStatus
 from sandbox import Sandbox, SandboxConfig, start_sandbox
-from tasks.guard import guard
+from tasks.guard import EVAL_ENV, before_patch, guard
 from tasks.install_check import install_exit_codes, instrument
 from tasks.spec import eval_script_from_test_cmd, make_spec, patched_files
 
@@ -63,6 +63,7 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
         return report
     config = (config or SandboxConfig()).model_copy(update={"network": False})
     with start_sandbox(config, image=instance.image or None) as sb:
+        baseline = before_patch(sb) if guard_patch else None
         applied, apply_log = apply_patch(sb, patch)
         report.patch_applied = applied
         if not applied:
@@ -72,10 +73,11 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
             report.seconds = time.time() - start
             return report
         if guard_patch:
-            review = guard(sb, patch, patched_files(instance.test_patch))
+            review = guard(sb, patch, patched_files(instance.test_patch), baseline)
             report.tampering, report.ignored_files = review.tampering, review.ignored
         sb.write_file(EVAL_FILE, instrument(spec.eval_script))
-        result = sb.exec(f"/bin/bash {EVAL_FILE}", timeout=timeout, max_output=8 << 20)
+        result = sb.exec(f"{EVAL_ENV + ' ' if guard_patch else ''}/bin/bash {EVAL_FILE}", timeout=timeout,
+                         max_output=8 << 20)
     log = result.output
     report.log_tail = log[-4000:]
     if result.timed_out:

@@ -7,9 +7,10 @@ configuration (`pytest.ini`, `tox.ini [pytest]`, `setup.cfg [tool:pytest]`, `pyp
 file that runs at interpreter start, or a new top-level module that shadows an installed one (`pytest.py`
 next to `python -m pytest`). Under GRPO that verdict is a reward, so the policy would learn to do it.
 
-After the patch is applied in the fresh grading sandbox, `guard` looks at every file it touched and
-restores (to the base commit, or deletes) each one that can change how tests run, before the eval
-script starts. Those are recorded as `tampering`, and a tampered patch is never resolved. Files that are
+After the patch is applied in the fresh grading sandbox, `guard` looks at every file it touched (the
+patch's own paths and whatever `git status` shows changed) and restores (to the base commit, or deletes)
+each one that can change how tests run, before the eval script starts; files under `.git` (a hook that
+the eval script's `git checkout` would run) count too, and the eval script runs with git hooks off. Those are recorded as `tampering`, and a tampered patch is never resolved. Files that are
 only test code (new test files, files in the test patch's test directories, which the eval script resets
 anyway) are restored too, without blame: tests the agent wrote do not grade it. `review` is the pure
 decision (unit-tested without a sandbox); `guard` gathers what it needs from the sandbox and restores.
@@ -79,6 +80,13 @@ def patch_paths(patch: str) -> list[str]:
             for path in (line[4:], lines[i + 1][4:]):  # a file header, not a removed "-- ..." line
                 if path.strip() != "/dev/null":
                     add(re.sub(r'^("?)[^/"]+/', r"\1", path, count=1))  # -p1, as git apply and patch do
+        elif line.startswith("*** ") and i + 1 < len(lines) and lines[i + 1].startswith("--- ") \
+                and not line.startswith("***************"):  # a context diff's file header (patch reads them)
+            for path in (line[4:], lines[i + 1][4:]):
+                if path.strip() != "/dev/null":
+                    add(re.sub(r'^("?)[^/"]+/', r"\1", path, count=1))
+        elif line.startswith("Index: "):
+            add(line[7:])
         elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
             add(line.split(" ", 2)[2])
     return [posixpath.normpath(p) for p in found]
@@ -137,7 +145,9 @@ def review(paths: list[str], *, test_patch_files: list[str], existed: Callable[[
     for path in paths:
         name = posixpath.basename(path)
         why = None
-        if name == "conftest.py":
+        if ".git" in path.split("/"):
+            why = "inside .git (hooks and config run code during the eval script's git commands)"
+        elif name == "conftest.py":
             why = "a conftest.py, which pytest runs before the tests (its hooks can rewrite their results)"
         elif name in PYTEST_CONFIG_FILES:
             why = "a pytest configuration file (it can load plugins or change what runs)"
@@ -185,9 +195,42 @@ def environment(sb: Sandbox) -> tuple[set[str], list[str]]:
     return names, sorted(roots)
 
 
-def guard(sb: Sandbox, patch: str, test_patch_files: list[str]) -> Review:
-    """Review the applied ``patch`` in ``sb`` and restore what it must not change (see the module doc)."""
+GIT_CONFIG_BACKUP = "/tmp/evolve-git-config"
+EVAL_ENV = ("GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=core.hooksPath GIT_CONFIG_VALUE_0=/dev/null "
+            "GIT_CONFIG_KEY_1=core.fsmonitor GIT_CONFIG_VALUE_1=false")
+"""Prefix of the eval script's command: its git commands run no hooks and no fsmonitor command, whatever
+`.git` holds (git >= 2.31 reads these variables; older gits ignore them)."""
+
+
+def changed_paths(sb: Sandbox) -> set[str]:
+    """Paths `git status` reports as changed or untracked (not ignored) in `/testbed`."""
+    r = sb.exec("git status --porcelain=v1 -z --untracked-files=all", timeout=120, max_output=8_000_000)
+    out, items = set(), r.output.split("\0")
+    i = 0
+    while i < len(items):
+        entry = items[i]
+        i += 1
+        if len(entry) > 3:
+            out.add(posixpath.normpath(entry[3:]))
+            if entry[0] in "RC":  # a rename or copy: the next item is its source
+                out.add(posixpath.normpath(items[i]))
+                i += 1
+    return out
+
+
+def before_patch(sb: Sandbox) -> set[str]:
+    """Call before the patch is applied: keeps `.git/config` aside and returns what `git status` reports already
+    (an image's own untracked files are not the patch's)."""
+    sb.exec(f"cp -p .git/config {GIT_CONFIG_BACKUP} 2>/dev/null", timeout=60)
+    return changed_paths(sb)
+
+
+def guard(sb: Sandbox, patch: str, test_patch_files: list[str], baseline: set[str] | None = None) -> Review:
+    """Review the applied ``patch`` in ``sb`` and restore what it must not change (see the module doc).
+    ``baseline`` (from `before_patch`) adds what `git status` shows changed beyond it to the patch's own paths."""
     paths = patch_paths(patch)
+    if baseline is not None:
+        paths += sorted(p for p in changed_paths(sb) - baseline if p not in paths)
     if not paths:
         return Review()
     names, roots = environment(sb)
@@ -208,8 +251,14 @@ def guard(sb: Sandbox, patch: str, test_patch_files: list[str]) -> Review:
                     path_roots=roots)
     for path in result.restore:
         q = shlex.quote(path)
-        r = sb.exec(f"if git cat-file -e HEAD:{shlex.quote('./' + path)} 2>/dev/null; then "
-                    f"rm -rf -- {q} && git checkout HEAD -- {q}; else rm -rf -- {q}; fi", timeout=60)
+        if path == ".git/config":
+            cmd = f"cp -p {GIT_CONFIG_BACKUP} .git/config"
+        elif ".git" in path.split("/"):
+            cmd = f"rm -rf -- {q}"  # new files under .git (hooks); existing ones cannot be restored from HEAD
+        else:
+            cmd = (f"if git cat-file -e HEAD:{shlex.quote('./' + path)} 2>/dev/null; then "
+                   f"rm -rf -- {q} && git checkout HEAD -- {q}; else rm -rf -- {q}; fi")
+        r = sb.exec(cmd, timeout=60)
         if r.exit_code != 0:
             raise SandboxError(f"could not restore {path} before grading: {r.output[-300:]}")
     if result.tampering:

@@ -1,6 +1,7 @@
 """Grading in fresh sandboxes with swebench's functions: gold patches resolve every bundled instance,
 empty and broken patches resolve none, and patches that game the tests (a conftest.py hook, a pytest.ini
-loading a plugin, a module shadowing pytest) resolve nothing on either backend, though each of them does
+loading a plugin, a module shadowing pytest, a git hook that the eval script's checkout runs) resolve
+nothing on either backend, though each of them does
 resolve the unfixed instance when grading trusts the patch."""
 
 from __future__ import annotations
@@ -109,8 +110,12 @@ def new_file(path: str, text: str) -> str:
             f"@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines))
 
 
+GIT_HOOK = "#!/bin/sh\ncat > /testbed/conftest.py <<'PY'\n" + FORCE_PASS + "PY\n"
+"""Run by the eval script's `git checkout` (git apply refuses `.git/` paths; SWE-bench's `patch` fallback writes it)."""
+
 ATTACKS = {
     "conftest hook": new_file("conftest.py", FORCE_PASS),
+    "git hook": new_file(".git/hooks/post-checkout", GIT_HOOK).replace("new file mode 100644", "new file mode 100755"),
     "pytest.ini plugin": new_file("pytest.ini", "[pytest]\naddopts = -p evil_plugin\n")
                          + new_file("evil_plugin.py", FORCE_PASS),
     "shadowing module": new_file("pytest.py", SHADOW_PYTEST),

@@ -27,8 +27,9 @@ def modify(path: str, old: str, new: str) -> str:
 def test_patch_paths_sees_every_side():
     patch = (new_file("conftest.py", "x = 1") + modify("pkg/mod.py", "a", "b")
              + "diff --git a/old.py b/pytest.py\nsimilarity index 100%\nrename from old.py\nrename to pytest.py\n"
-             + "--- orig/plain.py\n+++ new/plain.py\n@@ -1,2 +1 @@\n-a\n--- conftest.sql comment\n+b\n")
-    assert patch_paths(patch) == ["conftest.py", "pkg/mod.py", "old.py", "pytest.py", "plain.py"]
+             + "--- orig/plain.py\n+++ new/plain.py\n@@ -1,2 +1 @@\n-a\n--- conftest.sql comment\n+b\n"
+             + "*** a/ctx.py\n--- b/ctx.py\n***************\n*** 1 ****\n! a\n--- 1 ----\n! b\n")
+    assert patch_paths(patch) == ["conftest.py", "pkg/mod.py", "old.py", "pytest.py", "plain.py", "ctx.py"]
     assert patch_paths("") == []
 
 
@@ -69,6 +70,8 @@ def decide(after: dict[str, str | None], test_patch_files=("tests/test_a.py",), 
     {"_pytest/__init__.py": ""},
     {"json.py": ""},
     {"src/pytest.py": ""},
+    {".git/hooks/post-checkout": "#!/bin/sh"},
+    {".git/config": "[core]\n\tfsmonitor = ./evil"},
 ])
 def test_what_changes_how_tests_run_is_tampering(after):
     roots = ("", "src")
