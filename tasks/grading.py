@@ -73,7 +73,7 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
             report.seconds = time.time() - start
             return report
         if guard_patch:
-            review = guard(sb, patch, patched_files(instance.test_patch), baseline)
+            review = guard(sb, patch, patched_files(instance.test_patch), baseline, spec.eval_script)
             report.tampering, report.ignored_files = review.tampering, review.ignored
         sb.write_file(EVAL_FILE, instrument(spec.eval_script))
         result = sb.exec(f"{EVAL_ENV + ' ' if guard_patch else ''}/bin/bash {EVAL_FILE}", timeout=timeout,

@@ -4,8 +4,9 @@ A patch is graded by running the repository's tests on it, so a patch can try to
 tests' machinery instead of the code: a `conftest.py` hook that turns failures into passes, a pytest
 configuration (`pytest.ini`, `tox.ini [pytest]`, `setup.cfg [tool:pytest]`, `pyproject.toml
 [tool.pytest...]`) or a `pytest11` entry point that loads such a plugin, a `sitecustomize.py` / `.pth`
-file that runs at interpreter start, or a new top-level module that shadows an installed one (`pytest.py`
-next to `python -m pytest`). Under GRPO that verdict is a reward, so the policy would learn to do it.
+file that runs at interpreter start, a new top-level module that shadows an installed one (`pytest.py`
+next to `python -m pytest`), or the runner script the eval script's test command names (sympy's
+`bin/test`). Under GRPO that verdict is a reward, so the policy would learn to do it.
 
 After the patch is applied in the fresh grading sandbox, `guard` looks at every file it touched (the
 patch's own paths and whatever `git status` shows changed) and restores (to the base commit, or deletes)
@@ -134,18 +135,38 @@ def _under(path: str, root: str) -> bool:
     return root == "" or path == root or path.startswith(root + "/")
 
 
+def runner_files(eval_script: str) -> set[str]:
+    """Words of the eval script's test command (between swebench's output markers) that look like repository
+    paths: a runner script such as sympy's `bin/test` or Django's `tests/runtests.py`."""
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
+
+    if START_TEST_OUTPUT not in eval_script:
+        return set()
+    section = eval_script.split(START_TEST_OUTPUT, 1)[1].split(END_TEST_OUTPUT, 1)[0]
+    out = set()
+    for word in re.split(r"[\s;&|()<>=\"']+", section):
+        if "/" in word or word.endswith((".py", ".sh")):
+            out.add(posixpath.normpath(word.removeprefix("/testbed/")))
+    return out
+
+
 def review(paths: list[str], *, test_patch_files: list[str], existed: Callable[[str], bool],
-           read: Callable[[str, bool], str | None], importable: set[str], path_roots: list[str]) -> Review:
+           read: Callable[[str, bool], str | None], importable: set[str], path_roots: list[str],
+           runners: set[str] = frozenset()) -> Review:
     """Decide, file by file. ``existed(path)``: the path is in the base commit; ``read(path, before)``:
     its text at the base commit (``before``) or after the patch (None when absent); ``importable``: top-level
     module names the test environment can import; ``path_roots``: directories of `/testbed` on its
-    `sys.path`, relative ("" for `/testbed` itself, which `python -m pytest` puts first)."""
+    `sys.path`, relative ("" for `/testbed` itself, which `python -m pytest` puts first); ``runners``: paths
+    the eval script's test command names (`runner_files`)."""
     out = Review()
     roots = [r for r in dirs_of_tests(test_patch_files) if r]
     for path in paths:
         name = posixpath.basename(path)
+        testish = path in test_patch_files or any(_under(path, r) for r in roots)
         why = None
-        if ".git" in path.split("/"):
+        if path in runners and not testish:
+            why = "the eval script's test command runs it"
+        elif ".git" in path.split("/"):
             why = "inside .git (hooks and config run code during the eval script's git commands)"
         elif name == "conftest.py":
             why = "a conftest.py, which pytest runs before the tests (its hooks can rewrite their results)"
@@ -168,8 +189,7 @@ def review(paths: list[str], *, test_patch_files: list[str], existed: Callable[[
         if why:
             out.tampering.append(f"{path}: {why}")
             out.restore.append(path)
-        elif path in test_patch_files or any(_under(path, r) for r in roots) or \
-                (TEST_FILE.match(name) and not existed(path)):
+        elif testish or (TEST_FILE.match(name) and not existed(path)):
             out.ignored.append(path)
             out.restore.append(path)
     return out
@@ -225,9 +245,11 @@ def before_patch(sb: Sandbox) -> set[str]:
     return changed_paths(sb)
 
 
-def guard(sb: Sandbox, patch: str, test_patch_files: list[str], baseline: set[str] | None = None) -> Review:
+def guard(sb: Sandbox, patch: str, test_patch_files: list[str], baseline: set[str] | None = None,
+          eval_script: str = "") -> Review:
     """Review the applied ``patch`` in ``sb`` and restore what it must not change (see the module doc).
-    ``baseline`` (from `before_patch`) adds what `git status` shows changed beyond it to the patch's own paths."""
+    ``baseline`` (from `before_patch`) adds what `git status` shows changed beyond it to the patch's own paths;
+    ``eval_script`` names the runner scripts its test command runs."""
     paths = patch_paths(patch)
     if baseline is not None:
         paths += sorted(p for p in changed_paths(sb) - baseline if p not in paths)
@@ -248,7 +270,7 @@ def guard(sb: Sandbox, patch: str, test_patch_files: list[str], baseline: set[st
         return sb.exec(f"git cat-file -e HEAD:{shlex.quote('./' + path)}", timeout=60).exit_code == 0
 
     result = review(paths, test_patch_files=test_patch_files, existed=existed, read=read, importable=names,
-                    path_roots=roots)
+                    path_roots=roots, runners=runner_files(eval_script))
     for path in result.restore:
         q = shlex.quote(path)
         if path == ".git/config":

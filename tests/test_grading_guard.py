@@ -106,6 +106,22 @@ def test_test_files_are_restored_without_blame(after):
     assert not r.tampering and r.ignored == list(after) and r.restore == list(after), r
 
 
+def test_the_test_commands_runner_is_tampering_but_its_test_files_are_not():
+    from tasks.guard import runner_files
+
+    script = ("#!/bin/bash\ncd /testbed\npip install -e .\n: '>>>>> Start Test Output'\n"
+              "PYTHONWARNINGS=ignore bin/test -C --verbose sympy/core/tests/test_a.py\n"
+              "./tests/runtests.py --settings=test_sqlite model_fields.tests\n: '>>>>> End Test Output'\n")
+    runners = runner_files(script)
+    assert {"bin/test", "sympy/core/tests/test_a.py", "tests/runtests.py"} <= runners
+    assert "setup.py" not in runners
+    after = {"bin/test": "print('PASSED')", "sympy/core/tests/test_a.py": "changed"}
+    r = review(list(after), test_patch_files=["sympy/core/tests/test_a.py"], existed=lambda p: True,
+               read=lambda p, before: "", importable=set(), path_roots=[""], runners=runners)
+    assert r.tampering == ["bin/test: the eval script's test command runs it"]
+    assert r.ignored == ["sympy/core/tests/test_a.py"]
+
+
 def test_test_dirs():
     assert dirs_of_tests(["tests/model_fields/test_x.py", "sympy/core/tests/test_b.py", "test_root.py"]) == \
         ["", "sympy/core/tests", "tests"]
