@@ -3,7 +3,9 @@
 `run_episode` is one episode: the agent in a fresh sandbox, its patch graded in another fresh sandbox,
 rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was removed, the
 task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
-`infra_error`, no reward, and `run_swe` retries the episode a bounded number of times.
+`infra_error`, no reward, and `run_swe` retries a bounded number of times: the episode when its sandbox
+failed, the grading alone when the grading sandbox failed (a harness that ran but gave no verdict is not
+retried within the run: it would say the same again).
 
 `run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
 the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
@@ -78,8 +80,9 @@ class RunConfig(BaseModel):
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
     infra_retries: int = Field(default=2, ge=0)
-    """Times an episode that failed for the infrastructure's sake (sandbox died, image missing, no grading
-    verdict) is run again before the instance is left as an infra error (a rerun retries it again)."""
+    """Times an episode whose sandbox failed (died, removed, image missing) is run again, and times grading
+    whose sandbox failed is tried again on the same patch, before the instance is left as an infra error
+    (rerunning the command retries it). Grading that ran but gave no verdict is not retried in the run."""
     infra_retry_delay: float = Field(default=5.0, ge=0)
     """Seconds to wait before such a retry (a daemon or disk under pressure gets a moment)."""
     stop_grace: float = Field(default=10.0, ge=0)
@@ -105,6 +108,8 @@ class EpisodeResult:
     """Rewards by name, `combined` included when any reward was computed."""
     infra_error: str | None = None
     """Why the infrastructure failed (then the trajectory's status is `infra_error`); None otherwise."""
+    infra_stage: str | None = None
+    """Where it failed: `episode` (the agent's sandbox) or `grading`; None without an infra error."""
     interrupted: bool = False
     """The run was stopped while the episode ran; nothing was graded."""
 
@@ -166,12 +171,14 @@ def grading_failure(report: TestReport) -> str | None:
 def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig, store: RunStore, run_id: str,
                 *, grade: bool = True, judge: Judge | None = None, weights: RewardWeights | None = None,
                 trajectory: Trajectory | None = None, on_event: OnEvent | None = None,
-                stop: StopSignal | None = None) -> EpisodeResult:
+                stop: StopSignal | None = None, grade_retries: int = 0,
+                retry_delay: float = 0.0) -> EpisodeResult:
     """One episode of `agent` on `instance` in a fresh sandbox, graded in another fresh one; all stored.
 
     `trajectory` may carry a header (ids, parent, policy) to fill. Steps are stored as they happen. On an
     infrastructure failure the trajectory's status is `infra_error` and no reward is stored; when `stop` is
-    set while the episode runs it ends as interrupted (status `error`), ungraded."""
+    set while the episode runs it ends as interrupted (status `error`), ungraded. Grading that raised (its
+    sandbox died, its image is missing) is tried again up to `grade_retries` times on the same patch."""
     say = on_event or (lambda instance_id, what: None)
     iid = instance.instance_id
     traj = trajectory or Trajectory(run_id=run_id, instance_id=iid)
@@ -217,26 +224,35 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
     if stop is not None and stop.is_set():
         return _interrupted(store, traj)
     if infra is not None:
-        return _infra(store, traj, infra, say)
+        return _infra(store, traj, infra, say, stage="episode")
     store.put_trajectory(traj)
 
     rewards: dict[str, Reward] = {}
     report: TestReport | None = None
     if grade:
-        say(iid, "grading")
-        try:
-            report = grading.grade(instance, traj.patch, sandbox_cfg, trajectory_id=traj.id)
-        except Exception as e:  # noqa: BLE001 - whatever broke in the harness, the agent did not
-            if stop is not None and stop.is_set():
-                return _interrupted(store, traj)
-            if not isinstance(e, SandboxError):
-                log.exception("grading %s failed", iid)
-            return _infra(store, traj, f"grading failed: {type(e).__name__}: {e}"
-                          if not isinstance(e, SandboxError) else f"grading failed: {e}", say)
+        for attempt in range(grade_retries + 1):
+            say(iid, "grading" if not attempt else f"grading again ({attempt}/{grade_retries})")
+            try:
+                report = grading.grade(instance, traj.patch, sandbox_cfg, trajectory_id=traj.id)
+                break
+            except Exception as e:  # noqa: BLE001 - whatever broke in the harness, the agent did not
+                if stop is not None and stop.is_set():
+                    return _interrupted(store, traj)
+                if not isinstance(e, SandboxError):
+                    log.exception("grading %s failed", iid)
+                why = f"grading failed: {e}" if isinstance(e, SandboxError) else \
+                    f"grading failed: {type(e).__name__}: {e}"
+                if attempt == grade_retries:
+                    return _infra(store, traj, why, say, stage="grading")
+                log.warning("%s: %s; grading again", iid, why)
+                if stop is None:
+                    time.sleep(retry_delay)
+                elif stop.event.wait(retry_delay):
+                    return _interrupted(store, traj)
         failure = grading_failure(report)
         if failure is not None:
             store.put_test_report(traj.id, report)
-            return _infra(store, traj, f"grading gave no verdict: {failure}", say, report)
+            return _infra(store, traj, f"grading gave no verdict: {failure}", say, report, stage="grading")
         rewards["swe"] = swe_reward(report)
     if judge is not None and not (stop is not None and stop.is_set()):
         say(iid, "judging")
@@ -270,7 +286,7 @@ def _alive(sb: Sandbox) -> bool:
 
 
 def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
-           report: TestReport | None = None) -> EpisodeResult:
+           report: TestReport | None = None, stage: str = "episode") -> EpisodeResult:
     ended = traj.status.value
     traj.status, traj.finished_at = TrajectoryStatus.infra_error, traj.finished_at or time.time()
     traj.error = why if ended in ("running", "error") else f"{why} (the episode itself ended {ended})"
@@ -279,7 +295,7 @@ def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
                     error=why)
     log.warning("%s: infrastructure error: %s", traj.instance_id, why)
     say(traj.instance_id, f"infra error: {why}")
-    return EpisodeResult(traj, report, {}, infra_error=why)
+    return EpisodeResult(traj, report, {}, infra_error=why, infra_stage=stage)
 
 
 def _interrupted(store: RunStore, traj: Trajectory) -> EpisodeResult:
@@ -361,8 +377,11 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 agent = Agent(batching, variant)
                 traj = Trajectory(run_id=run_id, instance_id=iid, policy=cfg.policy)
                 result = run_episode(inst, agent, sandbox_cfg, store, run_id, grade=cfg.grade, judge=judge,
-                                     weights=cfg.rewards, trajectory=traj, on_event=on_event, stop=stopper)
+                                     weights=cfg.rewards, trajectory=traj, on_event=on_event, stop=stopper,
+                                     grade_retries=cfg.infra_retries, retry_delay=cfg.infra_retry_delay)
                 if result.infra_error is None or result.interrupted or stopper.is_set():
+                    break
+                if result.infra_stage == "grading":  # the episode was sound: grading was already retried
                     break
             if result is None or result.interrupted or stopper.is_set() and result.infra_error is not None:
                 with stopper.commit():

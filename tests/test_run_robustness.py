@@ -162,8 +162,10 @@ def test_a_grading_harness_without_a_verdict_is_shown_not_hidden(pair, tmp_path:
     inst = pair[0]
     silent = inst.model_copy(update={"test_cmd": "echo the tests never ran"})  # no test results in the log
     out = unique_out(tmp_path, "ungraded")
-    cfg = RunConfig(instances=[inst.instance_id], out=str(out), workers=1, infra_retries=0)
-    report = run_swe(cfg, [silent], policy_for([inst]))
+    cfg = RunConfig(instances=[inst.instance_id], out=str(out), workers=1, infra_retries=2, infra_retry_delay=0)
+    policy = policy_for([inst])
+    report = run_swe(cfg, [silent], policy)
+    assert policy.episodes[inst.instance_id] == 1  # a harness that ran without a verdict: not rerun
     saved = json.loads((out / "report.json").read_text())
     for r in (report, saved):
         row = r["per_instance"][0]
@@ -189,6 +191,49 @@ def test_a_grading_harness_without_a_verdict_is_shown_not_hidden(pair, tmp_path:
         run_cli.console = saved_console
     text = console.export_text()
     assert "1 grading errors" in text and "ungraded" in text and "nothing graded" in text
+
+
+def test_a_grading_sandbox_that_dies_is_graded_again_on_the_same_patch(pair, tmp_path: Path):
+    inst = pair[0].model_copy(update={"test_cmd": f"sleep 4; {pair[0].test_cmd}"})  # time to remove it
+    out = unique_out(tmp_path, "regrade")
+    episode: set[str] = set()
+    removed: list[str] = []
+    submitting = threading.Event()
+
+    class Watched(ByInstance):
+        def generate(self, conversations, params, tools=None):
+            if sum(m.role == "assistant" for m in conversations[0]) == 2:  # about to submit
+                episode.update(c.id for c in run_containers(out.name))
+                submitting.set()
+            return super().generate(conversations, params, tools)
+
+    def remove_the_first_grading_sandbox() -> None:
+        submitting.wait(120)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            for c in run_containers(out.name):
+                if c.id not in episode:
+                    try:
+                        c.remove(force=True)
+                    except Exception:  # noqa: BLE001 - e.g. still being created: try again
+                        continue
+                    removed.append(c.id)
+                    return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=remove_the_first_grading_sandbox, daemon=True)
+    watcher.start()
+    policy = Watched({inst.instance_id: gold(inst)}, {inst.instance_id: inst.problem_statement[:80]})
+    events: list[str] = []
+    cfg = RunConfig(instances=[inst.instance_id], out=str(out), workers=1, infra_retries=1, infra_retry_delay=0)
+    report = run_swe(cfg, [inst], policy, on_event=lambda iid, what: events.append(what))
+    watcher.join(5)
+    assert episode and removed and "grading again (1/1)" in events, events
+    assert policy.episodes[inst.instance_id] == 1  # the episode ran once; its patch was graded twice
+    assert report["resolved"] == 1 and report_ok(report)
+    with RunStore(out, readonly=True) as store:
+        (tid,) = store.trajectory_ids()
+        assert store.get_trajectory(tid).status == TrajectoryStatus.submitted
 
 
 # --- 14.4: a graceful stop ---------------------------------------------------------------------------
