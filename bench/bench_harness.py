@@ -233,8 +233,8 @@ class TimedDockerSandbox(DockerSandbox):
         self.exec_seconds, self.bookkeeping_seconds, self.outputs = 0.0, 0.0, []
 
 
-def run_evolve(repo: Path, store: RunStore | None) -> dict:
-    variant = AgentVariant.load()
+def run_evolve(repo: Path, store: RunStore | None, variant_dir: str | None = None) -> dict:
+    variant = AgentVariant.load(variant_dir) if variant_dir else AgentVariant.load()
     variant.budget.max_steps = 100
     variant.budget.max_tokens = 10_000_000
     instance = TaskInstance(instance_id="inventory-discount", problem_statement=PROBLEM)
@@ -327,6 +327,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-record", action="store_true", help="no trajectory recording on either side")
+    parser.add_argument("--variant", default=None, help="Evolve's agent variant directory (default: the default one)")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 150))
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp_name:
@@ -338,7 +339,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"evolve": [], "mini": []}
 
         def one(side: str) -> dict:
-            return run_evolve(repo, store) if side == "evolve" else run_mini(repo, mini_record)
+            return run_evolve(repo, store, args.variant) if side == "evolve" else run_mini(repo, mini_record)
 
         warm = {side: one(side) for side in ("evolve", "mini")}  # untimed warm-up
         for rep in range(args.reps):
