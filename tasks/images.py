@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tarfile
@@ -122,21 +123,25 @@ def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) 
         raise SandboxError("swebench's image builder runs `docker buildx build`, and `docker buildx` is not "
                            "installed here (Debian: apt-get install docker-buildx)")
     ids = [i.instance_id for i in instances]
+    task_repo = Path(task_repo).resolve()
     try:
         rows = load_task_repo(task_repo, ids)
         dockerfiles, contexts = load_dockerfiles(task_repo, ids), task_paths(task_repo, ids)
     except (FileNotFoundError, KeyError) as e:
         raise SandboxError(f"--task-repo {task_repo}: {str(e).strip(chr(39))}") from None
     built = []
-    for row in rows:
-        spec = make_image_spec(row, dockerfiles[row["instance_id"]], namespace="swebench",
-                               context_dir=contexts[row["instance_id"]])
-        try:
-            build_instance_image(spec, docker_client(), None, nocache=False)
-        except BuildImageError as e:
-            raise SandboxError(f"swebench's builder could not build {spec.name}: "
-                               f"{str(e).splitlines()[0][:200]}") from None
-        built.append(spec.name)
+    logs = Path.home() / ".cache" / "evolve" / "swebench-builds"  # swebench writes logs/ under the cwd
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(logs):
+        for row in rows:
+            spec = make_image_spec(row, dockerfiles[row["instance_id"]], namespace="swebench",
+                                   context_dir=Path(contexts[row["instance_id"]]).resolve())
+            try:
+                build_instance_image(spec, docker_client(), None, nocache=False)
+            except BuildImageError as e:
+                raise SandboxError(f"swebench's builder could not build {spec.name}: "
+                                   f"{str(e).splitlines()[0][:200]} (logs in {logs})") from None
+            built.append(spec.name)
     return built
 
 

@@ -132,3 +132,26 @@ def test_images_are_found_under_swebench_names_and_a_missing_one_is_named_exactl
     ok = evolve("tasks", "swe-bench-verified", "--build", "--dataset", str(standin["current"]), "--instances",
                 STANDIN)
     assert ok.returncode == 0 and "1 present" in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_images_build_with_swebenchs_builder_from_a_task_repo_or_say_why_not(standin, tmp_path):
+    """`--task-repo`: swebench's own image builder (`docker buildx build`), named as published."""
+    task = tmp_path / "task-repo" / "tasks" / MISSING
+    task.mkdir(parents=True)
+    (task / "task.yaml").write_text(f"instance_id: {MISSING}\nrepo: evolve-bundled/cachebox\nversion: '1.0'\n")
+    for name in ("gold.patch", "test.patch", "eval.sh", "problem_statement.md"):
+        (task / name).write_text("")
+    (task / "tests.json").write_text(json.dumps({"FAIL_TO_PASS": ["t"], "PASS_TO_PASS": []}))
+    (task / "Dockerfile").write_text(f"FROM {standin['inst'].image}\n")
+    r = evolve("tasks", "swe-bench-verified", "--build", "--dataset", str(standin["current"]), "--instances", MISSING,
+               "--task-repo", str(tmp_path / "task-repo"))
+    name = "swebench/sweb.eval.x86_64.evolve_1776_missing-3:latest"
+    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+    if not buildx:  # here: the builder cannot run, and the message says what is missing
+        assert r.returncode == 2 and "docker buildx" in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
+        return
+    try:
+        assert r.returncode == 0 and "1 built" in r.stdout and image_exists(name), r.stdout + r.stderr
+    finally:
+        if image_exists(name):
+            docker_client().images.remove(name, force=True)
