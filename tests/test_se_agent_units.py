@@ -97,6 +97,15 @@ def test_operator_failure_falls_back_to_a_grounded_strategy():
     assert "approach X" in out.text and "broke visible tests (t1)" in out.text
 
 
+def test_an_operator_answer_that_repeats_its_prompt_falls_back():
+    inst = TaskInstance(instance_id="i", problem_statement="The parser drops every comment line after a blank line.")
+    llm = EchoPolicy(lambda s, u: s + " and more")  # what a 270M model did in the measured run
+    out = apply_operator("refinement", inst, [entry("i", 0, "X", FAILED)], 2, llm)
+    assert out.fallback and "repeated its prompt" in out.fallback_reason
+    llm = EchoPolicy(lambda s, u: "Read " + u[8:200])  # quotes the issue mid-answer: an answer, kept
+    assert not apply_operator("refinement", inst, [entry("i", 0, "X", FAILED)], 2, llm).fallback
+
+
 def test_compression_contract():
     """Check 4: every step keeps role/thought/action; long outputs clipped head 20% (30-150) + tail 10%
     (30-100) with a marker; outputs under 300 characters untouched; the cut is reported."""

@@ -137,6 +137,12 @@ def fallback_strategy(operator: str, pool: list[PoolEntry], sources: list[PoolEn
             f"case the issue names, and submit a non-empty patch.")
 
 
+def echoes(answer: str, prompt: str, span: int = 60) -> bool:
+    """True when the answer opens with a long verbatim piece of its own prompt (small models often do)."""
+    head = " ".join(answer.split())[:span]
+    return len(head) >= span and head in " ".join(prompt.split())
+
+
 def apply_operator(operator: str, instance: TaskInstance, pool: list[PoolEntry], iteration: int,
                    policy: Policy | None, *, focus_text: Callable[[str], tuple[str, int]] | None = None,
                    max_chars: int = 12000, max_tokens: int = 400, words: int = 250, seed: int = 0) -> OperatorOutput:
@@ -158,13 +164,16 @@ def apply_operator(operator: str, instance: TaskInstance, pool: list[PoolEntry],
         reason = "no operator policy"
     else:
         try:
-            text = ask(policy, SYSTEM.format(words=words), user, max_tokens=max_tokens, seed=seed)
+            system = SYSTEM.format(words=words)
+            text = ask(policy, system, user, max_tokens=max_tokens, seed=seed)
             words_in = text.split()
             if len(words_in) > 2 * words:
                 text = " ".join(words_in[: 2 * words])
             out.text = text.strip()
             if not out.text:
                 reason = "the operator policy answered nothing"
+            elif echoes(out.text, system + "\n" + user):
+                reason = "the operator policy repeated its prompt instead of answering"
         except Exception as e:  # fall back, recorded
             reason = f"operator policy failed: {type(e).__name__}: {str(e)[:200]}"
     if reason:
