@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from evolve.agent_r.build import build_instance, logged_splice
+from evolve.agent_r.build import build_instance
 from evolve.agent_r.config import AgentRConfig, parse_threshold
 from evolve.agent_r.pairs import make_pairs
 from evolve.agent_r.splice import THOUGHTS, plan_splice
 from evolve.agent_r.toy import NumberLineWorld, TabularPolicy, oracle_ask, true_first_error
-from evolve.agent_r.tree import Node, backprop, leaves, search, select, uct
+from evolve.agent_r.tree import Node, leaves, search, select, uct
 from evolve.agent_r.verifier import first_error, majority, parse_judgment
 from evolve.errors import ConfigError
 
