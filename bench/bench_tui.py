@@ -91,6 +91,8 @@ async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list
         while not (app.screen.query("#trajs") and app.screen.query_one("#trajs").row_count == 100 and frames
                    and frames[-1] > t0):
             await asyncio.sleep(0.005)
+            if time.perf_counter() - t0 > 60:
+                raise SystemExit("the dashboard did not show its first page within 60 s")
         first = frames[-1] - t0
         cpu["first"].append(frame_cpu[-1] - c0)
 

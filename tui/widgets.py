@@ -10,6 +10,12 @@ from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 
+def cell(value: Any) -> Text:
+    """A table cell as Text: a plain string would be parsed as Rich markup (a test id like `t[bold]` would
+    lose its brackets), and Text skips that parse."""
+    return value if isinstance(value, Text) else Text(str(value), no_wrap=True, end="")
+
+
 def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[Any]], keys: Sequence[str],
                most: int = 40) -> None:
     """Replace a table's rows, with column widths measured here from the rows (capped at `most`).
@@ -18,14 +24,14 @@ def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence
     drawn at the old widths in the table's line cache (seen at 80x24 when a render lands in between)."""
     widths = [len(c) for c in columns]
     for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], cell.cell_len if isinstance(cell, Text) else cell_len(str(cell)))
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], value.cell_len if isinstance(value, Text) else cell_len(str(value)))
     keep = table.cursor_row
     table.clear(columns=True)
     for name, width in zip(columns, widths):
         table.add_column(name, key=name, width=min(width, most))
     for row, key in zip(rows, keys):
-        table.add_row(*row, key=key)
+        table.add_row(*map(cell, row), key=key)
     if rows:
         table.move_cursor(row=min(keep, len(rows) - 1))
 

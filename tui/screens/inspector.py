@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 from evolve.store import RunStore
 from records import Step, TestReport, Trajectory
 from tui.screens.base import LiveScreen
+from tui.widgets import cell
 from tui.text import (clean, clip, duration, logprob_summary, report_lines, split_thinking, step_text, tool_names,
                       trajectory_export)
 
@@ -143,8 +144,8 @@ class InspectorScreen(LiveScreen):
             table.clear()
             old_len = 0
         for s in traj.steps[old_len:]:
-            table.add_row(str(s.index + 1), tool_names(s)[:7], str(s.prompt_tokens + s.completion_tokens),
-                          duration(s.policy_seconds + s.tool_seconds), key=str(s.index))
+            table.add_row(*map(cell, (s.index + 1, tool_names(s)[:7], s.prompt_tokens + s.completion_tokens,
+                                      duration(s.policy_seconds + s.tool_seconds))), key=str(s.index))
         if not keep_step:  # a running trajectory opens on its newest step and follows it while you stay there
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
             self.branch_rows = []
@@ -230,13 +231,13 @@ class InspectorScreen(LiveScreen):
         table = self.query_one("#reward-table", DataTable)
         table.clear()
         for name, r in self.store.rewards(self.tid).items():
-            table.add_row(name, f"{r.total:.3f}", "", "")
+            table.add_row(*map(cell, (name, f"{r.total:.3f}", "", "")))
             for part, v in r.parts.items():
-                table.add_row("", "", part, f"{v:.3f}")
+                table.add_row(*map(cell, ("", "", part, f"{v:.3f}")))
             for k, v in r.info.items():
-                table.add_row("", "", k, Text(str(v)[:200]))
+                table.add_row(*map(cell, ("", "", k, str(v)[:200])))
         if not table.row_count:
-            table.add_row("no rewards stored", "", "", "")
+            table.add_row(*map(cell, ("no rewards stored", "", "", "")))
 
     def fill_tests(self) -> None:
         report: TestReport | None = self.store.test_report(self.tid)
@@ -252,7 +253,7 @@ class InspectorScreen(LiveScreen):
                          + (f" · error: {report.error}" if report.error else "") + f" · {duration(report.seconds)}"))
         for group, name, status in report_lines(report):
             style = "green" if status in ("PASSED", "XFAIL") else "bold red"
-            table.add_row(group, Text(status, style=style), name)
+            table.add_row(cell(group), Text(status, style=style), cell(name))
 
     def fill_patch(self) -> None:
         text = Text()

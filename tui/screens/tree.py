@@ -18,6 +18,7 @@ from records import TreeNode
 from tui.screens.base import LiveScreen
 from tui.stats import NodeStats, best_belief, hgm_stats
 from tui.text import clean, clip, duration
+from tui.widgets import cell
 
 VIEWS = ("node", "diff", "diagnosis", "evals")
 STATUS_STYLE = {"evaluating": "yellow", "expanding": "cyan", "rejected": "red", "failed": "red",
@@ -179,8 +180,8 @@ class TreeScreen(LiveScreen):
         table.clear()
         for row in self.evals:
             res = "-" if row["resolved"] is None else ("yes" if row["resolved"] else "no")
-            table.add_row(row["task_id"], row["status"], res, duration(row["finished_at"] - row["started_at"]),
-                          row["trajectory_id"] or "-")
+            table.add_row(*map(cell, (row["task_id"], row["status"], res,
+                                      duration(row["finished_at"] - row["started_at"]), row["trajectory_id"] or "-")))
         table.border_title = f"{len(self.evals)} evaluations (enter: open trajectory)"
 
     def show_group(self) -> None:
