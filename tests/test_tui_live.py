@@ -74,6 +74,9 @@ async def _watch(out: Path, watcher: RunStore, n_steps, proc) -> None:
         await pilot.pause()
         dash = app.screen
         assert isinstance(dash, DashboardScreen)
+        end = time.time() + 10
+        while not dash.rows and time.time() < end:  # the first page is read when the screen first polls
+            await pilot.pause(0.1)
         await pilot.press("enter")
         await pilot.pause()
         insp = app.screen
