@@ -436,11 +436,6 @@ class RunStore:
                 out[tid]["rewards"][name] = dict(total=total_, parts=json.loads(data).get("parts", {}))
         return total, list(out.values())
 
-    def steps(self, trajectory_id: str, after: int = -1) -> list[Step]:
-        """The steps of a trajectory with index > `after` (a live view fetches only what is new)."""
-        return [Step.model_validate_json(r[0]) for r in self._rows(
-            "SELECT data FROM steps WHERE trajectory_id=? AND idx>? ORDER BY idx", (trajectory_id, after))]
-
     def reward_totals(self, run_id: str) -> dict[str, list[float]]:
         """Every stored reward total of the run's trajectories, by reward name (for a histogram)."""
         out: dict[str, list[float]] = {}

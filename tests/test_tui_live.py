@@ -54,7 +54,7 @@ def test_new_steps_show_within_two_seconds_and_stop_request_stops_the_run(tmp_pa
 
         def n_steps() -> int:
             ids = watcher.trajectory_ids(status="running")
-            return len(watcher.steps(ids[0])) if ids else 0
+            return len(watcher.get_trajectory(ids[0]).steps) if ids else 0
 
         wait_for(lambda: n_steps() >= 1, 120, "the first step")
         asyncio.run(_watch(out, watcher, n_steps, proc))
