@@ -153,3 +153,62 @@ class ServedPolicy:
 
     def close(self) -> None:
         self.server.stop()
+
+
+class RayEpisodes:
+    """`run_swe`'s episodes on a Ray cluster: each episode is a Ray task (rerun by Ray when its worker dies);
+    its steps are relayed live and its records stored by the driver when it returns."""
+
+    def __init__(self, cfg, policy: Policy, policy_spec: str):
+        from evolve.executor import RayExecutor
+
+        self.executor = RayExecutor(cfg)
+        self.served: ServedPolicy | None = None
+        try:
+            if policy_spec.startswith(WORKER_LOADED):
+                self.spec = worker_policy_spec(policy_spec)
+            else:
+                self.served = ServedPolicy(policy, self.executor.nodes())
+                self.spec = self.served.spec
+            self.relay = StepRelay()
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, instance: TaskInstance, variant: AgentVariant, sandbox_cfg: SandboxConfig, store: RunStore,
+            run_id: str, trajectory: Trajectory, grade: bool, weights: RewardWeights, stop) -> EpisodeResult:
+        """One episode on the cluster; `stop` (the run's StopSignal) cancels it."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from evolve.runner import _infra, _interrupted
+
+        store.put_trajectory(trajectory)
+        job = EpisodeJob(instance, self.spec, variant, sandbox_cfg, run_id, trajectory, grade, weights,
+                         self.relay.queue)
+        fut = self.executor.submit(run_remote_episode, job)
+        while True:
+            try:
+                result = fut.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                if stop.is_set():
+                    self.executor.cancel(fut, force=True)
+                    return _interrupted(store, trajectory)
+            except Exception as e:  # noqa: BLE001 - the task failed beyond Ray's retries
+                if stop.is_set():
+                    return _interrupted(store, trajectory)
+                if isinstance(e, self.executor.ray.exceptions.RayTaskError):
+                    raise e.as_instanceof_cause() from None  # the episode's own error, as with local
+                return _infra(store, trajectory, f"the Ray worker failed: {type(e).__name__}: {e}",
+                              lambda iid, what: None)
+        self.relay.drain(store)
+        self.relay.store_result(store, result)
+        return result
+
+    def drain(self, store: RunStore) -> None:
+        self.relay.drain(store)
+
+    def close(self) -> None:
+        if self.served is not None:
+            self.served.close()
+        self.executor.close()

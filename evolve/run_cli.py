@@ -13,6 +13,7 @@ from rich.table import Table
 
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
+from evolve.executor import parse_executor
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 from tasks.suite import SuiteUnavailable
@@ -44,6 +45,8 @@ def run_cmd(
                                "vllm:MODEL, replay:FILE_OR_RUN_DIR (stored trajectories), or version:ID|latest (a trained policy)."),
     sandbox: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     workers: int = typer.Option(2, min=1, help="Episodes in parallel (their policy calls are batched)."),
+    executor: str = typer.Option("local", help="Where episodes run: local (threads here), ray (a Ray cluster "
+                                 "started on this machine) or ray=ADDRESS (an existing cluster)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/<suite>."),
     dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file (JSON/JSONL/parquet)."),
     variant: Optional[Path] = typer.Option(None, help="Agent variant directory."),
@@ -64,6 +67,7 @@ def run_cmd(
     if infra_retries < 0:
         raise ConfigError(f"--infra-retries must be 0 or more, not {infra_retries}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
+    executor_cfg = parse_executor(executor)
     out = out or Path("runs") / suite
     ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
     if instances is not None and not ids:
@@ -99,7 +103,7 @@ def run_cmd(
                         policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
-                        infra_retries=infra_retries)
+                        infra_retries=infra_retries, executor=executor_cfg)
         console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
                       f"store {out}")
         with console.status("loading policy"):

@@ -35,6 +35,7 @@ from agent.policy import DEFAULT_POLICY
 from agent.policy.base import Policy
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from evolve.errors import ConfigError
+from evolve.executor import ExecutorConfig
 from evolve.run_lock import RunLock
 from evolve.store import RunStore, check_run_dir
 from records import Reward, TaskInstance, TestReport, Trajectory, TrajectoryStatus
@@ -87,6 +88,8 @@ class RunConfig(BaseModel):
     """Seconds to wait before such a retry (a daemon or disk under pressure gets a moment)."""
     stop_grace: float = Field(default=10.0, ge=0)
     """Seconds a stop (Ctrl-C, stop request) waits for running episodes to wind down before the report."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where episodes run: threads here (`local`) or tasks on a Ray cluster (`ray`); the store has one writer."""
     out: str = "runs/latest"
     """Run directory (the store, predictions and report); rerunning with the same one resumes."""
 
@@ -355,6 +358,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
         judge = _judge(judge_policy, store) if judge_policy is not None else None
+        remote = _remote_episodes(cfg, policy, judge_policy)
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
         stopper = StopSignal()
         fatal: list[BaseException] = []
@@ -374,11 +378,15 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                     on_event(iid, f"retrying after an infra error ({attempt}/{cfg.infra_retries})")
                     if stopper.event.wait(cfg.infra_retry_delay):
                         break
-                agent = Agent(batching, variant)
                 traj = Trajectory(run_id=run_id, instance_id=iid, policy=cfg.policy)
-                result = run_episode(inst, agent, sandbox_cfg, store, run_id, grade=cfg.grade, judge=judge,
-                                     weights=cfg.rewards, trajectory=traj, on_event=on_event, stop=stopper,
-                                     grade_retries=cfg.infra_retries, retry_delay=cfg.infra_retry_delay)
+                if remote is not None:
+                    result = remote.run(inst, variant, sandbox_cfg, store, run_id, traj, cfg.grade, cfg.rewards,
+                                        stopper)
+                else:
+                    result = run_episode(inst, Agent(batching, variant), sandbox_cfg, store, run_id, grade=cfg.grade,
+                                         judge=judge, weights=cfg.rewards, trajectory=traj, on_event=on_event,
+                                         stop=stopper, grade_retries=cfg.infra_retries,
+                                         retry_delay=cfg.infra_retry_delay)
                 if result.infra_error is None or result.interrupted or stopper.is_set():
                     break
                 if result.infra_stage == "grading":  # the episode was sound: grading was already retried
@@ -426,13 +434,15 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         threads = [threading.Thread(target=worker, name=f"evolve-episode-{k}", daemon=True)
                    for k in range(n_workers)]
-        with _sigint_stops(stopper) as sigint:
+        with _sigint_stops(stopper) as sigint, _closing(remote):
             for t in threads:
                 t.start()
             last_poll = 0.0
             while any(t.is_alive() for t in threads) and not stopper.is_set():
                 for t in threads:
                     t.join(0.2)
+                if remote is not None:
+                    remote.drain(store)
                 if sigint.hit:
                     stopper.request("Ctrl-C")
                 elif time.time() - last_poll >= 1.0:
@@ -466,6 +476,32 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+def _remote_episodes(cfg: RunConfig, policy: Policy, judge_policy: Policy | None):
+    """`RayEpisodes` when the run's executor is Ray, else None (episodes run in this process's threads)."""
+    if cfg.executor.backend == "local":
+        return None
+    if judge_policy is not None:
+        raise ConfigError("--judge runs in the driver and is not available with --executor ray yet: "
+                          "judge the run afterwards or use --executor local")
+    from evolve.remote_episode import RayEpisodes
+
+    return RayEpisodes(cfg.executor, policy, cfg.policy)
+
+
+class _closing:
+    """Close `thing` (if any) on exit."""
+
+    def __init__(self, thing) -> None:
+        self.thing = thing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thing is not None:
+            self.thing.close()
 
 
 class _sigint_stops:
