@@ -197,6 +197,8 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
 
     ep_agent = copy.copy(agent)  # the caller's agent may be shared by parallel episodes
     ep_agent.on_step = on_step
+    if getattr(ep_agent, "on_attempt", None) is None:  # attempts.k > 1: each attempt is a stored trajectory
+        ep_agent.on_attempt = store.put_trajectory
     infra: str | None = None
     say(iid, "starting sandbox")
     try:
@@ -585,7 +587,7 @@ def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:
 
 def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: float,
                   stopped: str | None = None) -> dict:
-    """`predictions.jsonl` (SWE-bench's format, the latest finished trajectory per instance, each named
+    """`predictions.jsonl` (SWE-bench's format, the latest graded (else finished) trajectory per instance, each named
     with the policy that produced it) and `report.json`.
 
     The report counts apart: resolved; `ungraded` (no verdict, whatever the reason); `grading_errors` (the
@@ -594,9 +596,11 @@ def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: 
     as such); `interrupted` and `not_run`; `stopped` says why the run stopped early (None: it finished).
     `resolved_rate` is SWE-bench's (resolved over all instances, the ungraded counting as unresolved), and
     None when nothing was graded."""
-    latest: dict[str, dict] = {}
-    for row in store.trajectory_summaries(run_id):
-        if row["status"] != TrajectoryStatus.running.value:
+    latest: dict[str, dict] = {}  # the latest graded trajectory, else the latest finished (attempts not chosen
+    for row in store.trajectory_summaries(run_id):  # by a multi-attempt variant are never graded)
+        before = latest.get(row["instance_id"])
+        if row["status"] != TrajectoryStatus.running.value and not (
+                before is not None and before["resolved"] is not None and row["resolved"] is None):
             latest[row["instance_id"]] = row
     status = store.instance_status(run_id)
     rows, preds = [], []

@@ -85,6 +85,9 @@ def test_every_command_has_help():
     for args in (("--help",), ("run", "--help"), ("tasks", "--help"), ("serve", "--help"), ("sandbox", "--help"),
                  ("sandbox", "build-base", "--help"), ("sandbox", "prune", "--help"), ("sandbox", "smoke", "--help"),
                  ("train", "--help"), ("train", "sft", "--help"), ("train", "grpo", "--help"),
-                 ("train", "grpo-toolcall", "--help"), ("train", "versions", "--help")):
+                 ("train", "grpo-toolcall", "--help"), ("train", "versions", "--help"), ("hgm", "--help"),
+                 ("tree", "--help"), ("tree", "show", "--help"), ("tree", "diff", "--help"), ("tree", "best", "--help"),
+                 ("tree", "export", "--help"), ("se-agent", "--help"), ("agent-r", "--help"), ("tui", "--help"),
+                 ("trajectories", "--help")):
         r = evolve(*args)
         assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stderr[-500:])

@@ -142,3 +142,44 @@ def test_judge_and_weighted_rewards_are_stored_with_their_parts(instance, tmp_pa
         assert combined.parts["swe"] == 1.0 and combined.parts["judge"] == pytest.approx(0.4)
         assert combined.parts["swe.resolved"] == 1.0
         assert len(store.cache()) == 1  # the judge's reply, by content hash, survives a resume
+
+
+def test_every_attempt_of_a_multi_attempt_variant_is_a_stored_trajectory(instance, tmp_path: Path):
+    """`attempts.k: 2` without stopping on success: the resolving first attempt and the empty second are both
+    stored with their steps (the second would otherwise leave steps without a trajectory); the first is graded."""
+    import shutil
+
+    import yaml
+
+    from agent.variant import DEFAULT_VARIANT
+
+    variant = tmp_path / "variant"
+    shutil.copytree(DEFAULT_VARIANT, variant)
+    data = yaml.safe_load((variant / "variant.yaml").read_text())
+    data["attempts"] = {"k": 2, "stop_on_success": False}
+    (variant / "variant.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    class TwoAttempts(ScriptedPolicy):
+        def __init__(self):
+            super().__init__([])
+            self.episodes = 0
+
+        def generate(self, conversations, params, tools=None):
+            self.episodes += sum(not any(m.role == "assistant" for m in c) for c in conversations)
+            return super().generate(conversations, params, tools)
+
+        def responses_for(self, conversation):
+            if self.episodes <= 1:
+                return [Message(role="assistant", content=r) for r in gold_script(instance)]
+            return [Message(role="assistant", content=call("bash", command="ls"))]
+
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(tmp_path / "run"), workers=1,
+                    variant=str(variant))
+    report = run_swe(cfg, [instance], TwoAttempts())
+    assert report["resolved"] == 1, json.dumps(report["per_instance"])
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        rows = store.trajectory_summaries()
+        assert len(rows) == 2 and all(r["steps"] for r in rows)
+        graded = [r for r in rows if r["resolved"] is not None]
+        assert len(graded) == 1 and graded[0]["id"] == rows[0]["id"] and graded[0]["resolved"]
+        assert rows[1]["parent_id"] == rows[0]["id"] and rows[1]["steps"] == 2
