@@ -11,7 +11,11 @@ from rich.console import Console
 
 from agent.policy import DEFAULT_POLICY
 from evolve import run_cli, sandbox_cli, trajectories_cli
+from evolve.agent_r import cli as agent_r_cli
+from evolve.hgm import cli as hgm_cli
+from evolve.se_agent import cli as se_agent_cli
 from evolve.train import cli as train_cli
+from tui import cli as tui_cli  # the command line is the one place evolve reaches up to the TUI
 
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -20,11 +24,11 @@ app.command("tasks")(run_cli.tasks_cmd)
 app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")
-app.command("se-agent")(__import__("evolve.se_agent.cli").se_agent.cli.se_agent_cmd)
-app.command("agent-r")(__import__("evolve.agent_r.cli").agent_r.cli.agent_r_cmd)
-app.command("hgm")(__import__("evolve.hgm.cli").hgm.cli.hgm_cmd)
-app.add_typer(__import__("evolve.hgm.cli").hgm.cli.tree_app, name="tree")
-app.command("tui")(__import__("tui.cli").cli.tui_cmd)  # the CLI is the one place evolve reaches up to tui
+app.command("hgm")(hgm_cli.hgm_cmd)
+app.add_typer(hgm_cli.tree_app, name="tree")
+app.command("se-agent")(se_agent_cli.se_agent_cmd)
+app.command("agent-r")(agent_r_cli.agent_r_cmd)
+app.command("tui")(tui_cli.tui_cmd)
 err_console = Console(stderr=True)
 
 

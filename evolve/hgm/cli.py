@@ -99,8 +99,9 @@ def hgm_cmd(
     chosen, held = _split_holdout(the_suite.select(ids, limit), holdout, the_suite)
     if not chosen:
         raise ConfigError("no instances to search on: the selection is empty")
-    root_dir = root_variant or __import__("agent.variant", fromlist=["DEFAULT_VARIANT"]).DEFAULT_VARIANT
-    from agent.variant import AgentVariant
+    from agent.variant import DEFAULT_VARIANT, AgentVariant
+
+    root_dir = root_variant or DEFAULT_VARIANT
 
     AgentVariant.load(root_dir)  # a bad root variant is a user error, before anything starts
     run_id = out.resolve().name
