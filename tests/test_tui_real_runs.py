@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evolve.store import RunStore
-from tests.tui_fixtures import real_runs
+from tests.tui_fixtures import real_runs, settle
 from tui.app import EvolveApp
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.inspector import InspectorScreen
@@ -22,14 +22,6 @@ from tui.screens.tree import TreeScreen
 from tui.stats import hgm_stats
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
-
-
-async def settle(app, pilot) -> None:
-    """Let the screens' worker threads finish reading and their results be drawn."""
-    for _ in range(3):
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 @pytest.fixture(scope="module")

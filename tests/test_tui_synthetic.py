@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evolve.store import RunStore
-from tests.tui_fixtures import build, write_synthetic_run
+from tests.tui_fixtures import build, settle, write_synthetic_run
 from tui.app import EvolveApp
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.inspector import InspectorScreen
@@ -20,14 +20,6 @@ from tui.screens.tree import TreeScreen
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
 T0 = 1767225600.0  # 2026-01-01 00:00 UTC
-
-
-async def settle(app, pilot) -> None:
-    """Let the screens' worker threads finish reading and their results be drawn."""
-    for _ in range(3):
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 @pytest.fixture(scope="module")

@@ -163,3 +163,11 @@ def real_runs(root: Path) -> dict[str, object]:
     with RunStore(root / "train") as store:
         version = write_training(store)
     return {"report": report, "trajectory_ids": tids, "gold": gold, "version": version}
+
+
+async def settle(app, pilot) -> None:
+    """Let the screens' worker threads finish reading and their results be drawn."""
+    for _ in range(3):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
