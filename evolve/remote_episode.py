@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.graph import Agent
-from agent.policy.base import Policy
+from agent.policy.base import Policy, SeededPolicy
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
 from evolve.runner import EpisodeResult, run_episode
@@ -50,6 +50,8 @@ class EpisodeJob:
     weights: RewardWeights
     steps: Any = None
     """A `ray.util.queue.Queue` the worker puts each finished step on (header JSON, step JSON), or None."""
+    seed: int | None = None
+    """Sampling seed of every policy call of the episode (None: the variant's sampling as it is)."""
 
 
 _POLICIES: dict[str, Policy] = {}
@@ -78,7 +80,7 @@ def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
                 log.debug("relaying a step: %s", e)
 
     with tempfile.TemporaryDirectory(prefix="evolve-episode-") as scratch, RunStore(scratch) as store:
-        agent = Agent(policy, job.variant, on_step=relay)
+        agent = Agent(policy if job.seed is None else SeededPolicy(policy, job.seed), job.variant, on_step=relay)
         result = run_episode(job.instance, agent, job.sandbox, store, job.run_id, grade=job.grade,
                              weights=job.weights, trajectory=job.trajectory)
         result.trajectory = store.get_trajectory(result.trajectory.id)
@@ -163,6 +165,8 @@ class RayEpisodes:
         from evolve.executor import RayExecutor
 
         self.executor = RayExecutor(cfg)
+        self.submitted = 0
+        """Episodes handed to the cluster so far."""
         self.served: ServedPolicy | None = None
         try:
             if policy_spec.startswith(WORKER_LOADED):
@@ -176,7 +180,8 @@ class RayEpisodes:
             raise
 
     def run(self, instance: TaskInstance, variant: AgentVariant, sandbox_cfg: SandboxConfig, store: RunStore,
-            run_id: str, trajectory: Trajectory, grade: bool, weights: RewardWeights, stop) -> EpisodeResult:
+            run_id: str, trajectory: Trajectory, grade: bool, weights: RewardWeights, stop,
+            seed: int | None = None) -> EpisodeResult:
         """One episode on the cluster; `stop` (the run's StopSignal) cancels it."""
         from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -184,13 +189,16 @@ class RayEpisodes:
 
         store.put_trajectory(trajectory)
         job = EpisodeJob(instance, self.spec, variant, sandbox_cfg, run_id, trajectory, grade, weights,
-                         self.relay.queue)
+                         self.relay.queue, seed)
         fut = self.executor.submit(run_remote_episode, job)
+        self.submitted += 1
+        store.log_event("ray_episode", run_id=run_id, instance_id=instance.instance_id, trajectory_id=trajectory.id)
         while True:
             try:
                 result = fut.result(timeout=0.5)
                 break
             except FutureTimeout:
+                self.relay.drain(store)  # live steps while the episode runs
                 if stop.is_set():
                     self.executor.cancel(fut, force=True)
                     return _interrupted(store, trajectory)

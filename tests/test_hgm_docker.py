@@ -133,7 +133,12 @@ class MetaPolicy(Policy):
         return sum(len(m.content) for m in messages) // 4
 
 
-def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready, executor):
+    """With `ray`, the evaluations run as Ray tasks (the scripted task policy served to the workers by the
+    driver) and their records come back to the driver's store: the same tree and the same pick."""
+    if executor == "ray":
+        pytest.importorskip("ray", reason="Ray is the optional extra `evolve[ray]`")
     instances = get_suite("bundled").select(TASKS)
     ensure_images(instances, materialize)
     root_dir = make_root(tmp_path / "root-variant")
@@ -144,9 +149,20 @@ def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready):
         store.put_run(run_id, "hgm", {"suite": "bundled", "privileged_diagnosis": False})
         world = DockerWorld(instances, root_dir, TaskPolicy(instances), meta, SandboxConfig(run_id=run_id), store,
                             run_id, tmp_path / "run", RealWorldConfig(smoke=True, topic_probs={}))
+        if executor == "ray":
+            from evolve.executor import ExecutorConfig
+            from evolve.remote_episode import RayEpisodes
+
+            world.episodes = RayEpisodes(ExecutorConfig(backend="ray", num_cpus=2), world.task_policy, "scripted-task")
         sched = open_search(cfg, world, store, run_id)
-        run_search(sched, world, workers=1)
+        try:
+            run_search(sched, world, workers=1)
+        finally:
+            if world.episodes is not None:
+                world.episodes.close()
         rows = store.outcomes(run_id=run_id)
+        if executor == "ray":  # every evaluation ran as a Ray task
+            assert world.episodes.submitted == len(rows) > 0
         root_id, child_id = f"{run_id}:root", f"{run_id}:n0001"
         root_rows = [r for r in rows if r["node_id"] == root_id]
         child_rows = [r for r in rows if r["node_id"] == child_id]

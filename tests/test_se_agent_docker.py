@@ -93,18 +93,27 @@ def instance(docker_ready):
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize("branch", [False, True], ids=["fresh", "branch"])
-def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path, branch):
+@pytest.mark.parametrize("branch,executor", [(False, "local"), (True, "local"), (False, "ray")],
+                         ids=["fresh", "branch", "fresh-on-ray"])
+def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path, branch, executor):
     """Fresh: the evolved attempt is a new episode. Branch: it continues the failed pilot from the step
-    before its first edit (its reproduction script replayed in the new sandbox), then fixes."""
+    before its first edit (its reproduction script replayed in the new sandbox), then fixes. On Ray, the
+    episodes run as Ray tasks (the scripted policy served by the driver), with the same outcome."""
+    from evolve.executor import ExecutorConfig
+
+    if executor == "ray":
+        pytest.importorskip("ray", reason="Ray is the optional extra `evolve[ray]`")
     out = tmp_path / "se"
     cfg = SEAgentConfig(suite="bundled", instances=[instance.instance_id], iterations=2, pilots=2,
-                        operators=["revision"], workers=2, out=str(out), branch=branch)
+                        operators=["revision"], workers=2, out=str(out), branch=branch,
+                        executor=ExecutorConfig(backend=executor, num_cpus=2 if executor == "ray" else None))
     op = OperatorLLM()
     report = run_se_agent(cfg, [instance], ScriptedAgent(instance), op)
     assert (report[FIRST], report[SELECTED], report[ORACLE]) == (0.0, 1.0, 1.0)
     assert report["candidates"] == 3 and report["graded"]
     with RunStore(out, readonly=True) as store:
+        on_ray = [e for e in store.events() if e["kind"] == "ray_episode"]
+        assert len(on_ray) == (3 if executor == "ray" else 0)  # 2 pilots and the revision, as Ray tasks
         opdoc = store.document(DOC_OPERATOR, f"{instance.instance_id}/02")
         assert opdoc["operator"] == "revision" and opdoc["text"] == MARK and not opdoc["fallback"]
         sent = op.operator_prompts[0]

@@ -158,3 +158,21 @@ def normalise_for_strict_template(messages: list[dict[str, Any]]) -> list[dict[s
         else:
             out.append({**m, "role": role, "content": content})
     return out
+
+
+class SeededPolicy(Policy):
+    """A policy whose every call samples with a fixed seed (pilots differ by seed as well as temperature)."""
+
+    def __init__(self, inner: Policy, seed: int):
+        self.inner, self.seed, self.spec = inner, seed, inner.spec
+
+    @property
+    def context_length(self) -> int:
+        return self.inner.context_length
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return self.inner.count_tokens(messages)
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams,
+                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
+        return self.inner.generate(conversations, params.model_copy(update={"seed": self.seed}), tools)

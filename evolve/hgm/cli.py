@@ -46,6 +46,8 @@ def hgm_cmd(
     budget: int = typer.Option(800, min=1, help="Evaluations (single agent-task episodes) the search may start."),
     alpha: float = typer.Option(0.6, min=0.01, max=1.0, help="Widening exponent: expand when N^alpha >= nodes."),
     workers: int = typer.Option(1, min=1, help="Expansions and evaluations run in parallel."),
+    executor: str = typer.Option("local", help="Where evaluations run: local, ray (a Ray cluster started on this "
+                                 "machine) or ray=ADDRESS; expansions run on this machine."),
     policy: str = typer.Option(DEFAULT_POLICY, help="Task policy spec (the agent being evolved)."),
     meta_policy: Optional[str] = typer.Option(None, help="Policy of the diagnosis and the edit (default: --policy)."),
     root_variant: Optional[Path] = typer.Option(None, help="Variant directory of the root (default: the default)."),
@@ -90,6 +92,9 @@ def hgm_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    from evolve.executor import parse_executor
+
+    executor_cfg = parse_executor(executor)
     out = out or Path("runs") / f"hgm-{suite}"
     check_run_dir(out, create=False)
     the_suite = get_suite(suite)
@@ -119,6 +124,7 @@ def hgm_cmd(
         with console.status("loading policies"):
             task_pol = load_policy_spec(policy, out.parent)
             meta_pol = task_pol if (meta_policy or policy) == policy else load_policy_spec(meta_policy, out.parent)
+        loaded_task_pol = task_pol
         if workers > 1:  # parallel episodes share batched policy calls (and never call one backend concurrently)
             from agent.batching import BatchingPolicy
 
@@ -130,6 +136,10 @@ def hgm_cmd(
         world = DockerWorld(chosen + held, root_dir, task_pol, meta_pol, SandboxConfig(run_id=run_id), store, run_id,
                             out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
         world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
+        if executor_cfg.backend == "ray":
+            from evolve.remote_episode import RayEpisodes
+
+            world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
         sched = open_search(cfg, world, store, run_id)
         started = time.time()
         console.print(f"[bold]evolve hgm {suite}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget {budget}, "
@@ -147,9 +157,13 @@ def hgm_cmd(
                 if not console.is_terminal:
                     console.print(f"{time.time() - started:7.0f} s  {what}")
 
-            run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
-        stopped = stop()
-        holdout_rows = _holdout(world, sched, store, run_id, held, holdout_top) if held and not stopped else []
+            try:
+                run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
+                stopped = stop()
+                holdout_rows = _holdout(world, sched, store, run_id, held, holdout_top) if held and not stopped else []
+            finally:
+                if world.episodes is not None:
+                    world.episodes.close()
         report = _report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         store.set_run_status(run_id, "stopped" if stopped else "finished")

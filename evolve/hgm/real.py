@@ -37,9 +37,10 @@ from agent.variant import AgentVariant, VariantError
 from agent.variant_dir import GIT, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import Topic, choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
-from evolve.runner import run_episode
+from evolve.runner import StopSignal, run_episode
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
+from rewards.combine import RewardWeights
 from sandbox import SandboxConfig, SandboxError, start_sandbox
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class DockerWorld:
         self.work = Path(work_dir)
         self.cfg = cfg or RealWorldConfig()
         self.seed = seed
+        self.episodes = None
+        """`evolve.remote_episode.RayEpisodes` when evaluations run on a Ray cluster (`--executor ray`); None:
+        here. Expansions (the meta-agent's edit of a variant directory on this machine) always run here."""
         self._variants: dict[str, AgentVariant] = {}
         self._lock = threading.Lock()
         root_dir = self.work / "variants" / "root"
@@ -102,8 +106,12 @@ class DockerWorld:
         inst = self.instances[task_id]
         started = time.time()
         traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=self.task_policy.spec, origin="hgm:eval")
-        agent = Agent(self.task_policy, self.variant(node.variant_dir))
-        res = run_episode(inst, agent, self.sandbox_cfg, self.store, self.run_id, grade=True, trajectory=traj)
+        if self.episodes is not None:
+            res = self.episodes.run(inst, self.variant(node.variant_dir), self.sandbox_cfg, self.store, self.run_id,
+                                    traj, True, RewardWeights(), StopSignal())
+        else:
+            agent = Agent(self.task_policy, self.variant(node.variant_dir))
+            res = run_episode(inst, agent, self.sandbox_cfg, self.store, self.run_id, grade=True, trajectory=traj)
         info: dict[str, Any] = {"trajectory_status": res.trajectory.status.value}
         tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
         if res.infra_error is not None or res.interrupted:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
+from evolve.executor import parse_executor
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 
@@ -31,6 +32,8 @@ def se_agent_cmd(
     branch: bool = typer.Option(False, "--branch", help="Operators continue their source trajectory from the "
                                 "step before its first edit (exploration replayed) instead of starting afresh."),
     workers: int = typer.Option(2, min=1, help="Attempts in parallel (policy calls batched)."),
+    executor: str = typer.Option("local", help="Where episodes run: local, ray (a Ray cluster started on this "
+                                 "machine) or ray=ADDRESS."),
     out: Optional[str] = typer.Option(None, help="Run directory; the same one resumes; `{timestamp}` allowed. "
                                       "Default runs/se-agent-<suite>."),
     limit: Optional[int] = typer.Option(None, help="Most instances."),
@@ -66,6 +69,7 @@ def se_agent_cmd(
     try:
         cfg = SEAgentConfig(suite=suite, iterations=iterations, pilots=pilots, operators=ops, policy=policy,
                             operator_policy=operator_policy, judge=not no_judge, branch=branch, workers=workers,
+                            executor=parse_executor(executor),
                             limit=limit,
                             out=out or f"runs/se-agent-{suite}", dataset=dataset,
                             variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from agent.policy import DEFAULT_POLICY
 from agent.variant import DEFAULT_VARIANT
+from evolve.executor import ExecutorConfig
 from evolve.se_agent.operators import OPERATORS
 from sandbox import SandboxConfig
 
@@ -48,6 +49,9 @@ class SEAgentConfig(BaseModel):
     """How sandboxes start."""
     workers: int = Field(default=2, ge=1)
     """Attempts run in parallel (their policy calls are batched)."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where episodes run: threads here (`local`) or tasks on a Ray cluster (`ray`; branch attempts, visible
+    checks and grading stay here)."""
     infra_retries: int = Field(default=2, ge=0)
     """Re-runs of an attempt whose episode failed for the infrastructure's reasons (not the agent's)."""
     seed: int = 0

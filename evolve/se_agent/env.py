@@ -4,10 +4,10 @@ agent episodes in Docker sandboxes through `evolve.runner.run_episode` (tests us
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.graph import Agent
-from agent.policy.base import Generation, Policy, SamplingParams
+from agent.policy.base import Policy, SeededPolicy
 from agent.variant import AgentVariant
 from evolve.se_agent.records import DOC_BASELINE, Attempt, VisibleOutcome
 from evolve.se_agent.visible import baseline, visible_outcome
@@ -30,24 +30,6 @@ class Environment(Protocol):
         """Resolved by the hidden tests (stored as its test report); for the report only."""
 
 
-class SeededPolicy(Policy):
-    """A policy whose every call samples with a fixed seed (pilots differ by seed as well as temperature)."""
-
-    def __init__(self, inner: Policy, seed: int):
-        self.inner, self.seed, self.spec = inner, seed, inner.spec
-
-    @property
-    def context_length(self) -> int:
-        return self.inner.context_length
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return self.inner.count_tokens(messages)
-
-    def generate(self, conversations: list[list[Message]], params: SamplingParams,
-                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
-        return self.inner.generate(conversations, params.model_copy(update={"seed": self.seed}), tools)
-
-
 class SWEEnvironment:
     """Agent episodes on SWE instances in fresh sandboxes; visible checks and hidden grading in fresh ones."""
 
@@ -57,6 +39,9 @@ class SWEEnvironment:
         self.on_event = on_event
         self.stop = None
         """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
+        self.episodes = None
+        """`evolve.remote_episode.RayEpisodes` when episodes run on a Ray cluster (`--executor ray`); None: here.
+        Branch attempts (a continued trajectory), visible checks and grading always run here."""
         self._lock = threading.Lock()
         self._baselines: dict[str, dict | None] = {}
         self._runnable: dict[str, TaskInstance] = {}
@@ -91,9 +76,21 @@ class SWEEnvironment:
 
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
         trajectory.policy = trajectory.policy or self.policy.spec
+        if self.episodes is not None and not attempt.branch_step:
+            from evolve.runner import StopSignal
+            from rewards.combine import RewardWeights
+
+            variant = self.variant.model_copy(update={"temperature": attempt.temperature})
+            result = self.episodes.run(instance, variant, self.sandbox, self.store, self.run_id, trajectory, False,
+                                       RewardWeights(weights={}), self.stop or StopSignal(), seed=attempt.seed)
+            return result.trajectory
         result = run_episode(instance, self.agent(attempt), self.sandbox, self.store, self.run_id, grade=False,
                              trajectory=trajectory, stop=self.stop, on_event=self.on_event)
         return result.trajectory
+
+    def close(self) -> None:
+        if self.episodes is not None:
+            self.episodes.close()
 
     def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
         iid, instance = instance.instance_id, self.runnable(instance)

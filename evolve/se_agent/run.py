@@ -61,7 +61,13 @@ def swe_env(cfg: SEAgentConfig, policy: Policy, on_event) -> Callable[[RunStore,
         if cfg.max_tokens_per_step:
             variant.max_tokens_per_step = cfg.max_tokens_per_step
         sandbox = cfg.sandbox.model_copy(update={"run_id": run_id})
-        return SWEEnvironment(policy, variant, sandbox, store, run_id, on_event)
+        env = SWEEnvironment(policy, variant, sandbox, store, run_id, on_event)
+        if cfg.executor.backend == "ray":
+            from evolve.remote_episode import RayEpisodes
+
+            # the driver serves the policy itself (its server batches); a BatchingPolicy would wait for episodes
+            env.episodes = RayEpisodes(cfg.executor, getattr(policy, "inner", policy), cfg.policy)
+        return env
     return make
 
 
@@ -86,7 +92,11 @@ def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Poli
         for inst in instances:
             store.put_instance(run_id, inst)
         env = make_env(store, run_id)
-        finished = SEAgent(cfg, instances, env, store, run_id, operator_policy, judge, on_event).run()
+        try:
+            finished = SEAgent(cfg, instances, env, store, run_id, operator_policy, judge, on_event).run()
+        finally:
+            if hasattr(env, "close"):
+                env.close()
         if not finished:
             store.set_run_status(run_id, "stopped")
             return {"run_id": run_id, "out": str(out), "stopped": True}
