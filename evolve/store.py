@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS trajectories (
     id TEXT PRIMARY KEY, run_id TEXT NOT NULL, instance_id TEXT NOT NULL, status TEXT NOT NULL,
     parent_id TEXT, header TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL);
 CREATE INDEX IF NOT EXISTS trajectories_by_instance ON trajectories (run_id, instance_id);
+CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 CREATE TABLE IF NOT EXISTS steps (
     trajectory_id TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (trajectory_id, idx));

@@ -42,7 +42,7 @@ class Source:
             raise StoreError(f"{self.path} does not exist: give a run directory or a directory of runs")
         self.depth = depth
         self._stores: dict[Path, RunStore] = {}
-        self._background: dict[Path, RunStore] = {}
+        self._background: dict[tuple[Path, str], RunStore] = {}
         self._scanned = 0.0
         self._dirs: list[Path] = []
 
@@ -75,11 +75,12 @@ class Source:
                 continue
         return out
 
-    def background_store(self, run_dir: Path) -> RunStore:
-        """A second read-only connection for a worker thread, so its queries never hold up a key."""
-        st = self._background.get(run_dir)
+    def background_store(self, run_dir: Path, lane: str = "") -> RunStore:
+        """Another read-only connection for worker threads, so their queries never hold up a key; each
+        `lane` (e.g. "pages" for reading ahead) has its own, so one worker never waits for another's query."""
+        st = self._background.get((run_dir, lane))
         if st is None:
-            st = self._background[run_dir] = RunStore(run_dir, readonly=True)
+            st = self._background[(run_dir, lane)] = RunStore(run_dir, readonly=True)
         return st
 
     def runs(self) -> list[RunRef]:

@@ -77,6 +77,11 @@ class DashboardScreen(LiveScreen):
         self.last_event = 0
         self.stats_shown = 0.0
         """When the aggregates were last drawn (tests wait for it)."""
+        self.pages: dict[tuple[str, int], tuple[int, list[dict], list[tuple]]] = {}
+        """Pages already read, by (filter, offset): the current one's neighbours are read ahead in a worker,
+        so `]` and `[` only redraw. Cleared whenever the store changes."""
+        self.generation = 0
+        """Counts the store changes seen; a page read ahead before the latest one is dropped."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,6 +110,8 @@ class DashboardScreen(LiveScreen):
     def reload(self) -> None:
         """The page of the table now; the aggregates (progress, statuses, histogram, events) in a worker
         thread on its own connection, so a key is never kept waiting behind them."""
+        self.pages.clear()  # the store changed: pages read before may be stale
+        self.generation += 1
         self.load_page()
         self.run_worker(self.read_stats, thread=True, exclusive=True, group="stats")
 
@@ -136,20 +143,47 @@ class DashboardScreen(LiveScreen):
                            f"{json.dumps(rest, default=str)[:200]}"))
         self.stats_shown = time.time()
 
-    def load_page(self) -> None:
-        table = self.query_one("#trajs", DataTable)
-        self.total, self.rows = self.store.trajectory_page(self.run.run_id, search=self.search,
-                                                           offset=self.page_offset, limit=PAGE)
-        rows = []
-        for r in self.rows:
-            took = ((r["finished_at"] or self.evolve.clock()) - r["created_at"]) if r["created_at"] else None
+    def read_page(self, store, search: str, offset: int) -> tuple[int, list[dict], list[tuple]]:
+        """One page of the table: (total, store rows, table rows)."""
+        total, found = store.trajectory_page(self.run.run_id, search=search, offset=offset, limit=PAGE)
+        now, rows = self.evolve.clock(), []
+        for r in found:
+            took = ((r["finished_at"] or now) - r["created_at"]) if r["created_at"] else None
             res = "-" if r["resolved"] is None else ("yes" if r["resolved"] else "no")
             rows.append((r["instance_id"], Text(SHORT.get(r["status"], r["status"]), style=_style(r["status"])),
                          r["steps"], r["tokens"], duration(took), res, reward_cell(r["rewards"])))
+        return total, found, rows
+
+    def load_page(self) -> None:
+        table = self.query_one("#trajs", DataTable)
+        key = (self.search, self.page_offset)
+        page = self.pages.get(key) or self.read_page(self.store, *key)
+        self.pages[key] = page
+        self.total, self.rows, rows = page
         fill_table(table, TABLE_COLUMNS, rows, [r["id"] for r in self.rows])
         last = min(self.page_offset + PAGE, self.total)
         table.border_title = (f"trajectories {self.page_offset + 1 if self.total else 0}-{last} of {self.total}"
                               + (f" matching {self.search!r}" if self.search else "") + "  [ ] page")
+        ahead = [(self.search, o) for o in (self.page_offset + PAGE, self.page_offset - PAGE)
+                 if 0 <= o < self.total and (self.search, o) not in self.pages]
+        if ahead:
+            gen = self.generation
+            self.call_after_refresh(  # after this page is drawn: the reading never competes with the drawing
+                self.run_worker, lambda: self._read_ahead(ahead, gen), thread=True, exclusive=True, group="pages")
+
+    def _read_ahead(self, keys: list[tuple[str, int]], generation: int) -> None:
+        """Read the neighbouring pages on their own background connection (a worker thread)."""
+        store = self.evolve.source.background_store(self.run.store_dir, lane="pages")
+        read = {key: self.read_page(store, *key) for key in keys}
+        self.app.call_from_thread(self._keep_pages, read, generation)
+
+    def _keep_pages(self, read: dict, generation: int) -> None:
+        if generation == self.generation:  # no change was seen meanwhile: the pages are current
+            for key, page in read.items():
+                self.pages.setdefault(key, page)
+        if len(self.pages) > 50:  # a long walk through a large run keeps only the pages near the current one
+            for key in sorted(self.pages, key=lambda k: abs(k[1] - self.page_offset))[20:]:
+                del self.pages[key]
 
     def action_page(self, delta: int) -> None:
         new = self.page_offset + delta * PAGE

@@ -81,6 +81,10 @@ class InspectorScreen(LiveScreen):
         self.branch_rows: list[dict] = []
         self.loaded_status = ""
         self.filled: set[str] = set()
+        self.ahead: dict[str, Trajectory] = {}
+        """The finished trajectories next to this one in the list (H/L), read ahead in a worker thread."""
+        self.generation = 0
+        """Counts the store changes seen; a trajectory read ahead before the latest one is dropped."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -126,13 +130,15 @@ class InspectorScreen(LiveScreen):
     # --- loading ---------------------------------------------------------------------------------------
     def reload(self) -> None:
         """First load, or a live update: a running trajectory gets its new steps appended."""
+        self.ahead.clear()
+        self.generation += 1
         if self.traj is not None and self.traj.id == self.tid and self.loaded_status != "running":
             return
         self.load(keep_step=self.traj is not None and self.traj.id == self.tid)
 
     def load(self, keep_step: bool = False) -> None:
         try:
-            traj = self.store.get_trajectory(self.tid)
+            traj = self.ahead.pop(self.tid, None) or self.store.get_trajectory(self.tid)
         except Exception as e:  # a header this version cannot read: say so instead of crashing the UI
             self.notify(f"cannot read trajectory {self.tid}: {e}", severity="error")
             return
@@ -150,6 +156,10 @@ class InspectorScreen(LiveScreen):
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
             self.branch_rows = []
             self.run_worker(lambda: self._read_branches(traj.id), thread=True, exclusive=True, group="branches")
+            if self.nav is not None:
+                nav, gen = Nav(**vars(self.nav)), self.generation
+                self.call_after_refresh(  # after this trajectory is drawn, so the reading never delays it
+                    self.run_worker, lambda: self._read_ahead(nav, gen), thread=True, exclusive=True, group="ahead")
             self.filled = set()  # the other views are filled when first shown
             self.fill_view()
         elif at_end:  # following a live trajectory: stay on its newest step
@@ -162,6 +172,22 @@ class InspectorScreen(LiveScreen):
         """Trajectories that branch from this one (a scan of the table: off the UI thread)."""
         rows = self.evolve.source.background_store(self.store.dir).trajectory_page(parent_id=tid, limit=200)[1]
         self.app.call_from_thread(self._show_branches, tid, rows)
+
+    def _read_ahead(self, nav: Nav, generation: int) -> None:
+        """Read the previous and next trajectories of the list on their own connection (a worker thread)."""
+        store = self.evolve.source.background_store(self.store.dir, lane="trajectories")
+        read = {}
+        for delta in (1, -1):
+            tid = Nav(**vars(nav)).neighbour(store, delta)
+            if tid is not None and tid not in self.ahead:
+                read[tid] = store.get_trajectory(tid)
+        self.app.call_from_thread(self._keep_ahead, read, generation)
+
+    def _keep_ahead(self, read: dict[str, Trajectory], generation: int) -> None:
+        if generation != self.generation:  # the store changed meanwhile: read again when needed
+            return
+        keep = {tid: t for tid, t in read.items() if t.status.value != "running"}  # a running one still grows
+        self.ahead = {**{k: v for k, v in self.ahead.items() if k in keep}, **keep}
 
     def _show_branches(self, tid: str, rows: list[dict]) -> None:
         if self.traj is not None and self.traj.id == tid:
