@@ -19,10 +19,12 @@ def _ids(text: Optional[str]) -> list[str]:
 
 
 def agent_r_cmd(
-    suite: str = typer.Argument(..., help="SWE suite to search: bundled, swe-bench-verified, swe-bench-lite."),
+    suite: str = typer.Argument(..., help="Suite to search: bundled, swe-bench-verified, swe-bench-lite (rewarded by grading) or toolcall "
+                               "(rewarded by ToolRL's reward)."),
     instances: Optional[str] = typer.Option(None, help="Comma-separated instances to search (default: the suite's)."),
     limit: Optional[int] = typer.Option(None, help="Most instances to search."),
-    held_out: Optional[str] = typer.Option(None, "--held-out", help="Comma-separated instances for evaluation only."),
+    held_out: Optional[str] = typer.Option(None, "--held-out", help="Instances for evaluation only: comma-separated ids; for toolcall also "
+                                            "a split (test) or N (the first N of the test split)."),
     policy: str = typer.Option(DEFAULT_POLICY, help="Policy of iteration 1 (samples and verifies)."),
     train_policy: str = typer.Option("hf:gemma3-270m", help="Weights iteration 1 fine-tunes (same model as --policy)."),
     variant: Optional[Path] = typer.Option(None, help="Agent variant directory (must offer `undo`)."),
@@ -66,33 +68,46 @@ def agent_r_cmd(
     out = out or Path("runs") / f"agent-r-{suite}"
     check_run_dir(out, create=False)
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
-    if the_suite.kind != "swe":
-        raise ConfigError(f"agent-r searches SWE suites (bundled, swe-bench-*); {suite!r} is a {the_suite.kind} suite")
-    held = the_suite.select(_ids(held_out)) if held_out else []
+    toolcall = the_suite.kind == "toolcall"
+    held = _held_out(the_suite, held_out) if toolcall else the_suite.select(_ids(held_out)) if held_out else []
     held_ids = {i.instance_id for i in held}
-    train = [i for i in the_suite.select(_ids(instances) or None, None) if i.instance_id not in held_ids]
+    pool = the_suite.select(_ids(instances) or None, None, split=None if instances or not toolcall else "train")
+    train = [i for i in pool if i.instance_id not in held_ids]
     train = train[:limit] if limit else train
     if not train:
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
-    cfg = AgentRRunConfig(suite=suite, instances=[i.instance_id for i in train], held_out=sorted(held_ids),
+    cfg = AgentRRunConfig(suite=suite, kind=the_suite.kind, instances=[i.instance_id for i in train], held_out=sorted(held_ids),
                           policy=policy, train_policy=train_policy, variant=str(variant or DEFAULT_VARIANT),
                           max_steps=max_steps, max_tokens_per_step=max_tokens_per_step, workers=workers,
                           iterations=iterations, search=search, sft_steps=sft_steps, sft_lr=sft_lr, full=full,
                           device=device, evaluate=evaluate, out=str(out))
     check_run_dir(out)
     with RunLock(out, f"evolve agent-r {suite}"):
-        _ensure_images(the_suite, train + held)
+        if not toolcall:
+            _ensure_images(the_suite, train + held)
         console.print(f"[bold]evolve agent-r {suite}[/]: {len(train)} instance(s) searched, {len(held)} held out, "
                       f"{iterations} iteration(s), policy {policy}, store {out}")
         report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),
                              say=lambda text: console.print(text, highlight=False))
-    table = Table("iteration", "policy", "splices", "good", "trained", "success", "recovered", "repeat rate")
+    metrics = ("reward", "success", "recovered", "repeat_rate") if toolcall else ("success", "recovered", "repeat_rate")
+    table = Table("iteration", "policy", "splices", "good", "trained",
+                  *(("held-out reward", "exact") if toolcall else ("success",)), "recovered", "repeat rate")
     for row in [{"iteration": 0, "policy": policy, "eval": report.get("before")}] + report["iterations"]:
         e = row.get("eval") or {}
         table.add_row(str(row["iteration"]), str(row["policy"]), str(row.get("splices", "")), str(row.get("good", "")),
-                      str(row.get("trained") or ""), *(f"{e[k]:.2f}" if k in e else "" for k in
-                                                      ("success", "recovered", "repeat_rate")))
+                      str(row.get("trained") or ""), *(f"{e[k]:.3f}" if k in e else "" for k in metrics))
     console.print(table)
     if report.get("stopped"):
         console.print(f"[yellow]stopped[/]: {report['stopped']}; run the same command to resume")
     console.print(f"report: {out / 'report.json'}")
+
+
+def _held_out(suite, text: Optional[str]) -> list:
+    """toolcall's --held-out: ids, a split name, or N (the first N of the test split)."""
+    if not text:
+        return []
+    if text.strip() in ("train", "test"):
+        return suite.select(None, None, split=text.strip())
+    if text.strip().isdigit():
+        return suite.select(None, int(text), split="test") if int(text) else []
+    return suite.select(_ids(text))

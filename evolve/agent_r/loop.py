@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,7 +41,10 @@ class AgentRRunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suite: str = "bundled"
-    """SWE suite to search (bundled, swe-bench-*)."""
+    """Suite to search: a SWE suite (bundled, swe-bench-*) or `toolcall`."""
+    kind: Literal["swe", "toolcall"] = "swe"
+    """The suite's kind, which picks the world: `swe` (the agent in sandboxes, rewarded by grading with the hidden
+    tests) or `toolcall` (one answer per episode, rewarded by ToolRL's reward)."""
     instances: list[str] = Field(default_factory=list)
     """Instances searched for training data (empty: the suite's, cut to `limit`, minus the held-out ones)."""
     held_out: list[str] = Field(default_factory=list)
@@ -55,7 +58,7 @@ class AgentRRunConfig(BaseModel):
     max_steps: Optional[int] = Field(default=None, ge=1)
     """Step budget of evaluation episodes (default: the variant's)."""
     max_tokens_per_step: Optional[int] = Field(default=None, ge=1)
-    """Tokens per policy call (default: the variant's)."""
+    """Tokens per policy call (default: the variant's; 256 for toolcall)."""
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     """How sandboxes start."""
     workers: int = Field(default=2, ge=1)
@@ -97,14 +100,36 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
     out = Path(cfg.out)
     run_id = out.resolve().name
-    variant = AgentVariant.load(cfg.variant)
-    if cfg.max_steps is not None:
-        variant.budget.max_steps = cfg.max_steps
-    if cfg.max_tokens_per_step is not None:
-        variant.max_tokens_per_step = cfg.max_tokens_per_step
-    if "undo" not in variant.tools:
-        raise ConfigError(f"agent-r needs the `undo` tool in the variant's tools ({cfg.variant})")
+    toolcall = cfg.kind == "toolcall"
+    variant = None if toolcall else AgentVariant.load(cfg.variant)
+    if variant is not None:
+        if cfg.max_steps is not None:
+            variant.budget.max_steps = cfg.max_steps
+        if cfg.max_tokens_per_step is not None:
+            variant.max_tokens_per_step = cfg.max_tokens_per_step
+        if "undo" not in variant.tools:
+            raise ConfigError(f"agent-r needs the `undo` tool in the variant's tools ({cfg.variant})")
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
+
+    def evaluate_version(policy: Any, k: int) -> dict:
+        if toolcall:
+            from evolve.agent_r.toolcall_evaluate import evaluate_toolcall
+            from tasks.toolcall.prompt import build_messages
+
+            return evaluate_toolcall(policy, held_out, build_messages, store, f"{run_id}-eval{k}", f"it{k}",
+                                     max_tokens=cfg.max_tokens_per_step or 256)
+        return evaluate(policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}")
+
+    def make_world(inst: TaskInstance, policy: Any, it_run: str, k: int):
+        if toolcall:
+            from evolve.agent_r.toolcall import ToolcallWorld
+            from tasks.toolcall.prompt import build_messages
+
+            return ToolcallWorld(inst, policy, build_messages, temperature=cfg.search.temperature,
+                                 max_tokens=cfg.max_tokens_per_step or 256, seed=cfg.search.seed + 1000 * k,
+                                 store=store, run_id=it_run)
+        return SweWorld(inst, policy, variant, sandbox_cfg, store, it_run, temperature=cfg.search.temperature,
+                        workers=cfg.workers, seed=cfg.search.seed)
     started = time.time()
     report: dict[str, Any] = {"run_id": run_id, "iterations": []}
     with RunStore(out) as store:
@@ -113,8 +138,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
         spec, train_from = cfg.policy, cfg.train_policy
         policy = load_policy(spec)
         if cfg.evaluate and held_out:
-            report["before"] = _evaluation(store, f"{run_id}/it0", lambda: evaluate(
-                policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval0", "it0"), run_id)
+            report["before"] = _evaluation(store, f"{run_id}/it0", lambda: evaluate_version(policy, 0), run_id)
             say(f"iteration 0 (before): {_line(report['before'])}")
         for k in range(1, cfg.iterations + 1):
             it_run = f"{run_id}-it{k}"
@@ -130,8 +154,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                     _abandon(store, tree_id)
                     say(f"iteration {k}: searching {inst.instance_id} ({n + 1}/{len(train)})")
                     store.log_event("agent-r:search", run_id=run_id, iteration=k, instance_id=inst.instance_id)
-                    world = SweWorld(inst, policy, variant, sandbox_cfg, store, it_run,
-                                     temperature=cfg.search.temperature, workers=cfg.workers, seed=cfg.search.seed)
+                    world = make_world(inst, policy, it_run, k)
                     ask = policy_ask(policy, cfg.search.verifier_max_tokens, cfg.search.verifier_temperature,
                                      cfg.search.seed)
                     build_instance(world, cfg.search, ask, instance_id=inst.instance_id, store=store, run_id=it_run,
@@ -169,8 +192,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
             if cfg.evaluate and held_out and row.get("trained") is None and previous is not None:
                 row["eval"] = {**previous, "label": f"it{k}", "same_as_previous": True}  # the policy did not change
             elif cfg.evaluate and held_out:
-                row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate(
-                    policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}"), run_id)
+                row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate_version(policy, k), run_id)
                 say(f"iteration {k}: {_line(row['eval'])}")
             store.put_document("agent-r:iteration", f"{run_id}/it{k}", row, run_id=run_id)
             report["iterations"].append(row)
@@ -190,6 +212,10 @@ def _evaluation(store: RunStore, key: str, run: Callable[[], dict], run_id: str)
 
 
 def _line(e: dict) -> str:
+    if "reward" in e:  # toolcall
+        return (f"held-out ToolRL reward {e['reward']:.3f} (ToolRL total {e['toolrl']:.2f}), exact {e['success']:.2f}, "
+                f"recovered after an injected wrong answer {e['recovered']:.2f} (withdrawn or replaced "
+                f"{e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, loop episodes {e['loop_episodes']:.2f}")
     return (f"held-out success {e['success']:.2f}, recovered after an injected bad step {e['recovered']:.2f} "
             f"(damage removed {e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, "
             f"loop episodes {e['loop_episodes']:.2f}")

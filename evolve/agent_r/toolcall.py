@@ -35,8 +35,9 @@ def _is_undo(text: str) -> bool:
 
 class ToolcallWorld(World):
     def __init__(self, instance: TaskInstance, policy: Policy, prompt: Callable[[TaskInstance], list[Message]], *,
-                 temperature: float = 1.0, max_tokens: int = 256, seed: int = 0):
+                 temperature: float = 1.0, max_tokens: int = 256, seed: int = 0, store=None, run_id: str = ""):
         self.instance, self.policy, self.prompt_fn = instance, policy, prompt
+        self.store, self.run_id = store, run_id
         self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
         self.task = instance.problem_statement
         self.answer = instance.extra["answer"]
@@ -77,3 +78,17 @@ class ToolcallWorld(World):
     def revision(self, thought: str, steps: int = 1) -> Message:
         call = json.dumps({"name": "undo", "parameters": {"steps": steps}})
         return Message(role="assistant", content=f"<think>{thought}</think>\n<tool_call>\n{call}\n</tool_call>")
+
+    def path_trajectory(self, node: Node) -> Trajectory:
+        """A good root-to-leaf path as a trajectory (every turn learned), stored when the world has a store so a
+        resumed run reloads it by id (`origin="agent-r:good"`)."""
+        steps = node.path()[1:]
+        traj = Trajectory(run_id=self.run_id, instance_id=self.instance.instance_id, prompt=self.prompt(),
+                          policy=self.policy.spec, status=TrajectoryStatus.submitted, origin="agent-r:good",
+                          answer=steps[-1].response.content.strip() if steps else "",
+                          steps=[Step(index=i, response=n.response.model_copy(), observation=n.observation)
+                                 for i, n in enumerate(steps)])
+        if self.store is not None:
+            self.store.put_trajectory(traj)
+            self.store.put_reward(traj.id, score(traj.answer, self.answer).to_reward())
+        return traj
