@@ -77,7 +77,8 @@ def test_loop_stops_resumes_trains_and_evaluates(tmp_path, docker_ready):
 @pytest.mark.parametrize("args,msg", [
     (["bundled", "--alpha", "high"], "alpha must be a number"),
     (["bundled", "--beta", "2"], "beta must be a number"),
-    (["toolcall"], "searches SWE suites"),
+    (["toolcall", "--held-out", "train"], "no instances to search"),
+    (["toolcall", "--held-out", "toolcall__nope-1"], "has no instance 'toolcall__nope-1'"),
     (["bundled", "--iterations", "0"], "--iterations must be at least 1"),
     (["bundled", "--instances", "bundled__unitconv-1", "--held-out", "bundled__unitconv-1"], "no instances to search"),
 ])
