@@ -20,6 +20,7 @@ from tiny_model import build_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["toolcall__book_hotel-1", "toolcall__book_hotel-2", "toolcall__book_hotel-3"]
+HELD_OUT = ["toolcall__book_hotel-4", "toolcall__book_hotel-5"]  # the same tool, other arguments
 START_STEPS = 60
 
 
@@ -47,7 +48,7 @@ def _start_policy(base: Path) -> Path:
 
 def _cli(out: Path, start: Path) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "evolve.cli", "agent-r", "toolcall", "--instances", ",".join(TRAIN),
-            "--held-out", "2", "--iterations", "1", "--policy", f"hf:{start}", "--train-policy", f"hf:{start}",
+            "--held-out", ",".join(HELD_OUT), "--iterations", "1", "--policy", f"hf:{start}", "--train-policy", f"hf:{start}",
             "--rollouts", "1", "--n-gen", "4", "--temperature", "1.0", "--alpha", "0.1", "--beta", "0.05",
             "--max-tokens-per-step", "160", "--sft-steps", "2", "--full", "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -95,14 +96,28 @@ def test_agent_r_toolcall_cli_iteration_and_resume(tmp_path):
     seqs = [build_sequence(t, tok, max_len=4096) for t in trajs]
     assert all(seqs) and sum(sum(q.loss_mask) for q in seqs) == masked_in_tokens(trajs, tok) > 0
     # a rerun resumes: no search, no training, the same report
-    with RunStore(out, readonly=True) as store:
-        counts = (len(store.tree_nodes()), len(store.documents("agent-r:splice")), len(list(store.trajectories())))
+    def counts() -> tuple[int, int, int]:
+        with RunStore(out, readonly=True) as store:
+            return len(store.tree_nodes()), len(store.documents("agent-r:splice")), len(list(store.trajectories()))
+
+    before_rerun = counts()
     second = _cli(out, start)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "searching" not in second.stdout and "already finished" in second.stdout + second.stderr
-    with RunStore(out, readonly=True) as store:
-        assert (len(store.tree_nodes()), len(store.documents("agent-r:splice")), len(list(store.trajectories()))) == counts
+    assert counts() == before_rerun
     with RunStore(out / "it1" / "sft", readonly=True) as store:
-        assert len(store.policy_versions()) == 2 and len(store.train_steps(version.id)) == 2  # base + it1, untouched
+        # base + it1, untouched
+        assert len(store.policy_versions()) == 2 and len(store.train_steps(version.id)) == 2
     again = json.loads((out / "report.json").read_text())
     assert again["iterations"][0]["trained"] == row["trained"] and again["before"] == before
+
+
+def test_held_out_accepts_ids_a_split_or_a_count():
+    from evolve.agent_r.cli import _held_out
+    from tasks.registry import get_suite
+
+    suite = get_suite("toolcall")
+    test = [i.instance_id for i in suite.instances("test")]
+    assert [i.instance_id for i in _held_out(suite, "3")] == test[:3]
+    assert [i.instance_id for i in _held_out(suite, "test")] == test and _held_out(suite, "0") == []
+    assert [i.instance_id for i in _held_out(suite, ",".join(HELD_OUT))] == HELD_OUT

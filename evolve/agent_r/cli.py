@@ -19,12 +19,13 @@ def _ids(text: Optional[str]) -> list[str]:
 
 
 def agent_r_cmd(
-    suite: str = typer.Argument(..., help="Suite to search: bundled, swe-bench-verified, swe-bench-lite (rewarded by grading) or toolcall "
-                               "(rewarded by ToolRL's reward)."),
-    instances: Optional[str] = typer.Option(None, help="Comma-separated instances to search (default: the suite's)."),
+    suite: str = typer.Argument(..., help="Suite to search: bundled, swe-bench-verified, swe-bench-lite (rewarded "
+                               "by grading with the hidden tests) or toolcall (rewarded by ToolRL's reward)."),
+    instances: Optional[str] = typer.Option(None, help="Comma-separated instances to search (default: the suite's; "
+                                            "toolcall: its train split)."),
     limit: Optional[int] = typer.Option(None, help="Most instances to search."),
-    held_out: Optional[str] = typer.Option(None, "--held-out", help="Instances for evaluation only: comma-separated ids; for toolcall also "
-                                            "a split (test) or N (the first N of the test split)."),
+    held_out: Optional[str] = typer.Option(None, "--held-out", help="Instances for evaluation only: comma-separated "
+                                            "ids; for toolcall also a split (test) or N (the first N of the test split)."),
     policy: str = typer.Option(DEFAULT_POLICY, help="Policy of iteration 1 (samples and verifies)."),
     train_policy: str = typer.Option("hf:gemma3-270m", help="Weights iteration 1 fine-tunes (same model as --policy)."),
     variant: Optional[Path] = typer.Option(None, help="Agent variant directory (must offer `undo`)."),
@@ -76,8 +77,9 @@ def agent_r_cmd(
     train = train[:limit] if limit else train
     if not train:
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
-    cfg = AgentRRunConfig(suite=suite, kind=the_suite.kind, instances=[i.instance_id for i in train], held_out=sorted(held_ids),
-                          policy=policy, train_policy=train_policy, variant=str(variant or DEFAULT_VARIANT),
+    cfg = AgentRRunConfig(suite=suite, kind=the_suite.kind, instances=[i.instance_id for i in train],
+                          held_out=sorted(held_ids), policy=policy, train_policy=train_policy,
+                          variant=str(variant or DEFAULT_VARIANT),
                           max_steps=max_steps, max_tokens_per_step=max_tokens_per_step, workers=workers,
                           iterations=iterations, search=search, sft_steps=sft_steps, sft_lr=sft_lr, full=full,
                           device=device, evaluate=evaluate, out=str(out))

@@ -213,9 +213,11 @@ def _evaluation(store: RunStore, key: str, run: Callable[[], dict], run_id: str)
 
 def _line(e: dict) -> str:
     if "reward" in e:  # toolcall
-        return (f"held-out ToolRL reward {e['reward']:.3f} (ToolRL total {e['toolrl']:.2f}), exact {e['success']:.2f}, "
+        return (f"held-out ToolRL reward {e['reward']:.3f} (ToolRL total {e['toolrl']:.2f}), "
+                f"exact {e['success']:.2f}, "
                 f"recovered after an injected wrong answer {e['recovered']:.2f} (withdrawn or replaced "
-                f"{e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, loop episodes {e['loop_episodes']:.2f}")
+                f"{e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, "
+                f"loop episodes {e['loop_episodes']:.2f}")
     return (f"held-out success {e['success']:.2f}, recovered after an injected bad step {e['recovered']:.2f} "
             f"(damage removed {e['damage_removed']:.2f}), repeat rate {e['repeat_rate']:.2f}, "
             f"loop episodes {e['loop_episodes']:.2f}")

@@ -71,6 +71,7 @@ def evaluate_toolcall(policy: Policy, instances: list[TaskInstance], prompt: Cal
         return statistics.fmean(float(r[key]) for r in rows) if rows else 0.0
 
     return {"label": label, "policy": policy.spec, "instances": len(instances), "reward": mean(plain, "reward"),
-            "toolrl": mean(plain, "toolrl"), "success": statistics.fmean(r["reward"] >= 1.0 - 1e-9 for r in plain)
-            if plain else 0.0, "recovered": mean(injected, "recovered"), "damage_removed": mean(injected, "damage_removed"),
+            "toolrl": mean(plain, "toolrl"),
+            "success": statistics.fmean(r["reward"] >= 1.0 - 1e-9 for r in plain) if plain else 0.0,
+            "recovered": mean(injected, "recovered"), "damage_removed": mean(injected, "damage_removed"),
             **loop_stats(trajs), "infra_errors": 0, "episodes": plain + injected}
