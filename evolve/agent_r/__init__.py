@@ -11,6 +11,9 @@ The pieces, one file each:
   parent (loss); upstream-style splices as controls.
 - `toy`: the number-line world with a tabular policy and an exact oracle verifier (acceptance checks).
 - `swe`: the SWE world: the real agent in Docker sandboxes, branches by reset + replay, rewards from grading.
+- `toolcall`: the tool-calling world: one answer per episode rewarded by ToolRL's reward, `undo` withdraws it;
+  `toolcall_evaluate` its held-out evaluation (ToolRL reward, exact answers, recovery, loops).
 - `build`: one instance end to end (search, pairs, verdicts, splices, replay check) with everything stored.
-- `loop`: `evolve agent-r SUITE`: iterations of MCTS -> data -> SFT -> new policy version, with evaluation.
+- `loop`: `evolve agent-r SUITE`: iterations of MCTS -> data -> SFT -> new policy version, with evaluation;
+  the world (SWE or tool-calling) is chosen by the suite's kind.
 """
