@@ -13,7 +13,7 @@ from evolve.store import RunStore
 from records import TrajectoryStatus
 from tests.tui_fixtures import settle, write_synthetic_run
 from tui.app import EvolveApp
-from tui.screens.dashboard import PAGE, DashboardScreen
+from tui.screens.dashboard import DashboardScreen
 from tui.screens.inspector import InspectorScreen
 
 
@@ -38,8 +38,9 @@ async def _read_ahead(tmp_path):
         await settle(app, pilot)
         screen = app.screen
         assert isinstance(screen, DashboardScreen)
-        await _until(lambda: ("", PAGE) in screen.pages)  # the next page was read ahead
-        ahead_first = screen.pages[("", PAGE)][1][0]
+        size = screen.page_size
+        await _until(lambda: ("", size, size) in screen.pages)  # the next page was read ahead
+        ahead_first = screen.pages[("", size, size)][1][0]
         with RunStore(run_dir) as store:  # another process changes a row of that page
             traj = store.get_trajectory(ahead_first["id"])
             traj.status = TrajectoryStatus.infra_error

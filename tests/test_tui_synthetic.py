@@ -13,7 +13,7 @@ import pytest
 from evolve.store import RunStore
 from tests.tui_fixtures import build, settle, write_synthetic_run
 from tui.app import EvolveApp
-from tui.screens.dashboard import DashboardScreen
+from tui.screens.dashboard import MIN_PAGE, DashboardScreen
 from tui.screens.inspector import InspectorScreen
 from tui.screens.training import TrainingScreen
 from tui.screens.tree import TreeScreen
@@ -118,13 +118,34 @@ async def _paging(tmp_path):
         screen = app.screen
         assert isinstance(screen, DashboardScreen)  # one run: opened straight away
         table = screen.query_one("#trajs")
-        assert table.row_count == 100 and screen.total == 250
-        await pilot.press("right_square_bracket", "right_square_bracket")
+
+        def fills_the_table() -> bool:  # a page is exactly the rows the table shows: none hidden, none missing
+            return table.virtual_size.height == table.scrollable_content_region.height
+
+        size = screen.page_size
+        assert MIN_PAGE <= size < 100 and fills_the_table() and table.row_count == size and screen.total == 250
+        last = (249 // size) * size  # the offset of the last page
+        await pilot.press(*["right_square_bracket"] * (last // size))
         await settle(app, pilot)
-        assert table.row_count == 50 and screen.rows[0]["id"] == "t000200"
+        assert screen.rows[0]["id"] == f"t{last:06d}" and table.row_count == 250 - last
+        assert table.border_title.startswith(f"trajectories {last + 1}-250 of 250")
         await pilot.press("right_square_bracket")  # past the end: stays
         await settle(app, pilot)
-        assert screen.rows[0]["id"] == "t000200"
+        assert screen.rows[0]["id"] == f"t{last:06d}"
+        await pilot.press("left_square_bracket", "down", "down")
+        await settle(app, pilot)
+        assert screen.rows[0]["id"] == f"t{last - size:06d}" and table.row_count == size
+        under_cursor = screen.rows[table.cursor_row]["id"]
+        await pilot.resize_terminal(100, 50)  # a taller table: larger pages, the row under the cursor kept
+        await settle(app, pilot)
+        assert screen.page_size > size and fills_the_table() and table.row_count == screen.page_size
+        assert screen.page_offset % screen.page_size == 0 and screen.rows[table.cursor_row]["id"] == under_cursor
+        await pilot.resize_terminal(100, 8)  # too short for MIN_PAGE rows: pages keep the minimum, scrolled
+        await settle(app, pilot)
+        assert screen.page_size == MIN_PAGE and table.row_count == MIN_PAGE
+        await pilot.resize_terminal(100, 30)
+        await settle(app, pilot)
+        assert screen.page_size == size
         await pilot.press("slash", *"inst-0007", "enter")
         await settle(app, pilot)
         assert {r["instance_id"] for r in screen.rows} == {"inst-0007"} and table.row_count == 1
