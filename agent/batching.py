@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.policy.base import Generation, Policy, SamplingParams
+from agent.policy.base import Generation, Policy, PolicyWrapper, SamplingParams
 from records import Message
 
 
@@ -26,12 +26,11 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class BatchingPolicy(Policy):
+class BatchingPolicy(PolicyWrapper):
     """Wraps a policy so concurrent `generate` calls from several threads run as one batch."""
 
     def __init__(self, inner: Policy, max_batch: int = 8, max_wait: float = 0.2):
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.active = 1
@@ -40,13 +39,6 @@ class BatchingPolicy(Policy):
         self._queue: list[_Request] = []
         self._leading = False
         self.calls = 0
-
-    @property
-    def context_length(self) -> int:
-        return self.inner.context_length
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return self.inner.count_tokens(messages)
 
     def generate(self, conversations: list[list[Message]], params: SamplingParams,
                  tools: list[dict[str, Any]] | None = None) -> list[Generation]:

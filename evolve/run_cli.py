@@ -97,7 +97,7 @@ def run_cmd(
 
         refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
         if sandbox == "docker":
-            _ensure_images(the_suite, chosen)
+            ensure_suite_images(the_suite, chosen)
 
         cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
                         policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
@@ -170,7 +170,7 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def _ensure_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str] = None,
+def ensure_suite_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str] = None,
                    force: bool = False) -> dict[str, list[str]]:
     """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
     are found under any of their names, pulled where a registry answers, or built with swebench's image
@@ -248,7 +248,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
         chosen = the_suite.select(ids)
-        done = _ensure_images(the_suite, chosen, task_repo=task_repo, force=force)
+        done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
         console.print(f"{name} images for {len(chosen)} instance(s): {counts}")
         return

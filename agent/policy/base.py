@@ -160,11 +160,12 @@ def normalise_for_strict_template(messages: list[dict[str, Any]]) -> list[dict[s
     return out
 
 
-class SeededPolicy(Policy):
-    """A policy whose every call samples with a fixed seed (pilots differ by seed as well as temperature)."""
+class PolicyWrapper(Policy):
+    """A policy around another one: the same spec, context length and token counting; subclasses change
+    how `generate` reaches `inner`."""
 
-    def __init__(self, inner: Policy, seed: int):
-        self.inner, self.seed, self.spec = inner, seed, inner.spec
+    def __init__(self, inner: Policy):
+        self.inner, self.spec = inner, inner.spec
 
     @property
     def context_length(self) -> int:
@@ -172,6 +173,14 @@ class SeededPolicy(Policy):
 
     def count_tokens(self, messages: list[Message]) -> int:
         return self.inner.count_tokens(messages)
+
+
+class SeededPolicy(PolicyWrapper):
+    """A policy whose every call samples with a fixed seed (pilots differ by seed as well as temperature)."""
+
+    def __init__(self, inner: Policy, seed: int):
+        super().__init__(inner)
+        self.seed = seed
 
     def generate(self, conversations: list[list[Message]], params: SamplingParams,
                  tools: list[dict[str, Any]] | None = None) -> list[Generation]:

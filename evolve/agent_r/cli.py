@@ -56,7 +56,7 @@ def agent_r_cmd(
     from evolve.agent_r.config import AgentRConfig
     from evolve.agent_r.loop import AgentRRunConfig, run_agent_r
     from evolve.errors import ConfigError
-    from evolve.run_cli import _ensure_images, load_policy_spec
+    from evolve.run_cli import ensure_suite_images, load_policy_spec
     from evolve.run_lock import RunLock
     from evolve.store import check_run_dir
     from tasks.registry import get_suite
@@ -86,7 +86,7 @@ def agent_r_cmd(
     check_run_dir(out)
     with RunLock(out, f"evolve agent-r {suite}"):
         if not toolcall:
-            _ensure_images(the_suite, train + held)
+            ensure_suite_images(the_suite, train + held)
         console.print(f"[bold]evolve agent-r {suite}[/]: {len(train)} instance(s) searched, {len(held)} held out, "
                       f"{iterations} iteration(s), policy {policy}, store {out}")
         report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),

@@ -76,7 +76,7 @@ def hgm_cmd(
 
     from evolve.hgm.real import DockerWorld, RealWorldConfig
     from evolve.hgm.search import open_search, run_search
-    from evolve.run_cli import _ensure_images, load_policy_spec
+    from evolve.run_cli import ensure_suite_images, load_policy_spec
     from evolve.run_lock import RunLock
     from evolve.store import RunStore, check_run_dir
     from sandbox import SandboxConfig
@@ -115,7 +115,7 @@ def hgm_cmd(
               "privileged_diagnosis": privileged_diagnosis, "workers": workers, "smoke": smoke,
               "search": cfg.model_dump(mode="json")}
     check_run_dir(out)
-    _ensure_images(the_suite, chosen + held)
+    ensure_suite_images(the_suite, chosen + held)
     with RunLock(out, f"evolve hgm {suite}"), RunStore(out) as store:
         _check_resume(store, run_id, config)
         prune_orphans(run_id)

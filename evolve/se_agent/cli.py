@@ -52,7 +52,7 @@ def se_agent_cmd(
     the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
     from agent.batching import BatchingPolicy
     from agent.variant import DEFAULT_VARIANT
-    from evolve.run_cli import _ensure_images, load_policy_spec
+    from evolve.run_cli import ensure_suite_images, load_policy_spec
     from evolve.se_agent.config import SEAgentConfig
     from evolve.se_agent.report import FIRST, ORACLE, SELECTED
     from evolve.se_agent.run import resolve_out, run_se_agent
@@ -84,7 +84,7 @@ def se_agent_cmd(
     chosen = the_suite.select(ids, limit)
     cfg.instances = [i.instance_id for i in chosen]
     if sandbox == "docker":
-        _ensure_images(the_suite, chosen)
+        ensure_suite_images(the_suite, chosen)
     run_dir = resolve_out(cfg.out)
     cfg.out = str(run_dir)
     console.print(f"[bold]evolve se-agent {suite}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
