@@ -117,16 +117,19 @@ def replay_actions(traj: Trajectory, upto: int, sandbox: Sandbox, command_timeou
                    variant: "AgentVariant | None" = None) -> list[str]:
     """Re-run the tool calls of `traj.steps[:upto]` in `sandbox` (fresh, at the base commit). Returns the
     observations, so a caller can check the replay matched the recording. `variant` supplies its sandbox
-    tools (default: the host tools). Checkpoints are recorded before each tool-calling step as in the loop,
-    so replayed `undo` calls, and an agent continuing from here, can undo into the replayed steps."""
+    tools (default: the host tools, `undo` among them). Where `undo` is offered, checkpoints are recorded
+    before each tool-calling step as in the loop, so replayed `undo` calls, and an agent continuing from
+    here, can undo into the replayed steps."""
     from agent.tools.undo import checkpoint, clear_checkpoints
 
     tools = variant.resolve_tools() if variant is not None else dict(TOOLS)
     ctx = ToolContext(sandbox=sandbox, command_timeout=command_timeout)
-    clear_checkpoints(ctx)
+    undo = "undo" in tools
+    if undo:
+        clear_checkpoints(ctx)
     observations = []
     for step in traj.steps[:upto]:
-        if step.tool_calls and not step.parse_error:
+        if undo and step.tool_calls and not step.parse_error:
             checkpoint(ctx, step.index)
         for call in step.tool_calls:
             tool = tools.get(call.name)

@@ -46,7 +46,8 @@ def rejected(d: Path) -> str:
 
 def test_default_variant_loads_with_a_sandbox_tool_and_its_test():
     v = AgentVariant.load()
-    assert "find_files" in v.sandbox_tools and "undo" in v.tools and "submit" in v.tools
+    assert "find_files" in v.sandbox_tools and "submit" in v.tools
+    assert "undo" not in v.tools  # its per-step checkpoint is opt-in (Agent-R adds it)
     tools = v.resolve_tools()
     assert list(tools) == v.tools
     names = [rel for rel, _ in v.files.files]

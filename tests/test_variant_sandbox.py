@@ -13,6 +13,7 @@ import yaml
 
 from agent.graph import Agent
 from agent.replay import ScriptedPolicy, replay_actions
+from agent.tools.undo import with_undo
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from agent.variant_dir import copy_variant, run_variant_tests
 from records import Message, TaskInstance, TrajectoryStatus
@@ -130,6 +131,9 @@ def test_a_variant_tool_that_writes_a_host_file_changes_only_the_sandbox(backend
 
 # --- undo ----------------------------------------------------------------------------------------
 
+UNDO_VARIANT = with_undo(AgentVariant.load())  # the default variant leaves `undo` out
+
+
 def test_undo_restores_the_workspace_files(sb):
     steps = [FIX,                                                              # 0
              call("create", path="notes/new.txt", content="scratch\n"),         # 1
@@ -137,7 +141,7 @@ def test_undo_restores_the_workspace_files(sb):
              call("undo", steps=3),                                             # 3
              call("bash", command="git diff --cached --stat; ls notes tests"),  # 4
              call("undo", steps=5)]                                             # 5: more than there is
-    traj = Agent(ScriptedPolicy(steps)).run(INSTANCE, sb)
+    traj = Agent(ScriptedPolicy(steps), UNDO_VARIANT).run(INSTANCE, sb)
     obs = [s.observation.content for s in traj.steps]
     assert "restored the files to their state before step 1 (3 step(s) undone)" in obs[3]
     assert "M\tcalc.py" in obs[3] and "D\tnotes/new.txt" in obs[3] and "A\ttests/test_calc.py" in obs[3]
@@ -150,14 +154,14 @@ def test_undo_restores_the_workspace_files(sb):
 
 def test_undo_reaches_into_a_replayed_prefix(sb, repo: Path):
     """Agent-R's splice: a bad prefix is replayed in a fresh sandbox, the continuation undoes it."""
-    parent = Agent(ScriptedPolicy([WRONG, call("bash", command="echo more")])).run(INSTANCE, sb)
+    parent = Agent(ScriptedPolicy([WRONG, call("bash", command="echo more")]), UNDO_VARIANT).run(INSTANCE, sb)
     assert "a * b" in parent.patch
     with start_sandbox(SandboxConfig(), workspace=repo) as fresh:
         replay_actions(parent, 2, fresh)
         assert "a * b" in fresh.diff()
         child = parent.model_copy(deep=True, update={"id": "child", "steps": parent.steps[:2], "patch": ""})
         responses = [s.response.content for s in parent.steps[:2]] + [call("undo", steps=2), FIX, call("submit")]
-        done = Agent(ScriptedPolicy(responses)).run(INSTANCE, fresh, child)
+        done = Agent(ScriptedPolicy(responses), UNDO_VARIANT).run(INSTANCE, fresh, child)
     assert "2 step(s) undone" in done.steps[2].observation.content
     assert "return a - b" in done.patch and "a * b" not in done.patch
 

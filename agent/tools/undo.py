@@ -8,6 +8,10 @@ index caches file stats, so a checkpoint re-hashes only changed files. `undo` sw
 from its current state to a recorded tree with `git read-tree -m -u`: changed files are rewritten, files
 created since are removed, nothing else is touched. Files only: shell state (cwd, variables) and running
 processes are not rolled back, and git-ignored files are neither recorded nor restored.
+
+The checkpoint costs a few milliseconds of git work in the sandbox per tool-calling step (see
+`bench/bench_harness.py`), so the default variant leaves `undo` out; a variant lists it to offer it, and
+Agent-R, whose revision turns are undo calls, adds it with `with_undo`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ import logging
 import re
 import shlex
 
+from typing import TYPE_CHECKING
+
 from agent.tools.base import Tool, ToolContext, ToolError, params
+
+if TYPE_CHECKING:
+    from agent.variant import AgentVariant
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +131,11 @@ def run_undo(ctx: ToolContext, args: dict) -> str:
 UNDO = Tool("undo", "Restore the repository's files to their state before your last `steps` tool-calling steps "
             "(default 1); shell state and running processes are not rolled back.",
             params([], steps={"type": "integer", "minimum": 1, "description": "how many steps to undo"}), run_undo)
+
+
+def with_undo(variant: "AgentVariant") -> "AgentVariant":
+    """`variant` offering the `undo` tool (listed before `submit`); the same object when it already does."""
+    if "undo" in variant.tools:
+        return variant
+    tools = [t for t in variant.tools if t != "submit"] + ["undo"] + (["submit"] if "submit" in variant.tools else [])
+    return variant.model_copy(update={"tools": tools})
