@@ -25,7 +25,8 @@ from evolve.errors import ConfigError
 from evolve.runner import EpisodeResult, run_episode
 from evolve.store import RunStore
 from records import Step, TaskInstance, Trajectory
-from rewards.combine import RewardWeights
+from rewards.combine import RewardWeights, combine
+from rewards.judge import Judge
 from sandbox import SandboxConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,13 @@ class StepRelay:
             store_episode(store, result)
 
 
+def judge_episode(result: EpisodeResult, instance: TaskInstance, judge: Judge, weights: RewardWeights) -> None:
+    """Add the judge's reward to a worker's episode and combine every reward with the run's weights."""
+    rewards = {name: r for name, r in result.rewards.items() if name != "combined"}
+    rewards["judge"] = judge.judge_trajectory(instance, result.trajectory)
+    result.rewards = {**rewards, "combined": combine(dict(rewards), weights)}
+
+
 def store_episode(store: RunStore, result: EpisodeResult) -> None:
     """Write a worker's episode into the run store: the trajectory with its steps, the report, the rewards."""
     store.put_trajectory(result.trajectory)
@@ -181,14 +189,18 @@ class RayEpisodes:
 
     def run(self, instance: TaskInstance, variant: AgentVariant, sandbox_cfg: SandboxConfig, store: RunStore,
             run_id: str, trajectory: Trajectory, grade: bool, weights: RewardWeights, stop,
-            seed: int | None = None) -> EpisodeResult:
-        """One episode on the cluster; `stop` (the run's StopSignal) cancels it."""
+            seed: int | None = None, judge: Judge | None = None) -> EpisodeResult:
+        """One episode on the cluster; `stop` (the run's StopSignal) cancels it. `judge` scores the returned
+        trajectory here, on the driver (its replies cached in the run store), before the records are stored."""
         from concurrent.futures import TimeoutError as FutureTimeout
 
         from evolve.runner import _infra, _interrupted
 
         store.put_trajectory(trajectory)
-        job = EpisodeJob(instance, self.spec, variant, sandbox_cfg, run_id, trajectory, grade, weights,
+        # With a judge the worker combines only what it computes; the driver adds the judge and combines all.
+        worker_weights = weights if judge is None else RewardWeights(
+            weights={name: w for name, w in weights.weights.items() if name != "judge"})
+        job = EpisodeJob(instance, self.spec, variant, sandbox_cfg, run_id, trajectory, grade, worker_weights,
                          self.relay.queue, seed)
         fut = self.executor.submit(run_remote_episode, job)
         self.submitted += 1
@@ -210,6 +222,8 @@ class RayEpisodes:
                 return _infra(store, trajectory, f"the Ray worker failed: {type(e).__name__}: {e}",
                               lambda iid, what: None)
         self.relay.drain(store)
+        if judge is not None and result.infra_error is None and not result.interrupted and not stop.is_set():
+            judge_episode(result, instance, judge, weights)
         self.relay.store_result(store, result)
         return result
 

@@ -360,7 +360,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
         judge = _judge(judge_policy, store) if judge_policy is not None else None
-        remote = _remote_episodes(cfg, policy, judge_policy)
+        remote = _remote_episodes(cfg, policy)
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
         stopper = StopSignal()
         fatal: list[BaseException] = []
@@ -383,7 +383,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 traj = Trajectory(run_id=run_id, instance_id=iid, policy=cfg.policy)
                 if remote is not None:
                     result = remote.run(inst, variant, sandbox_cfg, store, run_id, traj, cfg.grade, cfg.rewards,
-                                        stopper)
+                                        stopper, judge=judge)
                 else:
                     result = run_episode(inst, Agent(batching, variant), sandbox_cfg, store, run_id, grade=cfg.grade,
                                          judge=judge, weights=cfg.rewards, trajectory=traj, on_event=on_event,
@@ -480,13 +480,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
     return report
 
 
-def _remote_episodes(cfg: RunConfig, policy: Policy, judge_policy: Policy | None):
+def _remote_episodes(cfg: RunConfig, policy: Policy):
     """`RayEpisodes` when the run's executor is Ray, else None (episodes run in this process's threads)."""
     if cfg.executor.backend == "local":
         return None
-    if judge_policy is not None:
-        raise ConfigError("--judge runs in the driver and is not available with --executor ray yet: "
-                          "judge the run afterwards or use --executor local")
     from evolve.remote_episode import RayEpisodes
 
     return RayEpisodes(cfg.executor, policy, cfg.policy)

@@ -131,3 +131,34 @@ def test_a_killed_driver_resumes_with_the_same_command(pair, tmp_path: Path):
     finish(evolve_run(out, policy, pair, "--executor", "ray"))
     got = outcomes(out, interrupted=cut)
     assert sorted(r[1] for r in got.values()) == [False, True]
+
+
+def test_a_judge_scores_ray_episodes_on_the_driver(pair, tmp_path: Path):
+    """`--judge` with `--executor ray`: the workers run and grade the episodes, the driver judges each returned
+    trajectory and stores `judge` and a `combined` reward that weighs both, exactly as a local run does."""
+    from evolve.executor import ExecutorConfig
+    from evolve.run_cli import load_policy_spec
+    from evolve.runner import RunConfig, run_swe
+    from rewards.combine import RewardWeights
+
+    policy = replay_file(tmp_path / "replay.jsonl", pair)
+    got = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / "runs" / executor
+        cfg = RunConfig(suite="bundled", instances=[i.instance_id for i in pair], out=str(out), workers=2,
+                        policy=f"replay:{policy}", judge="scripted",
+                        rewards=RewardWeights(weights={"swe": 1.0, "judge": 0.5}),
+                        executor=ExecutorConfig(backend=executor, num_cpus=2 if executor == "ray" else None))
+        judge = ScriptedPolicy(["Plausible.\nSCORE: 6/10"] * 8)
+        run_swe(cfg, pair, load_policy_spec(f"replay:{policy}", tmp_path), judge_policy=judge)
+        with RunStore(out, readonly=True) as store:
+            events = [e for e in store.events() if e["kind"] == "ray_episode"]
+            assert len(events) == (2 if executor == "ray" else 0)
+            got[executor] = {}
+            for tid in store.trajectory_ids():
+                traj, rewards = store.get_trajectory(tid), store.rewards(tid)
+                assert rewards["judge"].total == pytest.approx(0.6)
+                assert rewards["combined"].total == pytest.approx(rewards["swe"].total + 0.5 * 0.6)
+                got[executor][traj.instance_id] = (rewards["swe"].total, rewards["combined"].total)
+    assert got["local"] == got["ray"]
+    assert max(swe for swe, _ in got["ray"].values()) == 1.0  # the gold patch resolved
