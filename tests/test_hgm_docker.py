@@ -135,8 +135,10 @@ class MetaPolicy(Policy):
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready, executor):
-    """With `ray`, the evaluations run as Ray tasks (the scripted task policy served to the workers by the
-    driver) and their records come back to the driver's store: the same tree and the same pick."""
+    """With `ray`, all sandbox work runs as Ray tasks and its records come back to the driver's store: the
+    evaluations and the smoke episode (the scripted task policy served by the driver), the edit (the scripted
+    meta policy served too, the parent's variant directory shipped as bytes) and the child's own tests. The
+    same tree and the same pick; the child evaluated on a worker uses its repaired tool."""
     if executor == "ray":
         pytest.importorskip("ray", reason="Ray is the optional extra `evolve[ray]`")
     instances = get_suite("bundled").select(TASKS)
@@ -158,19 +160,26 @@ def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready, e
         try:
             run_search(sched, world, workers=1)
         finally:
-            if world.episodes is not None:
-                world.episodes.close()
+            world.close()
         rows = store.outcomes(run_id=run_id)
-        if executor == "ray":  # every evaluation ran as a Ray task
-            assert world.episodes.submitted == len(rows) > 0
+        tasks = [e for e in store.events() if e["kind"] == "ray_task"]
+        if executor == "ray":  # every evaluation and the smoke episode ran as Ray episodes, the rest as tasks
+            assert world.episodes.submitted == len(rows) + 1 and rows
+            assert sorted(e["job"] for e in tasks) == ["hgm:edit", "hgm:variant_tests"]
+        else:
+            assert tasks == []
         root_id, child_id = f"{run_id}:root", f"{run_id}:n0001"
         root_rows = [r for r in rows if r["node_id"] == root_id]
         child_rows = [r for r in rows if r["node_id"] == child_id]
         assert sorted(r["task_id"] for r in root_rows) == sorted(TASKS)
         assert all(r["status"] == "fail" for r in root_rows)  # the broken tool leaves every patch empty
         assert child_rows and all(r["status"] == "pass" for r in child_rows)  # graded by the hidden tests
+        child_variant = AgentVariant.load(next(n for n in store.tree(tree_id=run_id) if n.id == child_id).variant_dir)
         for r in child_rows:
             assert store.test_report(r["trajectory_id"]).resolved
+            # the episode (on a worker with `ray`) acted with the child's own files: the repaired tool
+            assert store.get_trajectory(r["trajectory_id"]).agent_variant == child_variant.fingerprint()
+        assert child_variant.fingerprint() != AgentVariant.load(root_dir).fingerprint()
         assert sched.final_pick() == child_id
         child = next(n for n in store.tree(tree_id=run_id) if n.id == child_id)
         assert child.status == "accepted" and child.info["topic"] == "task" and not child.info["privileged"]

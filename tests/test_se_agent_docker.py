@@ -98,7 +98,8 @@ def instance(docker_ready):
 def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path, branch, executor):
     """Fresh: the evolved attempt is a new episode. Branch: it continues the failed pilot from the step
     before its first edit (its reproduction script replayed in the new sandbox), then fixes. On Ray, the
-    episodes run as Ray tasks (the scripted policy served by the driver), with the same outcome."""
+    episodes (the scripted policy served by the driver), the visible checks and the hidden grading run as
+    Ray tasks, with the same outcome."""
     from evolve.executor import ExecutorConfig
 
     if executor == "ray":
@@ -114,6 +115,10 @@ def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instan
     with RunStore(out, readonly=True) as store:
         on_ray = [e for e in store.events() if e["kind"] == "ray_episode"]
         assert len(on_ray) == (3 if executor == "ray" else 0)  # 2 pilots and the revision, as Ray tasks
+        tasks = sorted(e["job"] for e in store.events() if e["kind"] == "ray_task")
+        # on Ray also the visible baseline, each candidate's visible checks and its hidden grading
+        assert tasks == (["se-agent:baseline"] + ["se-agent:grade"] * 3 + ["se-agent:visible"] * 3
+                         if executor == "ray" else [])
         opdoc = store.document(DOC_OPERATOR, f"{instance.instance_id}/02")
         assert opdoc["operator"] == "revision" and opdoc["text"] == MARK and not opdoc["fallback"]
         sent = op.operator_prompts[0]

@@ -46,8 +46,10 @@ def hgm_cmd(
     budget: int = typer.Option(800, min=1, help="Evaluations (single agent-task episodes) the search may start."),
     alpha: float = typer.Option(0.6, min=0.01, max=1.0, help="Widening exponent: expand when N^alpha >= nodes."),
     workers: int = typer.Option(1, min=1, help="Expansions and evaluations run in parallel."),
-    executor: str = typer.Option("local", help="Where evaluations run: local, ray (a Ray cluster started on this "
-                                 "machine) or ray=ADDRESS; expansions run on this machine."),
+    executor: str = typer.Option("local", help="Where the sandbox work runs: local, ray (a Ray cluster started on "
+                                 "this machine) or ray=ADDRESS. On Ray: evaluations, each edit by the meta-agent, "
+                                 "each child's own tests and its smoke episode; here: the diagnosis, the variant "
+                                 "directories and the run store."),
     policy: str = typer.Option(DEFAULT_POLICY, help="Task policy spec (the agent being evolved)."),
     meta_policy: Optional[str] = typer.Option(None, help="Policy of the diagnosis and the edit (default: --policy)."),
     root_variant: Optional[Path] = typer.Option(None, help="Variant directory of the root (default: the default)."),
@@ -162,8 +164,7 @@ def hgm_cmd(
                 stopped = stop()
                 holdout_rows = _holdout(world, sched, store, run_id, held, holdout_top) if held and not stopped else []
             finally:
-                if world.episodes is not None:
-                    world.episodes.close()
+                world.close()
         report = _report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         store.set_run_status(run_id, "stopped" if stopped else "finished")

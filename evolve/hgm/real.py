@@ -15,6 +15,11 @@ Expansion of a parent (every step stored, the child kept with its diff even when
 Evaluation of (node, task): one episode through `evolve.runner.run_episode` (a fresh sandbox, grading with
 the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
 the task and never counts it against the node.
+
+With `episodes` set (`--executor ray`) every sandbox runs on the Ray cluster: evaluations and the smoke
+episode as episodes (`RayEpisodes.run`), the edit and the child's tests as Ray tasks (`evolve.hgm.remote`,
+the variant directory shipped as bytes). The diagnosis (one meta-policy call), the variant directories and
+the run store stay on the driver, which stores every returned record.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pydantic import BaseModel, Field
 from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import AgentVariant, VariantError
-from agent.variant_dir import GIT, commit_variant, copy_variant, run_variant_tests, variant_diff
+from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import Topic, choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
 from evolve.runner import StopSignal, run_episode
@@ -81,8 +86,15 @@ class DockerWorld:
         self.cfg = cfg or RealWorldConfig()
         self.seed = seed
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when evaluations run on a Ray cluster (`--executor ray`); None:
-        here. Expansions (the meta-agent's edit of a variant directory on this machine) always run here."""
+        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
+        None: here. On Ray: each evaluation and each child's smoke episode is an episode task; each edit (the
+        meta-agent on a copy of the parent's variant, shipped as bytes) and each child's own tests are Ray
+        tasks on the same executor. Always here: the diagnosis (a meta-policy call), the variant directories
+        (children are made and loaded here) and the run store. The meta policy reaches the workers as the
+        task policy does: the same spec when it is the same policy, else loaded by each worker (`openai:`,
+        `replay:`) or served by this process. `close()` releases it all."""
+        self._meta_spec: str | None = None
+        self._served_meta = None
         self._variants: dict[str, AgentVariant] = {}
         self._lock = threading.Lock()
         root_dir = self.work / "variants" / "root"
@@ -176,14 +188,17 @@ class DockerWorld:
         if ws.exists():
             shutil.rmtree(ws)
         copy_variant(parent.variant_dir, ws, f"parent {parent.id}")
-        variant = self.variant(parent.variant_dir).model_copy(deep=True)
+        loaded = self.variant(parent.variant_dir)
+        variant = _keep_files(loaded.model_copy(deep=True), loaded)
         variant.budget.max_steps = min(variant.budget.max_steps, self.cfg.meta_max_steps)
         inst = TaskInstance(instance_id=f"hgm-edit-{safe}", suite="hgm", problem_statement=problem)
         traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.meta_policy.spec,
                           origin="hgm:meta")
         self.store.put_trajectory(traj)
-        agent = Agent(self.meta_policy, _keep_files(variant, self.variant(parent.variant_dir)),
-                      on_step=lambda t, s: self.store.append_step(t.id, s))
+        if self.episodes is not None:
+            traj, error = self._edit_remote(ws, variant, inst, traj, child_id)
+            return traj.patch, traj.id, traj.prompt_tokens + traj.completion_tokens, error
+        agent = Agent(self.meta_policy, variant, on_step=lambda t, s: self.store.append_step(t.id, s))
         error = ""
         try:
             with start_sandbox(self.sandbox_cfg, workspace=ws) as sb:
@@ -196,6 +211,70 @@ class DockerWorld:
         self.store.put_trajectory(traj)
         return traj.patch, traj.id, traj.prompt_tokens + traj.completion_tokens, error
 
+    def _edit_remote(self, ws: Path, variant: AgentVariant, inst: TaskInstance, traj: Trajectory,
+                     child_id: str) -> tuple[Trajectory, str]:
+        """The edit as a Ray task (the workspace shipped as bytes); its trajectory stored here when it returns.
+        A task that failed beyond Ray's retries is the edit's error (an infra_error trajectory)."""
+        from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit
+        from evolve.runner import EpisodeResult
+
+        try:
+            data = pack_dir(ws, with_git=True)
+        finally:
+            shutil.rmtree(ws, ignore_errors=True)
+        job = EditJob(data, variant, inst, self.sandbox_cfg, self._meta_worker_spec(), traj, self.episodes.relay.queue)
+        fut = self.episodes.executor.submit(run_remote_edit, job)
+        self.store.log_event("ray_task", run_id=self.run_id, job="hgm:edit", node_id=child_id, trajectory_id=traj.id)
+        try:
+            traj, error = self._await(fut)
+        except _TaskLost as e:
+            traj.status, traj.error, traj.finished_at = TrajectoryStatus.infra_error, str(e), time.time()
+            error = f"the edit's Ray task failed: {e}"
+        self.episodes.relay.store_result(self.store, EpisodeResult(traj))
+        return traj, error
+
+    def _meta_worker_spec(self) -> str:
+        """The spec a worker loads for the meta policy (served from here when workers cannot load it)."""
+        from evolve.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
+
+        with self._lock:
+            if self._meta_spec is None:
+                if self.meta_policy is self.task_policy:
+                    self._meta_spec = self.episodes.spec
+                elif self.meta_policy.spec.startswith(WORKER_LOADED):
+                    self._meta_spec = worker_policy_spec(self.meta_policy.spec)
+                else:  # served unbatched: the server batches the workers' calls itself
+                    from agent.batching import BatchingPolicy
+
+                    meta = self.meta_policy.inner if isinstance(self.meta_policy, BatchingPolicy) else self.meta_policy
+                    self._served_meta = ServedPolicy(meta, self.episodes.executor.nodes())
+                    self._meta_spec = self._served_meta.spec
+            return self._meta_spec
+
+    def _await(self, fut):
+        """The result of a Ray task, storing the relayed live steps while it runs. The function's own error
+        is raised as itself (as it would be here); a task lost beyond Ray's retries raises `_TaskLost`."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        ray = self.episodes.executor.ray
+        while True:
+            try:
+                return fut.result(timeout=0.5)
+            except FutureTimeout:
+                self.episodes.drain(self.store)
+            except ray.exceptions.RayTaskError as e:
+                raise e.as_instanceof_cause() from None
+            except Exception as e:  # noqa: BLE001 - the worker or node died more often than Ray retries
+                raise _TaskLost(f"{type(e).__name__}: {e}") from None
+
+    def close(self) -> None:
+        """Release the Ray executor and the meta policy's server (nothing to do when all runs here)."""
+        if self._served_meta is not None:
+            self._served_meta.close()
+            self._served_meta = None
+        if self.episodes is not None:
+            self.episodes.close()
+
     def _validate(self, child_dir: Path) -> tuple[str | None, dict[str, Any], int]:
         """(rejection reason or None, validation log, tokens)."""
         log_: dict[str, Any] = {}
@@ -205,12 +284,10 @@ class DockerWorld:
             log_["load"] = str(e)
             return f"does not load: {e}", log_, 0
         log_["load"] = "ok"
-        try:
-            with start_sandbox(self.sandbox_cfg) as sb:
-                tests = run_variant_tests(child_dir, sb, timeout=self.cfg.variant_test_timeout)
-        except SandboxError as e:
-            log_["tests"] = f"sandbox failed: {e}"
-            return f"its tests could not run: {e}", log_, 0
+        tests, why = self._variant_tests(child_dir)
+        if tests is None:
+            log_["tests"] = why
+            return f"its tests could not run: {why}", log_, 0
         log_["tests"] = tests.model_dump()
         if not tests.passed:
             return f"its own tests fail: {tests.reason}", log_, 0
@@ -219,8 +296,12 @@ class DockerWorld:
         inst = self.instances[self.task_ids[0]]
         traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.task_policy.spec,
                           origin="hgm:smoke")
-        res = run_episode(inst, Agent(self.task_policy, variant), self.sandbox_cfg, self.store, self.run_id,
-                          grade=False, trajectory=traj)
+        if self.episodes is not None:
+            res = self.episodes.run(inst, variant, self.sandbox_cfg, self.store, self.run_id, traj, False,
+                                    RewardWeights(), StopSignal())
+        else:
+            res = run_episode(inst, Agent(self.task_policy, variant), self.sandbox_cfg, self.store, self.run_id,
+                              grade=False, trajectory=traj)
         log_["smoke"] = {"trajectory_id": res.trajectory.id, "status": res.trajectory.status.value,
                          "infra_error": res.infra_error}
         tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
@@ -229,6 +310,29 @@ class DockerWorld:
         if res.trajectory.status == TrajectoryStatus.error:
             return f"the smoke episode crashed: {res.trajectory.error}", log_, tokens
         return None, log_, tokens
+
+    def _variant_tests(self, child_dir: Path) -> tuple[VariantTestResult | None, str]:
+        """The child's own tests in a fresh sandbox (here, or a Ray task given the directory as bytes);
+        (result, '') or (None, why they could not run: its sandbox or its Ray task failed)."""
+        if self.episodes is not None:
+            from evolve.hgm.remote import pack_dir, run_remote_variant_tests
+
+            fut = self.episodes.executor.submit(run_remote_variant_tests, pack_dir(child_dir), self.sandbox_cfg,
+                                                self.cfg.variant_test_timeout)
+            self.store.log_event("ray_task", run_id=self.run_id, job="hgm:variant_tests", variant_dir=str(child_dir))
+            try:
+                return self._await(fut)
+            except _TaskLost as e:
+                return None, f"the Ray task failed: {e}"
+        try:
+            with start_sandbox(self.sandbox_cfg) as sb:
+                return run_variant_tests(child_dir, sb, timeout=self.cfg.variant_test_timeout), ""
+        except SandboxError as e:
+            return None, f"sandbox failed: {e}"
+
+
+class _TaskLost(Exception):
+    """A Ray task failed for the cluster's reasons (its worker or node died beyond the retries)."""
 
 
 def _keep_files(copy: AgentVariant, original: AgentVariant) -> AgentVariant:

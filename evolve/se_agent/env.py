@@ -40,8 +40,12 @@ class SWEEnvironment:
         self.stop = None
         """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when episodes run on a Ray cluster (`--executor ray`); None: here.
-        Branch attempts (a continued trajectory), visible checks and grading always run here."""
+        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
+        None: here. On Ray: fresh attempts (episodes), the visible baseline and checks and the hidden grading
+        (tasks on the same executor, `evolve.se_agent.remote`); their results are stored here. Branch attempts
+        stay here: the worker's episode (`run_remote_episode`) runs a plain `Agent`, which would continue the
+        kept steps without replaying their actions in the fresh sandbox (`ContinuingAgent` does that replay);
+        they need the episode job to name the agent that runs it."""
         self._lock = threading.Lock()
         self._baselines: dict[str, dict | None] = {}
         self._runnable: dict[str, TaskInstance] = {}
@@ -93,23 +97,47 @@ class SWEEnvironment:
             self.episodes.close()
 
     def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
+        from evolve.se_agent.remote import remote_baseline, remote_visible
+
         iid, instance = instance.instance_id, self.runnable(instance)
         with self._lock:
             if iid not in self._baselines:
                 doc = self.store.document(DOC_BASELINE, iid)
                 if doc is None:
-                    doc = {"statuses": baseline(instance, self.sandbox)}
+                    statuses = self._remote("se-agent:baseline", iid, None, remote_baseline, instance, self.sandbox) \
+                        if self.episodes is not None else baseline(instance, self.sandbox)
+                    doc = {"statuses": statuses}
                     self.store.put_document(DOC_BASELINE, iid, doc, run_id=self.run_id)
                 self._baselines[iid] = doc["statuses"]
         self.on_event(iid, f"visible checks of {trajectory.id}")
+        if self.episodes is not None:
+            return self._remote("se-agent:visible", iid, trajectory.id, remote_visible, instance, trajectory,
+                                self.sandbox, self._baselines[iid])
         return visible_outcome(instance, trajectory, self.sandbox, self._baselines[iid])
 
     def hidden(self, instance: TaskInstance, trajectory: Trajectory) -> bool | None:
+        from evolve.se_agent.remote import remote_grade
         from rewards.swe import swe_reward
         from tasks.grading import grade
 
         self.on_event(instance.instance_id, f"grading {trajectory.id} (hidden tests, report only)")
-        report = grade(self.runnable(instance), trajectory.patch, self.sandbox, trajectory_id=trajectory.id)
+        if self.episodes is not None:
+            report = self._remote("se-agent:grade", instance.instance_id, trajectory.id, remote_grade,
+                                  self.runnable(instance), trajectory.patch, self.sandbox, trajectory.id)
+        else:
+            report = grade(self.runnable(instance), trajectory.patch, self.sandbox, trajectory_id=trajectory.id)
         self.store.put_test_report(trajectory.id, report)
         self.store.put_reward(trajectory.id, swe_reward(report))
         return report.resolved
+
+    def _remote(self, job: str, instance_id: str, trajectory_id: str | None, fn, *args):
+        """`fn(*args)` as a task on the run's Ray executor, waited for here. The function's own error is raised
+        as itself (as it would be here); a task lost beyond Ray's retries raises Ray's error."""
+        executor = self.episodes.executor
+        fut = executor.submit(fn, *args)
+        self.store.log_event("ray_task", run_id=self.run_id, job=job, instance_id=instance_id,
+                             trajectory_id=trajectory_id)
+        try:
+            return fut.result()
+        except executor.ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None

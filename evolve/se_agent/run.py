@@ -94,14 +94,14 @@ def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Poli
         env = make_env(store, run_id)
         try:
             finished = SEAgent(cfg, instances, env, store, run_id, operator_policy, judge, on_event).run()
+            if finished and cfg.grade:  # before the environment closes: grading may run on its executor
+                grade_candidates(store, run_id, instances, env, cfg.workers)
         finally:
             if hasattr(env, "close"):
                 env.close()
         if not finished:
             store.set_run_status(run_id, "stopped")
             return {"run_id": run_id, "out": str(out), "stopped": True}
-        if cfg.grade:
-            grade_candidates(store, run_id, instances, env, cfg.workers)
         report = build_report(store, run_id, instances, cfg.policy, time.time() - started, out)
         report["out"] = str(out)
         store.set_run_status(run_id, "finished")
