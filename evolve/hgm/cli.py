@@ -142,6 +142,11 @@ def hgm_cmd(
             from evolve.remote_episode import RayEpisodes
 
             world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
+            try:  # a meta policy the workers cannot reach is refused now, not at every expansion
+                world.meta_worker_spec()
+            except BaseException:
+                world.close()
+                raise
         sched = open_search(cfg, world, store, run_id)
         started = time.time()
         console.print(f"[bold]evolve hgm {suite}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget {budget}, "

@@ -222,7 +222,7 @@ class DockerWorld:
             data = pack_dir(ws, with_git=True)
         finally:
             shutil.rmtree(ws, ignore_errors=True)
-        job = EditJob(data, variant, inst, self.sandbox_cfg, self._meta_worker_spec(), traj, self.episodes.relay.queue)
+        job = EditJob(data, variant, inst, self.sandbox_cfg, self.meta_worker_spec(), traj, self.episodes.relay.queue)
         fut = self.episodes.executor.submit(run_remote_edit, job)
         self.store.log_event("ray_task", run_id=self.run_id, job="hgm:edit", node_id=child_id, trajectory_id=traj.id)
         try:
@@ -233,8 +233,9 @@ class DockerWorld:
         self.episodes.relay.store_result(self.store, EpisodeResult(traj))
         return traj, error
 
-    def _meta_worker_spec(self) -> str:
-        """The spec a worker loads for the meta policy (served from here when workers cannot load it)."""
+    def meta_worker_spec(self) -> str:
+        """The spec a worker loads for the meta policy (served from here when workers cannot load it; a
+        ConfigError when a served policy cannot reach a cluster of several machines)."""
         from evolve.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
 
         with self._lock:
