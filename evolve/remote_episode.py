@@ -53,13 +53,15 @@ class EpisodeJob:
     """A `ray.util.queue.Queue` the worker puts each finished step on (header JSON, step JSON), or None."""
     seed: int | None = None
     """Sampling seed of every policy call of the episode (None: the variant's sampling as it is)."""
+    agent_cls: type[Agent] = Agent
+    """The agent class (e.g. SE-Agent's `ContinuingAgent`, which first replays the header's steps)."""
 
 
 _POLICIES: dict[str, Policy] = {}
 _POLICIES_LOCK = threading.Lock()
 
 
-def _worker_policy(spec: str) -> Policy:
+def worker_policy(spec: str) -> Policy:
     """One policy object per spec per worker process (a worker runs many episodes)."""
     from evolve.run_cli import load_policy_spec
 
@@ -71,7 +73,7 @@ def _worker_policy(spec: str) -> Policy:
 
 def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
     """Run on a worker: one episode, graded, its records returned whole (steps included)."""
-    policy = _worker_policy(job.policy)
+    policy = worker_policy(job.policy)
 
     def relay(traj: Trajectory, step: Step) -> None:
         if job.steps is not None:
@@ -81,7 +83,8 @@ def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
                 log.debug("relaying a step: %s", e)
 
     with tempfile.TemporaryDirectory(prefix="evolve-episode-") as scratch, RunStore(scratch) as store:
-        agent = Agent(policy if job.seed is None else SeededPolicy(policy, job.seed), job.variant, on_step=relay)
+        agent = job.agent_cls(policy if job.seed is None else SeededPolicy(policy, job.seed), job.variant,
+                              on_step=relay)
         result = run_episode(job.instance, agent, job.sandbox, store, job.run_id, grade=job.grade,
                              weights=job.weights, trajectory=job.trajectory)
         result.trajectory = store.get_trajectory(result.trajectory.id)
@@ -189,7 +192,7 @@ class RayEpisodes:
 
     def run(self, instance: TaskInstance, variant: AgentVariant, sandbox_cfg: SandboxConfig, store: RunStore,
             run_id: str, trajectory: Trajectory, grade: bool, weights: RewardWeights, stop,
-            seed: int | None = None, judge: Judge | None = None) -> EpisodeResult:
+            seed: int | None = None, judge: Judge | None = None, agent_cls: type[Agent] = Agent) -> EpisodeResult:
         """One episode on the cluster; `stop` (the run's StopSignal) cancels it. `judge` scores the returned
         trajectory here, on the driver (its replies cached in the run store), before the records are stored."""
         from concurrent.futures import TimeoutError as FutureTimeout
@@ -201,7 +204,7 @@ class RayEpisodes:
         worker_weights = weights if judge is None else RewardWeights(
             weights={name: w for name, w in weights.weights.items() if name != "judge"})
         job = EpisodeJob(instance, self.spec, variant, sandbox_cfg, run_id, trajectory, grade, worker_weights,
-                         self.relay.queue, seed)
+                         self.relay.queue, seed, agent_cls)
         fut = self.executor.submit(run_remote_episode, job)
         self.submitted += 1
         store.log_event("ray_episode", run_id=run_id, instance_id=instance.instance_id, trajectory_id=trajectory.id)

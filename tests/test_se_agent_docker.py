@@ -93,13 +93,13 @@ def instance(docker_ready):
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize("branch,executor", [(False, "local"), (True, "local"), (False, "ray")],
-                         ids=["fresh", "branch", "fresh-on-ray"])
+@pytest.mark.parametrize("branch,executor", [(False, "local"), (True, "local"), (True, "ray")],
+                         ids=["fresh", "branch", "branch-on-ray"])
 def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instance, tmp_path, branch, executor):
     """Fresh: the evolved attempt is a new episode. Branch: it continues the failed pilot from the step
     before its first edit (its reproduction script replayed in the new sandbox), then fixes. On Ray, the
-    episodes (the scripted policy served by the driver), the visible checks and the hidden grading run as
-    Ray tasks, with the same outcome."""
+    episodes (the pilots, and the branch whose kept steps the worker replays first; the scripted policy
+    served by the driver), the visible checks and the hidden grading run as Ray tasks, with the same outcome."""
     from evolve.executor import ExecutorConfig
 
     if executor == "ray":
@@ -114,7 +114,7 @@ def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instan
     assert report["candidates"] == 3 and report["graded"]
     with RunStore(out, readonly=True) as store:
         on_ray = [e for e in store.events() if e["kind"] == "ray_episode"]
-        assert len(on_ray) == (3 if executor == "ray" else 0)  # 2 pilots and the revision, as Ray tasks
+        assert len(on_ray) == (3 if executor == "ray" else 0)  # 2 pilots and the (branch) revision, as Ray tasks
         tasks = sorted(e["job"] for e in store.events() if e["kind"] == "ray_task")
         # on Ray also the visible baseline, each candidate's visible checks and its hidden grading
         assert tasks == (["se-agent:baseline"] + ["se-agent:grade"] * 3 + ["se-agent:visible"] * 3

@@ -66,7 +66,7 @@ class EditJob:
 def run_remote_edit(job: EditJob) -> tuple[Trajectory, str]:
     """Run on a worker: the parent's agent on its own copy of the workspace; (trajectory with its steps,
     error). A sandbox failure is the error (the trajectory then `infra_error`); anything else raises."""
-    from evolve.remote_episode import _worker_policy
+    from evolve.remote_episode import worker_policy
 
     def relay(traj: Trajectory, step: Step) -> None:
         if job.steps is not None:
@@ -76,7 +76,7 @@ def run_remote_edit(job: EditJob) -> tuple[Trajectory, str]:
                 log.debug("relaying a step: %s", e)
 
     traj = job.trajectory
-    agent = Agent(_worker_policy(job.policy), job.variant, on_step=relay)
+    agent = Agent(worker_policy(job.policy), job.variant, on_step=relay)
     with tempfile.TemporaryDirectory(prefix="evolve-hgm-edit-") as tmp:
         ws = unpack_dir(job.workspace, Path(tmp) / "workspace")
         try:

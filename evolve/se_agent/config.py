@@ -50,9 +50,9 @@ class SEAgentConfig(BaseModel):
     workers: int = Field(default=2, ge=1)
     """Attempts run in parallel (their policy calls are batched)."""
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    """Where the sandbox work runs: threads here (`local`) or tasks on a Ray cluster (`ray`: fresh attempts,
-    the visible baseline and checks, the hidden grading; branch attempts, the operators, the summaries, the
-    selection and the run store stay here)."""
+    """Where the sandbox work runs: threads here (`local`) or tasks on a Ray cluster (`ray`: every attempt's
+    episode, branch attempts included, the visible baseline and checks, the hidden grading; the operators, the
+    summaries, the selection and the run store stay here)."""
     infra_retries: int = Field(default=2, ge=0)
     """Re-runs of an attempt whose episode failed for the infrastructure's reasons (not the agent's)."""
     seed: int = 0

@@ -41,11 +41,9 @@ class SWEEnvironment:
         """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
         self.episodes = None
         """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
-        None: here. On Ray: fresh attempts (episodes), the visible baseline and checks and the hidden grading
-        (tasks on the same executor, `evolve.se_agent.remote`); their results are stored here. Branch attempts
-        stay here: the worker's episode (`run_remote_episode`) runs a plain `Agent`, which would continue the
-        kept steps without replaying their actions in the fresh sandbox (`ContinuingAgent` does that replay);
-        they need the episode job to name the agent that runs it."""
+        None: here. On Ray: every attempt's episode (a branch attempt as a `ContinuingAgent`, which replays the
+        kept steps in the worker's fresh sandbox first), the visible baseline and checks and the hidden grading
+        (tasks on the same executor, `evolve.se_agent.remote`); their results are stored here."""
         self._lock = threading.Lock()
         self._baselines: dict[str, dict | None] = {}
         self._runnable: dict[str, TaskInstance] = {}
@@ -80,13 +78,16 @@ class SWEEnvironment:
 
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
         trajectory.policy = trajectory.policy or self.policy.spec
-        if self.episodes is not None and not attempt.branch_step:
+        if self.episodes is not None:
             from evolve.runner import StopSignal
+            from evolve.se_agent.branch import ContinuingAgent
             from rewards.combine import RewardWeights
 
             variant = self.variant.model_copy(update={"temperature": attempt.temperature})
+            agent_cls = ContinuingAgent if attempt.branch_step else Agent
             result = self.episodes.run(instance, variant, self.sandbox, self.store, self.run_id, trajectory, False,
-                                       RewardWeights(weights={}), self.stop or StopSignal(), seed=attempt.seed)
+                                       RewardWeights(weights={}), self.stop or StopSignal(), seed=attempt.seed,
+                                       agent_cls=agent_cls)
             return result.trajectory
         result = run_episode(instance, self.agent(attempt), self.sandbox, self.store, self.run_id, grade=False,
                              trajectory=trajectory, stop=self.stop, on_event=self.on_event)
