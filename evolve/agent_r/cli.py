@@ -28,7 +28,7 @@ def agent_r_cmd(
                                             "ids; for toolcall also a split (test) or N (the first N of the test split)."),
     policy: str = typer.Option(DEFAULT_POLICY, help="Policy of iteration 1 (samples and verifies)."),
     train_policy: str = typer.Option("hf:gemma3-270m", help="Weights iteration 1 fine-tunes (same model as --policy)."),
-    variant: Optional[Path] = typer.Option(None, help="Agent variant directory (must offer `undo`)."),
+    variant: Optional[Path] = typer.Option(None, help="Agent variant directory (`undo` is added to its tools where it lacks it)."),
     out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/agent-r-<suite>."),
     iterations: int = typer.Option(1, help="Search -> data -> SFT rounds."),
     rollouts: Optional[int] = typer.Option(None, help="MCTS iterations per instance (default 4)."),
@@ -45,6 +45,10 @@ def agent_r_cmd(
     full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
     device: str = typer.Option("auto", help="Training device."),
     workers: int = typer.Option(2, help="Branches executed in parallel."),
+    executor: str = typer.Option("local", help="Where the SWE search's branch episodes, their grading and the "
+                                 "splice replays run: local (threads here), ray (a Ray cluster started on this "
+                                 "machine) or ray=ADDRESS; sampling, the verifier, SFT and evaluation stay here. "
+                                 "toolcall: local only."),
     max_steps: Optional[int] = typer.Option(None, help="Step budget of evaluation episodes."),
     max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
     dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
@@ -54,8 +58,9 @@ def agent_r_cmd(
     undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
     from agent.variant import DEFAULT_VARIANT
     from evolve.agent_r.config import AgentRConfig
-    from evolve.agent_r.loop import AgentRRunConfig, run_agent_r
+    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
     from evolve.errors import ConfigError
+    from evolve.executor import parse_executor
     from evolve.run_cli import ensure_suite_images, load_policy_spec
     from evolve.run_lock import RunLock
     from evolve.store import check_run_dir
@@ -64,6 +69,7 @@ def agent_r_cmd(
     for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, not {value}")
+    executor_cfg = parse_executor(executor)
     search = AgentRConfig.from_env(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, c=c, temperature=temperature,
                                    alpha=alpha, beta=beta, verifier_k=verifier_k, max_pairs=max_pairs)
     out = out or Path("runs") / f"agent-r-{suite}"
@@ -81,8 +87,10 @@ def agent_r_cmd(
                           held_out=sorted(held_ids), policy=policy, train_policy=train_policy,
                           variant=str(variant or DEFAULT_VARIANT),
                           max_steps=max_steps, max_tokens_per_step=max_tokens_per_step, workers=workers,
+                          executor=executor_cfg,
                           iterations=iterations, search=search, sft_steps=sft_steps, sft_lr=sft_lr, full=full,
                           device=device, evaluate=evaluate, out=str(out))
+    check_executor(cfg)
     check_run_dir(out)
     with RunLock(out, f"evolve agent-r {suite}"):
         if not toolcall:

@@ -7,6 +7,8 @@ ability, loops). Iteration 0's evaluation is the starting policy's.
 Everything goes to the run store at `--out` (`put_run(kind="agent-r")`); a rerun resumes: searched instances
 (`agent-r:instance` documents), finished trainings (their `TrainSession`) and evaluations (`agent-r:eval`) are
 reused. A stop request (`store.request_stop`, the TUI's stop) is honoured between instances and stages.
+The SWE search's branches (sandbox replays and their grading) run on the run's one executor (`--executor`:
+threads here, or Ray tasks); their records come back to this process, the store's one writer.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.policy import DEFAULT_POLICY
+from agent.tools.undo import with_undo
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from records import TaskInstance, Trajectory
-from sandbox import SandboxConfig
+from sandbox import SandboxConfig, prune_orphans
 
 from evolve.agent_r.build import build_instance
 from evolve.agent_r.config import AgentRConfig
@@ -30,6 +33,7 @@ from evolve.agent_r.export import export_sft_data
 from evolve.agent_r.swe import SweWorld
 from evolve.agent_r.verifier import policy_ask
 from evolve.errors import ConfigError
+from evolve.executor import ExecutorConfig, make_executor
 from evolve.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ class AgentRRunConfig(BaseModel):
     train_policy: str = "hf:gemma3-270m"
     """Weights iteration 1 fine-tunes (the transformers copy of `policy`'s model)."""
     variant: str = str(DEFAULT_VARIANT)
-    """Agent variant directory (it must offer the `undo` tool)."""
+    """Agent variant directory (`undo` is added to its tools where it lacks it: revision turns call it)."""
     max_steps: Optional[int] = Field(default=None, ge=1)
     """Step budget of evaluation episodes (default: the variant's)."""
     max_tokens_per_step: Optional[int] = Field(default=None, ge=1)
@@ -62,7 +66,11 @@ class AgentRRunConfig(BaseModel):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     """How sandboxes start."""
     workers: int = Field(default=2, ge=1)
-    """Branches of one expansion executed in parallel."""
+    """Branches of one expansion executed in parallel (with `local`; on Ray the cluster's CPUs bound them)."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where the SWE search's branch episodes, their grading and the splices' replays run: threads here
+    (`local`) or tasks on a Ray cluster (`ray`). Sampling, the verifier, SFT and the held-out evaluation stay
+    here; the toolcall world has no sandbox work and runs only `local`."""
     iterations: int = Field(default=1, ge=1)
     """Search -> data -> SFT -> new version rounds."""
     search: AgentRConfig = Field(default_factory=AgentRConfig)
@@ -98,6 +106,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
 
     if not train:
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
+    check_executor(cfg)
     out = Path(cfg.out)
     run_id = out.resolve().name
     toolcall = cfg.kind == "toolcall"
@@ -107,8 +116,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
             variant.budget.max_steps = cfg.max_steps
         if cfg.max_tokens_per_step is not None:
             variant.max_tokens_per_step = cfg.max_tokens_per_step
-        if "undo" not in variant.tools:
-            raise ConfigError(f"agent-r needs the `undo` tool in the variant's tools ({cfg.variant})")
+        variant = with_undo(variant)  # revision turns are undo calls: the agent (and its evaluation) offers it
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
 
     def evaluate_version(policy: Any, k: int) -> dict:
@@ -129,10 +137,11 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                                  max_tokens=cfg.max_tokens_per_step or 256, seed=cfg.search.seed + 1000 * k,
                                  store=store, run_id=it_run)
         return SweWorld(inst, policy, variant, sandbox_cfg, store, it_run, temperature=cfg.search.temperature,
-                        workers=cfg.workers, seed=cfg.search.seed)
+                        workers=cfg.workers, seed=cfg.search.seed, executor=branches)
     started = time.time()
     report: dict[str, Any] = {"run_id": run_id, "iterations": []}
-    with RunStore(out) as store:
+    # one executor for the run: every instance's searches share it; a Ray cluster started for it stops at the end
+    with RunStore(out) as store, make_executor(cfg.executor, cfg.workers) as branches:
         store.put_run(run_id, "agent-r", cfg.model_dump(mode="json"))
         stopped = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
         spec, train_from = cfg.policy, cfg.train_policy
@@ -154,6 +163,8 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                     _abandon(store, tree_id)
                     say(f"iteration {k}: searching {inst.instance_id} ({n + 1}/{len(train)})")
                     store.log_event("agent-r:search", run_id=run_id, iteration=k, instance_id=inst.instance_id)
+                    if not toolcall:  # containers left by a killed earlier driver or a killed Ray worker
+                        prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")
                     world = make_world(inst, policy, it_run, k)
                     ask = policy_ask(policy, cfg.search.verifier_max_tokens, cfg.search.verifier_temperature,
                                      cfg.search.seed)
@@ -201,6 +212,13 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
         store.put_document("agent-r:report", run_id, report, run_id=run_id)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def check_executor(cfg: AgentRRunConfig) -> None:
+    """Only the SWE world has work to move: refuse `--executor ray` for toolcall with a one-line error."""
+    if cfg.kind == "toolcall" and cfg.executor.backend != "local":
+        raise ConfigError("--executor ray moves the SWE search's sandbox work; the toolcall world has none "
+                          "(its episodes are one policy call): use --executor local")
 
 
 def _evaluation(store: RunStore, key: str, run: Callable[[], dict], run_id: str) -> dict:
