@@ -1,7 +1,9 @@
 """The host side of the in-sandbox server: send a JSON request, read the JSON reply.
 
-Two transports carry the same line protocol: a Docker exec's attached socket (stdout multiplexed in
-8-byte-header frames, as the Engine API sends it without a TTY) and a child process's pipes (bubblewrap).
+Three transports carry the same line protocol: a Docker exec's attached socket (stdout multiplexed in
+8-byte-header frames, as the Engine API sends it without a TTY), a unix socket the server offers in a
+directory the host shares with the container (the daemon out of the loop), and a child process's pipes
+(bubblewrap).
 """
 
 from __future__ import annotations
@@ -94,6 +96,26 @@ class SocketChannel(Channel):
             pass
 
 
+class UnixChannel(Channel):
+    """A plain stream socket: the server's unix socket, connected from the host."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self.sock = sock
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv_stdout(self) -> bytes:
+        return self.sock.recv(1 << 16)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 class PipeChannel(Channel):
     """A child process's stdin/stdout (stderr goes to a file the host can show)."""
 
@@ -129,6 +151,7 @@ class ServerClient:
         self._lock = threading.Lock()
         self._describe_death = describe_death or (lambda: "the sandbox process ended")
         self.dead = False
+        self._held: Channel | None = None  # the channel the server started on, kept open after an upgrade
         try:
             channel._send(json.dumps(SERVER_SOURCE).encode() + b"\n")
         except OSError:
@@ -136,6 +159,26 @@ class ServerClient:
         ready = self._read_reply()
         if not ready.get("ready"):
             raise SandboxError(f"sandbox server did not start: {ready}")
+
+    def upgrade(self, sandbox_path: str, host_path: Path) -> bool:
+        """Move the conversation onto the unix socket the server offers at `sandbox_path`, which the host sees
+        at `host_path` (a shared directory). False, and the current channel kept, where the host cannot reach it
+        (e.g. a Docker daemon on another machine). Called once, before anything untrusted runs in the sandbox,
+        so the socket connected to is the server's own."""
+        with self._lock:
+            self.channel._send(json.dumps({"op": "listen", "path": sandbox_path}).encode() + b"\n")
+            if not self._read_reply().get("listening"):
+                return False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(host_path))
+            except OSError:
+                sock.close()
+                self.channel._send(b'{"op": "stay"}\n')  # the server waits for this or a connection
+                self._read_reply()
+                return False
+            self._held, self.channel = self.channel, UnixChannel(sock)
+            return True
 
     def _read_reply(self) -> dict[str, Any]:
         try:
@@ -187,3 +230,5 @@ class ServerClient:
     def close(self) -> None:
         self.dead = True
         self.channel.close()
+        if self._held is not None:
+            self._held.close()

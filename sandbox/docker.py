@@ -6,7 +6,9 @@ import io
 import logging
 import os
 import shlex
+import shutil
 import tarfile
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -25,6 +27,8 @@ LABEL = "evolve.sandbox"
 """Every container and snapshot image Evolve makes carries this label (`evolve sandbox prune` uses it)."""
 BASE_FILE = "/.evolve-base-commit"
 """Where a sandbox records its base commit, so snapshots keep diffing against the original base."""
+CHANNEL_DIR = "/.evolve-channel"
+"""Where the container sees its channel directory (`SandboxConfig.direct_channel`)."""
 
 _client: docker.DockerClient | None = None
 
@@ -47,11 +51,15 @@ def docker_client() -> docker.DockerClient:
 class DockerSandbox(ServedSandbox):
     """A running container with the task repository at `/testbed`."""
 
-    def __init__(self, container, config: SandboxConfig):
+    def __init__(self, container, config: SandboxConfig, channel_dir: Path | None = None):
         self.container = container
         self.config = config
         self.id = container.id[:12]
+        self.channel_dir = channel_dir
         self._client = self._connect()
+        self.direct = channel_dir is not None and self._client.upgrade(f"{CHANNEL_DIR}/server.sock",
+                                                                       channel_dir / "server.sock")
+        """Whether commands go over the shared unix socket (else through the daemon's exec stream)."""
         self.base_commit = self._init_base()
 
     # --- start ----------------------------------------------------------------------------------
@@ -65,27 +73,34 @@ class DockerSandbox(ServedSandbox):
         client = docker_client()
         labels = {LABEL: "1", "evolve.run": config.run_id, **owner_labels(), **config.labels}
         memory = parse_memory(config.memory)
+        channel_dir = Path(tempfile.mkdtemp(prefix="evolve-channel-")) if config.direct_channel else None
+        volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "rw"}} if channel_dir else None
         try:
-            client.images.get(image)  # never let `run` try a registry pull
-            container = client.containers.run(
-                image, ["sleep", "infinity"], detach=True, init=True, labels=labels,
-                name=name or f"evolve-{uuid.uuid4().hex[:10]}",
-                network_mode="bridge" if config.network else "none",
-                nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
-                pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
-            )
-        except docker.errors.ImageNotFound:
-            hint = ("build it with `evolve sandbox build-base`" if image.startswith("evolve-")
-                    else "pull it (`docker pull`) or build it locally; no registry is reachable here")
-            raise SandboxError(f"Docker image {image!r} not found: {hint}") from None
-        except docker.errors.APIError as e:
-            raise SandboxError(f"Docker could not start {image!r}: {e.explanation or e}") from None
-        try:
-            if workspace is not None:
-                cls._put_directory(container, Path(workspace), WORKDIR)
-            return cls(container, config)
+            try:
+                client.images.get(image)  # never let `run` try a registry pull
+                container = client.containers.run(
+                    image, ["sleep", "infinity"], detach=True, init=True, labels=labels,
+                    name=name or f"evolve-{uuid.uuid4().hex[:10]}",
+                    network_mode="bridge" if config.network else "none",
+                    nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
+                    pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
+                    volumes=volumes,
+                )
+            except docker.errors.ImageNotFound:
+                hint = ("build it with `evolve sandbox build-base`" if image.startswith("evolve-")
+                        else "pull it (`docker pull`) or build it locally; no registry is reachable here")
+                raise SandboxError(f"Docker image {image!r} not found: {hint}") from None
+            except docker.errors.APIError as e:
+                raise SandboxError(f"Docker could not start {image!r}: {e.explanation or e}") from None
+            try:
+                if workspace is not None:
+                    cls._put_directory(container, Path(workspace), WORKDIR)
+                return cls(container, config, channel_dir)
+            except BaseException:
+                container.remove(force=True)
+                raise
         except BaseException:
-            container.remove(force=True)
+            _remove_dir(channel_dir)
             raise
 
     @staticmethod
@@ -179,6 +194,13 @@ class DockerSandbox(ServedSandbox):
         except docker.errors.APIError as e:
             if "already in progress" not in str(e):
                 log.warning("could not remove container %s: %s", self.id, e)
+        _remove_dir(self.channel_dir)
+
+
+def _remove_dir(path: Path | None) -> None:
+    """Remove a sandbox's channel directory (a stale socket at most)."""
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def prune(run_id: str | None = None, force: bool = False) -> tuple[int, int, int]:

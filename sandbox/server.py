@@ -2,7 +2,8 @@
 
 It reads one JSON request per line on stdin and writes one JSON reply per line on stdout, so a command
 costs a pipe round trip and a fork, not a `docker exec` (an HTTP round trip to the daemon and a new
-process namespace entry). It keeps output bounded (head + tail), kills a timed-out command's whole
+process namespace entry). A `listen` request moves the conversation onto a unix socket in a directory the
+host shares with the sandbox, which skips the daemon's relay of stdin/stdout (see `sandbox/docker.py`). It keeps output bounded (head + tail), kills a timed-out command's whole
 process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
 Commands run in the environment of an interactive shell of the image (see `_capture_user_env`).
 
@@ -14,6 +15,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,7 +204,41 @@ def handle_reset(req):
 
 
 HANDLERS = {"exec": handle_exec, "read": handle_read, "write": handle_write, "reset": handle_reset,
-            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()}}
+            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()},
+            "stay": lambda req: {}}
+
+
+def _send(out, reply):
+    out.write(json.dumps(reply).encode() + b"\n")
+    out.flush()
+
+
+def _listen(path, inp, out, timeout=30.0):
+    """Offer a unix socket at `path` (after replying `listening`); the accepted connection, or None when the
+    host answers on the current channel instead (it cannot reach the socket: a remote Docker daemon)."""
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        os.chmod(path, 0o666)
+        srv.listen(1)
+    except OSError as e:
+        _send(out, {"error": "listen: %s" % e})
+        return None
+    _send(out, {"listening": True})
+    try:
+        ready = select.select([srv, inp.fileno()], [], [], timeout)[0]
+        if srv not in ready:
+            return None  # the host's next request arrives here ("stay"), or it never connected
+        conn, _ = srv.accept()
+        return conn
+    finally:
+        srv.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def main():
@@ -212,20 +248,26 @@ def main():
     except OSError:
         pass
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    out = sys.stdout.buffer
-    out.write(b'{"ready": true}\n')
-    out.flush()
-    for line in sys.stdin.buffer:
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    _send(out, {"ready": True})
+    while True:
+        line = inp.readline()
+        if not line:
+            return
         if not line.strip():
             continue
         try:
             req = json.loads(line)
+            if req.get("op") == "listen":
+                conn = _listen(req["path"], inp, out)
+                if conn is not None:  # from here on the socket carries the conversation
+                    inp, out = conn.makefile("rb"), conn.makefile("wb")
+                continue
             reply = HANDLERS[req["op"]](req)
         except Exception as e:  # reported to the host as an error reply, the server keeps going
             reply = {"error": "%s: %s" % (type(e).__name__, e)}
         _reap()
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
+        _send(out, reply)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Docker-only reliability: pid limit, a container killed from outside, the pool, bad images and daemons."""
+"""Docker-only reliability: pid limit, a container killed from outside, the pool, bad images and daemons, the
+command channel (the shared unix socket, and the daemon's relay where the socket cannot be reached)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,41 @@ def test_fork_bomb_is_held_by_the_pid_limit(repo: Path):
 
 def test_container_killed_from_outside_raises_sandbox_died(repo: Path):
     sb = DockerSandbox.start(workspace=repo)
+    assert sb.direct  # the end of the server's unix socket is the news
     docker_client().api.kill(sb.container.id)
     with pytest.raises(SandboxDied, match="died"):
         sb.exec("echo hi")
     assert not sb.alive()
     sb.stop()
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["unix-socket", "relay"])
+def test_commands_go_over_the_channel_the_config_names(repo: Path, direct: bool):
+    """`direct_channel` (the default): the server's unix socket in the shared directory carries the commands;
+    off: the daemon's exec stream. Same results either way; the directory goes with the sandbox."""
+    sb = DockerSandbox.start(SandboxConfig(direct_channel=direct), workspace=repo)
+    try:
+        assert sb.direct is direct and (sb.channel_dir is not None) is direct
+        r = sb.exec("echo out; echo err >&2; exit 3")
+        assert (r.output, r.exit_code) == ("out\nerr\n", 3)
+        sb.write_file("x.bin", bytes(range(256)) * 64)
+        assert sb.read_file("x.bin") == bytes(range(256)) * 64
+        assert sb.exec("seq 1 200000 | wc -l").output.strip() == "200000"
+        sb.reset()
+        if direct:  # nothing of the server's is left in the shared directory once it is connected
+            assert list(sb.channel_dir.iterdir()) == []
+    finally:
+        sb.stop()
+    assert sb.channel_dir is None or not sb.channel_dir.exists()
+
+
+def test_an_unreachable_socket_keeps_the_relay(repo: Path, tmp_path: Path):
+    """A daemon on another machine: the server offers its socket, the host cannot connect (the shared
+    directory is not the host's), says so on the relay, and every command still runs there."""
+    with DockerSandbox.start(SandboxConfig(direct_channel=False), workspace=repo) as sb:
+        assert sb._client.upgrade("/tmp/evolve.sock", tmp_path / "not-shared" / "server.sock") is False
+        assert sb.exec("echo still here").output == "still here\n"
+        assert sb.exec("test -e /tmp/evolve.sock || echo gone").output == "gone\n"  # the server closed it
 
 
 def test_pool_hands_out_reset_sandboxes_and_replaces_dead_ones(repo: Path):
