@@ -29,6 +29,9 @@ BASE_FILE = "/.evolve-base-commit"
 """Where a sandbox records its base commit, so snapshots keep diffing against the original base."""
 CHANNEL_DIR = "/.evolve-channel"
 """Where the container sees its channel directory (`SandboxConfig.direct_channel`)."""
+CHANNEL_PREFIX = "evolve-channel-"
+CHANNEL_LABEL = "evolve.channel"
+"""Label naming the host directory of a container's channel."""
 
 _client: docker.DockerClient | None = None
 
@@ -73,8 +76,10 @@ class DockerSandbox(ServedSandbox):
         client = docker_client()
         labels = {LABEL: "1", "evolve.run": config.run_id, **owner_labels(), **config.labels}
         memory = parse_memory(config.memory)
-        channel_dir = Path(tempfile.mkdtemp(prefix="evolve-channel-")) if config.direct_channel else None
+        channel_dir = Path(tempfile.mkdtemp(prefix=CHANNEL_PREFIX)) if config.direct_channel else None
         volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "rw"}} if channel_dir else None
+        if channel_dir is not None:
+            labels[CHANNEL_LABEL] = str(channel_dir)  # `prune` removes it with a dead owner's container
         try:
             try:
                 client.images.get(image)  # never let `run` try a registry pull
@@ -219,6 +224,9 @@ def prune(run_id: str | None = None, force: bool = False) -> tuple[int, int, int
             removed_c += 1
         except docker.errors.NotFound:
             pass  # its owner removed it meanwhile
+        channel = Path(c.labels.get(CHANNEL_LABEL, ""))
+        if channel.parent == Path(tempfile.gettempdir()) and channel.name.startswith(CHANNEL_PREFIX):
+            _remove_dir(channel)
     for img in client.images.list(filters={"label": [LABEL, *run_filter]}):
         if not any(t.startswith("evolve-snapshot:") for t in img.tags):
             continue

@@ -150,9 +150,12 @@ def test_prune_keeps_what_live_owners_hold_and_removes_what_dead_ones_left(repo:
         assert prune("prune-live") == (0, 0, 3)  # a live run's containers and snapshot stay
         assert prune("prune-other") == (0, 0, 0)
         assert len(_containers("prune-dead")) == 1 and len(_snapshots("prune-dead")) == 1
+        dead_channel = Path(_containers("prune-dead")[0].labels["evolve.channel"])
+        assert dead_channel.is_dir()  # the killed owner could not remove its channel directory
         removed = prune()  # every run: only dead owners' leftovers go (other tests' may be among them)
         assert removed[0] >= 1 and removed[1] >= 1 and removed[2] >= 3
         assert _containers("prune-dead") == [] and _snapshots("prune-dead") == []
+        assert not dead_channel.exists() and mine.channel_dir.is_dir()
         assert {c.id for c in _containers("prune-live")} == {live_id, mine.container.id}
         assert mine.exec("echo still here").output == "still here\n"
         r = _cli("sandbox", "prune", "--run", "prune-live")
