@@ -16,7 +16,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agent.graph import Agent
 from agent.policy.base import Policy, SeededPolicy
@@ -71,20 +71,25 @@ def worker_policy(spec: str) -> Policy:
         return _POLICIES[spec]
 
 
-def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
-    """Run on a worker: one episode, graded, its records returned whole (steps included)."""
-    policy = worker_policy(job.policy)
+def step_relay(queue: Any) -> Callable[[Trajectory, Step], None]:
+    """A worker's `on_step`: puts each finished step on the driver's `StepRelay` queue (None: does nothing)."""
 
     def relay(traj: Trajectory, step: Step) -> None:
-        if job.steps is not None:
+        if queue is not None:
             try:
-                job.steps.put_nowait((traj.model_dump_json(exclude={"steps"}), step.model_dump_json()))
+                queue.put_nowait((traj.model_dump_json(exclude={"steps"}), step.model_dump_json()))
             except Exception as e:  # noqa: BLE001 - the live view is best effort; the result carries every step
                 log.debug("relaying a step: %s", e)
 
+    return relay
+
+
+def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
+    """Run on a worker: one episode, graded, its records returned whole (steps included)."""
+    policy = worker_policy(job.policy)
     with tempfile.TemporaryDirectory(prefix="evolve-episode-") as scratch, RunStore(scratch) as store:
         agent = job.agent_cls(policy if job.seed is None else SeededPolicy(policy, job.seed), job.variant,
-                              on_step=relay)
+                              on_step=step_relay(job.steps))
         result = run_episode(job.instance, agent, job.sandbox, store, job.run_id, grade=job.grade,
                              weights=job.weights, trajectory=job.trajectory)
         result.trajectory = store.get_trajectory(result.trajectory.id)

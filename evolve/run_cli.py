@@ -16,7 +16,6 @@ from evolve.errors import ConfigError
 from evolve.executor import parse_executor
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
-from tasks.suite import SuiteUnavailable
 
 console = Console()
 

@@ -40,7 +40,7 @@ from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import AgentVariant, VariantError
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
-from evolve.hgm.diagnosis import Topic, choose_topic, diagnose, diagnosis_messages
+from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
 from evolve.runner import StopSignal, run_episode
 from evolve.store import RunStore

@@ -9,7 +9,6 @@ trajectory (its steps relayed live through the run's `StepRelay`, like an episod
 from __future__ import annotations
 
 import io
-import logging
 import tarfile
 import tempfile
 import time
@@ -20,10 +19,8 @@ from typing import Any
 from agent.graph import Agent
 from agent.variant import AgentVariant
 from agent.variant_dir import VariantTestResult, run_variant_tests
-from records import Step, TaskInstance, Trajectory, TrajectoryStatus
+from records import TaskInstance, Trajectory, TrajectoryStatus
 from sandbox import SandboxConfig, SandboxError, start_sandbox
-
-log = logging.getLogger(__name__)
 
 
 def pack_dir(directory: str | Path, with_git: bool = False) -> bytes:
@@ -66,17 +63,10 @@ class EditJob:
 def run_remote_edit(job: EditJob) -> tuple[Trajectory, str]:
     """Run on a worker: the parent's agent on its own copy of the workspace; (trajectory with its steps,
     error). A sandbox failure is the error (the trajectory then `infra_error`); anything else raises."""
-    from evolve.remote_episode import worker_policy
-
-    def relay(traj: Trajectory, step: Step) -> None:
-        if job.steps is not None:
-            try:
-                job.steps.put_nowait((traj.model_dump_json(exclude={"steps"}), step.model_dump_json()))
-            except Exception as e:  # noqa: BLE001 - the live view is best effort; the result carries every step
-                log.debug("relaying a step: %s", e)
+    from evolve.remote_episode import step_relay, worker_policy
 
     traj = job.trajectory
-    agent = Agent(worker_policy(job.policy), job.variant, on_step=relay)
+    agent = Agent(worker_policy(job.policy), job.variant, on_step=step_relay(job.steps))
     with tempfile.TemporaryDirectory(prefix="evolve-hgm-edit-") as tmp:
         ws = unpack_dir(job.workspace, Path(tmp) / "workspace")
         try:
