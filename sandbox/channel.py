@@ -57,7 +57,7 @@ class Channel(ABC):
 
 
 class SocketChannel(Channel):
-    """A Docker exec's hijacked socket, stdout and stderr multiplexed in frames."""
+    """A plain stream socket: the server's unix socket, connected from the host."""
 
     def __init__(self, sock: socket.socket):
         super().__init__()
@@ -65,6 +65,19 @@ class SocketChannel(Channel):
 
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def _recv_stdout(self) -> bytes:
+        return self.sock.recv(1 << 16)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class FramedSocketChannel(SocketChannel):
+    """A Docker exec's hijacked socket, stdout and stderr multiplexed in frames."""
 
     def _read_exact(self, n: int) -> bytes:
         data = bytearray()
@@ -88,32 +101,6 @@ class SocketChannel(Channel):
                 return payload
             self.stderr += payload
             del self.stderr[:-8192]
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class UnixChannel(Channel):
-    """A plain stream socket: the server's unix socket, connected from the host."""
-
-    def __init__(self, sock: socket.socket):
-        super().__init__()
-        self.sock = sock
-
-    def _send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _recv_stdout(self) -> bytes:
-        return self.sock.recv(1 << 16)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 class PipeChannel(Channel):
@@ -177,7 +164,7 @@ class ServerClient:
                 self.channel._send(b'{"op": "stay"}\n')  # the server waits for this or a connection
                 self._read_reply()
                 return False
-            self._held, self.channel = self.channel, UnixChannel(sock)
+            self._held, self.channel = self.channel, SocketChannel(sock)
             return True
 
     def _read_reply(self) -> dict[str, Any]:

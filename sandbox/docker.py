@@ -16,7 +16,7 @@ import docker
 import docker.errors
 
 from sandbox.base import WORKDIR, SandboxDied, SandboxError
-from sandbox.channel import SERVER_ARGV, ServerClient, SocketChannel
+from sandbox.channel import SERVER_ARGV, FramedSocketChannel, ServerClient
 from sandbox.config import SandboxConfig, parse_memory
 from sandbox.owner import owner_labels, owner_state
 from sandbox.served import ServedSandbox
@@ -127,7 +127,7 @@ class DockerSandbox(ServedSandbox):
             raise self._died(f"could not start the command server: {e.explanation or e}") from None
         sock = getattr(raw, "_sock", raw)
         sock.settimeout(None)
-        return ServerClient(SocketChannel(sock), describe_death=lambda: str(self._died()))
+        return ServerClient(FramedSocketChannel(sock), describe_death=lambda: str(self._died()))
 
     def _init_base(self) -> str:
         q = shlex.quote(WORKDIR)
