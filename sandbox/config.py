@@ -37,7 +37,8 @@ class SandboxConfig(BaseModel):
     direct_channel: bool = True
     """Docker: talk to the in-sandbox command server over a unix socket in a directory shared with the container
     (one per sandbox, nothing else in it), which takes the daemon's stdin/stdout relay out of every command's
-    round trip; where the host cannot reach it (a daemon on another machine) the relay is used."""
+    round trip; where the daemon cannot mount the directory or the host cannot reach the socket (a daemon on
+    another machine, a desktop VM) the relay is used."""
     run_id: str = ""
     """Run that owns the sandbox, recorded in its labels so `evolve sandbox prune` can clean up."""
     labels: dict[str, str] = Field(default_factory=dict)

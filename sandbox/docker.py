@@ -80,12 +80,12 @@ class DockerSandbox(ServedSandbox):
         volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "rw"}} if channel_dir else None
         if channel_dir is not None:
             labels[CHANNEL_LABEL] = str(channel_dir)  # `prune` removes it with a dead owner's container
+        cname = name or f"evolve-{uuid.uuid4().hex[:10]}"
         try:
             try:
                 client.images.get(image)  # never let `run` try a registry pull
                 container = client.containers.run(
-                    image, ["sleep", "infinity"], detach=True, init=True, labels=labels,
-                    name=name or f"evolve-{uuid.uuid4().hex[:10]}",
+                    image, ["sleep", "infinity"], detach=True, init=True, labels=labels, name=cname,
                     network_mode="bridge" if config.network else "none",
                     nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
                     pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
@@ -96,6 +96,12 @@ class DockerSandbox(ServedSandbox):
                         else "pull it (`docker pull`) or build it locally; no registry is reachable here")
                 raise SandboxError(f"Docker image {image!r} not found: {hint}") from None
             except docker.errors.APIError as e:
+                _remove_container(client, cname)  # created, then failed to start
+                if channel_dir is not None:  # a daemon that cannot mount the host's directory (file sharing)
+                    log.info("starting %s without the channel directory (%s); commands use the relay",
+                             image, e.explanation or e)
+                    _remove_dir(channel_dir)
+                    return cls.start(config.model_copy(update={"direct_channel": False}), image, workspace, cname)
                 raise SandboxError(f"Docker could not start {image!r}: {e.explanation or e}") from None
             try:
                 if workspace is not None:
@@ -200,6 +206,13 @@ class DockerSandbox(ServedSandbox):
             if "already in progress" not in str(e):
                 log.warning("could not remove container %s: %s", self.id, e)
         _remove_dir(self.channel_dir)
+
+
+def _remove_container(client: docker.DockerClient, name: str) -> None:
+    try:
+        client.containers.get(name).remove(force=True)
+    except docker.errors.DockerException:
+        pass  # never created, or already gone
 
 
 def _remove_dir(path: Path | None) -> None:

@@ -68,6 +68,28 @@ def test_an_unreachable_socket_keeps_the_relay(repo: Path, tmp_path: Path):
         assert sb.exec("test -e /tmp/evolve.sock || echo gone").output == "gone\n"  # the server closed it
 
 
+def test_a_daemon_that_cannot_mount_the_channel_directory_still_starts_the_sandbox(repo: Path, monkeypatch):
+    """Docker Desktop without file sharing of the temp dir, say: the real daemon refuses the bind mount (here: a
+    directory name it cannot parse), the container is started again without it and uses the relay."""
+    import tempfile
+
+    import sandbox.docker as sandbox_docker
+
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def unmountable(prefix: str = "") -> str:
+        made.append(mkdtemp(prefix=prefix + "a:b-"))
+        return made[-1]
+
+    monkeypatch.setattr(sandbox_docker.tempfile, "mkdtemp", unmountable)
+    with DockerSandbox.start(workspace=repo, name="evolve-mount-fallback") as sb:
+        assert not sb.direct and sb.channel_dir is None
+        assert sb.exec("cat calc.py").exit_code == 0
+    assert made and not Path(made[0]).exists()  # the refused directory is gone
+    assert not docker_client().containers.list(all=True, filters={"name": "evolve-mount-fallback"})
+
+
 def test_pool_hands_out_reset_sandboxes_and_replaces_dead_ones(repo: Path):
     with SandboxPool(lambda: DockerSandbox.start(workspace=repo), size=2) as pool:
         a = pool.acquire()
