@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -94,6 +95,14 @@ def run_remote_episode(job: EpisodeJob) -> EpisodeResult:
                              weights=job.weights, trajectory=job.trajectory)
         result.trajectory = store.get_trajectory(result.trajectory.id)
     return result
+
+
+class TaskLost(Exception):
+    """A Ray task failed for the cluster's reasons (its worker or node died beyond the retries)."""
+
+
+class TaskStopped(Exception):
+    """The run's stop request cancelled a Ray task."""
 
 
 class StepRelay:
@@ -200,8 +209,6 @@ class RayEpisodes:
             seed: int | None = None, judge: Judge | None = None, agent_cls: type[Agent] = Agent) -> EpisodeResult:
         """One episode on the cluster; `stop` (the run's StopSignal) cancels it. `judge` scores the returned
         trajectory here, on the driver (its replies cached in the run store), before the records are stored."""
-        from concurrent.futures import TimeoutError as FutureTimeout
-
         from evolve.runner import _infra, _interrupted
 
         store.put_trajectory(trajectory)
@@ -213,27 +220,41 @@ class RayEpisodes:
         fut = self.executor.submit(run_remote_episode, job)
         self.submitted += 1
         store.log_event("ray_episode", run_id=run_id, instance_id=instance.instance_id, trajectory_id=trajectory.id)
-        while True:
-            try:
-                result = fut.result(timeout=0.5)
-                break
-            except FutureTimeout:
-                self.relay.drain(store)  # live steps while the episode runs
-                if stop.is_set():
-                    self.executor.cancel(fut, force=True)
-                    return _interrupted(store, trajectory)
-            except Exception as e:  # noqa: BLE001 - the task failed beyond Ray's retries
-                if stop.is_set():
-                    return _interrupted(store, trajectory)
-                if isinstance(e, self.executor.ray.exceptions.RayTaskError):
-                    raise e.as_instanceof_cause() from None  # the episode's own error, as with local
-                return _infra(store, trajectory, f"the Ray worker failed: {type(e).__name__}: {e}",
-                              lambda iid, what: None)
+        try:
+            result = self.wait(fut, store, stop)
+        except TaskStopped:
+            return _interrupted(store, trajectory)
+        except TaskLost as e:
+            if stop.is_set():
+                return _interrupted(store, trajectory)
+            return _infra(store, trajectory, f"the Ray worker failed: {e}", lambda iid, what: None)
+        except Exception:  # the episode's own error, raised as with local
+            if stop.is_set():
+                return _interrupted(store, trajectory)
+            raise
         self.relay.drain(store)
         if judge is not None and result.infra_error is None and not result.interrupted and not stop.is_set():
             judge_episode(result, instance, judge, weights)
         self.relay.store_result(store, result)
         return result
+
+    def wait(self, fut: Future, store: RunStore, stop=None) -> Any:
+        """The result of a task on this cluster, storing the relayed live steps while it runs. The function's own
+        error is raised as itself (as it would be here); a task lost beyond Ray's retries raises `TaskLost`;
+        `stop` (a StopSignal) set while it runs cancels it and raises `TaskStopped`."""
+        ray = self.executor.ray
+        while True:
+            try:
+                return fut.result(timeout=0.5)
+            except FutureTimeout:
+                self.relay.drain(store)
+                if stop is not None and stop.is_set():
+                    self.executor.cancel(fut, force=True)
+                    raise TaskStopped from None
+            except ray.exceptions.RayTaskError as e:
+                raise e.as_instanceof_cause() from None
+            except Exception as e:  # noqa: BLE001 - the worker or node died more often than Ray retries
+                raise TaskLost(f"{type(e).__name__}: {e}") from None
 
     def drain(self, store: RunStore) -> None:
         self.relay.drain(store)

@@ -42,6 +42,7 @@ from agent.variant import AgentVariant, VariantError
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
+from evolve.remote_episode import TaskLost
 from evolve.runner import StopSignal, run_episode
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
@@ -226,8 +227,8 @@ class DockerWorld:
         fut = self.episodes.executor.submit(run_remote_edit, job)
         self.store.log_event("ray_task", run_id=self.run_id, job="hgm:edit", node_id=child_id, trajectory_id=traj.id)
         try:
-            traj, error = self._await(fut)
-        except _TaskLost as e:
+            traj, error = self.episodes.wait(fut, self.store)
+        except TaskLost as e:
             traj.status, traj.error, traj.finished_at = TrajectoryStatus.infra_error, str(e), time.time()
             error = f"the edit's Ray task failed: {e}"
         self.episodes.relay.store_result(self.store, EpisodeResult(traj))
@@ -251,22 +252,6 @@ class DockerWorld:
                     self._served_meta = ServedPolicy(meta, self.episodes.executor.nodes())
                     self._meta_spec = self._served_meta.spec
             return self._meta_spec
-
-    def _await(self, fut):
-        """The result of a Ray task, storing the relayed live steps while it runs. The function's own error
-        is raised as itself (as it would be here); a task lost beyond Ray's retries raises `_TaskLost`."""
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        ray = self.episodes.executor.ray
-        while True:
-            try:
-                return fut.result(timeout=0.5)
-            except FutureTimeout:
-                self.episodes.drain(self.store)
-            except ray.exceptions.RayTaskError as e:
-                raise e.as_instanceof_cause() from None
-            except Exception as e:  # noqa: BLE001 - the worker or node died more often than Ray retries
-                raise _TaskLost(f"{type(e).__name__}: {e}") from None
 
     def close(self) -> None:
         """Release the Ray executor and the meta policy's server (nothing to do when all runs here)."""
@@ -322,18 +307,14 @@ class DockerWorld:
                                                 self.cfg.variant_test_timeout)
             self.store.log_event("ray_task", run_id=self.run_id, job="hgm:variant_tests", variant_dir=str(child_dir))
             try:
-                return self._await(fut)
-            except _TaskLost as e:
+                return self.episodes.wait(fut, self.store)
+            except TaskLost as e:
                 return None, f"the Ray task failed: {e}"
         try:
             with start_sandbox(self.sandbox_cfg) as sb:
                 return run_variant_tests(child_dir, sb, timeout=self.cfg.variant_test_timeout), ""
         except SandboxError as e:
             return None, f"sandbox failed: {e}"
-
-
-class _TaskLost(Exception):
-    """A Ray task failed for the cluster's reasons (its worker or node died beyond the retries)."""
 
 
 def _keep_files(copy: AgentVariant, original: AgentVariant) -> AgentVariant:
