@@ -54,8 +54,9 @@ def run_cmd(
     split: str = typer.Option("test", help="toolcall suite: train or test."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
-    infra_retries: int = typer.Option(2, help="Reruns of an episode the infrastructure failed (sandbox died, "
-                                      "image missing, no grading verdict) before it is left as an infra error."),
+    infra_retries: int = typer.Option(2, help="Reruns of an episode whose sandbox failed (did not start, died, "
+                                      "image missing), and retries of grading whose sandbox failed, before the "
+                                      "instance is left as an infra or grading error."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
