@@ -104,6 +104,17 @@ def run_cmd(
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
                         infra_retries=infra_retries, executor=executor_cfg)
+        if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
+            from evolve.local_tasks import local_refusal
+
+            why = local_refusal(chosen)
+            if why:
+                from evolve.runner import store_refusal
+                from evolve.store import RunStore
+
+                with RunStore(out) as store:
+                    store_refusal(store, cfg, chosen, why)
+                raise ConfigError(why)
         console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
                       f"store {out}")
         with console.status("loading policy"):
@@ -247,7 +258,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
-        chosen = the_suite.select(ids)
+        chosen = the_suite.select(ids, check=False)  # images need the instance ids, not the grading fields
         done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
         console.print(f"{name} images for {len(chosen)} instance(s): {counts}")

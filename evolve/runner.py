@@ -344,8 +344,12 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
         if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
-            from evolve.local_tasks import check_local_python, local_instance
+            from evolve.local_tasks import check_local_python, local_instance, local_refusal
 
+            why = local_refusal(instances)
+            if why:
+                store_refusal(store, cfg, instances, why)
+                raise SandboxError(why)
             runnable = [local_instance(i, store.dir / "workspaces") for i in instances]
             check_local_python(sandbox_cfg, runnable[0])
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
@@ -476,6 +480,17 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+def store_refusal(store: RunStore, cfg: RunConfig, instances: list[TaskInstance], why: str) -> dict:
+    """A run refused before any episode started: its instances stored as not run, the run as an error, and its
+    `report.json` (`stopped`: the reason) written, so the directory says why nothing ran."""
+    run_id = run_id_for(Path(cfg.out))
+    store.put_run(run_id, "run", cfg.model_dump(mode="json"))
+    for inst in instances:
+        store.put_instance(run_id, inst)
+    store.set_run_status(run_id, "error")
+    return write_outputs(store, run_id, Path(cfg.out), cfg.policy, 0.0, stopped=f"error: {why}")
 
 
 def _remote_episodes(cfg: RunConfig, policy: Policy):

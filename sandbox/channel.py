@@ -130,6 +130,10 @@ class PipeChannel(Channel):
         self.proc.wait()
 
 
+class ServerGarbled(SandboxError):
+    """What came back is not a reply of the server (it did not start, or something else wrote to its output)."""
+
+
 class ServerClient:
     """Sends requests to one in-sandbox server, one at a time."""
 
@@ -143,7 +147,11 @@ class ServerClient:
             channel._send(json.dumps(SERVER_SOURCE).encode() + b"\n")
         except OSError:
             raise SandboxDied(self._describe_death()) from None
-        ready = self._read_reply()
+        try:
+            ready = self._read_reply()
+        except ServerGarbled as e:  # e.g. the runtime's "exec: python3: executable file not found"
+            hint = " (the image has no python3, which the sandbox's command server needs)" if "python3" in str(e) else ""
+            raise SandboxError(f"the sandbox's command server did not start: {e}{hint}") from None
         if not ready.get("ready"):
             raise SandboxError(f"sandbox server did not start: {ready}")
 
@@ -174,7 +182,13 @@ class ServerClient:
             self.dead = True
             err = bytes(self.channel.stderr).decode(errors="replace").strip()
             raise SandboxDied(self._describe_death() + (f" (server said: {err[-300:]})" if err else "")) from None
-        return json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise ServerGarbled(line.decode(errors="replace").strip()[:300] or "an empty line")
+        return reply
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         if self.dead:

@@ -139,20 +139,27 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
         report.resolved = (get_resolution_status(tests) == ResolvedStatus.FULL.value and not result.timed_out
                            and not report.tampering)
     failed_install = [c for c in install_exit_codes(log) if c != 0]
-    if result.timed_out or not found or (failed_install and not report.resolved):
-        _blame(report, instance, spec, config, timeout, log, found, result.timed_out, failed_install)
+    ran = _ran(spec, status_map, found)
+    if result.timed_out or not ran or (failed_install and not report.resolved):
+        _blame(report, instance, spec, config, timeout, log, ran, result.timed_out, failed_install)
     report.seconds = time.time() - start
     return report
 
 
 # --- who is to blame for a run without a verdict ----------------------------------------------------------
 
+def _ran(spec, status_map: dict[str, str], found: bool) -> bool:
+    """The log holds a result for at least one of the instance's tests (swebench's `found` alone also holds for a
+    log whose only "result" is a pip `ERROR:` line)."""
+    return found and any(_resolve_case(t, status_map) is not None for t in [*spec.FAIL_TO_PASS, *spec.PASS_TO_PASS])
+
+
 @dataclass
 class Control:
     """The eval script on the unpatched repository: what the environment gives without the patch."""
 
     found: bool
-    """It printed test results."""
+    """It printed results of the instance's tests."""
     timed_out: bool
     """It ran past the timeout."""
     install_failed: bool
@@ -173,8 +180,8 @@ def control(instance: TaskInstance, spec, config: SandboxConfig, timeout: float)
             return _controls[key]
     with start_sandbox(config, image=instance.image or None) as sb:
         result = _run_eval(sb, spec.eval_script, EVAL_ENV, timeout)
-    _, found = _parse(spec, result.output)
-    out = Control(found=found, timed_out=result.timed_out,
+    status_map, found = _parse(spec, result.output)
+    out = Control(found=_ran(spec, status_map, found), timed_out=result.timed_out,
                   install_failed=any(c != 0 for c in install_exit_codes(result.output)),
                   classified=classify_text(result.output))
     with _controls_lock:
@@ -183,7 +190,7 @@ def control(instance: TaskInstance, spec, config: SandboxConfig, timeout: float)
 
 
 def _blame(report: TestReport, instance: TaskInstance, spec, config: SandboxConfig, timeout: float, log: str,
-           found: bool, timed_out: bool, failed_install: list[int]) -> None:
+           ran: bool, timed_out: bool, failed_install: list[int]) -> None:
     """Set ``report.error`` for a run without a (trustworthy) verdict, and ``report.infra_error`` when the
     environment fails the same way without the patch (the patch's failure is an ordinary unresolved verdict).
 
@@ -197,19 +204,19 @@ def _blame(report: TestReport, instance: TaskInstance, spec, config: SandboxConf
     if failed_install and not report.resolved:
         if base.install_failed:
             ran = ("the tests ran on the image's previous install, so this verdict may differ from the SWE-bench "
-                   "harness's" if found else "the tests did not run")
+                   "harness's" if ran else "the tests did not run")
             report.infra_error = (f"the eval script's reinstall of the repository failed (exit {failed_install[0]}), "
                                   f"also without the patch{reason}: without network {ran}")
             report.error = report.error or report.infra_error
             return
         report.error = (f"the eval script's reinstall of the repository failed with the patch (exit "
                         f"{failed_install[0]}), not without it")
-        if found and not timed_out:
+        if ran and not timed_out:
             return
     if base.found and not base.timed_out:  # the environment works: the patch ended, broke or hung the tests
         if timed_out:
             report.error = f"the tests timed out after {timeout:.0f} s with the patch (without it they finish)"
-        elif not found:
+        elif not ran:
             report.error = ("the tests gave no results with the patch (it ended or broke the test run); without it "
                             "they do")
         return
