@@ -11,7 +11,12 @@ next to `python -m pytest`), or the runner script the eval script's test command
 After the patch is applied in the fresh grading sandbox, `guard` looks at every file it touched (the
 patch's own paths and whatever `git status` shows changed) and restores (to the base commit, or deletes)
 each one that can change how tests run, before the eval script starts; files under `.git` (a hook that
-the eval script's `git checkout` would run) count too, and the eval script runs with git hooks off. Those are recorded as `tampering`, and a tampered patch is never resolved. Files that are
+the eval script's `git checkout` would run) count too, and the eval script runs with git hooks off; so does
+installed-distribution metadata (`*.dist-info`, `*.egg-info`: a `pytest11` entry point there is a plugin pytest
+autoloads). Changed code that stays is scanned (`code_flags`): newly reaching into the test machinery
+(`_pytest`, pytest hooks, unittest's result classes, `sys.modules` or builtins patching, `os._exit`) is flagged,
+not restored (it may be the fix's own file). Those are recorded as `tampering`, and a tampered patch is never
+resolved. The scan reads text and is easily evaded; `tasks.witness` checks what actually ran. Files that are
 only test code (new test files, files in the test patch's test directories, which the eval script resets
 anyway) are restored too, without blame: tests the agent wrote do not grade it. `review` is the pure
 decision (unit-tested without a sandbox); `guard` gathers what it needs from the sandbox and restores.

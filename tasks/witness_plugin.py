@@ -150,22 +150,27 @@ _FUNCS = (type(_load), type(len), staticmethod, classmethod, property)
 
 
 def _entries():
-    """{key: (object, code object or None)} of every function, class and class member in the watched modules."""
-    out = {}
+    """[(key, live namespace, name, object, its function or None, that function's code)] of every function, class
+    and class member in the watched modules (the namespaces are the modules' and classes' own dicts, read again at
+    each check)."""
+    out = []
     for modname in WATCHED:
         mod = _sys.modules.get(modname)
         if mod is None:
             continue
-        out[(modname, "")] = (mod, None)
-        for name, obj in list(vars(mod).items()):
+        space = vars(mod)
+        for name, obj in list(space.items()):
             if isinstance(obj, type) and getattr(obj, "__module__", "") == modname:
-                out[(modname, name)] = (obj, None)
-                for member, value in list(vars(obj).items()):
+                out.append((modname + "." + name, space, name, obj, None, None))
+                members = vars(obj)
+                for member, value in list(members.items()):
                     if isinstance(value, _FUNCS):
                         fn = getattr(value, "__func__", None) or getattr(value, "fget", None) or value
-                        out[(modname, name + "." + member)] = (value, getattr(fn, "__code__", None))
+                        code = getattr(fn, "__code__", None)
+                        out.append((modname + "." + name + "." + member, members, member, value,
+                                    fn if code is not None else None, code))
             elif isinstance(obj, type(_load)) and getattr(obj, "__module__", "") == modname:
-                out[(modname, name)] = (obj, obj.__code__)
+                out.append((modname + "." + name, space, name, obj, obj, obj.__code__))
     return out
 
 
@@ -196,7 +201,7 @@ def _take_snapshot(manager):
             _state["modules"] = dict((m, _sys.modules.get(m)) for m in WATCHED)
             _state["impls"] = _impls(manager)
         except Exception:
-            _state["snapshot"] = {}
+            _state["snapshot"] = []
 
 
 def _origin(obj):
@@ -207,7 +212,7 @@ def _origin(obj):
     return getattr(getattr(obj, "__class__", None), "__module__", None) or "?"
 
 
-def _check(where):
+def _check(where, hooks=False):
     snap = _state["snapshot"]
     if not snap:
         return
@@ -216,24 +221,21 @@ def _check(where):
         for modname, mod in _state["modules"].items():
             if mod is not None and _sys.modules.get(modname) is not mod:
                 found.append((modname, "sys.modules entry replaced", _origin(_sys.modules.get(modname))))
-        now = _entries()
-        for key, (obj, code) in snap.items():
-            if key[1] == "":
-                continue
-            cur = now.get(key)
-            if cur is None:
-                found.append((key[0] + "." + key[1], "removed", "?"))
-            elif cur[0] is not obj:
-                found.append((key[0] + "." + key[1], "replaced", _origin(cur[0])))
-            elif code is not None and cur[1] is not code:
-                found.append((key[0] + "." + key[1], "code replaced", cur[1].co_filename if cur[1] else "?"))
+        missing = object()
+        for key, space, name, obj, fn, code in snap:
+            cur = space.get(name, missing)
+            if cur is not obj:
+                found.append((key, "removed", "?") if cur is missing else (key, "replaced", _origin(cur)))
+            elif fn is not None and fn.__code__ is not code:
+                found.append((key, "code replaced", fn.__code__.co_filename))
         for name, what, origin in found:
             if name not in _state["bad"]:
                 _state["bad"].add(name)
                 _emit("replaced", name=name, what=what, origin=origin, where=where)
-        for hook, origin in sorted(_impls(_state.get("manager")) - _state["impls"]):
-            _state["impls"].add((hook, origin))
-            _emit("hookimpl", hook=hook, origin=origin, where=where)
+        if hooks:
+            for hook, origin in sorted(_impls(_state.get("manager")) - _state["impls"]):
+                _state["impls"].add((hook, origin))
+                _emit("hookimpl", hook=hook, origin=origin, where=where)
     except Exception:
         pass
 
@@ -323,12 +325,12 @@ def pytest_runtest_teardown(item, nextitem):
 @_first
 def pytest_collection_finish(session):
     if getattr(session, "config", None) is _state["config"]:
-        _check("after collection")
+        _check("after collection", hooks=True)
 
 
 @_first
 def pytest_sessionfinish(session, exitstatus):
     if getattr(session, "config", None) is _state["config"] and not _state["finished"]:
         _state["finished"] = True
-        _check("at the end of the session")
+        _check("at the end of the session", hooks=True)
         _emit("finished", exitstatus=int(exitstatus) if isinstance(exitstatus, int) else str(exitstatus))
