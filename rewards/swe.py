@@ -15,7 +15,8 @@ Parts (all floats):
 - `p2p_regression_fraction`: `p2p_regressions` / PASS_TO_PASS tests listed; 0 when none are listed.
 
 Default shaping (`SweRewardConfig`): 1 if resolved; -1 if the patch is empty or did not apply, and -1 if it
-tampered with how the tests run (gaming the grader never pays more than failing); otherwise `partial_weight * f2p_fraction - regression_penalty * p2p_regression_fraction`, in [-0.5, 0.5].
+tampered with how the tests run (gaming the grader never pays more than failing); otherwise
+`partial_weight * f2p_fraction - regression_penalty * p2p_regression_fraction`, in [-0.5, 0.5].
 """
 
 from __future__ import annotations

@@ -150,7 +150,8 @@ class ServerClient:
         try:
             ready = self._read_reply()
         except ServerGarbled as e:  # e.g. the runtime's "exec: python3: executable file not found"
-            hint = " (the image has no python3, which the sandbox's command server needs)" if "python3" in str(e) else ""
+            hint = (" (the image has no python3, which the sandbox's command server needs)"
+                    if "python3" in str(e) else "")
             raise SandboxError(f"the sandbox's command server did not start: {e}{hint}") from None
         if not ready.get("ready"):
             raise SandboxError(f"sandbox server did not start: {ready}")

@@ -87,8 +87,8 @@ def test_a_grading_error_has_one_name_and_is_said_once(bundled, tmp_path, caplog
     events: list[str] = []
     cfg = RunConfig(instances=[bundled.instance_id], out=str(out), workers=1, infra_retries=2, infra_retry_delay=0)
     with caplog.at_level(logging.INFO, logger="evolve"):
-        report = run_swe(cfg, [silent], ScriptedPolicy([call("bash", command="echo '# x' >> README.md"),
-                                                        call("submit")]), on_event=lambda iid, what: events.append(what))
+        policy = ScriptedPolicy([call("bash", command="echo '# x' >> README.md"), call("submit")])
+        report = run_swe(cfg, [silent], policy, on_event=lambda iid, what: events.append(what))
     row = report["per_instance"][0]
     assert row["status"] == "grading_error" and report["grading_errors"] == 1 and report["infra_errors"] == 0
     assert row["grading_error"].startswith("grading error: the eval script gives no test results even without")
@@ -139,4 +139,5 @@ def test_exporting_a_run_of_only_infrastructure_errors_says_so_and_fails(tmp_pat
     empty = tmp_path / "empty"
     with RunStore(empty):
         pass
-    one_line_error(evolve("trajectories", str(empty), "--export", str(tmp_path / "e.jsonl")), "holds no trajectories")
+    r = evolve("trajectories", str(empty), "--export", str(tmp_path / "e.jsonl"))
+    one_line_error(r, "holds no trajectories")
