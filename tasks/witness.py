@@ -60,8 +60,9 @@ dirs = [p for p in sys.path if p.rstrip('/').endswith(('site-packages', 'dist-pa
 dirs.sort(key=lambda p: p != purelib)
 print(json.dumps({'site': dirs[:1], 'eps': eps}))
 """
-RUN_PROBE = ("cd /testbed 2>/dev/null || cd /; for py in /opt/miniconda3/envs/testbed/bin/python python3 python; do "
-             "if command -v \"$py\" >/dev/null 2>&1; then exec \"$py\" -I -c {code}; fi; done; echo '{{}}'")
+RUN_PROBE = ("cd / && for py in /opt/miniconda3/envs/testbed/bin/python python3 python; do "
+             "if command -v \"$py\" >/dev/null 2>&1; then exec \"$py\" -c {code}; fi; done; echo '{{}}'")
+"""Runs the probe with the Python the tests use, in the environment they get (PYTHONPATH, user site), from `/`."""
 
 
 @dataclass

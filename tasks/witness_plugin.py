@@ -134,7 +134,10 @@ def pytest_load_initial_conftests(early_config, parser, args):
         for name, value in _allowed:
             if manager.get_plugin(name) is not None or manager.is_blocked(name):
                 continue
-            manager.register(_load(value), name)  # as autoload would: its failure is the run's failure
+            plugin = _load(value)  # as autoload would: a plugin that fails to import fails the run
+            if manager.is_registered(plugin):
+                continue  # already loaded by its module name (`-p module`)
+            manager.register(plugin, name)
     _take_snapshot(early_config.pluginmanager)
     yield
 
