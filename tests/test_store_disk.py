@@ -8,7 +8,6 @@ never called "not an Evolve run store" when the disk or the directory is the rea
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
