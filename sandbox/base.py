@@ -17,7 +17,15 @@ class SandboxError(RuntimeError):
 
 
 class SandboxDied(SandboxError):
-    """The sandbox's container or process is gone (killed from outside, OOM, crashed)."""
+    """The sandbox's container or process is gone (killed from outside, OOM, crashed), or its command server
+    stopped answering or answered out of turn."""
+
+    def __init__(self, message: str, *, inside: bool = False):
+        super().__init__(message)
+        self.inside = inside
+        """True when the evidence says something inside the sandbox ended it: the command server ended, stalled or
+        was impersonated while the sandbox itself (container, bubblewrap) kept running and no out-of-memory kill was
+        recorded. False when it was stopped or removed from outside, ran out of memory, or the daemon failed."""
 
 
 @dataclass

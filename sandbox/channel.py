@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import socket
 import struct
 import subprocess
@@ -174,18 +175,35 @@ class ServerClient:
             self.dead = True
             err = bytes(self.channel.stderr).decode(errors="replace").strip()
             raise SandboxDied(self._describe_death() + (f" (server said: {err[-300:]})" if err else "")) from None
-        return json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            self.close()
+            raise SandboxDied(f"the sandbox's command server sent a line that is not a reply: {line[:80]!r}",
+                              inside=True)
+        return reply
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and read its reply. Each request carries a fresh random id that the server echoes:
+        a reply naming another id (or none) was not written by the server for this request (something in the
+        sandbox wrote into the channel), so the channel is closed and the sandbox counts as dead."""
         if self.dead:
             raise SandboxDied(self._describe_death())
+        rid = secrets.token_hex(16)
         with self._lock:
             try:
-                self.channel._send(json.dumps({"op": op, **fields}).encode() + b"\n")
+                self.channel._send(json.dumps({"op": op, "id": rid, **fields}).encode() + b"\n")
             except OSError:
                 self.dead = True
                 raise SandboxDied(self._describe_death()) from None
             reply = self._read_reply()
+            if reply.get("id") != rid:
+                self.close()
+                raise SandboxDied(f"the sandbox's command server sent a reply that does not answer the {op} request "
+                                  "(written into its channel from inside the sandbox?); the sandbox is closed",
+                                  inside=True)
         if "error" in reply:
             raise SandboxError(f"sandbox {op} failed: {reply['error']}")
         return reply

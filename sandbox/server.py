@@ -267,6 +267,8 @@ def main():
         except Exception as e:  # reported to the host as an error reply, the server keeps going
             reply = {"error": "%s: %s" % (type(e).__name__, e)}
         _reap()
+        if isinstance(req, dict) and "id" in req:  # the reply names the request it answers
+            reply["id"] = req["id"]
         _send(out, reply)
 
 
