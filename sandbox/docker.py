@@ -33,6 +33,27 @@ CHANNEL_PREFIX = "evolve-channel-"
 CHANNEL_LABEL = "evolve.channel"
 """Label naming the host directory of a container's channel."""
 
+INIT_PY = """import ctypes, os, signal, time
+try:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+except Exception:
+    pass
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+while True:
+    time.sleep(1)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+"""
+INIT_ARGV = ["/bin/sh", "-c", 'command -v python3 >/dev/null 2>&1 && exec python3 -c "$1"; exec sleep infinity',
+             "evolve-init", INIT_PY]
+"""The container's first process: it reaps orphans and nothing inside can end it. The kernel drops every signal sent
+to a pid namespace's init from inside unless the init handles it, and this one handles none (Python's SIGINT handler
+is reset); it is non-dumpable, so no ptrace either. So a command cannot stop its container and pass the stop off as
+the infrastructure's failure. Without python3 in the image, `sleep infinity` (the server cannot run there anyway)."""
+
 _client: docker.DockerClient | None = None
 
 
@@ -85,7 +106,7 @@ class DockerSandbox(ServedSandbox):
             try:
                 client.images.get(image)  # never let `run` try a registry pull
                 container = client.containers.run(
-                    image, ["sleep", "infinity"], detach=True, init=True, labels=labels, name=cname,
+                    image, INIT_ARGV, detach=True, init=False, labels=labels, name=cname,
                     network_mode="bridge" if config.network else "none",
                     nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
                     pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
@@ -133,7 +154,7 @@ class DockerSandbox(ServedSandbox):
             raise self._died(f"could not start the command server: {e.explanation or e}") from None
         sock = getattr(raw, "_sock", raw)
         sock.settimeout(None)
-        return ServerClient(FramedSocketChannel(sock), describe_death=lambda: str(self._died()))
+        return ServerClient(FramedSocketChannel(sock), describe_death=self._died)
 
     def _init_base(self) -> str:
         q = shlex.quote(WORKDIR)
@@ -186,15 +207,20 @@ class DockerSandbox(ServedSandbox):
         return not self._client.dead and self._client.ping()
 
     def _died(self, detail: str = "") -> SandboxDied:
+        """Why the sandbox cannot answer. Inside: the container still runs and recorded no out-of-memory kill, so its
+        command server was ended (or stalled) from inside; the container's first process cannot be signalled from
+        inside (`INIT_ARGV`), so a stopped container was stopped from outside."""
+        inside = False
         try:
             self.container.reload()
             state = self.container.attrs["State"]
             why = "out of memory" if state.get("OOMKilled") else f"status {state['Status']}, exit {state.get('ExitCode')}"
+            inside = bool(state.get("Running")) and not state.get("OOMKilled")
         except docker.errors.NotFound:
             why = "container removed"
         except docker.errors.DockerException as e:
             why = f"daemon error: {e}"
-        return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}")
+        return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}", inside=inside)
 
     def stop(self) -> None:
         self._client.close()
