@@ -9,6 +9,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -213,14 +214,27 @@ class DockerSandbox(ServedSandbox):
         inside = False
         try:
             self.container.reload()
+            if self.container.attrs["State"].get("Running"):  # the daemon's view lags a kill from outside:
+                inside = self._standing()  # a new process must start there, after the server ended
+                self.container.reload()
             state = self.container.attrs["State"]
             why = "out of memory" if state.get("OOMKilled") else f"status {state['Status']}, exit {state.get('ExitCode')}"
-            inside = bool(state.get("Running")) and not state.get("OOMKilled")
+            inside = inside and bool(state.get("Running")) and not state.get("OOMKilled")
         except docker.errors.NotFound:
             why = "container removed"
         except docker.errors.DockerException as e:
             why = f"daemon error: {e}"
         return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}", inside=inside)
+
+    def _standing(self) -> bool:
+        """True when the container still runs a new command: its first process outlived the server. A kill or removal
+        from outside ends that process first (the rest of the container dies with it), so no command starts then."""
+        try:
+            ok = self.container.exec_run(["true"]).exit_code == 0
+        except docker.errors.DockerException:
+            return False
+        time.sleep(0.5)  # an out-of-memory kill is recorded by an event that may trail the kill itself
+        return ok
 
     def stop(self) -> None:
         self._client.close()
