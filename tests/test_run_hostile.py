@@ -161,3 +161,28 @@ def test_killing_the_command_server_is_never_an_infra_error(trio, tmp_path: Path
             assert t.sandbox_ended_by_agent and len(t.steps) == 1 and store.rewards(tid)["swe"].total == -1.0
         else:  # the server is the sandbox's pid 1: the kill does nothing and the episode goes on to resolve
             assert "survived" in t.steps[0].observation.content and store.rewards(tid)["swe"].total == 1.0
+
+
+# --- item 7: view of a FIFO and of a 256 MB file --------------------------------------------------------
+
+def test_view_of_a_fifo_and_of_a_huge_file_answer_at_once(trio):
+    import resource
+
+    from sandbox import start_sandbox
+
+    inst = trio[0]
+    steps = [call("bash", command="mkfifo pipe && truncate -s 256M huge.log && echo made"),
+             call("view", path="pipe"), call("view", path="huge.log"), call("view", path="/dev/zero")]
+    sb = start_sandbox(SandboxConfig(), image=inst.image)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        traj = Agent(ScriptedPolicy(steps), AgentVariant.load()).run(inst, sb)
+    finally:
+        sb.stop()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    seen = [s.observation.content for s in traj.steps]
+    assert "pipe is a FIFO, not a regular file" in seen[1], seen[1]
+    assert "over the limit" in seen[2] and "sed -n" in seen[2], seen[2]
+    assert "character device" in seen[3], seen[3]
+    assert traj.status == TrajectoryStatus.submitted  # the episode went on to its end
+    assert grown_mb < 100, f"host memory grew {grown_mb:.0f} MB"

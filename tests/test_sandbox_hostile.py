@@ -141,6 +141,18 @@ def test_a_server_that_never_answers_is_given_up_on_at_the_deadline(tmp_path: Pa
     assert proc.poll() is not None  # closed: the mute server was killed
 
 
+def test_a_reply_line_past_its_requests_bound_is_cut_off(tmp_path: Path):
+    fake = tmp_path / "endless_server.py"
+    fake.write_text('import json, sys\nsys.stdin.readline()\nprint(json.dumps({"ready": True}), flush=True)\n'
+                    'sys.stdin.readline()\nwhile True:\n    sys.stdout.write("x" * 65536)\n')
+    proc = subprocess.Popen([sys.executable, str(fake)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SandboxDied, match=r"reply to the ping request grew past 65536 bytes"):
+        ServerClient(PipeChannel(proc)).request("ping")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50
+
+
 def test_a_sandbox_ended_from_outside_is_not_from_inside(sb: Sandbox, backend: str):
     if backend == "docker":
         sb.container.kill()
