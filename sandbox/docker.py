@@ -34,14 +34,15 @@ CHANNEL_PREFIX = "evolve-channel-"
 CHANNEL_LABEL = "evolve.channel"
 """Label naming the host directory of a container's channel."""
 
-INIT_PY = """import ctypes, os, signal, time
+INIT_PY = """import ctypes, os, signal
+from time import sleep
 try:
     ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
 except Exception:
     pass
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 while True:
-    time.sleep(1)
+    sleep(1)
     try:
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
