@@ -199,7 +199,11 @@ def _bounds(op: str, fields: dict[str, Any]) -> tuple[float, int]:
     if op in ("exec", "reset"):
         return float(fields.get("timeout") or 120) + REPLY_GRACE, 6 * int(fields.get("max_output") or 100_000) + REPLY_SLACK
     if op == "read":
-        return FILE_SECONDS, int(fields["max_bytes"]) * 4 // 3 + REPLY_SLACK
+        return FILE_SECONDS + int(fields["max_bytes"]) / (8 << 20), int(fields["max_bytes"]) * 4 // 3 + REPLY_SLACK
+    if op == "write":  # a second more per 8 MiB to carry
+        return FILE_SECONDS + len(fields["data"]) / (8 << 20), REPLY_SLACK
+    if op == "env":
+        return FILE_SECONDS, 16 << 20
     return FILE_SECONDS, REPLY_SLACK
 
 

@@ -137,7 +137,7 @@ def test_a_server_that_never_answers_is_given_up_on_at_the_deadline(tmp_path: Pa
         client.exec("echo hi", 1, None, 1000, None)
     with pytest.raises(SandboxDied, match="did not .* the write request in time"):  # a full pipe is bounded too
         ServerClient(PipeChannel(subprocess.Popen(
-            [sys.executable, str(fake)], stdin=subprocess.PIPE, stdout=subprocess.PIPE))).write("/x", b"x" * (64 << 20))
+            [sys.executable, str(fake)], stdin=subprocess.PIPE, stdout=subprocess.PIPE))).write("/x", b"x" * (8 << 20))
     assert proc.poll() is not None  # closed: the mute server was killed
 
 
