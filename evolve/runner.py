@@ -6,8 +6,11 @@ removed, the task image is missing, the grading environment gives no verdict eve
 the agent's: the trajectory gets status `infra_error`, no reward, and `run_swe` retries a bounded number of
 times: the episode when its sandbox failed, the grading alone when the grading sandbox failed (a grading
 environment that gives no verdict without the patch is not retried within the run: it would say the same
-again). What the agent can cause (tests that end, hang or give no results because of its patch, tampering) is
-its own failure: graded, rewarded, stored.
+again). What the agent can cause is its own failure, graded and rewarded: tests that end, hang or give no
+results because of its patch, tampering (`tasks.grading`); a sandbox its own commands ended (its command server
+killed or stalled from inside, `Trajectory.sandbox_ended_by_agent`), or a patch too large to store (status
+`error`). Any other exception of an episode ends that episode only (an infra error with its reason); only the
+policy or the run store failing stops the run.
 
 `run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
 the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
@@ -23,6 +26,7 @@ import json
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +38,7 @@ from pydantic import BaseModel, Field
 from agent.batching import BatchingPolicy
 from agent.graph import Agent
 from agent.policy import DEFAULT_POLICY
-from agent.policy.base import Policy
+from agent.policy.base import Policy, PolicyError
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from evolve.errors import ConfigError
 from evolve.executor import ExecutorConfig
@@ -215,8 +219,13 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
         try:
             if not (stop is not None and stop.is_set()):
                 traj = ep_agent.run(instance, sb, traj)
-            if traj.status != TrajectoryStatus.submitted and not _alive(sb):
+            if traj.status != TrajectoryStatus.submitted and not traj.sandbox_ended_by_agent and not _alive(sb):
                 infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
+        except (PolicyError, StoreError, sqlite3.Error):  # the policy or the run store failed: every episode would, the run stops
+            raise
+        except Exception as e:  # noqa: BLE001 - anything else ends this episode only; the others go on
+            log.warning("%s: the episode failed: %s: %s", iid, type(e).__name__, e, exc_info=log.isEnabledFor(10))
+            infra = f"the episode failed: {type(e).__name__}: {e}"
         finally:
             if stop is not None:
                 stop.unregister(sb)

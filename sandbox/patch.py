@@ -107,6 +107,6 @@ def _diff(sb: Sandbox, binary: list[bytes]) -> bytes:
         if size > base.MAX_PATCH_BYTES:
             raise SandboxError(f"the patch in {sb.workdir} is {size} bytes, over the limit of "
                                f"{base.MAX_PATCH_BYTES} bytes: not stored (large generated or binary files added?)")
-        return sb.read_file(out)
+        return sb.read_file(out, max_bytes=max(size, 1))
     finally:
         sb.exec(f"rm -f {out}", timeout=60)
