@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.policy import DEFAULT_POLICY
-from agent.tools.undo import with_undo
+from agent.variant import with_undo
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from records import TaskInstance, Trajectory
 from sandbox import SandboxConfig, prune_orphans

@@ -23,7 +23,7 @@ from typing import Literal
 from agent.graph import Agent, compact_history
 from agent.parsing import STOP
 from agent.policy.base import Policy, SamplingParams
-from agent.tools.undo import with_undo
+from agent.variant import with_undo
 from agent.variant import AgentVariant
 from records import Message, TaskInstance, ToolCall, Trajectory, TrajectoryStatus
 from rewards.swe import swe_reward
