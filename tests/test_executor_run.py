@@ -136,9 +136,9 @@ def test_a_killed_driver_resumes_with_the_same_command(pair, tmp_path: Path):
 def test_a_judge_scores_ray_episodes_on_the_driver(pair, tmp_path: Path):
     """`--judge` with `--executor ray`: the workers run and grade the episodes, the driver judges each returned
     trajectory and stores `judge` and a `combined` reward that weighs both, exactly as a local run does."""
-    from evolve.executor import ExecutorConfig
+    from evolve.run.executor import ExecutorConfig
     from evolve.run_cli import load_policy_spec
-    from evolve.runner import RunConfig, run_swe
+    from evolve.run.runner import RunConfig, run_swe
     from rewards.combine import RewardWeights
 
     policy = replay_file(tmp_path / "replay.jsonl", pair)

@@ -19,8 +19,8 @@ import pytest
 
 from agent.replay import ScriptedPolicy
 from evolve.errors import ConfigError
-from evolve.run_lock import RunLock
-from evolve.runner import RunConfig, report_ok, run_swe
+from evolve.run.run_lock import RunLock
+from evolve.run.runner import RunConfig, report_ok, run_swe
 from evolve.store import RunStore
 from evolve.train.data import load_trajectories
 from records import Message, TrajectoryStatus

@@ -60,9 +60,9 @@ def agent_r_cmd(
     from evolve.agent_r.config import AgentRConfig
     from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
     from evolve.errors import ConfigError
-    from evolve.executor import parse_executor
+    from evolve.run.executor import parse_executor
     from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
+    from evolve.run.run_lock import RunLock
     from evolve.store import check_run_dir
     from tasks.registry import get_suite
 

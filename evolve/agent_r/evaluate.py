@@ -74,7 +74,7 @@ def loop_stats(trajectories: list[Trajectory]) -> dict[str, float]:
 def evaluate(policy: Policy, instances: list[TaskInstance], variant: AgentVariant, sandbox_cfg: SandboxConfig,
              store, run_id: str, label: str) -> dict[str, Any]:
     """Plain and injected episodes on each held-out instance (stored with `origin="agent-r:eval"`)."""
-    from evolve.runner import run_episode
+    from evolve.run.episode import run_episode
 
     plain, injected = [], []
     for inst in instances:

@@ -33,7 +33,7 @@ from evolve.agent_r.export import export_sft_data
 from evolve.agent_r.swe import SweWorld
 from evolve.agent_r.verifier import policy_ask
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig, make_executor
+from evolve.run.executor import ExecutorConfig, make_executor
 from evolve.store import RunStore
 
 log = logging.getLogger(__name__)

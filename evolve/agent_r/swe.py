@@ -33,7 +33,7 @@ from sandbox.base import WORKDIR
 from evolve.agent_r.branch_job import BranchJob, BranchResult, failed_branch, replay_episode, run_branch
 from evolve.agent_r.tree import Node
 from evolve.agent_r.world import Outcome, Replayed, World
-from evolve.executor import Executor, LocalExecutor
+from evolve.run.executor import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 

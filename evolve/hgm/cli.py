@@ -79,7 +79,7 @@ def hgm_cmd(
     from evolve.hgm.real import DockerWorld, RealWorldConfig
     from evolve.hgm.search import open_search, run_search
     from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
+    from evolve.run.run_lock import RunLock
     from evolve.store import RunStore, check_run_dir
     from sandbox import SandboxConfig
     from sandbox.prune import prune_orphans
@@ -94,7 +94,7 @@ def hgm_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    from evolve.executor import parse_executor
+    from evolve.run.executor import parse_executor
 
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / f"hgm-{suite}"
@@ -139,7 +139,7 @@ def hgm_cmd(
                             out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
         world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
         if executor_cfg.backend == "ray":
-            from evolve.remote_episode import RayEpisodes
+            from evolve.run.remote_episode import RayEpisodes
 
             world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
             try:  # a meta policy the workers cannot reach is refused now, not at every expansion

@@ -12,7 +12,7 @@ Expansion of a parent (every step stored, the child kept with its diff even when
    sandbox, and one smoke episode ends without an infrastructure error. A failure rejects the child with
    its reason.
 
-Evaluation of (node, task): one episode through `evolve.runner.run_episode` (a fresh sandbox, grading with
+Evaluation of (node, task): one episode through `evolve.run.runner.run_episode` (a fresh sandbox, grading with
 the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
 the task and never counts it against the node.
 
@@ -42,8 +42,8 @@ from agent.variant import AgentVariant, VariantError
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
-from evolve.remote_episode import TaskLost
-from evolve.runner import StopSignal, run_episode
+from evolve.run.remote_episode import TaskLost
+from evolve.run.episode import StopSignal, run_episode
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
 from rewards.combine import RewardWeights
@@ -87,7 +87,7 @@ class DockerWorld:
         self.cfg = cfg or RealWorldConfig()
         self.seed = seed
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
+        """`evolve.run.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
         None: here. On Ray: each evaluation and each child's smoke episode is an episode task; each edit (the
         meta-agent on a copy of the parent's variant, shipped as bytes) and each child's own tests are Ray
         tasks on the same executor. Always here: the diagnosis (a meta-policy call), the variant directories
@@ -217,7 +217,7 @@ class DockerWorld:
         """The edit as a Ray task (the workspace shipped as bytes); its trajectory stored here when it returns.
         A task that failed beyond Ray's retries is the edit's error (an infra_error trajectory)."""
         from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit
-        from evolve.runner import EpisodeResult
+        from evolve.run.episode import EpisodeResult
 
         try:
             data = pack_dir(ws, with_git=True)
@@ -237,7 +237,7 @@ class DockerWorld:
     def meta_worker_spec(self) -> str:
         """The spec a worker loads for the meta policy (served from here when workers cannot load it; a
         ConfigError when a served policy cannot reach a cluster of several machines)."""
-        from evolve.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
+        from evolve.run.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
 
         with self._lock:
             if self._meta_spec is None:

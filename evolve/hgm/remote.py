@@ -63,7 +63,7 @@ class EditJob:
 def run_remote_edit(job: EditJob) -> tuple[Trajectory, str]:
     """Run on a worker: the parent's agent on its own copy of the workspace; (trajectory with its steps,
     error). A sandbox failure is the error (the trajectory then `infra_error`); anything else raises."""
-    from evolve.remote_episode import step_relay, worker_policy
+    from evolve.run.remote_episode import step_relay, worker_policy
 
     traj = job.trajectory
     agent = Agent(worker_policy(job.policy), job.variant, on_step=step_relay(job.steps))

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.graph import Agent
+from agent.policy import load_policy
 from agent.policy.base import Policy, SeededPolicy
+from agent.policy.server import serve_in_thread
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
+from evolve.policies import RunsRoot
 from evolve.run.episode import EpisodeResult, record_infra, record_interrupted, run_episode
 from evolve.run.executor import RayExecutor
 from evolve.store import RunStore
@@ -65,11 +68,9 @@ _POLICIES_LOCK = threading.Lock()
 
 def worker_policy(spec: str) -> Policy:
     """One policy object per spec per worker process (a worker runs many episodes)."""
-    from evolve.run_cli import load_policy_spec
-
     with _POLICIES_LOCK:
         if spec not in _POLICIES:
-            _POLICIES[spec] = load_policy_spec(spec, Path("runs"))
+            _POLICIES[spec] = load_policy(spec, runs=RunsRoot(Path("runs")))
         return _POLICIES[spec]
 
 
@@ -170,8 +171,6 @@ class ServedPolicy:
     """A driver-loaded policy served to the workers on loopback for the length of a run."""
 
     def __init__(self, policy: Policy, nodes: int):
-        from agent.policy.server import serve_in_thread
-
         if nodes > 1:
             raise ConfigError(f"the Ray cluster has {nodes} nodes, but a local policy ({policy.spec}) can only be "
                               "served to workers on this machine: start a server every node reaches (vLLM, "

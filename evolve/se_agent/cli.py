@@ -12,7 +12,7 @@ from rich.table import Table
 
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
-from evolve.executor import parse_executor
+from evolve.run.executor import parse_executor
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 

@@ -1,5 +1,5 @@
 """Where SE-Agent's attempts run. `Environment` is what the driver needs; `SWEEnvironment` runs real
-agent episodes in Docker sandboxes through `evolve.runner.run_episode` (tests use toy environments)."""
+agent episodes in Docker sandboxes through `evolve.run.runner.run_episode` (tests use toy environments)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class SWEEnvironment:
         self.stop = None
         """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
+        """`evolve.run.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
         None: here. On Ray: every attempt's episode (a branch attempt as a `ContinuingAgent`, which replays the
         kept steps in the worker's fresh sandbox first), the visible baseline and checks and the hidden grading
         (tasks on the same executor, `evolve.se_agent.remote`); their results are stored here."""
@@ -54,7 +54,7 @@ class SWEEnvironment:
             return instance
         with self._lock:
             if instance.instance_id not in self._runnable:
-                from evolve.local_tasks import local_instance
+                from evolve.run.local_tasks import local_instance
 
                 self._runnable[instance.instance_id] = local_instance(instance, self.store.dir / "workspaces")
             return self._runnable[instance.instance_id]
@@ -74,12 +74,12 @@ class SWEEnvironment:
         return self.agent().prompt(instance, WORKDIR)
 
     def run(self, instance: TaskInstance, attempt: Attempt, trajectory: Trajectory) -> Trajectory:
-        from evolve.runner import run_episode
+        from evolve.run.episode import run_episode
 
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
         trajectory.policy = trajectory.policy or self.policy.spec
         if self.episodes is not None:
-            from evolve.runner import StopSignal
+            from evolve.run.episode import StopSignal
             from evolve.se_agent.branch import ContinuingAgent
             from rewards.combine import RewardWeights
 

@@ -59,7 +59,7 @@ class SEAgent:
         self.operator_policy, self.judge, self.on_event = operator_policy, judge, on_event
         self.started = time.time()
         self.by_id = {i.instance_id: i for i in instances}
-        from evolve.runner import StopSignal
+        from evolve.run.episode import StopSignal
 
         self.stopper = StopSignal()
         if hasattr(env, "stop"):

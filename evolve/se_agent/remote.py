@@ -19,7 +19,7 @@ def worker_instance(instance: TaskInstance, sandbox: SandboxConfig) -> TaskInsta
     directory (the driver's, on the same machine; else materialised once by this worker process)."""
     if sandbox.backend != "local":
         return instance
-    from evolve.local_tasks import local_instance
+    from evolve.run.local_tasks import local_instance
 
     return local_instance(instance, Path(tempfile.gettempdir()) / f"evolve-workspaces-{os.getpid()}")
 

@@ -13,13 +13,10 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from evolve.train.data import Batch
+from evolve.train.errors import TrainError
 from evolve.train.losses import token_entropy, token_logprobs
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(RuntimeError):
-    """A problem the user can fix (no trajectories, bad config, unknown model or version)."""
 
 
 class LoraSettings(BaseModel):
