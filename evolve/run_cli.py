@@ -93,8 +93,9 @@ def run_cmd(
         console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
                       f"store {out}")
         with console.status("loading policy"):
-            pol = load_policy(policy, runs=RunsRoot(out.parent))
-            judge_pol = None if judge is None else (pol if judge == policy else load_policy(judge, runs=RunsRoot(out.parent)))
+            runs = RunsRoot(out.parent)
+            pol = load_policy(policy, runs=runs)
+            judge_pol = None if judge is None else (pol if judge == policy else load_policy(judge, runs=runs))
         states = {i.instance_id: "pending" for i in chosen}
         started = time.time()
 

@@ -154,7 +154,7 @@ def test_export_to_a_directory_is_refused_without_leaving_a_temp_file(tmp_path: 
     assert [p.name for p in target.iterdir()] == ["t.jsonl"]
     ok = evolve("trajectories", str(run), "--export", str(target / "t.jsonl"), "--all")
     assert ok.returncode == 0 and len((target / "t.jsonl").read_text().splitlines()) == 2
-    from evolve.trajectories_cli import load_stored_trajectories
+    from evolve.trajectories import load_stored_trajectories
 
     assert [t.status for t in load_stored_trajectories(run)] == [TrajectoryStatus.submitted]
 

@@ -13,9 +13,25 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from agent.policy import DEFAULT_POLICY
+from agent.batching import BatchingPolicy
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT, AgentVariant
+from agent.variant_dir import copy_variant, variant_diff
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
+from evolve.hgm.real import DockerWorld, RealWorldConfig
+from evolve.hgm.search import open_search, run_search
+from evolve.hgm.view import find_node, hgm_run_id, tree_summary
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.remote_episode import RayEpisodes
+from evolve.run.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from records import TrajectoryStatus
+from sandbox import SandboxConfig
+from sandbox.prune import prune_orphans
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 tree_app = typer.Typer(help="Inspect the tree of an `evolve hgm` run.", no_args_is_help=True)
@@ -76,15 +92,6 @@ def hgm_cmd(
     """Search a tree of self-modified agents (the Huxley-Gödel Machine). Resumable after any kill."""
     from pydantic import ValidationError
 
-    from evolve.hgm.real import DockerWorld, RealWorldConfig
-    from evolve.hgm.search import open_search, run_search
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run.run_lock import RunLock
-    from evolve.store import RunStore, check_run_dir
-    from sandbox import SandboxConfig
-    from sandbox.prune import prune_orphans
-    from tasks.registry import get_suite
-
     try:
         cfg = HGMConfig(budget=budget, alpha=alpha, expansion_rule=expansion_rule, dgm_method=dgm_method,
                         loop="dgm" if expansion_rule == "dgm" else "hgm",
@@ -94,8 +101,6 @@ def hgm_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    from evolve.run.executor import parse_executor
-
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / f"hgm-{suite}"
     check_run_dir(out, create=False)
@@ -106,8 +111,6 @@ def hgm_cmd(
     chosen, held = _split_holdout(the_suite.select(ids, limit), holdout, the_suite)
     if not chosen:
         raise ConfigError("no instances to search on: the selection is empty")
-    from agent.variant import DEFAULT_VARIANT, AgentVariant
-
     root_dir = root_variant or DEFAULT_VARIANT
 
     AgentVariant.load(root_dir)  # a bad root variant is a user error, before anything starts
@@ -117,19 +120,18 @@ def hgm_cmd(
               "privileged_diagnosis": privileged_diagnosis, "workers": workers, "smoke": smoke,
               "search": cfg.model_dump(mode="json")}
     check_run_dir(out)
-    ensure_suite_images(the_suite, chosen + held)
+    ensure_suite_images(the_suite, chosen + held, status=console.status)
     with RunLock(out, f"evolve hgm {suite}"), RunStore(out) as store:
         _check_resume(store, run_id, config)
         prune_orphans(run_id)
         store.put_run(run_id, "hgm", config)
         _close_interrupted(store, run_id)
         with console.status("loading policies"):
-            task_pol = load_policy_spec(policy, out.parent)
-            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy_spec(meta_policy, out.parent)
+            runs = RunsRoot(out.parent)
+            task_pol = load_policy(policy, runs=runs)
+            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy(meta_policy, runs=runs)
         loaded_task_pol = task_pol
         if workers > 1:  # parallel episodes share batched policy calls (and never call one backend concurrently)
-            from agent.batching import BatchingPolicy
-
             shared = meta_pol is task_pol
             task_pol = BatchingPolicy(task_pol, max_batch=workers)
             task_pol.active = workers
@@ -139,8 +141,6 @@ def hgm_cmd(
                             out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
         world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
         if executor_cfg.backend == "ray":
-            from evolve.run.remote_episode import RayEpisodes
-
             world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
             try:  # a meta policy the workers cannot reach is refused now, not at every expansion
                 world.meta_worker_spec()
@@ -178,8 +178,6 @@ def hgm_cmd(
 
 def _close_interrupted(store, run_id: str) -> None:
     """Trajectories a killed run left `running` are marked interrupted; their decisions are redone."""
-    from records import TrajectoryStatus
-
     for tid in store.trajectory_ids(run_id=run_id, status=TrajectoryStatus.running.value):
         traj = store.get_trajectory(tid)
         traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped; redone on resume)"
@@ -240,8 +238,6 @@ def _holdout(world, sched, store, run_id: str, held: list, top: int) -> list[dic
 def _report(store, run_id: str, sched, holdout_rows: list, seconds: float, stopped: bool) -> dict:
     from collections import Counter
 
-    from evolve.hgm.view import tree_summary
-
     summary = tree_summary(store, run_id, sched.cfg.quantile)
     nodes = [n for n in summary["nodes"] if n["parent_id"] is not None]
     reasons = Counter(n["reason"].split(":")[0] for n in nodes if n["status"] == "rejected")
@@ -272,9 +268,6 @@ def _print_report(report: dict, out: Path) -> None:
 
 # --- evolve tree ----------------------------------------------------------------------------------------------
 def _open(run: Path, run_id: Optional[str]):
-    from evolve.hgm.view import hgm_run_id, tree_summary
-    from evolve.store import RunStore
-
     store = RunStore(run, readonly=True)
     return store, tree_summary(store, hgm_run_id(store, run_id))
 
@@ -320,8 +313,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
                                                 "when NODE is written RUN:NODE)."),
              against: str = typer.Option("parent", help="parent (the stored diff) or root.")) -> None:
     """The change a node made (against its parent), or everything it changed against the root."""
-    from evolve.hgm.view import find_node
-
     if against not in ("parent", "root"):
         raise ConfigError(f"--against must be parent or root, not {against!r}")
     if run is None:
@@ -335,8 +326,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
     if against == "parent":
         text = stored.info.get("diff", "") if stored.parent_id else ""
     else:
-        from agent.variant_dir import variant_diff
-
         root = next(x for x in summary["nodes"] if x["parent_id"] is None)
         if not n["variant_dir"] or not Path(n["variant_dir"]).is_dir():
             raise ConfigError(f"node {n['id']} has no variant directory (rejected before its patch applied)")
@@ -358,8 +347,6 @@ def best_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
     console.print(f"best-belief: [bold]{n['id']}[/] own {n['own'][0]}/{sum(n['own'])} · q01 {n['quantile']:.3f} · "
                   f"{n['variant_dir']}")
     if export is not None:
-        from agent.variant_dir import copy_variant
-
         copy_variant(n["variant_dir"], export, f"best-belief node {n['id']} of HGM run {summary['run_id']}")
         console.print(f"exported to {export}: evolve run SUITE --variant {export}")
 
