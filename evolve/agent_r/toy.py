@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from evolve.agent_r.build import build_instance, logged_splice
 from evolve.agent_r.config import AgentRConfig
-from evolve.agent_r.tree import Node
+from evolve.agent_r.node import Node
 from evolve.agent_r.world import Outcome, Replayed, World
 from records import Message, Step, Trajectory, TrajectoryStatus
 

@@ -17,11 +17,10 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from records import TreeNode
-
 from evolve.agent_r.config import AgentRConfig
 from evolve.agent_r.node import Node
 from evolve.agent_r.world import World
+from records import TreeNode
 
 
 def uct(child: Node, parent_visits: int, c: float) -> float:
