@@ -16,6 +16,7 @@ from evolve import run_cli, sandbox_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
 from evolve.errors import user_errors
 from evolve.hgm import cli as hgm_cli
+from evolve.markup import esc
 from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
 from evolve.train import cli as train_cli
@@ -61,7 +62,7 @@ def main() -> None:
         app()
     except user_errors() as e:
         first = str(e).strip().splitlines() or [type(e).__name__]
-        err_console.print(f"[bold red]error:[/] {' '.join(first[:3])}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {esc(' '.join(first[:3]))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: the run store keeps what finished; run the same command to resume")

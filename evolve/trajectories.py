@@ -37,7 +37,10 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     except OSError as e:
         raise ConfigError(f"--export {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:  # nothing is left behind; where nothing could be made (a read-only file system) there is nothing to remove
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return n
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
 from evolve.store import RunStore
 from evolve.trajectories import export_trajectories
 
@@ -26,7 +27,8 @@ def trajectories_cmd(
     with RunStore(run_dir, readonly=True) as store:
         if export is not None:
             n = export_trajectories(store, export, instance, include_infra=all_)
-            console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
+            console.print(f"{n} trajectories written to {esc(export)}; replay them with --policy "
+                          f"replay:{esc(export)}")
             return
         columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
         rows = [(r["id"], r["instance_id"], r["status"], str(r["steps"]), str(r["resolved"]),
@@ -36,9 +38,9 @@ def trajectories_cmd(
         for row in (columns, *rows):
             console.out("\t".join(row), highlight=False)
         return
-    t = Table(title=f"trajectories in {run_dir}")
+    t = Table(title=f"trajectories in {esc(run_dir)}")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*cells(*row))
     console.print(t)
