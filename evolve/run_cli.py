@@ -19,7 +19,6 @@ from evolve.markup import cells, esc
 from evolve.policies import RunsRoot
 from evolve.run.executor import parse_executor
 from evolve.run.run_lock import RunLock
-from evolve.run.runner import RunConfig, refuse_other_policy, report_ok, run_swe
 from evolve.store import check_run_dir
 from evolve.toolcall_eval import run_toolcall
 from rewards.combine import KNOWN_REWARDS, RewardWeights
@@ -84,6 +83,8 @@ def run_cmd(
         raise ConfigError(f"--reward-weights: {e}") from None
     check_run_dir(out)
     with RunLock(out, f"evolve run {suite}"):  # one run per directory; held until the report is out
+        from evolve.run.runner import RunConfig, refuse_other_policy, report_ok, run_swe  # loads swebench (slow)
+
         refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
         if sandbox == "docker":
             ensure_suite_images(the_suite, chosen, status=console.status)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tasks.bundled_images import BundledImageSuite
 from tasks.suite import Suite, SuiteUnavailable
-from tasks.swebench_suite import SWEBenchSuite
 from tasks.toolcall.suite import ToolCallSuite
 
 
@@ -19,5 +18,7 @@ def get_suite(name: str, **options: str) -> Suite:
     if name == "toolcall":
         return ToolCallSuite()
     if name in ("swe-bench-verified", "swe-bench-lite"):
+        from tasks.swebench_suite import SWEBenchSuite  # loads swebench and datasets (seconds)
+
         return SWEBenchSuite(name, dataset=options.get("dataset"))
     raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}")

@@ -7,7 +7,6 @@ from typing import Literal
 
 from records import TaskInstance
 from tasks.errors import SuiteUnavailable
-from tasks.spec import validate
 
 __all__ = ["Suite", "SuiteUnavailable"]
 
@@ -45,4 +44,6 @@ class Suite(ABC):
         """Raise a one-line `SuiteUnavailable` naming the first instance that cannot be graded. SWE suites
         check every field swebench's grading needs (`tasks.spec.validate`)."""
         if self.kind == "swe":
+            from tasks.spec import validate  # loads swebench and datasets (seconds)
+
             validate(instances)

@@ -34,8 +34,9 @@ TUI_MAY_IMPORT = {"evolve.store"}
 COMMAND_LINE = "evolve.cli"
 """The command line: the one module that imports `*cli*` modules, and the one place that reaches up to `tui`."""
 
-HEAVY = {"torch", "transformers", "ray", "vllm", "textual", "llama_cpp", "trl", "peft"}
-"""Optional dependencies slow to import: the only reason a project import may sit inside a function."""
+HEAVY = {"torch", "transformers", "ray", "vllm", "textual", "llama_cpp", "trl", "peft", "swebench", "datasets"}
+"""Dependencies slow to import: the only reason a project import may sit inside a function (swebench imports
+`datasets`, seconds, which reads `HF_HUB_OFFLINE` at import: the command line sets it first)."""
 
 
 @lru_cache(maxsize=1)
@@ -226,3 +227,12 @@ def test_the_tui_and_the_store_load_no_orchestration():
     assert {"evolve.store", "tui.source"} <= ours
     assert ours <= {"evolve", "evolve.store", "records", "tui"} | {m for m in ours if m.startswith(("records.", "tui."))}, \
         sorted(ours)
+
+
+def test_the_command_line_loads_no_heavy_dependency():
+    """`import evolve.cli` (every command's module) loads no heavy optional dependency: each loads when a command
+    needs it, and `HF_HUB_OFFLINE` is set before anything reads it."""
+    code = f"import sys, evolve.cli; print(' '.join(sorted(m for m in {sorted(HEAVY | {'huggingface_hub'})!r} "\
+           "if m in sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []

@@ -12,7 +12,6 @@ from rich.table import Table
 from agent.policy import DEFAULT_POLICY, load_policy
 from agent.variant import DEFAULT_VARIANT
 from evolve.agent_r.config import AgentRConfig
-from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
 from evolve.policies import RunsRoot
@@ -67,6 +66,8 @@ def agent_r_cmd(
 ) -> None:
     """Agent-R: MCTS over agent steps, revision trajectories spliced at the flagged step's parent (with a real
     undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
+    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r  # loads swebench (seconds)
+
     for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, not {value}")

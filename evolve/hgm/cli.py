@@ -18,7 +18,6 @@ from agent.variant import DEFAULT_VARIANT, AgentVariant
 from agent.variant_dir import copy_variant, variant_diff
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
-from evolve.hgm.run import build_report, check_resume, close_interrupted, evaluate_holdout, open_world
 from evolve.hgm.search import open_search, run_search
 from evolve.hgm.view import find_node, hgm_run_id, tree_summary
 from evolve.markup import cells, esc
@@ -88,6 +87,9 @@ def hgm_cmd(
 ) -> None:
     """Search a tree of self-modified agents (the Huxley-Gödel Machine). Resumable after any kill."""
     from pydantic import ValidationError
+
+    # loads swebench and datasets (seconds)
+    from evolve.hgm.run import build_report, check_resume, close_interrupted, evaluate_holdout, open_world
 
     try:
         cfg = HGMConfig(budget=budget, alpha=alpha, expansion_rule=expansion_rule, dgm_method=dgm_method,

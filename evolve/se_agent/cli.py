@@ -19,8 +19,6 @@ from evolve.policies import RunsRoot
 from evolve.run.executor import parse_executor
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.operators import OPERATORS
-from evolve.se_agent.report import FIRST, ORACLE, SELECTED
-from evolve.se_agent.run import resolve_out, run_se_agent
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 from tasks.suite_images import ensure_suite_images
@@ -59,6 +57,9 @@ def se_agent_cmd(
 ) -> None:
     """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
     the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
+    from evolve.se_agent.report import FIRST, ORACLE, SELECTED  # loads swebench and datasets (seconds)
+    from evolve.se_agent.run import resolve_out, run_se_agent
+
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
     ops = [] if operators.strip() == "none" else [o.strip() for o in operators.split(",") if o.strip()]
