@@ -12,7 +12,7 @@ Expansion of a parent (every step stored, the child kept with its diff even when
    sandbox, and one smoke episode ends without an infrastructure error. A failure rejects the child with
    its reason.
 
-Evaluation of (node, task): one episode through `evolve.run.runner.run_episode` (a fresh sandbox, grading with
+Evaluation of (node, task): one episode through `evolve.run.episode.run_episode` (a fresh sandbox, grading with
 the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
 the task and never counts it against the node.
 

@@ -1,5 +1,5 @@
 """Where SE-Agent's attempts run. `Environment` is what the driver needs; `SWEEnvironment` runs real
-agent episodes in Docker sandboxes through `evolve.run.runner.run_episode` (tests use toy environments)."""
+agent episodes in Docker sandboxes through `evolve.run.episode.run_episode` (tests use toy environments)."""
 
 from __future__ import annotations
 
