@@ -108,7 +108,8 @@ def test_resolve_policy(tmp_path):
     with pytest.raises(TrainError, match="unknown policy version"):
         resolve_policy("version:zzz", tmp_path)
     assert RunsRoot(tmp_path).version("v1") == ("hf:/m", {"adapter": "/runs/a/final"})
-    assert RunsRoot(tmp_path).run_trajectories(tmp_path / "a") == [] and RunsRoot(tmp_path).run_trajectories(tmp_path) is None
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path / "a") == []  # a run directory with no trajectory
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path) is None  # not a run directory: replay:PATH reads a file
 
 
 def test_grpo_toolcall_smoke_with_the_suite_prompt(tmp_path_factory, tmp_path):

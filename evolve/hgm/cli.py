@@ -152,8 +152,8 @@ def hgm_cmd(
             try:
                 run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
                 stopped = stop()
-                holdout_rows = evaluate_holdout(world, sched, store, run_id, held, holdout_top,
-                                                status=lambda what: console.status(esc(what))) if held and not stopped else []
+                holdout_rows = [] if not held or stopped else evaluate_holdout(
+                    world, sched, store, run_id, held, holdout_top, status=lambda what: console.status(esc(what)))
             finally:
                 world.close()
         report = build_report(store, run_id, sched, holdout_rows, time.time() - started, stopped)

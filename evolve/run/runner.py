@@ -1,8 +1,8 @@
 """`evolve run SUITE` for SWE suites: agent episodes in parallel sandboxes, graded in fresh ones, all stored.
 
 `run_episode` (`evolve.run.episode`) is one episode: the agent in a fresh sandbox, its patch graded in another
-fresh sandbox, rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was removed, the
-task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
+fresh sandbox, rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was
+removed, the task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
 `infra_error`, no reward, and `run_swe` retries a bounded number of times: the episode when its sandbox
 failed, the grading alone when the grading sandbox failed (a harness that ran but gave no verdict is not
 retried within the run: it would say the same again).
