@@ -10,6 +10,8 @@ WORKDIR = "/testbed"
 """Where the task repository lives inside every sandbox, as in SWE-bench images."""
 MAX_PATCH_BYTES = 64 << 20
 """The largest patch `diff()` returns; a larger one is an error, never a patch cut in the middle."""
+MAX_READ_BYTES = 64 << 20
+"""The most bytes `read_file` returns unless told otherwise; a larger file is an error, never cut."""
 
 
 class SandboxError(RuntimeError):
@@ -17,7 +19,15 @@ class SandboxError(RuntimeError):
 
 
 class SandboxDied(SandboxError):
-    """The sandbox's container or process is gone (killed from outside, OOM, crashed)."""
+    """The sandbox's container or process is gone (killed from outside, OOM, crashed), or its command server
+    stopped answering or answered out of turn."""
+
+    def __init__(self, message: str, *, inside: bool = False):
+        super().__init__(message)
+        self.inside = inside
+        """True when the evidence says something inside the sandbox ended it: the command server ended, stalled or
+        was impersonated while the sandbox itself (container, bubblewrap) kept running and no out-of-memory kill was
+        recorded. False when it was stopped or removed from outside, ran out of memory, or the daemon failed."""
 
 
 @dataclass
@@ -62,8 +72,9 @@ class Sandbox(ABC):
 
     # --- files ----------------------------------------------------------------------------------
     @abstractmethod
-    def read_file(self, path: str) -> bytes:
-        """Bytes of a file inside the sandbox (relative paths are under `workdir`)."""
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Bytes of a regular file inside the sandbox (relative paths are under `workdir`). A FIFO, device, socket or
+        directory, a file over `max_bytes`, or a read that does not finish in 30 s raises SandboxError."""
 
     @abstractmethod
     def write_file(self, path: str, data: bytes | str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from sandbox.base import ExecResult, Sandbox, SandboxError
+from sandbox.base import MAX_READ_BYTES, ExecResult, Sandbox, SandboxError
 from sandbox.channel import ServerClient
 from sandbox.config import SandboxConfig
 
@@ -24,8 +24,8 @@ class ServedSandbox(Sandbox):
     def _abs(self, path: str) -> str:
         return path if path.startswith("/") else f"{self.workdir}/{path}"
 
-    def read_file(self, path: str) -> bytes:
-        return self._client.read(self._abs(path))
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        return self._client.read(self._abs(path), max_bytes)
 
     def write_file(self, path: str, data: bytes | str) -> None:
         self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from agent.graph import Agent
+from agent.policy.base import PolicyError
 from evolve.run.local_tasks import local_instance
-from evolve.store import RunStore
+from evolve.store import RunStore, StoreError
 from records import Reward, TaskInstance, TestReport, Trajectory, TrajectoryStatus
 from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights, combine
@@ -143,8 +145,13 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
         try:
             if not (stop is not None and stop.is_set()):
                 traj = ep_agent.run(instance, sb, traj)
-            if traj.status != TrajectoryStatus.submitted and not _alive(sb):
+            if traj.status != TrajectoryStatus.submitted and not traj.sandbox_ended_by_agent and not _alive(sb):
                 infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
+        except (PolicyError, StoreError, sqlite3.Error):  # the policy or the run store failed: every episode would, the run stops
+            raise
+        except Exception as e:  # noqa: BLE001 - anything else ends this episode only; the others go on
+            log.warning("%s: the episode failed: %s: %s", iid, type(e).__name__, e, exc_info=log.isEnabledFor(10))
+            infra = f"the episode failed: {type(e).__name__}: {e}"
         finally:
             if stop is not None:
                 stop.unregister(sb)

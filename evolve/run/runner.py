@@ -5,7 +5,10 @@ fresh sandbox, rewards computed, everything stored. A failure of the infrastruct
 removed, the task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
 `infra_error`, no reward, and `run_swe` retries a bounded number of times: the episode when its sandbox
 failed, the grading alone when the grading sandbox failed (a harness that ran but gave no verdict is not
-retried within the run: it would say the same again).
+retried within the run: it would say the same again). A sandbox the agent's own commands ended (its command
+server killed or stalled from inside, `Trajectory.sandbox_ended_by_agent`), or a patch too large to store, is the
+agent's failure: status `error`, graded and rewarded. Any other exception of an episode ends that episode only
+(an infra error with its reason); only the policy or the run store failing stops the run.
 
 `run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
 the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
