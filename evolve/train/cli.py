@@ -131,6 +131,26 @@ def grpo_cmd(
     _report(train_grpo(cfg, run_dirs, _out(out, "grpo")))
 
 
+@app.command("sft-toolcall")
+@_user_errors
+def sft_toolcall_cmd(
+    config: Optional[Path] = CONFIG, policy: Optional[str] = POLICY, out: Optional[Path] = OUT,
+    full: bool = FULL, device: Optional[str] = DEVICE,
+    epochs: Optional[float] = typer.Option(None, help="Passes over the reference answers."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N training instances."),
+) -> None:
+    """Warm start for tool calling: SFT on the training split's reference answers (the suite's own prompts)."""
+    from evolve.train.config import load_config
+    from evolve.train.warmstart import ToolcallSFTConfig, train_sft_toolcall
+
+    _logging()
+    cfg = load_config(ToolcallSFTConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
+                                                              max_steps=max_steps, lr=lr, limit=limit))
+    _report(train_sft_toolcall(cfg, _out(out, "sft-toolcall")))
+
+
 @app.command("grpo-toolcall")
 @_user_errors
 def grpo_toolcall_cmd(

@@ -65,6 +65,12 @@ class TrainConfig(BaseModel):
     """Recompute activations in the backward pass (less memory, slower)."""
     num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for torch (default: torch's own choice)."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision of the forward/backward matmuls (autocast; weights and optimiser stay in `dtype`): `auto` is
+    bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX),
+    else float32. Softmax, log-probs and losses are always float32."""
+    head_chunk: int = Field(default=256, ge=1)
+    """Trained positions projected through the output layer at once (peak memory: this many rows of logits)."""
 
 
 C = TypeVar("C", bound=BaseModel)
