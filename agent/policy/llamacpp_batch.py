@@ -53,18 +53,17 @@ class BatchedDecoder:
     weights of ``policy`` (a `LlamaCppPolicy`); see the module docstring."""
 
     def __init__(self, policy: Any, n_seq: int, n_ctx: int) -> None:
-        import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
         self.policy = policy
         self.n_seq = n_seq
-        params = llama_cpp.llama_context_default_params()
+        # The one-at-a-time contexts' settings (kernels, attention, KV types), so both paths compute alike.
+        base = policy.llm.context_params
+        params = type(base).from_buffer_copy(base)
         params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = policy.config.n_batch
         params.n_seq_max = n_seq + 1
         params.kv_unified = True  # shared prompt cells are stored once
         params.swa_full = True  # sliding-window layers keep every position, so a held prefix can be reused
-        params.n_threads = params.n_threads_batch = policy.threads
         self.ctx = LlamaContext(model=policy.llm._model, params=params, verbose=False)
         self.batch = LlamaBatch(n_tokens=max(policy.config.n_batch, n_seq), embd=0, n_seq_max=1, verbose=False)
         self.held: list[int] = []  # tokens sequence 0 holds
@@ -104,6 +103,8 @@ class BatchedDecoder:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         """One completion per prompt (at most ``n_seq`` at once; more run in consecutive rounds)."""
         out: list[Generation] = []
+        if not self.policy.config.cache_prompt:  # every call evaluates its prompts cold (a seed then repeats)
+            self.held = []
         start = 0
         while start < len(prompts):  # as many rows as sequences and KV cells allow
             end, cells, seen = start, len(self.held), set()
