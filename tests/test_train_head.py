@@ -206,3 +206,56 @@ def test_bfloat16_autocast_loss_matches_float32_within_the_argued_bound(tiny):
     diff = abs(loss16.item() - ref.item())
     assert diff <= bound
     assert diff > 0  # bfloat16 was really used
+
+
+# --- shared prefixes (trees) ------------------------------------------------------------------------------
+
+def _tiny_gemma3(vocab: int):
+    """A random Gemma 3 with sliding-window layers (window 8, shorter than the prompts) and a global one."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              max_position_embeddings=1024, attn_implementation="sdpa")
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_group_laid_out_as_a_tree_gives_each_sequence_its_own_logprobs(tiny, arch):
+    """A GRPO group (one prompt, several completions) as one tree: the prompt once, each completion attending
+    to it and to itself. Every trained token's log-prob equals the one computed for its sequence alone, in
+    float32: the same dot products (masked keys add exact zeros after the softmax) in another summation order;
+    the bound of the module docstring over a few layers of O(1) activations is ~1e-6, checked at 1e-5."""
+    from evolve.train.data import build_sequences, collate, micro_batches
+    from evolve.train.modeling import forward_logprobs
+    from records import Message, Step, Trajectory, TrajectoryStatus
+
+    model, tok = tiny
+    if arch == "gemma3":
+        model = _tiny_gemma3(len(tok))
+    prompt = [Message(role="system", content="You are a helpful assistant. Call tools to answer."),
+              Message(role="user", content="What is the weather in Paris today?")]
+    answers = ["<think>weather</think>", '<tool_call>\n{"name": "search", "arguments": {}}\n</tool_call>', "ok",
+               "<response>The answer is 42.</response>"]
+    items = [(Trajectory(instance_id="i", status=TrajectoryStatus.submitted, prompt=prompt,
+                         steps=[Step(index=0, response=Message(role="assistant", content=a))]), 1.0) for a in answers]
+    items.append((Trajectory(instance_id="j", status=TrajectoryStatus.submitted,
+                             prompt=[Message(role="user", content="Another request entirely.")],
+                             steps=[Step(index=0, response=Message(role="assistant", content="ok"))]), 0.0))
+    seqs, _ = build_sequences(items, tok, max_len=512)
+    [tree] = micro_batches(seqs, list(range(len(seqs))), micro_batch_size=8, max_len=512, pack=True, pad_id=0,
+                           share_prefix=True)
+    assert tree.tokens < sum(len(s) for s in seqs) - 3 * 20  # the prompt (> 20 tokens) is there once, not 4 times
+    with torch.no_grad():
+        lp, _, keep = forward_logprobs(model, tree, compute_dtype=torch.float32)
+        sid = tree.seq_ids[keep]
+        for i in range(len(seqs)):
+            b = collate(seqs, [[i]], 0)
+            alone, _, _ = forward_logprobs(model, b, compute_dtype=torch.float32)
+            assert alone.numel() == int((sid == i).sum()) > 0
+            # and alone, our masks are transformers' own (sliding windows included)
+            own = model(input_ids=b.input_ids).logits[:, :-1].log_softmax(-1).gather(-1, b.targets[..., None])
+            assert torch.allclose(own.squeeze(-1)[b.mask > 0], alone, atol=1e-5)
+            assert torch.allclose(lp[sid == i], alone, atol=1e-5), i

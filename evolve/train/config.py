@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
     """Too-long sequences: `cut` after the last whole assistant turn that fits, or `drop`; always counted."""
     pack: bool = True
     """Pack several short sequences into one row of `max_len` tokens (no attention across them)."""
+    share_prefix: bool = True
+    """Compute a context that several sequences of a micro-batch start with (a GRPO group's prompt, a shared
+    system prompt) once: they are laid out as a tree (`data.plan_trees`); same losses, fewer tokens."""
     reward: str | None = None
     """Name of the stored reward to use (default: `combined` if present, else the only one)."""
     max_steps: int | None = Field(default=None, ge=1)

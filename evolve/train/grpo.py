@@ -97,7 +97,7 @@ def fill_logprobs(model: Any, seqs: list[Sequence], idx: list[int], cfg: TrainCo
     device = next(model.parameters()).device
     n = 0
     for b in micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len, pack=cfg.pack,
-                           pad_id=pad_id):
+                           share_prefix=cfg.share_prefix, pad_id=pad_id):
         logp, _, keep = forward_logprobs(model, b.to(device), **compute_settings(cfg, device))
         keep = keep.cpu()  # indexes the batch's CPU tensors below
         for sid, pos, lp in zip(b.seq_ids[keep].tolist(), b.position_ids[:, 1:][keep].tolist(), logp.tolist()):
@@ -200,7 +200,8 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
             idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
+                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id,
+                                    advantages=adv, train=train)
             metrics = grpo_step(model, opt, sched, batches, cfg)
             metrics["reward"] = sum(seqs[i].reward or 0.0 for i in idx) / len(idx)
             session.log_step(step, metrics)

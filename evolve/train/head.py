@@ -117,8 +117,26 @@ def plain_head(model: Any) -> torch.nn.Linear | None:
     return head
 
 
-def forward_hidden(model: Any, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-    """Last hidden states (R, L, H) of the model's body (no output layer); packed rows as in `data`."""
+def model_masks(model: Any, batch: Any) -> Any:
+    """The attention masks of ``batch`` (`data.attention_masks`) in the form ``model`` takes: a dict per layer type
+    for models with sliding-window layers (Gemma 3), else one (R, 1, L, L) boolean mask (a window applied
+    when the model slides every layer)."""
+    from evolve.train.data import attention_masks
+
+    config = causal_lm(model).config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None) if getattr(text, "use_sliding_window", True) else None
+    types = set(getattr(text, "layer_types", None) or [])
+    full, sliding = attention_masks(batch, window)
+    if types:
+        return {kind: sliding if kind == "sliding_attention" and sliding is not None else full for kind in types}
+    return sliding if sliding is not None else full
+
+
+def forward_hidden(model: Any, batch: Any) -> Tensor:
+    """Last hidden states (R, L, H) of the model's body (no output layer) over a `data.Batch`: packed rows and
+    shared-prefix trees attend as `data.attention_masks` says."""
     body = causal_lm(model).get_decoder()
-    out = body(input_ids=input_ids, position_ids=position_ids, attention_mask=None, use_cache=False)
+    out = body(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=model_masks(model, batch),
+               use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from evolve.train.data import Batch
-from evolve.train.head import DEFAULT_CHUNK, forward_hidden, head_logprobs, plain_head
+from evolve.train.head import DEFAULT_CHUNK, forward_hidden, head_logprobs, model_masks, plain_head
 from evolve.train.losses import token_entropy, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,15 @@ def forward_logprobs(model: Any, batch: Batch, *, temperature: float = 1.0, entr
         keep_full = torch.zeros_like(batch.input_ids, dtype=torch.bool)
         keep_full[:, :-1] = keep
         with autocast:
-            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None,
-                           use_cache=False, logits_to_keep=keep_full).logits
+            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                           attention_mask=model_masks(model, batch), use_cache=False, logits_to_keep=keep_full).logits
         if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
             logits = logits[keep_full] if logits.shape[1] == batch.input_ids.shape[1] else logits.reshape(
                 -1, logits.shape[-1])
         logp = token_logprobs(logits, targets, temperature)
         return logp, token_entropy(logits, temperature) if entropy else None, keep
     with autocast:
-        hidden = forward_hidden(model, batch.input_ids, batch.position_ids)
+        hidden = forward_hidden(model, batch)
     logp, ent = head_logprobs(hidden[:, :-1][keep], head.weight, targets, temperature=temperature, chunk=chunk,
                               compute_dtype=dt)
     return logp, ent if entropy else None, keep

@@ -89,7 +89,7 @@ def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
             epoch, k = divmod(step, per_epoch)
             idx = epoch_order(len(seqs), cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id)
+                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id)
             metrics = sft_step(model, opt, sched, batches, cfg)
             metrics["epoch"] = step / per_epoch
             session.log_step(step, metrics)
