@@ -180,7 +180,7 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
     import torch
 
     from evolve.train.data import build_sequences, micro_batches
-    from evolve.train.modeling import load_for_training
+    from evolve.train.modeling import load_for_training, resolve_dtype
 
     device = torch.device("cpu")
     extra = _precision(side)
@@ -193,7 +193,8 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
         n = len(items)
         cfg = GRPOConfig(lr=1e-5, batch_size=n, micro_batch_size=args.micro, max_len=args.max_len, device="cpu",
                          norm="token", **extra)
-    model, tok = load_for_training(cfg.policy, lora=cfg.lora, device=device, dtype=torch.float32)
+    dtype = resolve_dtype(cfg.dtype, device, full_finetune=False)  # each side's own default
+    model, tok = load_for_training(cfg.policy, lora=cfg.lora, device=device, dtype=dtype)
     rss_loaded = _rss_mib()
     seqs, _ = build_sequences(items, tok, max_len=cfg.max_len)
     if kind == "grpo":  # what a rollout would have recorded: on-policy log-probs
@@ -226,7 +227,7 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
     lens = [len(s) for s in seqs]
     return {"step_s": statistics.median(times), "tokens": sum(lens), "trained": sum(s.trained_tokens for s in seqs),
             "lens": lens, "n_body": n_body, "loss": losses, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _rss_mib(),
-            "precision": str(getattr(cfg, "precision", "float32"))}
+            "precision": f"{str(dtype).split('.')[-1]} weights, {getattr(cfg, 'precision', 'float32')} compute"}
 
 
 def run_trl(args, kind: str, path: Path, tok, items) -> dict:
@@ -240,7 +241,8 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
     from evolve.train.modeling import resolve_precision
 
     bf16 = resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    # the same weights as Evolve's side: a bfloat16 frozen base where the CPU has bf16 (PEFT keeps the adapter fp32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     rss_loaded = _rss_mib()
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     times: list[float] = []
@@ -252,7 +254,7 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
         def on_step_end(self, a, state, control, **kw):
             times.append(time.perf_counter() - self.t0)
 
-    common = dict(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=bf16, max_steps=args.steps + 1,
+    common = dict(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=bf16, gradient_checkpointing=False, max_steps=args.steps + 1,
                   logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
                   dataloader_num_workers=0, max_grad_norm=1.0, lr_scheduler_type="constant")
     # The same token sequences Evolve trains on (the same chat template and loss mask).
@@ -368,9 +370,9 @@ def spawn(args, side: str, code: Path, extra: list[str] | None = None) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(code))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{side} failed")
+    if proc.returncode or line is None:  # reported, and the other sides still run
+        sys.stderr.write(f"--- {side} failed ---\n" + proc.stdout[-2000:] + proc.stderr[-4000:])
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
     return json.loads(line[7:])
 
 
@@ -381,7 +383,7 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=4, help="SFT: tool calls per agent trajectory")
     p.add_argument("--prompts", type=int, default=2, help="GRPO: prompts per step")
     p.add_argument("--group", type=int, default=8, help="GRPO / rollouts: completions per prompt")
-    p.add_argument("--micro", type=int, default=4, help="sequences per forward/backward pass")
+    p.add_argument("--micro", type=int, default=8, help="sequences per forward/backward pass")
     p.add_argument("--max-len", type=int, default=2048)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
@@ -409,9 +411,13 @@ def main() -> None:
             for side in args.sides.split(","):
                 code = base if side == "main" else ROOT
                 extra = [f"--save-adapter={adapter}"] if (kind, side) == ("sft", "evolve") else []
-                results[f"{kind}:{side}"] = spawn(args, f"{kind}:{side}", code, extra)
-                r = results[f"{kind}:{side}"]
-                print(f"  {kind}:{side}: {r['step_s']:.1f} s/step, {r['tokens']} tokens", flush=True)
+                r = spawn(args, f"{kind}:{side}", code, extra)
+                if "error" in r:
+                    print(f"  {kind}:{side}: FAILED {r['error']}", flush=True)
+                    continue
+                results[f"{kind}:{side}"] = r
+                print(f"  {kind}:{side}: {r['step_s']:.1f} s/step, {r['tokens']} tokens, loss {r.get('loss')}, "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
         report_training(args, results)
     if args.rollouts:
         gguf = None

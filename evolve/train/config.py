@@ -63,7 +63,8 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     """`auto` (cuda when available, else cpu), `cpu`, `cuda`, `cuda:1`, ..."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype: `auto` is bfloat16 for LoRA on a GPU that supports it, else float32."""
+    """Weights' dtype: `auto` is bfloat16 for LoRA's frozen base where the device computes bf16 natively (a GPU, a
+    CPU with AVX512-BF16 or AMX; the adapter stays float32), else float32."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower)."""
     num_threads: int | None = Field(default=None, ge=1)

@@ -44,12 +44,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device, full_finetune: bool = False) -> torch.dtype:
-    """`auto` -> bfloat16 on a GPU that supports it (LoRA: the adapter itself stays float32), else float32;
-    full fine-tuning stays float32 under `auto` (AdamW on bfloat16 weights loses small updates)."""
+    """`auto` -> bfloat16 for LoRA on a device that computes it natively (a GPU with bf16, a CPU with
+    AVX512-BF16 or AMX): the frozen base is stored in bfloat16, the adapter itself stays float32; else float32.
+    Full fine-tuning stays float32 under `auto` (AdamW on bfloat16 weights loses small updates)."""
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported() and not full_finetune:
+        if full_finetune:
+            return torch.float32
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
