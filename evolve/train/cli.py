@@ -173,6 +173,25 @@ def grpo_toolcall_cmd(
     _report(train_grpo_toolcall(cfg, _out(out, "grpo-toolcall")))
 
 
+@app.command("export-gguf")
+@_user_errors
+def export_gguf_cmd(
+    policy: str = typer.Argument(..., help="version:ID, version:latest or hf:DIR (the embedded model's architecture)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .gguf file to write."),
+    runs_root: Path = typer.Option(Path("runs"), help="Directory holding run directories (for version:)."),
+    tensor_type: str = typer.Option("q8_0", "--type", help="q8_0 (default), f16 or f32."),
+) -> None:
+    """Write a trained policy version (LoRA merged) as a GGUF file; sample it fast with --policy llamacpp:FILE."""
+    from evolve.train.gguf_export import export_policy
+    from evolve.train.modeling import TrainError
+
+    if tensor_type not in ("q8_0", "f16", "f32"):
+        raise TrainError(f"--type must be q8_0, f16 or f32, not {tensor_type!r}")
+    _logging()
+    path = export_policy(policy, out, runs_root=runs_root, tensor_type=tensor_type)  # type: ignore[arg-type]
+    console.print(f"wrote {path}; sample it with --policy llamacpp:{path}")
+
+
 @app.command("versions")
 @_user_errors
 def versions_cmd(runs_root: Path = typer.Argument(Path("runs"), help="Directory holding run directories.")) -> None:
