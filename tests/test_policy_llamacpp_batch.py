@@ -93,7 +93,7 @@ def test_prompts_sharing_a_system_prefix_evaluate_it_once(policy: LlamaCppPolicy
 
 
 def test_stop_strings_length_and_one_at_a_time_switch(policy: LlamaCppPolicy):
-    gens = policy.generate([A, B], SamplingParams(max_tokens=6, temperature=0.0))
+    gens = policy.generate([A, B, B], SamplingParams(max_tokens=6, temperature=0.0))
     assert all(g.finish_reason in ("stop", "length") for g in gens)
     assert all(g.completion_tokens == 6 for g in gens if g.finish_reason == "length")
     text = gens[0].text
@@ -102,10 +102,13 @@ def test_stop_strings_length_and_one_at_a_time_switch(policy: LlamaCppPolicy):
         cut = policy.generate([A, A], SamplingParams(max_tokens=6, temperature=0.0, stop=[stop]))
         for g in cut:
             assert g.finish_reason == "stop" and g.text.endswith(stop) and stop not in g.text[:-len(stop)]
+    fresh = load_policy("llamacpp:gemma3-270m", n_ctx=1024)
     single = load_policy("llamacpp:gemma3-270m", n_ctx=1024, batch_sequences=1)
     try:
-        assert single._batch_decoder is None
-        single.generate([A, B], SamplingParams(max_tokens=2, temperature=0.0))
-        assert single._batch_decoder is None  # batch_sequences=1: the one-at-a-time path
+        fresh.generate([A, B], SamplingParams(max_tokens=2, temperature=0.0))
+        assert fresh._batch_decoder is None  # distinct conversations (episodes) keep their slots' caches
+        single.generate([A, A], SamplingParams(max_tokens=2, temperature=0.0))
+        assert single._batch_decoder is None  # batch_sequences=1: always one at a time
     finally:
+        fresh.close()
         single.close()

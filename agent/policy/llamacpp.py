@@ -53,8 +53,8 @@ class LlamaCppConfig(BaseModel):
     top_p_candidates: int = Field(default=2048, ge=16)
     """Nucleus sampling sorts only this many most likely tokens (all of them when their mass is short)."""
     batch_sequences: int = Field(default=32, ge=1)
-    """Most completions of one `generate` call decoded together (`llamacpp_batch`: each distinct prompt
-    evaluated once, one decode step for all); 1 samples conversations one after another."""
+    """Most completions decoded together when a `generate` call repeats a prompt (GRPO groups; see
+    `llamacpp_batch`: each distinct prompt evaluated once, one decode step for all); 1 turns this off."""
     batch_n_ctx: int = Field(default=16384, ge=256)
     """KV cells of the batched context, shared by its prompts and completions (about 18 KB each here)."""
 
@@ -184,8 +184,8 @@ class LlamaCppPolicy(Policy):
                  tools: list[dict[str, Any]] | None = None) -> list[Generation]:
         prompts = [self.prompt_ids(c, tools) for c in conversations]
         with self._lock:
-            if len(prompts) > 1 and self.config.batch_sequences > 1:
-                return self._batched().generate(prompts, params)
+            if self.config.batch_sequences > 1 and len({tuple(p) for p in prompts}) < len(prompts):
+                return self._batched().generate(prompts, params)  # groups: one prompt, several samples
             return [self._generate_one(p, params, None if params.seed is None else params.seed + i)
                     for i, p in enumerate(prompts)]
 
