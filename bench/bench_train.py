@@ -19,6 +19,8 @@ through activations 2 N_body (LoRA: frozen weights get no gradient), attention 4
 attended positions (causal, sliding window where the layer has one) times 2 for the backward, and the
 output layer 2 H V forward + 2 H V backward per trained token only; the adapter's own FLOPs are left out,
 about 1%) divided by step time and by the peak rate of a large matmul measured here in the same precision.
+The FLOPs are those of the data with every sequence computed alone, the same count for every side: Evolve's
+shared-prefix trees compute a group's prompt once, so its figure is an effective rate of useful work.
 
 Rollouts (`--rollouts`): ``--rollout-prompts`` tool-calling test prompts x ``--group`` samples each (a GRPO
 group), ``--max-tokens`` each at temperature 1: today's llama.cpp path (one completion at a time, prompt cache
@@ -264,7 +266,8 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
 
         data = Dataset.from_dict({"input_ids": [s.input_ids for s in seqs],
                                   "completion_mask": [s.loss_mask for s in seqs]})
-        cfg = SFTConfig(per_device_train_batch_size=args.micro, gradient_accumulation_steps=args.batch // args.micro,
+        per_device = min(args.micro, args.batch)
+        cfg = SFTConfig(per_device_train_batch_size=per_device, gradient_accumulation_steps=max(1, args.batch // per_device),
                         learning_rate=1e-4, max_length=args.max_len, packing=True, completion_only_loss=True,
                         dataset_kwargs={"skip_prepare_dataset": False}, shuffle_dataset=False, **common)
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(
