@@ -191,7 +191,7 @@ def export_gguf_cmd(
         raise TrainError(f"--type must be q8_0, f16 or f32, not {tensor_type!r}")
     _logging()
     path = export_policy(policy, out, runs_root=runs_root, tensor_type=tensor_type)  # type: ignore[arg-type]
-    console.print(f"wrote {path}; sample it with --policy llamacpp:{path}")
+    console.print(f"wrote {esc(str(path))}; sample it with --policy llamacpp:{esc(str(path))}")
 
 
 @app.command("versions")
