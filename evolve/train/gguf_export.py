@@ -20,6 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agent.policy.embedded import embedded_gguf
+from evolve.train.modeling import TrainError, load_for_training
+from evolve.train.versions import resolve_policy
+
 log = logging.getLogger(__name__)
 
 TensorType = Literal["q8_0", "f16", "f32"]
@@ -98,10 +102,6 @@ def export_policy(spec: str, out: Path, *, runs_root: Path | None = None, tensor
     """Export a policy (`version:ID`, `version:latest` or `hf:DIR` of the embedded model's architecture) to
     ``out``; a LoRA version is merged into its base first. ``template``: default the embedded model's GGUF."""
     import torch
-
-    from agent.policy.embedded import embedded_gguf
-    from evolve.train.modeling import TrainError, load_for_training
-    from evolve.train.versions import resolve_policy
 
     base, kw = resolve_policy(spec, Path(runs_root or "runs"))
     if not base.startswith("hf:"):

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from evolve.train.data import attention_masks
+
 DEFAULT_CHUNK = 256
 """Rows per chunk: 256 x 262k fp32 logits is 256 MiB at most at once (measured in bench/bench_train.py)."""
 

@@ -18,7 +18,10 @@ from typing import Literal
 from pydantic import Field
 
 from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
+from tasks.toolcall.prompt import build_messages
 
+from evolve.train.modeling import TrainError
+from evolve.train.rollout import toolcall_instances
 from evolve.train.sft import SFTConfig, train_sft
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,6 @@ class ToolcallSFTConfig(SFTConfig):
 
 def gold_trajectories(instances: list[TaskInstance]) -> list[tuple[Trajectory, float | None]]:
     """One (trajectory, reward) per instance: the suite's prompt and the reference answer as the reply."""
-    from tasks.toolcall.prompt import build_messages
-
     return [(Trajectory(run_id=GOLD_RUN_ID, instance_id=inst.instance_id, status=TrajectoryStatus.submitted,
                         prompt=build_messages(inst), origin="reference",
                         steps=[Step(index=0, response=Message(role="assistant", content=inst.extra["answer"]))]),
@@ -60,13 +61,11 @@ def train_sft_toolcall(cfg: ToolcallSFTConfig, out: Path, *,
                        instances: list[TaskInstance] | None = None) -> PolicyVersion:
     """SFT on the reference answers of the tool-calling training split (or ``instances``); resumable; returns
     the stored policy version."""
-    from evolve.train.modeling import TrainError
-    from evolve.train.rollout import toolcall_instances
-
     instances = instances if instances is not None else toolcall_instances("train", cfg.limit)
     if not instances:
         raise TrainError("the tool-calling suite has no training instances")
     log.info("warm start: SFT on %d reference answers of the tool-calling training split", len(instances))
     version = train_sft(cfg, [], Path(out), items=gold_trajectories(instances))
-    assert version is not None
+    if version is None:  # only with stop_after, which is not passed here
+        raise TrainError(f"the warm start in {out} stopped before its last step")
     return version
