@@ -21,7 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from agent.policy.embedded import embedded_gguf
-from evolve.train.modeling import TrainError, load_for_training
+from evolve.train.errors import TrainError
+from evolve.train.modeling import load_for_training
 from evolve.train.versions import resolve_policy
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pydantic import Field
 from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
 from tasks.toolcall.prompt import build_messages
 
-from evolve.train.modeling import TrainError
+from evolve.train.errors import TrainError
 from evolve.train.rollout import toolcall_instances
 from evolve.train.sft import SFTConfig, train_sft
 
