@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.policy.base import (END_OF_TURN_TOKENS, Generation, Policy, PolicyError, SamplingParams,
                                message_dicts, normalise_for_strict_template)
 from agent.policy.embedded import EMBEDDED_GGUF, GEMMA3_CHAT_TEMPLATE, embedded_gguf
+from agent.policy.llamacpp_batch import BatchedDecoder
 from records.trajectory import Message
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,6 @@ class LlamaCppPolicy(Policy):
     def _batched(self) -> Any:
         """The batched decoder (`llamacpp_batch`), created on first use."""
         if self._batch_decoder is None:
-            from agent.policy.llamacpp_batch import BatchedDecoder
-
             self._batch_decoder = BatchedDecoder(self, self.config.batch_sequences, self.config.batch_n_ctx)
         return self._batch_decoder
 

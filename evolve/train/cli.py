@@ -177,7 +177,6 @@ def export_gguf_cmd(
 ) -> None:
     """Write a trained policy version (LoRA merged) as a GGUF file; sample it fast with --policy llamacpp:FILE."""
     from evolve.train.gguf_export import export_policy
-    from evolve.train.errors import TrainError
 
     if tensor_type not in ("q8_0", "f16", "f32"):
         raise TrainError(f"--type must be q8_0, f16 or f32, not {tensor_type!r}")

@@ -123,8 +123,6 @@ def model_masks(model: Any, batch: Any) -> Any:
     """The attention masks of ``batch`` (`data.attention_masks`) in the form ``model`` takes: a dict per layer type
     for models with sliding-window layers (Gemma 3), else one (R, 1, L, L) boolean mask (a window applied
     when the model slides every layer)."""
-    from evolve.train.data import attention_masks
-
     config = causal_lm(model).config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     window = getattr(text, "sliding_window", None) if getattr(text, "use_sliding_window", True) else None
