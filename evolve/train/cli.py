@@ -125,6 +125,26 @@ def grpo_cmd(
     _report(train_grpo(cfg, run_dirs, _out(out, "grpo")))
 
 
+@app.command("sft-toolcall")
+@_user_errors
+def sft_toolcall_cmd(
+    config: Optional[Path] = CONFIG, policy: Optional[str] = POLICY, out: Optional[Path] = OUT,
+    full: bool = FULL, device: Optional[str] = DEVICE,
+    epochs: Optional[float] = typer.Option(None, help="Passes over the reference answers."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N training instances."),
+) -> None:
+    """Warm start for tool calling: SFT on the training split's reference answers (the suite's own prompts)."""
+    from evolve.train.config import load_config
+    from evolve.train.warmstart import ToolcallSFTConfig, train_sft_toolcall
+
+    _logging()
+    cfg = load_config(ToolcallSFTConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
+                                                              max_steps=max_steps, lr=lr, limit=limit))
+    _report(train_sft_toolcall(cfg, _out(out, "sft-toolcall")))
+
+
 @app.command("grpo-toolcall")
 @_user_errors
 def grpo_toolcall_cmd(
@@ -145,6 +165,24 @@ def grpo_toolcall_cmd(
         policy, full, device=device, steps=steps, group_size=group_size, prompts_per_step=prompts_per_step, lr=lr,
         rollout_policy=rollout_policy))
     _report(train_grpo_toolcall(cfg, _out(out, "grpo-toolcall")))
+
+
+@app.command("export-gguf")
+@_user_errors
+def export_gguf_cmd(
+    policy: str = typer.Argument(..., help="version:ID, version:latest or hf:DIR (the embedded model's architecture)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .gguf file to write."),
+    runs_root: Path = typer.Option(Path("runs"), help="Directory holding run directories (for version:)."),
+    tensor_type: str = typer.Option("q8_0", "--type", help="q8_0 (default), f16 or f32."),
+) -> None:
+    """Write a trained policy version (LoRA merged) as a GGUF file; sample it fast with --policy llamacpp:FILE."""
+    from evolve.train.gguf_export import export_policy
+
+    if tensor_type not in ("q8_0", "f16", "f32"):
+        raise TrainError(f"--type must be q8_0, f16 or f32, not {tensor_type!r}")
+    _logging()
+    path = export_policy(policy, out, runs_root=runs_root, tensor_type=tensor_type)  # type: ignore[arg-type]
+    console.print(f"wrote {esc(str(path))}; sample it with --policy llamacpp:{esc(str(path))}")
 
 
 @app.command("versions")

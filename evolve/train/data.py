@@ -22,10 +22,13 @@ assistant turn that fits (``overflow="cut"``) or dropped (``overflow="drop"``); 
 trained token is dropped. Every outcome is counted in `BuildReport`, which is logged.
 
 Packing (`plan_rows`/`collate`): several short sequences share a row; each restarts its
-``position_ids`` at 0 and the model is called with ``attention_mask=None`` and ``use_cache=False``, so
-transformers (>= 5) derives a block-diagonal causal mask from the position ids (``find_packed_sequence_indices``)
-for every attention implementation: no token attends across a sequence boundary. Padding at a row's end
-is its own segment. Tests check packed logits equal unpacked ones. ``pack=False`` puts one sequence per row.
+``position_ids`` at 0 and the trainer passes explicit attention masks (`attention_masks`): no token attends
+across a sequence boundary. Padding at a row's end is its own segment. ``pack=False`` puts one sequence per row.
+
+Shared prefixes (`plan_trees`): sequences of a micro-batch that start with the same context (a GRPO group's
+prompt, an agent's system prompt) form a tree: the shared context once, then each sequence's own tokens at
+their own positions, attending to it and to themselves only. Same log-probs and losses as separate rows
+(tests check it), several times fewer tokens for a group of completions of one prompt.
 """
 
 from __future__ import annotations
@@ -297,6 +300,52 @@ def plan_rows(lengths: list[int], max_len: int, pack: bool = True) -> list[list[
 
 
 @dataclass
+class Tree:
+    """Sequences laid out together: their shared context once (``trunk`` tokens), then each one's own tokens.
+
+    The members' first ``trunk`` tokens are equal and carry no loss, so computing them once changes no
+    log-prob: each member's tokens attend to the trunk and to their own earlier tokens (`attention_masks`),
+    at their own positions. A single sequence is a tree with no trunk."""
+
+    members: list[int]
+    """Indices of the sequences."""
+    trunk: int = 0
+    """Leading tokens shared by every member (context only: no trained target among them or right after)."""
+
+    def length(self, seqs: list[Sequence]) -> int:
+        return self.trunk + sum(len(seqs[i]) - self.trunk for i in self.members)
+
+
+def _shareable(seqs: list[Sequence], members: list[int]) -> int:
+    """Trunk length of a tree of ``members`` (sorted by tokens): their common prefix, ending before the first
+    trained target of any of them."""
+    a, b = seqs[members[0]].input_ids, seqs[members[-1]].input_ids
+    n = min(len(a), len(b))
+    same = (torch.tensor(a[:n]) == torch.tensor(b[:n])).tolist() + [False]
+    common = same.index(False)
+    first_trained = min(seqs[i].loss_mask.index(1) for i in members)
+    return max(0, min(common, first_trained - 1))
+
+
+def plan_trees(seqs: list[Sequence], idx: list[int], max_len: int, min_shared: int = 16) -> list[Tree]:
+    """Group sequences ``idx`` into trees that share a leading context (a GRPO group's prompt, a system
+    prompt): sorted by tokens, a sequence joins the tree before it when the shared trunk is at least
+    ``min_shared`` tokens, saves tokens overall and the tree fits ``max_len``."""
+    trees: list[Tree] = []
+    for i in sorted(idx, key=lambda i: seqs[i].input_ids):
+        if trees:
+            t = trees[-1]
+            k = _shareable(seqs, t.members + [i])
+            grown = Tree(t.members + [i], k)
+            if (k >= min_shared and len(t.members) * k >= (len(t.members) - 1) * t.trunk
+                    and grown.length(seqs) <= max_len):
+                trees[-1] = grown
+                continue
+        trees.append(Tree([i]))
+    return trees
+
+
+@dataclass
 class Batch:
     """Padded rows of sequences, ready for the model; shifted so index t predicts ``targets[:, t]``."""
 
@@ -316,6 +365,10 @@ class Batch:
     """(R, L-1) float, the advantage of the target's sequence (0 without advantages)."""
     ref_logprobs: Tensor
     """(R, L-1) reference-policy log-probs of ``targets`` (NaN where not computed)."""
+    group_ids: Tensor
+    """(R, L) long, which tree (or lone sequence, or padding) of its row each token belongs to."""
+    branch_ids: Tensor
+    """(R, L) long, 0 for a tree's shared trunk, k >= 1 for the tokens of its k-th member."""
 
     @property
     def tokens(self) -> int:
@@ -325,10 +378,22 @@ class Batch:
         return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def collate(seqs: list[Sequence], rows: list[list[int]], pad_id: int,
+def attention_masks(batch: Batch, window: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """(R, 1, L, L) boolean masks, True where a query may attend to a key: same tree, the key in the trunk or in
+    the query's own branch, at a position not after the query's; with ``window``, also the same mask limited to
+    keys fewer than ``window`` positions back (sliding-window layers). Returns ``(full, sliding or None)``."""
+    g, b, pos = batch.group_ids, batch.branch_ids, batch.position_ids
+    allowed = ((g[:, :, None] == g[:, None, :]) & ((b[:, None, :] == 0) | (b[:, :, None] == b[:, None, :]))
+               & (pos[:, None, :] <= pos[:, :, None]))
+    sliding = allowed & (pos[:, :, None] - pos[:, None, :] < window) if window else None
+    return allowed[:, None], sliding[:, None] if sliding is not None else None
+
+
+def collate(seqs: list[Sequence], rows: list[list[int | Tree]], pad_id: int,
             advantages: list[float] | None = None, train: list[bool] | None = None) -> Batch:
-    """Rows of (packed) sequences as tensors. ``train[i] == False`` masks sequence i out entirely."""
-    width = max(sum(len(seqs[i]) for i in row) for row in rows)
+    """Rows of (packed) sequences or trees as tensors. ``train[i] == False`` masks sequence i out entirely."""
+    rows = [[x if isinstance(x, Tree) else Tree([x]) for x in row] for row in rows]
+    width = max(sum(t.length(seqs) for t in row) for row in rows)
     R = len(rows)
     ids = torch.full((R, width), pad_id, dtype=torch.long)
     pos = torch.zeros((R, width), dtype=torch.long)
@@ -337,36 +402,52 @@ def collate(seqs: list[Sequence], rows: list[list[int]], pad_id: int,
     sid = torch.full((R, width), -1, dtype=torch.long)
     adv = torch.zeros((R, width))
     ref = torch.full((R, width), math.nan)
+    grp = torch.zeros((R, width), dtype=torch.long)
+    br = torch.zeros((R, width), dtype=torch.long)
     for r, row in enumerate(rows):
         at = 0
-        for i in row:
-            s, n = seqs[i], len(seqs[i])
-            ids[r, at:at + n] = torch.tensor(s.input_ids)
-            pos[r, at:at + n] = torch.arange(n)
-            if train is None or train[i]:
-                mask[r, at:at + n] = torch.tensor(s.loss_mask, dtype=torch.float)
-            old[r, at:at + n] = torch.tensor(s.old_logprobs, dtype=torch.float)
-            sid[r, at:at + n] = i
-            if advantages is not None:
-                adv[r, at:at + n] = advantages[i]
-            if s.ref_logprobs is not None:
-                ref[r, at:at + n] = torch.tensor(s.ref_logprobs, dtype=torch.float)
-            at += n
+        for g, tree in enumerate(row):
+            k = tree.trunk
+            if k:  # the shared context, once (no loss on it: see `plan_trees`)
+                first = seqs[tree.members[0]]
+                ids[r, at:at + k] = torch.tensor(first.input_ids[:k])
+                pos[r, at:at + k] = torch.arange(k)
+                sid[r, at:at + k] = tree.members[0]
+                grp[r, at:at + k] = g
+                at += k
+            for branch, i in enumerate(tree.members, start=1):
+                s, n = seqs[i], len(seqs[i]) - k
+                ids[r, at:at + n] = torch.tensor(s.input_ids[k:])
+                pos[r, at:at + n] = torch.arange(k, k + n)
+                if train is None or train[i]:
+                    mask[r, at:at + n] = torch.tensor(s.loss_mask[k:], dtype=torch.float)
+                old[r, at:at + n] = torch.tensor(s.old_logprobs[k:], dtype=torch.float)
+                sid[r, at:at + n] = i
+                grp[r, at:at + n] = g
+                br[r, at:at + n] = branch
+                if advantages is not None:
+                    adv[r, at:at + n] = advantages[i]
+                if s.ref_logprobs is not None:
+                    ref[r, at:at + n] = torch.tensor(s.ref_logprobs[k:], dtype=torch.float)
+                at += n
         pos[r, at:] = torch.arange(width - at)  # padding: a segment of its own
+        grp[r, at:] = len(row)
     return Batch(input_ids=ids, position_ids=pos, targets=ids[:, 1:], mask=mask[:, 1:], old_logprobs=old[:, 1:],
-                 seq_ids=sid[:, 1:], advantages=adv[:, 1:], ref_logprobs=ref[:, 1:])
+                 seq_ids=sid[:, 1:], advantages=adv[:, 1:], ref_logprobs=ref[:, 1:], group_ids=grp, branch_ids=br)
 
 
 def micro_batches(seqs: list[Sequence], idx: list[int], *, micro_batch_size: int, max_len: int, pack: bool,
                   pad_id: int, advantages: list[float] | None = None,
-                  train: list[bool] | None = None) -> list[Batch]:
+                  train: list[bool] | None = None, share_prefix: bool = False) -> list[Batch]:
     """The sequences ``idx`` of one optimiser step, as micro-batches of ``micro_batch_size`` sequences
-    (each packed into rows of ``max_len`` tokens when ``pack``)."""
+    (each packed into rows of ``max_len`` tokens when ``pack``; with ``share_prefix``, sequences that start
+    with the same context are laid out as trees that compute it once, `plan_trees`)."""
     out = []
     for k in range(0, len(idx), micro_batch_size):
         chunk = idx[k:k + micro_batch_size]
-        rows = plan_rows([len(seqs[i]) for i in chunk], max_len, pack)
-        out.append(collate(seqs, [[chunk[j] for j in row] for row in rows], pad_id, advantages, train))
+        trees = plan_trees(seqs, chunk, max_len) if share_prefix else [Tree([i]) for i in chunk]
+        rows = plan_rows([t.length(seqs) for t in trees], max_len, pack)
+        out.append(collate(seqs, [[trees[j] for j in row] for row in rows], pad_id, advantages, train))
     return out
 
 

@@ -32,7 +32,7 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
-from evolve.train.modeling import TrainError, forward_logprobs, optimizer_step
+from evolve.train.modeling import TrainError, compute_settings, forward_logprobs, optimizer_step
 from evolve.train.session import TrainSession
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def fill_logprobs(model: Any, seqs: list[Sequence], idx: list[int], cfg: TrainCo
     device = next(model.parameters()).device
     n = 0
     for b in micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len, pack=cfg.pack,
-                           pad_id=pad_id):
-        logp, _, keep = forward_logprobs(model, b.to(device))
+                           share_prefix=cfg.share_prefix, pad_id=pad_id):
+        logp, _, keep = forward_logprobs(model, b.to(device), **compute_settings(cfg, device))
         keep = keep.cpu()  # indexes the batch's CPU tensors below
         for sid, pos, lp in zip(b.seq_ids[keep].tolist(), b.position_ids[:, 1:][keep].tolist(), logp.tolist()):
             s = seqs[sid]
@@ -120,7 +120,7 @@ def grpo_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[
     loss_sum = ent_sum = kl_sum = ratio_sum = low = high = 0.0
     for b in batches:
         b = b.to(device)
-        logp, ent, keep = forward_logprobs(model, b, entropy=True)
+        logp, ent, keep = forward_logprobs(model, b, entropy=True, **compute_settings(cfg, device))
         loss, st = policy_loss(logp, b.old_logprobs[keep], b.advantages[keep], torch.ones_like(logp),
                                clip_low=cfg.clip_low, clip_high=cfg.clip_high, norm=cfg.norm,
                                seq_ids=b.seq_ids[keep], ref_logp=b.ref_logprobs[keep] if cfg.kl_coef else None,
@@ -200,7 +200,8 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
             idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
+                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id,
+                                    advantages=adv, train=train)
             metrics = grpo_step(model, opt, sched, batches, cfg)
             metrics["reward"] = sum(seqs[i].reward or 0.0 for i in idx) / len(idx)
             session.log_step(step, metrics)

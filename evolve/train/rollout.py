@@ -183,8 +183,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 updates = []
                 for k in range(0, len(idx), cfg.batch_size):  # batch_size samples per optimiser step
                     batches = micro_batches(seqs, idx[k:k + cfg.batch_size], micro_batch_size=cfg.micro_batch_size,
-                                            max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id,
-                                            advantages=adv, train=train)
+                                            max_len=cfg.max_len, pack=cfg.pack, share_prefix=cfg.share_prefix,
+                                            pad_id=tok.pad_token_id, advantages=adv, train=train)
                     updates.append(grpo_step(model, opt, sched, batches, cfg))
                 metrics |= {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
                 metrics["updates"] = float(len(updates))

@@ -20,7 +20,7 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import Batch, build_sequences, epoch_order, load_trajectories, micro_batches
 from evolve.train.losses import masked_nll
-from evolve.train.modeling import TrainError, forward_logprobs, optimizer_step
+from evolve.train.modeling import TrainError, compute_settings, forward_logprobs, optimizer_step
 from evolve.train.session import TrainSession
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def sft_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[B
     loss_sum = 0.0
     for b in batches:
         b = b.to(device)
-        logp, _, _ = forward_logprobs(model, b)
+        logp, _, _ = forward_logprobs(model, b, **compute_settings(cfg, device))
         loss = masked_nll(logp, torch.ones_like(logp), num_tokens=n_tok)
         loss.backward()
         loss_sum += loss.item()
@@ -89,7 +89,7 @@ def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
             epoch, k = divmod(step, per_epoch)
             idx = epoch_order(len(seqs), cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id)
+                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id)
             metrics = sft_step(model, opt, sched, batches, cfg)
             metrics["epoch"] = step / per_epoch
             session.log_step(step, metrics)
