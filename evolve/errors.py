@@ -26,4 +26,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     modeling = sys.modules.get("evolve.train.modeling")  # a TrainError needs it imported; torch is slow to load
     if modeling is not None:
         errors.append(modeling.TrainError)
+    data = sys.modules.get("evolve.train.data")
+    if data is not None:
+        errors.append(data.TokenizerMismatch)
     return tuple(errors)
