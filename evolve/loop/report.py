@@ -51,30 +51,39 @@ def _num(x: Any, fmt: str = "{:+.3f}") -> str:
     return "" if x is None else fmt.format(x)
 
 
+def _k(x: float) -> str:
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
 def table(report: dict[str, Any]) -> Table:
     """One row per generation: the champion's held-out score (mean [interval]), the candidate's paired difference
-    [interval] and p-value, the decision, what won, and the cost."""
+    [interval] and p-value, the decision and what won, and the cost (wall, CPU, policy tokens, training and sandbox
+    seconds)."""
     t = Table(title=f"evolve loop {report['suite']} · {report['splits']['held_out']} held-out instances · "
                     f"rollouts on {report['rollout_backend']}")
-    for col in ("gen", "held-out (champion)", "candidate", "diff [CI]", "p (worse)", "gate", "what won", "time",
-                "CPU s", "tokens", "train s", "sandbox s"):
-        t.add_column(col, justify="right" if col in ("gen", "time", "CPU s", "tokens", "train s", "sandbox s") else "left")
+    t.add_column("gen", justify="right")
+    t.add_column("held-out score [95% CI]")
+    t.add_column("candidate: diff [CI], p(worse)")
+    t.add_column("gate: what won")
+    t.add_column("cost")
     for r in report["generations"]:
         h = r["held_out"] or {}
         held = f"{h.get('mean', 0):.3f} [{h.get('low', 0):.3f}, {h.get('high', 0):.3f}]"
         if "format" in h:
-            held += f" fmt {h['format']:.2f} exact {h['exact']:.2f}"
+            held += f"\nformat {h['format']:.2f} · exact {h['exact']:.2f}"
         ci = r["ci"] if r["ci"] and None not in r["ci"] else None
         diff = f"{_num(r['diff'])} [{_num(ci[0])}, {_num(ci[1])}]" if ci else _num(r["diff"])
+        cand = f"{_short(r['candidate'])}: {diff}, p {_num(r['p_worse'], '{:.3g}')}"
         w = r["winner"] or {}
         won = w.get("kind", "")
         if w.get("training"):
             won += f" {w['training'].get('version')} ({w['training'].get('steps')} steps)"
         elif w.get("diff"):
             won += f" ({len(w['diff'].splitlines())}-line diff)"
+        gate = f"[green]accepted[/]: {won}" if r["accepted"] else "[yellow]champion kept[/]"
         c = r["cost"] or {}
-        t.add_row(str(r["generation"]), held, _short(r["candidate"]), diff, _num(r["p_worse"], "{:.3g}"),
-                  "[green]accepted[/]" if r["accepted"] else "[yellow]kept[/]", won if r["accepted"] else "—",
-                  f"{c.get('seconds', 0):.0f} s", f"{c.get('cpu_seconds', 0):.0f}", f"{c.get('tokens', 0):.0f}",
-                  f"{c.get('train_seconds', 0):.0f}", f"{c.get('sandbox_seconds', 0):.0f}")
+        cost = (f"{c.get('seconds', 0):.0f} s · {c.get('cpu_seconds', 0):.0f} CPU s · {_k(c.get('tokens', 0))} tok"
+                f"\ntrain {c.get('train_seconds', 0):.0f} s · sandbox {c.get('sandbox_seconds', 0):.0f} s"
+                + (f" · GPU {c['gpu_seconds']:.0f} s" if c.get("gpu_seconds") else ""))
+        t.add_row(str(r["generation"]), held, cand, gate, cost)
     return t

@@ -5,11 +5,14 @@ metaproductivity (Thompson sampling on clade counts) picks the node to expand, T
 the node to evaluate, the widening rule when to expand, the 1% quantile the best-belief node. What the loop adds
 is `KindChooser`, the scheduler's `expansion_kind` hook: once a parent is picked, which kind of child it gets
 (`code`: the meta-agent edits its variant; `sft` / `grpo`: new weights from the generation's data) is drawn by
-Thompson sampling over the kinds, each kind's Beta posterior counting the results of the children of that kind
-in the parent's clade: a child's own evaluations (successes and failures on the search tasks), and one failure
-for a child that was rejected (an edit that did not validate, a training that learned nothing). Children of
-earlier generations enter as a prior, weighted by `kind_prior_weight`. So a kind that keeps paying gets the
-expansions, and the choice is learned, not a fixed alternation; a kind never tried keeps the prior's spread.
+Thompson sampling over the kinds, each kind's Beta posterior counting the results of the children of that kind:
+a child's own evaluations (successes and failures on the search tasks), and one failure for a child that was
+rejected (an edit that did not validate, a training that learned nothing). The counts are nested clades: the
+children in the parent's clade, plus those in its parent's clade, and so on up to the root, so evidence close to
+the parent counts once per level it shares with it (a leaf, whose own clade has no children yet, learns from its
+ancestors' clades). Children of earlier generations enter as a prior, weighted by `kind_prior_weight`. So a kind
+that keeps paying gets the expansions, and the choice is learned, not a fixed alternation; a kind never tried
+keeps the prior's spread.
 """
 
 from __future__ import annotations
@@ -66,9 +69,16 @@ class KindChooser:
         """(parent, chosen kind, the counts it was drawn from), for inspection and tests."""
 
     def counts(self, sched: Scheduler, parent: str) -> dict[str, tuple[float, float]]:
-        here = kind_counts(sched, parent, self.kinds)
+        """Nested clade counts of `parent` (see the module docstring) plus the weighted prior."""
         w = self.prior_weight
-        return {k: (here[k][0] + w * self.prior[k][0], here[k][1] + w * self.prior[k][1]) for k in self.kinds}
+        total = {k: [w * self.prior[k][0], w * self.prior[k][1]] for k in self.kinds}
+        cur: str | None = parent
+        while cur is not None:
+            for k, (s, f) in kind_counts(sched, cur, self.kinds).items():
+                total[k][0] += s
+                total[k][1] += f
+            cur = sched.nodes[cur].parent_id
+        return {k: (v[0], v[1]) for k, v in total.items()}
 
     def __call__(self, sched: Scheduler, parent: str, rng: np.random.Generator) -> str:
         if len(self.kinds) == 1:

@@ -74,8 +74,8 @@ class LoopWorld:
             if not isinstance(e, TrainError):
                 log.exception("training %s of %s failed", kind, parent.id)
             why = " ".join(str(e).split()) or type(e).__name__
-            return Expansion(False, variant_dir=parent.variant_dir, reason=f"{kind}: {why}", info=base | {
-                "policy": self.spec(parent), "label": f"{kind} (nothing learned)"}, latency=time.time() - started)
+            return Expansion(False, variant_dir=parent.variant_dir, reason=f"{kind}: {why}",
+                             info=base | {"label": f"{kind}: nothing learned"}, latency=time.time() - started)
         info = base | {"policy": f"version:{version.id}", "training": training,
                        "label": f"{kind} {training['steps']} steps on {training['items']} trajectories"}
         return Expansion(True, variant_dir=parent.variant_dir, reason="trained", info=info,
