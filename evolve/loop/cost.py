@@ -22,17 +22,9 @@ def add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 def trajectories_cost(store: RunStore, run_id: str | None = None, since: float = 0.0) -> dict[str, float]:
     """Summed over the trajectories of `run_id` (every run of the store when None) created at or after `since`."""
-    out = dict(ZERO)
-    for tid in store.trajectory_ids(run_id=run_id):
-        traj = store.get_trajectory(tid)
-        if traj.created_at < since:
-            continue
-        out["trajectories"] += 1
-        for s in traj.steps:
-            out["tokens"] += s.prompt_tokens + s.completion_tokens
-            out["policy_seconds"] += s.policy_seconds
-            out["sandbox_seconds"] += s.tool_seconds
-    return out
+    t = store.step_totals(run_id, since)
+    return dict(ZERO) | {"trajectories": t["trajectories"], "tokens": t["tokens"],
+                         "policy_seconds": t["policy_seconds"], "sandbox_seconds": t["tool_seconds"]}
 
 
 def run_dir_cost(run_dir: Path, since: float = 0.0) -> dict[str, float]:

@@ -5,9 +5,9 @@ is `policies.rollout_backend`, chosen in the config and recorded on every trajec
 
 - `hf`: transformers (CPU or GPU): `version:ID` loads the base model with the version's adapter (or its full
   weights); trajectories say `version:ID`.
-- `llamacpp`: the version exported to GGUF once (`evolve.train.gguf`, cached beside its weights) and run by
-  llama.cpp on the CPU; trajectories say `llamacpp:version:ID` (the trainer recomputes llama.cpp's log-probs).
-  The starting `hf:gemma3-270m` samples as the embedded GGUF itself.
+- `llamacpp`: the version exported to GGUF once (the trainer's `evolve.train.gguf_export`, cached beside its
+  weights) and run by llama.cpp on the CPU; trajectories say `llamacpp:version:ID` (the trainer recomputes
+  llama.cpp's log-probs). The starting `hf:gemma3-270m` samples as the embedded GGUF itself.
 - `vllm`: one vLLM engine of the base model for the whole loop; each version is a view that sends its LoRA
   adapter with its requests (no restart); trajectories say `vllm:version:ID`. Needs LoRA training and a GPU.
 - `as-is`: every spec is loaded as written (scripted policies in tests).
@@ -16,12 +16,14 @@ is `policies.rollout_backend`, chosen in the config and recorded on every trajec
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 from agent.batching import BatchingPolicy
-from agent.policy.base import Policy
+from agent.policy.base import Generation, Policy, PolicyWrapper, SamplingParams
+from records import Message
 from evolve.errors import ConfigError
 from evolve.loop.config import PolicyConfig
 
@@ -32,17 +34,55 @@ def default_loader(runs_root: Path) -> Callable[[str], Policy]:
     return lambda spec: load_policy_spec(spec, runs_root)
 
 
-class Policies:
-    """Node spec -> loaded policy (LRU of `keep`; evicted ones are closed). Thread-safe."""
+class Timed(PolicyWrapper):
+    """Counts the seconds its policy spends in `generate` (the policy's own sampling compute; a batch counts once)."""
 
-    def __init__(self, cfg: PolicyConfig, runs_root: Path, *, workers: int = 1, keep: int = 2,
+    def __init__(self, inner: Policy, clock: "Clock"):
+        super().__init__(inner)
+        self.clock = clock
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams,
+                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
+        t = time.perf_counter()
+        try:
+            return self.inner.generate(conversations, params, tools)
+        finally:
+            self.clock.add("sampling", time.perf_counter() - t)
+
+    def __getattr__(self, name: str) -> Any:  # backend extras (load_adapter, tokenizer, ...)
+        return getattr(self.inner, name)
+
+
+class Clock:
+    """Seconds by kind (`sampling`, `loading`), summed over threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {"sampling": 0.0, "loading": 0.0}
+
+    def add(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.seconds)
+
+
+class Policies:
+    """Node spec -> loaded policy (LRU of `keep`; evicted ones are dropped, not closed: a thread may still use one).
+    Every policy's sampling time and every load's time are counted in `clock`. Thread-safe."""
+
+    def __init__(self, cfg: PolicyConfig, runs_root: Path, *, keep: int = 2,
                  load: Callable[[str], Policy] | None = None):
-        self.cfg, self.runs_root, self.workers, self.keep = cfg, Path(runs_root), workers, keep
+        self.cfg, self.runs_root, self.keep = cfg, Path(runs_root), keep
         self._load = load or default_loader(self.runs_root)
         self._cache: OrderedDict[str, Policy] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._vllm: Any = None
+        self._batched: dict[str, BatchingPolicy] = {}
+        self.clock = Clock()
 
     def label(self, spec: str) -> str:
         """What trajectories sampled by `spec` record as their policy."""
@@ -62,15 +102,31 @@ class Policies:
             with self._lock:
                 if spec in self._cache:
                     return self._cache[spec]
+            t = time.perf_counter()
             policy = self._build(spec)
-            wrapped: Policy = BatchingPolicy(policy, max_batch=max(self.workers, 1) * 8)
-            wrapped.active = self.workers  # type: ignore[attr-defined]
+            self.clock.add("loading", time.perf_counter() - t)
+            wrapped: Policy = Timed(policy, self.clock)
             wrapped.spec = self.label(spec)
             with self._lock:
                 self._cache[spec] = wrapped
                 while len(self._cache) > self.keep:  # dropped, not closed: a thread may still be sampling with it
                     self._cache.popitem(last=False)
             return wrapped
+
+    def batched(self, spec: str, callers: int) -> Policy:
+        """`get(spec)` shared by `callers` threads whose calls are batched together (a SWE search's or gate's parallel
+        episodes); one caller gets the policy itself (a batching leader would wait for callers that never come)."""
+        policy = self.get(spec)
+        if callers <= 1:
+            return policy
+        with self._lock:
+            key = f"{spec}#batched{callers}"
+            cached = self._batched.get(key)
+            if cached is None or cached.inner is not policy:
+                cached = BatchingPolicy(policy, max_batch=callers)
+                cached.active = callers
+                self._batched[key] = cached
+            return cached
 
     def _build(self, spec: str) -> Policy:
         backend = self.cfg.rollout_backend
@@ -79,12 +135,35 @@ class Policies:
         if backend == "hf":
             return self._load(spec)
         if backend == "llamacpp":
-            from evolve.train.gguf import gguf_for_spec
-
-            policy = self._load(f"llamacpp:{gguf_for_spec(spec, self.runs_root)}")
+            policy = self._load(self._gguf(spec))
             policy.spec = self.label(spec)
             return policy
         return self._vllm_view(spec)
+
+    def _gguf(self, spec: str) -> str:
+        """The `llamacpp:` spec that samples like `spec`: the embedded GGUF for the embedded model, else the
+        version exported once beside its weights by the trainer's GGUF export (`evolve.train.gguf_export`)."""
+        from agent.policy.embedded import EMBEDDED_GGUF
+
+        if spec.startswith("hf:") and spec[3:] in EMBEDDED_GGUF:
+            return f"llamacpp:{spec[3:]}"
+        if not spec.startswith("version:"):
+            raise ConfigError(f"{spec}: llama.cpp rollouts need the embedded model or a version trained from it "
+                              "(policies.rollout_backend: hf runs any transformers model)")
+        from evolve.train.versions import get_version
+
+        v = get_version(spec.split(":", 1)[1], self.runs_root)
+        if v.kind == "base" or not v.path:
+            return self._gguf(v.base)
+        out = Path(v.path).parent / "model-q8_0.gguf"
+        if not out.exists():
+            try:
+                from evolve.train.gguf_export import export_policy
+            except ImportError:
+                raise ConfigError("policies.rollout_backend llamacpp needs the trainer's GGUF export "
+                                  "(evolve.train.gguf_export); use rollout_backend hf") from None
+            export_policy(spec, out, runs_root=self.runs_root, tensor_type="q8_0")
+        return f"llamacpp:{out}"
 
     def _vllm_view(self, spec: str) -> Policy:
         from agent.policy.vllm_backend import VLLMAdapterView
@@ -114,8 +193,9 @@ class Policies:
 
 
 def _close(policy: Policy) -> None:
-    inner = getattr(policy, "inner", None)
+    while isinstance(policy, PolicyWrapper):
+        policy = policy.inner
     try:
-        (inner or policy).close()
+        policy.close()
     except Exception:  # noqa: BLE001 - closing is best effort
         pass

@@ -11,8 +11,9 @@ scores are reused). A stop request ends the loop after the work in flight; `Loop
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from agent.policy.base import Policy
 from evolve.errors import ConfigError
@@ -107,7 +108,7 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
             from evolve.run_cli import ensure_suite_images
 
             ensure_suite_images(suite, splits.train + splits.search + splits.held_out)
-        policies = Policies(cfg.policies, out, workers=max(cfg.workers, cfg.search.workers), load=load_policy)
+        policies = Policies(cfg.policies, out, load=load_policy)
         ctx = LoopContext(cfg=cfg, out=out, run_id=run_id, store=store, splits=splits, policies=policies, kind=kind,
                           start_node=_start_node(store, run_id, spec, variant), start_spec=spec,
                           start_variant=variant, progress=progress or (lambda stage, event, detail: None))
@@ -137,23 +138,34 @@ def _generations(ctx: LoopContext) -> None:
             if state.stage_done(g, name):
                 continue
             stages._check_stop(ctx)
-            with state.running(g, name) as rec:
+            with state.running(g, name) as rec, _timed(ctx, rec):
                 getattr(stages, name)(ctx, g, rec)
         stages._check_stop(ctx)
         search = state.stage(g, "search")
         candidate = search.result["best"] if search else champion
-        with state.running(g, "gate") as rec:
+        with state.running(g, "gate") as rec, _timed(ctx, rec):
             record = stages.gate(ctx, g, rec, candidate, champion)
         _finish(ctx, g, record)
+
+
+@contextmanager
+def _timed(ctx: LoopContext, rec) -> Iterator[None]:
+    """The stage's sampling and model-loading seconds, measured at the policies (a batch counts once), into its
+    cost: `policy_seconds` and `load_seconds` (of the attempt that finished it)."""
+    before = ctx.policies.clock.snapshot()
+    yield
+    after = ctx.policies.clock.snapshot()
+    rec.cost = dict(rec.cost) | {"policy_seconds": after["sampling"] - before["sampling"],
+                                 "load_seconds": after["loading"] - before["loading"]}
 
 
 def _warm_start(ctx: LoopContext) -> None:
     state = ctx.state
     if not state.stage_done(0, "warm_start"):
-        with state.running(0, "warm_start") as rec:
+        with state.running(0, "warm_start") as rec, _timed(ctx, rec):
             stages.warm_start(ctx, rec)
     warm = state.stage(0, "warm_start").result["node"]
-    with state.running(0, "gate") as rec:
+    with state.running(0, "gate") as rec, _timed(ctx, rec):
         record = stages.gate(ctx, 0, rec, warm, ctx.start_node)
         if not ctx.cfg.warm_start.gate:
             record.champion_out, record.accepted = warm, True

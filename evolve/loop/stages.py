@@ -179,8 +179,7 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
                 _progress(ctx, g, "rollouts", done["n"], len(train), "instances")
 
         with forward_stop(ctx, run_dir, run_id):
-            report = run_swe(run_cfg, train, getattr(policy, "inner", policy), on_event,
-                             judge_policy=getattr(judge, "inner", judge))
+            report = run_swe(run_cfg, train, policy, on_event, judge_policy=judge)  # run_swe batches its episodes
         if report.get("stopped"):
             raise Stopped()
     rec.result = _rollout_summary(ctx, run_dir) | {"champion": champion, "policy": policy.spec}
@@ -308,9 +307,9 @@ def _se_agent(ctx: LoopContext, g: int, spec: str, champion: str, instances: lis
 
     cfg, se = ctx.cfg, ctx.cfg.evolution.se_agent
     run_dir = ctx.run_dir(g, "se-agent")
-    policy = ctx.policies.get(spec)
+    policy = ctx.policies.batched(spec, cfg.workers)  # parallel attempts share batched calls
     op_spec = cfg.policies.operator_policy
-    op = ctx.policies.get(op_spec) if op_spec else policy
+    op = ctx.policies.batched(op_spec, cfg.workers) if op_spec else policy
     se_cfg = SEAgentConfig(suite=cfg.suite, instances=[i.instance_id for i in instances], iterations=se.iterations,
                            pilots=se.pilots, operators=se.operators, policy=policy.spec,
                            operator_policy=op.spec if op_spec else None, variant=ctx.node_variant(champion),
@@ -419,7 +418,7 @@ def held_out_scores(ctx: LoopContext, node_id: str, g: int, stage: str = "gate")
     todo = [i for i in instances if i.instance_id not in have]
     if todo:
         spec = ctx.node_spec(node_id)
-        policy = ctx.policies.get(spec)
+        policy = ctx.policies.get(spec) if ctx.kind == "toolcall" else ctx.policies.batched(spec, ctx.cfg.workers)
         if ctx.kind == "toolcall":
             _held_out_toolcall(ctx, node_id, policy, todo, have, g, stage)
         else:

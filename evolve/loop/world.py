@@ -90,7 +90,7 @@ class LoopWorld:
 
         started = time.time()
         inst = self.instances[task_id]
-        policy = self.ctx.policies.get(self.spec(node))
+        policy = self.ctx.policies.batched(self.spec(node), self.ctx.cfg.search.workers)
         prompt = build_messages(inst)
         cfg = self.ctx.cfg
         gen = policy.generate([prompt], SamplingParams(max_tokens=cfg.rollouts.max_tokens,
@@ -170,8 +170,9 @@ class LoopWorld:
                                                     smoke=cfg.code.smoke, meta_max_steps=cfg.code.meta_max_steps),
                                     seed=cfg.seed + self.g)
                 world.task_ids = list(self.task_ids)
-                world.policy_of = lambda n: self.ctx.policies.get(self.spec(n))
-                world.meta_policy_of = (lambda n: self.ctx.policies.get(meta)) if meta else world.policy_of
+                workers = cfg.search.workers
+                world.policy_of = lambda n: self.ctx.policies.batched(self.spec(n), workers)
+                world.meta_policy_of = (lambda n: self.ctx.policies.batched(meta, workers)) if meta else world.policy_of
                 world.outcome_runs = [self.ctx.search_id(k) for k in range(1, self.g + 1)]
                 self._docker = world
             return self._docker

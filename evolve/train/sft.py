@@ -69,7 +69,8 @@ def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
     if not items:
         where = ", ".join(str(d) for d in run_dirs) or "the given data"
         raise TrainError(f"no finished trajectories to train on in {where}"
-                         + (f" with reward >= {cfg.min_reward}" if cfg.min_reward is not None else ""))
+                         + (f" with reward >= {cfg.min_reward} (successes; --all-trajectories trains on every "
+                            "finished one)" if cfg.min_reward is not None else ""))
     data_ids = sorted({t.run_id for t, _ in items if t.run_id}) or [str(d) for d in run_dirs]
     session = TrainSession(out, "sft", cfg, data_ids=data_ids)
     try:
