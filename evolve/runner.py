@@ -362,10 +362,13 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             store.put_instance(run_id, inst)
         status = store.instance_status(run_id)
         todo = [i for i in runnable if status.get(i.instance_id) != "done"]
-        for inst in instances:
-            if status.get(inst.instance_id) == "done":
-                on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
+        finished = _finished_attempts(store, run_id)
+        todo += [i for i in runnable if status.get(i.instance_id) == "done"  # more --attempts than before
+                 and finished.get(i.instance_id, 0) < cfg.attempts]
+        for inst in instances:
+            if inst.instance_id not in {i.instance_id for i in todo}:
+                on_event(inst.instance_id, "done (stored)")
         judge = _judge(judge_policy, store) if judge_policy is not None else None
         remote = _remote_episodes(cfg, policy)
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
@@ -377,8 +380,6 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         n_workers = min(cfg.workers, len(todo))
         batching.active = n_workers or 1
         count_lock = threading.Lock()
-
-        finished = _finished_attempts(store, run_id)
 
         def do_instance(inst: TaskInstance) -> None:
             iid = inst.instance_id

@@ -61,8 +61,8 @@ def test_two_generations_on_toolcall(warm, tmp_path):
         state = LoopState(store, "loop")
         nodes = {n.id: n for n in state.nodes()}
         # generation 0: the warm start is a node of its own, trained from the start, gated on the held-out split
-        warm = nodes["loop:warm"]
-        assert warm.parent_id == "loop:start" and warm.info["node_kind"] == "warm_start"
+        warm_node = nodes["loop:warm"]
+        assert warm_node.parent_id == "loop:start" and warm_node.info["node_kind"] == "warm_start"
         assert gens[0]["candidate"] == "loop:warm" and gens[0]["n"] == 6
         for g in (1, 2):
             for stage in ("rollouts", "evolution", "search", "gate"):
