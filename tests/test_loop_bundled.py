@@ -3,7 +3,8 @@ the maker of code children, the held-out gate on instances the search never saw.
 
 The start variant's `apply_patch` tool is broken (it says it applied the patch and changes nothing), the task
 policy applies each issue's fix with it, and a scripted meta policy repairs the tool (as in `test_hgm_docker`).
-Generation 1: the rollouts fail, the search grows a code child that resolves its search tasks, the gate sees it
+Generation 1: the rollouts fail, Agent-R searches and SE-Agent retries a failed instance (their own run
+directories), the search grows a code child that resolves its search tasks, the gate sees it
 resolve the held-out instances the start fails, and it becomes the champion. Generation 2 starts from it: its
 rollouts resolve everything, so its own code child has nothing to improve (rejected), and the gate keeps it."""
 
@@ -38,7 +39,9 @@ def test_two_generations_on_bundled_with_a_code_child(tmp_path, docker_ready):
         "suite": "bundled", "generations": 2, "variant": str(root),
         "splits": {"train": TRAIN, "held_out": HELD_OUT},
         "rollouts": {"attempts": 1, "temperature": 0.0, "max_steps": 4, "max_tokens": 256},
-        "evolution": {"agent_r": {"enabled": False}}, "sft": {"enabled": False}, "grpo": {"enabled": False},
+        "evolution": {"agent_r": {"enabled": True, "limit": 1, "rollouts": 1, "n_gen": 1, "max_depth": 1},
+                      "se_agent": {"enabled": True, "limit": 1, "pilots": 1, "iterations": 1}},
+        "sft": {"enabled": False}, "grpo": {"enabled": False},
         "code": {"enabled": True, "smoke": True},
         "search": {"budget": 2, "initial_expansions": 1, "max_expansions": 1, "workers": 1},
         "gate": {"min_held_out": 3},
@@ -61,12 +64,21 @@ def test_two_generations_on_bundled_with_a_code_child(tmp_path, docker_ready):
         rejected = nodes["loop:g02:n0001"]
         assert rejected.parent_id == child and rejected.status == "rejected"
         assert "nothing to improve" in rejected.info["reason"]
+        # generation 1's evolution searched (Agent-R) and retried (SE-Agent) a failed instance in its own run dirs
+        evo = state.stage(1, "evolution").result
+        assert evo["agent_r"]["searched"] == 1 and evo["se_agent"]["retried"] == 1
+        assert store.document("loop:data", "g01")["counts"]["sft"]["evolved"] == evo["se_agent"]["resolved"] + \
+            evo["agent_r"]["splices"] + evo["agent_r"]["good"]
         # generation 2's search counted the champion's generation-1 evaluations instead of running them again
         assert not [r for r in store.outcomes(run_id="loop:g02") if r["node_id"] == child]
         held = {d["instance_id"]: d["score"] for _, d in store.documents("loop:held-out", key_prefix=f"{child}|")}
         assert held == {i: 1.0 for i in HELD_OUT}
         for t in store.trajectories(run_id="loop-held-out"):
             assert store.test_report(t.id) is not None  # graded with the hidden tests in a fresh sandbox
+    with RunStore(out / "runs" / "g01-agent-r", readonly=True) as s:
+        assert s.documents("agent-r:instance") and s.tree(kind="mcts")
+    with RunStore(out / "runs" / "g01-se-agent", readonly=True) as s:
+        assert s.trajectory_ids() and all(s.test_report(t) is not None for t in s.trajectory_ids())
     with RunStore(out / "runs" / "g01-rollouts", readonly=True) as s:
         assert [r["resolved"] for r in s.trajectory_summaries()] == [False, False]  # the broken start
     with RunStore(out / "runs" / "g02-rollouts", readonly=True) as s:
