@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
 from evolve.store import RunStore
 
 console = Console()
@@ -26,7 +27,8 @@ def trajectories_cmd(
     with RunStore(run_dir, readonly=True) as store:
         if export is not None:
             n = export_trajectories(store, export, instance, include_infra=all_)
-            console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
+            console.print(f"{n} trajectories written to {esc(export)}; replay them with --policy "
+                          f"replay:{esc(export)}")
             return
         columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
         rows = [(r["id"], r["instance_id"], r["status"], str(r["steps"]), str(r["resolved"]),
@@ -36,11 +38,11 @@ def trajectories_cmd(
         for row in (columns, *rows):
             console.out("\t".join(row), highlight=False)
         return
-    t = Table(title=f"trajectories in {run_dir}")
+    t = Table(title=f"trajectories in {esc(run_dir)}")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*cells(*row))
     console.print(t)
 
 
@@ -49,10 +51,19 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many.
     Infrastructure errors and interrupted episodes are left out unless `include_infra`.
 
-    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission); nothing
-    is left behind then."""
+    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission), and when there
+    is nothing to export (no trajectory, or only infrastructure errors and interrupted episodes, which `--all`
+    exports); nothing is written or left behind then."""
     from evolve.errors import ConfigError
 
+    chosen = [t for t in store.trajectories(instance_id=instance) if include_infra or not t.infra_failure]
+    if not chosen:
+        held = store.trajectory_ids(instance_id=instance)
+        what = f"instance {instance!r} of {store.dir}" if instance else str(store.dir)
+        if held:
+            raise ConfigError(f"nothing exported: {what} holds only infrastructure errors or interrupted episodes "
+                              f"({len(held)}), which are not the agent's behaviour; --all exports them")
+        raise ConfigError(f"nothing exported: {what} holds no trajectories")
     if path.is_dir():
         raise ConfigError(f"--export {path} is a directory; give a file name, e.g. {path / 'trajectories.jsonl'}")
     try:
@@ -63,16 +74,17 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     n = 0
     try:
         with tmp.open("w") as f:
-            for traj in store.trajectories(instance_id=instance):
-                if traj.infra_failure and not include_infra:
-                    continue
+            for traj in chosen:
                 f.write(traj.model_dump_json() + "\n")
                 n += 1
         tmp.replace(path)
     except OSError as e:
         raise ConfigError(f"--export {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:  # nothing is left behind; where nothing could be made (a read-only file system) there is nothing to remove
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return n
 
 
