@@ -102,6 +102,10 @@ class DockerWorld:
         self.meta_policy_of: Callable[[NodeView], Policy] | None = None
         """The meta policy that diagnoses and edits a parent (`evolve loop`: the parent's own policy unless a
         meta policy is configured); None: `meta_policy`. Only with the local executor."""
+        self.max_steps: int | None = None
+        """Step budget of evaluation episodes over the variants' own (`evolve loop`'s `rollouts.max_steps`)."""
+        self.max_tokens_per_step: int | None = None
+        """Tokens per policy call over the variants' own."""
         self.outcome_runs: list[str] | None = None
         """Search ids whose outcome rows describe a parent when choosing what to improve (`evolve loop`: a
         champion's evaluations of earlier generations too); None: this run's."""
@@ -123,7 +127,12 @@ class DockerWorld:
     def variant(self, variant_dir: str) -> AgentVariant:
         with self._lock:
             if variant_dir not in self._variants:
-                self._variants[variant_dir] = AgentVariant.load(variant_dir)
+                v = AgentVariant.load(variant_dir)
+                if self.max_steps is not None:
+                    v.budget.max_steps = self.max_steps
+                if self.max_tokens_per_step is not None:
+                    v.max_tokens_per_step = self.max_tokens_per_step
+                self._variants[variant_dir] = v
             return self._variants[variant_dir]
 
     def _task_policy(self, node: NodeView) -> Policy:

@@ -35,6 +35,7 @@ def loop_cmd(
     from evolve.loop.config import load_loop_config
     from evolve.loop.report import table
     from evolve.loop.run import LoopStopped, run_loop
+    from evolve.markup import esc
     from evolve.store import check_run_dir
     from tasks.registry import get_suite
 
@@ -49,8 +50,9 @@ def loop_cmd(
                               "training.device": train_device, "policies.rollout_backend": rollout_backend})
     out = out or Path("runs") / f"loop-{suite}"
     check_run_dir(out, create=False)
-    console.print(f"[bold]evolve loop {suite}[/]: {cfg.generations} generation(s), policy {cfg.policies.policy} "
-                  f"(rollouts on {cfg.policies.rollout_backend}), children {', '.join(cfg.kinds())}, store {out}")
+    console.print(f"[bold]evolve loop {esc(suite)}[/]: {cfg.generations} generation(s), policy "
+                  f"{esc(cfg.policies.policy)} (rollouts on {cfg.policies.rollout_backend}), children "
+                  f"{', '.join(cfg.kinds())}, store {esc(out)}")
     started = time.time()
     last = {"line": ""}
 
@@ -67,14 +69,14 @@ def loop_cmd(
             return
         if line != last["line"]:
             last["line"] = line
-            console.print(f"{time.time() - started:7.0f} s  {line}", highlight=False)
+            console.print(f"{time.time() - started:7.0f} s  {esc(line)}", highlight=False)
 
     try:
         report = run_loop(cfg, out, progress=progress, suite=the_suite)
     except LoopStopped as e:
         console.print(table(e.report))
-        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({out})")
+        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({esc(out)})")
         raise typer.Exit(130)
     console.print(table(report))
-    console.print(f"champion: [bold]{report['champion']}[/] · report: {out / 'report.json'} · "
-                  f"tree: evolve tree show {out}")
+    console.print(f"champion: [bold]{esc(report['champion'])}[/] · report: {esc(out / 'report.json')} · "
+                  f"tree: evolve tree show {esc(out)}")

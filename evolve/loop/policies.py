@@ -110,7 +110,9 @@ class Policies:
             with self._lock:
                 self._cache[spec] = wrapped
                 while len(self._cache) > self.keep:  # dropped, not closed: a thread may still be sampling with it
-                    self._cache.popitem(last=False)
+                    old, _ = self._cache.popitem(last=False)
+                    for key in [k for k in self._batched if k.startswith(f"{old}#batched")]:
+                        del self._batched[key]
             return wrapped
 
     def batched(self, spec: str, callers: int) -> Policy:

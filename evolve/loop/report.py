@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from evolve.loop.state import STAGES, LoopState
+from evolve.markup import esc
 
 
 def generation_rows(state: LoopState) -> list[dict[str, Any]]:
@@ -59,8 +60,8 @@ def table(report: dict[str, Any]) -> Table:
     """One row per generation: the champion's held-out score (mean [interval]), the candidate's paired difference
     [interval] and p-value, the decision and what won, and the cost (wall, CPU, policy tokens, training and sandbox
     seconds)."""
-    t = Table(title=f"evolve loop {report['suite']} · {report['splits']['held_out']} held-out instances · "
-                    f"rollouts on {report['rollout_backend']}")
+    t = Table(title=f"evolve loop {esc(report['suite'])} · {report['splits']['held_out']} held-out instances · "
+                    f"rollouts on {esc(report['rollout_backend'])}")
     t.add_column("gen", justify="right")
     t.add_column("held-out score [95% CI]")
     t.add_column("candidate: diff [CI], p(worse)")
@@ -73,14 +74,14 @@ def table(report: dict[str, Any]) -> Table:
             held += f"\nformat {h['format']:.2f} · exact {h['exact']:.2f}"
         ci = r["ci"] if r["ci"] and None not in r["ci"] else None
         diff = f"{_num(r['diff'])} [{_num(ci[0])}, {_num(ci[1])}]" if ci else _num(r["diff"])
-        cand = f"{_short(r['candidate'])}: {diff}, p {_num(r['p_worse'], '{:.3g}')}"
+        cand = f"{esc(_short(r['candidate']))}: {diff}, p {_num(r['p_worse'], '{:.3g}')}"
         w = r["winner"] or {}
         won = w.get("kind", "")
         if w.get("training"):
             won += f" {w['training'].get('version')} ({w['training'].get('steps')} steps)"
         elif w.get("diff"):
             won += f" ({len(w['diff'].splitlines())}-line diff)"
-        gate = f"[green]accepted[/]: {won}" if r["accepted"] else "[yellow]champion kept[/]"
+        gate = f"[green]accepted[/]: {esc(won)}" if r["accepted"] else "[yellow]champion kept[/]"
         c = r["cost"] or {}
         cost = (f"{c.get('seconds', 0):.0f} s · {c.get('cpu_seconds', 0):.0f} CPU s · {_k(c.get('tokens', 0))} tok"
                 f"\ntrain {c.get('train_seconds', 0):.0f} s · sandbox {c.get('sandbox_seconds', 0):.0f} s"

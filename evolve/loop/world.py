@@ -170,6 +170,7 @@ class LoopWorld:
                                                     smoke=cfg.code.smoke, meta_max_steps=cfg.code.meta_max_steps),
                                     seed=cfg.seed + self.g)
                 world.task_ids = list(self.task_ids)
+                world.max_steps, world.max_tokens_per_step = cfg.rollouts.max_steps, cfg.rollouts.max_tokens
                 workers = cfg.search.workers
                 world.policy_of = lambda n: self.ctx.policies.batched(self.spec(n), workers)
                 world.meta_policy_of = (lambda n: self.ctx.policies.batched(meta, workers)) if meta else world.policy_of
