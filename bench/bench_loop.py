@@ -53,7 +53,6 @@ def main() -> None:
     if args.model == "tiny":
         from loop_helpers import tiny_config, warm_tiny_model
 
-        from evolve.agent_r.toolcall import unit_reward  # noqa: F401 - imported before timing starts
         model = warm_tiny_model(Path.home() / ".cache" / "evolve" / "tests" / "loop-warm")
         cfg = tiny_config(model, generations=2, warm_start__enabled=False, sft__min_reward=4.0)
         label = f"tiny Llama (hidden 64, 2 layers) warm-started, tests' config"

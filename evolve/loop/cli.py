@@ -9,6 +9,14 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from evolve.errors import ConfigError
+from evolve.executor import parse_executor
+from evolve.loop.config import load_loop_config
+from evolve.loop.report import table
+from evolve.markup import esc
+from evolve.store import check_run_dir
+from tasks.registry import get_suite
+
 console = Console()
 
 
@@ -30,14 +38,7 @@ def loop_cmd(
 ) -> None:
     """The self-evolving loop: rollouts, trajectory evolution, code and weight children in one HGM tree, a held-out
     gate, generation after generation. Resumable with the same command after any kill; stoppable from the TUI."""
-    from evolve.errors import ConfigError
-    from evolve.executor import parse_executor
-    from evolve.loop.config import load_loop_config
-    from evolve.loop.report import table
-    from evolve.loop.run import LoopStopped, run_loop
-    from evolve.markup import esc
-    from evolve.store import check_run_dir
-    from tasks.registry import get_suite
+    from evolve.loop.run import LoopStopped, run_loop  # the orchestration loads swebench: only when a loop runs
 
     if generations is not None and generations < 1:
         raise ConfigError(f"--generations must be at least 1, not {generations}")

@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.batching import BatchingPolicy
+from agent.policy import load_policy
 from agent.policy.base import Generation, Policy, PolicyWrapper, SamplingParams
+from agent.policy.embedded import EMBEDDED_GGUF
+from agent.policy.vllm_backend import VLLMAdapterView
 from records import Message
 from evolve.errors import ConfigError
 from evolve.loop.config import PolicyConfig
 
 
 def default_loader(runs_root: Path) -> Callable[[str], Policy]:
-    from evolve.run_cli import load_policy_spec
+    """`version:ID`, `replay:RUN_DIR` and every other spec, found under `runs_root` (the loop's --out)."""
+    from evolve.run_cli import load_policy_spec  # issue 23 moves it into agent.policy (then a plain import)
 
     return lambda spec: load_policy_spec(spec, runs_root)
 
@@ -145,14 +149,12 @@ class Policies:
     def _gguf(self, spec: str) -> str:
         """The `llamacpp:` spec that samples like `spec`: the embedded GGUF for the embedded model, else the
         version exported once beside its weights by the trainer's GGUF export (`evolve.train.gguf_export`)."""
-        from agent.policy.embedded import EMBEDDED_GGUF
-
         if spec.startswith("hf:") and spec[3:] in EMBEDDED_GGUF:
             return f"llamacpp:{spec[3:]}"
         if not spec.startswith("version:"):
             raise ConfigError(f"{spec}: llama.cpp rollouts need the embedded model or a version trained from it "
                               "(policies.rollout_backend: hf runs any transformers model)")
-        from evolve.train.versions import get_version
+        from evolve.train.versions import get_version  # loads torch (the trainer's modeling)
 
         v = get_version(spec.split(":", 1)[1], self.runs_root)
         if v.kind == "base" or not v.path:
@@ -168,8 +170,7 @@ class Policies:
         return f"llamacpp:{out}"
 
     def _vllm_view(self, spec: str) -> Policy:
-        from agent.policy.vllm_backend import VLLMAdapterView
-        from evolve.train.versions import get_version
+        from evolve.train.versions import get_version  # loads torch (the trainer's modeling)
 
         base_spec, adapter = spec, None
         if spec.startswith("version:"):
@@ -179,8 +180,6 @@ class Policies:
                                   "training.lora: true, or use rollout_backend hf)")
             base_spec, adapter = v.base, (v.path or None)
         if self._vllm is None:
-            from agent.policy import load_policy
-
             self._vllm = load_policy("vllm:" + base_spec.removeprefix("hf:"))
         return VLLMAdapterView(self._vllm, adapter, label=self.label(spec))
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from agent.policy.base import Policy
+from agent.variant import DEFAULT_VARIANT, AgentVariant
+from agent.variant_dir import copy_variant
 from evolve.errors import ConfigError
 from evolve.loop import stages
 from evolve.loop.config import LoopConfig
@@ -28,6 +30,7 @@ from evolve.loop.state import KIND, STAGES, GenerationRecord, LoopState
 from evolve.run_lock import RunLock
 from evolve.store import RunStore, check_run_dir
 from records import TreeNode
+from tasks.registry import get_suite
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,6 @@ def _start_variant(cfg: LoopConfig, out: Path, kind: str) -> str:
     """The first node's agent variant, copied (with git) into the run directory once; '' for toolcall."""
     if kind == "toolcall":
         return ""
-    from agent.variant import DEFAULT_VARIANT, AgentVariant
-    from agent.variant_dir import copy_variant
-
     dest = out / "variants" / "start"
     if not (dest / "variant.yaml").exists():
         AgentVariant.load(cfg.variant or DEFAULT_VARIANT)  # a bad variant is the user's, before anything runs
@@ -84,8 +84,6 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
              progress: Progress | None = None, suite: Any = None) -> dict[str, Any]:
     """Run (or resume) the loop in `out`; returns the report (`report.json` too). `load_policy(spec)` loads specs
     (default: `load_policy_spec` with `out` as the runs root); `progress(stage, event, detail)` sees the work."""
-    from tasks.registry import get_suite
-
     out = Path(out)
     suite = suite or get_suite(cfg.suite, **({"dataset": cfg.dataset} if cfg.dataset else {}))
     kind = "toolcall" if suite.kind == "toolcall" else "swe"
@@ -97,7 +95,7 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
     with RunLock(out, f"evolve loop {cfg.suite}"), RunStore(out) as store:
         spec = cfg.policies.policy
         if spec.startswith("version:"):
-            from evolve.train.versions import canonical_spec
+            from evolve.train.versions import canonical_spec  # loads torch (the trainer's modeling)
 
             spec = canonical_spec(spec, out)  # recorded (and compared on resume) as the version's id
         config = cfg.model_dump(mode="json") | {"policies": cfg.policies.model_dump(mode="json") | {"policy": spec}}

@@ -24,14 +24,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from agent.graph import Agent
+from agent.policy.base import SamplingParams
+from agent.variant import AgentVariant
+from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.loop import AgentRRunConfig, InstanceSearch
+from evolve.agent_r.toolcall import unit_reward
+from evolve.executor import make_executor, parse_executor
+from evolve.hgm.config import HGMConfig
+from evolve.hgm.journal import StoreJournal
+from evolve.hgm.scheduler import Scheduler
+from evolve.hgm.search import run_search
 from evolve.loop import cost
 from evolve.loop.context import LoopContext
 from evolve.loop.data import GenerationData, refs
 from evolve.loop.gate import compare, mean_interval
 from evolve.loop.scheduler import KindChooser
 from evolve.loop.state import DOC_DATA, DOC_HELD_OUT, GenerationRecord, StageRecord, gkey
+from evolve.loop.world import LoopWorld
+from evolve.runner import RunConfig, StopSignal, run_episode, run_swe
+from evolve.se_agent.config import SEAgentConfig
+from evolve.se_agent.run import run_se_agent
 from evolve.store import RunStore
-from records import TaskInstance, TreeNode
+from evolve.toolcall_eval import toolcall_rollouts
+from records import Message, Step, TaskInstance, Trajectory, TrajectoryStatus, TreeNode
+from rewards.toolrl import score
+from sandbox import SandboxConfig
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +96,6 @@ def _progress(ctx: LoopContext, g: int, stage: str, done: int, total: int, what:
 def demonstrations(ctx: LoopContext) -> Path:
     """The warm start's data as a run directory: toolcall's reference answers of the training instances (origin
     `reference`), or the configured demonstration runs' trajectories."""
-    from records import Message, Step, Trajectory, TrajectoryStatus
 
     run_dir = ctx.run_dir(0, "demonstrations")
     run_id = run_dir.name
@@ -85,8 +103,6 @@ def demonstrations(ctx: LoopContext) -> Path:
         if not store.trajectory_ids(run_id=run_id):
             store.put_run(run_id, "demonstrations", {"source": "reference answers"}, status="finished")
             if ctx.kind == "toolcall":
-                from tasks.toolcall.prompt import build_messages
-
                 for inst in ctx.splits.train[:ctx.cfg.warm_start.limit]:
                     store.put_trajectory(Trajectory(
                         run_id=run_id, instance_id=inst.instance_id, origin="reference", prompt=build_messages(inst),
@@ -97,7 +113,7 @@ def demonstrations(ctx: LoopContext) -> Path:
 
 def warm_start(ctx: LoopContext, rec: StageRecord) -> str:
     """Train the starting policy on demonstrations; the `warm_start` node's id."""
-    from evolve.train.data import load_trajectories
+    from evolve.train.data import load_trajectories  # the trainer's modules load torch: only when training
     from evolve.train.modeling import LoraSettings
     from evolve.train.sft import SFTConfig, train_sft
 
@@ -141,12 +157,9 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
     spec = ctx.node_spec(champion)
     run_dir = ctx.run_dir(g, "rollouts")
     run_id = run_dir.name
-    started = time.time()
     policy = ctx.policies.get(spec)
     train = ctx.splits.train
     if ctx.kind == "toolcall":
-        from evolve.toolcall_eval import toolcall_rollouts
-
         with RunStore(run_dir) as store:
             store.put_run(run_id, "toolcall", {"suite": cfg.suite, "policy": policy.spec, "loop": ctx.run_id,
                                                "generation": g, "attempts": cfg.rollouts.attempts,
@@ -160,10 +173,6 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
                 raise Stopped()
             store.set_run_status(run_id, "finished")
     else:
-        from evolve.executor import parse_executor
-        from evolve.runner import RunConfig, run_swe
-        from sandbox import SandboxConfig
-
         run_cfg = RunConfig(suite=cfg.suite, instances=[i.instance_id for i in train], dataset=cfg.dataset,
                             policy=policy.spec, variant=ctx.node_variant(champion), max_steps=cfg.rollouts.max_steps,
                             max_tokens_per_step=cfg.rollouts.max_tokens, sandbox=SandboxConfig(backend=cfg.sandbox),
@@ -188,7 +197,7 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
 
 def _rollout_summary(ctx: LoopContext, run_dir: Path) -> dict[str, Any]:
     """Counts, the mean reward, and the instances no attempt succeeded on (the evolution stage's work)."""
-    from evolve.train.data import pick_reward
+    from evolve.train.data import pick_reward  # loads torch (the trainer's data module)
 
     by_inst: dict[str, list[float]] = {}
     with RunStore(run_dir, readonly=True) as store:
@@ -220,7 +229,6 @@ def evolution(ctx: LoopContext, g: int, rec: StageRecord) -> None:
     result: dict[str, Any] = {"failed": len(failed)}
     sft_refs: list[list[Any]] = []
     costs = dict(cost.ZERO)
-    started = time.time()
     ar = cfg.evolution.agent_r
     if ar.enabled and failed:
         splices, good = _agent_r(ctx, g, spec, champion, failed[:ar.limit])
@@ -236,7 +244,7 @@ def evolution(ctx: LoopContext, g: int, rec: StageRecord) -> None:
         result["se_agent"] = {"retried": len(failed[:se.limit]), "resolved": len(resolved)}
         costs = cost.add(costs, cost.run_dir_cost(run_dir))
     # the generation's data: successes of the rollouts + the evolution's outputs (sft), every scored rollout (grpo)
-    from evolve.train.data import pick_reward, trainable
+    from evolve.train.data import pick_reward, trainable  # loads torch (the trainer's data module)
 
     roll_dir = ctx.run_dir(g, "rollouts")
     successes, scored, by_inst = [], [], {}
@@ -264,11 +272,6 @@ def evolution(ctx: LoopContext, g: int, rec: StageRecord) -> None:
 
 
 def _agent_r(ctx: LoopContext, g: int, spec: str, champion: str, instances: list[TaskInstance]):
-    from evolve.agent_r.config import AgentRConfig
-    from evolve.agent_r.loop import AgentRRunConfig, InstanceSearch
-    from evolve.executor import make_executor, parse_executor
-    from sandbox import SandboxConfig
-
     cfg, ar = ctx.cfg, ctx.cfg.evolution.agent_r
     run_dir = ctx.run_dir(g, "agent-r")
     run_id = run_dir.name
@@ -300,11 +303,6 @@ def _agent_r(ctx: LoopContext, g: int, spec: str, champion: str, instances: list
 
 def _se_agent(ctx: LoopContext, g: int, spec: str, champion: str, instances: list[TaskInstance]) -> list[str]:
     """SE-Agent's retries; the ids of the candidates the hidden tests resolved."""
-    from evolve.executor import parse_executor
-    from evolve.se_agent.config import SEAgentConfig
-    from evolve.se_agent.run import run_se_agent
-    from sandbox import SandboxConfig
-
     cfg, se = ctx.cfg, ctx.cfg.evolution.se_agent
     run_dir = ctx.run_dir(g, "se-agent")
     policy = ctx.policies.batched(spec, cfg.workers)  # parallel attempts share batched calls
@@ -353,12 +351,6 @@ def earlier_outcomes(ctx: LoopContext, g: int, node_id: str) -> list[tuple[str, 
 
 def search(ctx: LoopContext, g: int, rec: StageRecord) -> None:
     """The HGM scheduler over code and weight children of the champion's clade, on the search tasks."""
-    from evolve.hgm.config import HGMConfig
-    from evolve.hgm.journal import StoreJournal
-    from evolve.hgm.scheduler import Scheduler
-    from evolve.hgm.search import run_search
-    from evolve.loop.world import LoopWorld
-
     cfg, s = ctx.cfg, ctx.cfg.search
     champion = ctx.state.champion_before(g, ctx.start_node)
     doc = ctx.store.document(DOC_DATA, gkey(g)) or {}
@@ -384,7 +376,6 @@ def search(ctx: LoopContext, g: int, rec: StageRecord) -> None:
             done["n"] += 1
         _progress(ctx, g, "search", done["n"], s.budget, f"{action.kind} {action.node.rsplit(':', 1)[-1]}")
 
-    started = time.time()
     try:
         run_search(sched, world, s.workers, should_stop=ctx.stop_requested, on_complete=on_complete)
     finally:
@@ -427,12 +418,6 @@ def held_out_scores(ctx: LoopContext, node_id: str, g: int, stage: str = "gate")
 
 
 def _held_out_toolcall(ctx, node_id, policy, todo, have, g, stage) -> None:
-    from agent.policy.base import SamplingParams
-    from evolve.agent_r.toolcall import unit_reward
-    from records import Step, Trajectory, TrajectoryStatus
-    from rewards.toolrl import score
-    from tasks.toolcall.prompt import build_messages
-
     cfg = ctx.cfg
     batch = cfg.rollouts.batch_size
     for start in range(0, len(todo), batch):
@@ -461,12 +446,6 @@ def _held_out_toolcall(ctx, node_id, policy, todo, have, g, stage) -> None:
 
 
 def _held_out_swe(ctx, node_id, policy, todo, have, g, stage) -> None:
-    from agent.graph import Agent
-    from agent.variant import AgentVariant
-    from evolve.runner import StopSignal, run_episode
-    from records import Trajectory
-    from sandbox import SandboxConfig
-
     cfg = ctx.cfg
     variant = AgentVariant.load(ctx.node_variant(node_id))
     if cfg.rollouts.max_steps:

@@ -15,14 +15,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from agent.policy.base import SamplingParams
+from evolve.agent_r.toolcall import unit_reward
+from evolve.hgm.real import DockerWorld, RealWorldConfig
 from evolve.hgm.world import Evaluation, Expansion, NodeView
 from evolve.loop.context import LoopContext
 from evolve.loop.data import GenerationData
 from evolve.loop.state import gkey
-from records import Trajectory, TrajectoryStatus, Step
+from evolve.store import RunStore
+from records import Step, Trajectory, TrajectoryStatus
+from rewards.toolrl import score
+from sandbox import SandboxConfig
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ class LoopWorld:
             with self.ctx.train_lock:
                 version, training = self._train(parent, child_id, kind)
         except Exception as e:  # noqa: BLE001 - a failed training is a rejected child, never the search's end
-            from evolve.train.modeling import TrainError
+            from evolve.train.modeling import TrainError  # loads torch; a training ran, so it is loaded already
 
             if not isinstance(e, TrainError):
                 log.exception("training %s of %s failed", kind, parent.id)
@@ -83,11 +89,6 @@ class LoopWorld:
 
     # --- toolcall evaluation ----------------------------------------------------------------------------
     def _evaluate_toolcall(self, node: NodeView, task_id: str) -> Evaluation:
-        from agent.policy.base import SamplingParams
-        from evolve.agent_r.toolcall import unit_reward
-        from rewards.toolrl import score
-        from tasks.toolcall.prompt import build_messages
-
         started = time.time()
         inst = self.instances[task_id]
         policy = self.ctx.policies.batched(self.spec(node), self.ctx.cfg.search.workers)
@@ -112,7 +113,7 @@ class LoopWorld:
     # --- weight children --------------------------------------------------------------------------------
     def _train(self, parent: NodeView, child_id: str, kind: str) -> tuple[Any, dict[str, Any]]:
         """Train `kind` from the parent's policy on the generation's data; (version, training summary)."""
-        from evolve.train.grpo import GRPOConfig, train_grpo
+        from evolve.train.grpo import GRPOConfig, train_grpo  # the trainer loads torch: only for weight children
         from evolve.train.modeling import LoraSettings, TrainError
         from evolve.train.sft import SFTConfig, train_sft
 
@@ -140,8 +141,6 @@ class LoopWorld:
         else:
             raise ValueError(f"unknown expansion kind {kind!r}")
         self.ctx.store.put_policy_version(version)  # the loop's store names every version it made
-        from evolve.store import RunStore
-
         with RunStore(out, readonly=True) as s:
             steps = s.train_steps(version.id)
         seconds = sum(st.metrics.get("tokens", 0.0) / st.metrics["tokens_per_s"] for st in steps
@@ -158,9 +157,6 @@ class LoopWorld:
         """`DockerWorld` over the search tasks, acting with each node's policy."""
         with self._lock:
             if self._docker is None:
-                from evolve.hgm.real import DockerWorld, RealWorldConfig
-                from sandbox import SandboxConfig
-
                 cfg = self.ctx.cfg
                 meta = cfg.policies.meta_policy
                 world = DockerWorld(list(self.instances.values()), self.root().variant_dir, _Unused(),
