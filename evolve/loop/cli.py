@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from evolve.errors import ConfigError
-from evolve.executor import parse_executor
+from evolve.run.executor import parse_executor
 from evolve.loop.config import load_loop_config
 from evolve.loop.report import table
 from evolve.markup import esc

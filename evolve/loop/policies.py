@@ -15,6 +15,7 @@ is `policies.rollout_backend`, chosen in the config and recorded on every trajec
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections import OrderedDict
@@ -26,16 +27,17 @@ from agent.policy import load_policy
 from agent.policy.base import Generation, Policy, PolicyWrapper, SamplingParams
 from agent.policy.embedded import EMBEDDED_GGUF
 from agent.policy.vllm_backend import VLLMAdapterView
-from records import Message
 from evolve.errors import ConfigError
 from evolve.loop.config import PolicyConfig
+from evolve.policies import RunsRoot
+from evolve.train.versions import get_version
+from records import Message
 
 
 def default_loader(runs_root: Path) -> Callable[[str], Policy]:
     """`version:ID`, `replay:RUN_DIR` and every other spec, found under `runs_root` (the loop's --out)."""
-    from evolve.run_cli import load_policy_spec  # issue 23 moves it into agent.policy (then a plain import)
-
-    return lambda spec: load_policy_spec(spec, runs_root)
+    runs = RunsRoot(runs_root)
+    return lambda spec: load_policy(spec, runs=runs)
 
 
 class Timed(PolicyWrapper):
@@ -154,24 +156,22 @@ class Policies:
         if not spec.startswith("version:"):
             raise ConfigError(f"{spec}: llama.cpp rollouts need the embedded model or a version trained from it "
                               "(policies.rollout_backend: hf runs any transformers model)")
-        from evolve.train.versions import get_version  # loads torch (the trainer's modeling)
-
         v = get_version(spec.split(":", 1)[1], self.runs_root)
         if v.kind == "base" or not v.path:
             return self._gguf(v.base)
         out = Path(v.path).parent / "model-q8_0.gguf"
         if not out.exists():
+            # The trainer's GGUF export is the training-speed work's (issue 20); a build without it says so.
+            # Imported by name: once it is in every build, this becomes a module-level import.
             try:
-                from evolve.train.gguf_export import export_policy
+                export = importlib.import_module("evolve.train.gguf_export")
             except ImportError:
                 raise ConfigError("policies.rollout_backend llamacpp needs the trainer's GGUF export "
-                                  "(evolve.train.gguf_export); use rollout_backend hf") from None
-            export_policy(spec, out, runs_root=self.runs_root, tensor_type="q8_0")
+                                  "(evolve.train.gguf_export), which this build lacks; use rollout_backend hf") from None
+            export.export_policy(spec, out, runs_root=self.runs_root, tensor_type="q8_0")
         return f"llamacpp:{out}"
 
     def _vllm_view(self, spec: str) -> Policy:
-        from evolve.train.versions import get_version  # loads torch (the trainer's modeling)
-
         base_spec, adapter = spec, None
         if spec.startswith("version:"):
             v = get_version(spec.split(":", 1)[1], self.runs_root)

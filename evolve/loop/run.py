@@ -27,10 +27,12 @@ from evolve.loop.policies import Policies
 from evolve.loop.report import loop_report
 from evolve.loop.splits import resolve_splits
 from evolve.loop.state import KIND, STAGES, GenerationRecord, LoopState
-from evolve.run_lock import RunLock
+from evolve.run.run_lock import RunLock
 from evolve.store import RunStore, check_run_dir
+from evolve.train.versions import canonical_spec
 from records import TreeNode
 from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def _start_variant(cfg: LoopConfig, out: Path, kind: str) -> str:
 def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy] | None = None,
              progress: Progress | None = None, suite: Any = None) -> dict[str, Any]:
     """Run (or resume) the loop in `out`; returns the report (`report.json` too). `load_policy(spec)` loads specs
-    (default: `load_policy_spec` with `out` as the runs root); `progress(stage, event, detail)` sees the work."""
+    (default: `agent.policy.load_policy` with `out` as the runs root); `progress(stage, event, detail)` sees the work."""
     out = Path(out)
     suite = suite or get_suite(cfg.suite, **({"dataset": cfg.dataset} if cfg.dataset else {}))
     kind = "toolcall" if suite.kind == "toolcall" else "swe"
@@ -95,16 +97,12 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
     with RunLock(out, f"evolve loop {cfg.suite}"), RunStore(out) as store:
         spec = cfg.policies.policy
         if spec.startswith("version:"):
-            from evolve.train.versions import canonical_spec  # loads torch (the trainer's modeling)
-
             spec = canonical_spec(spec, out)  # recorded (and compared on resume) as the version's id
         config = cfg.model_dump(mode="json") | {"policies": cfg.policies.model_dump(mode="json") | {"policy": spec}}
         _check_resume(store, run_id, config)
         variant = _start_variant(cfg, out, kind)
         store.put_run(run_id, KIND, config | {"splits_ids": splits.ids(), "start_spec": spec})
         if kind == "swe" and cfg.sandbox == "docker":
-            from evolve.run_cli import ensure_suite_images
-
             ensure_suite_images(suite, splits.train + splits.search + splits.held_out)
         policies = Policies(cfg.policies, out, load=load_policy)
         ctx = LoopContext(cfg=cfg, out=out, run_id=run_id, store=store, splits=splits, policies=policies, kind=kind,

@@ -30,7 +30,6 @@ from agent.variant import AgentVariant
 from evolve.agent_r.config import AgentRConfig
 from evolve.agent_r.loop import AgentRRunConfig, InstanceSearch
 from evolve.agent_r.toolcall import unit_reward
-from evolve.executor import make_executor, parse_executor
 from evolve.hgm.config import HGMConfig
 from evolve.hgm.journal import StoreJournal
 from evolve.hgm.scheduler import Scheduler
@@ -42,7 +41,9 @@ from evolve.loop.gate import compare, mean_interval
 from evolve.loop.scheduler import KindChooser
 from evolve.loop.state import DOC_DATA, DOC_HELD_OUT, GenerationRecord, StageRecord, gkey
 from evolve.loop.world import LoopWorld
-from evolve.runner import RunConfig, StopSignal, run_episode, run_swe
+from evolve.run.episode import StopSignal, run_episode
+from evolve.run.executor import make_executor, parse_executor
+from evolve.run.runner import RunConfig, run_swe
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.run import run_se_agent
 from evolve.store import RunStore

@@ -25,6 +25,7 @@ from evolve.loop.context import LoopContext
 from evolve.loop.data import GenerationData
 from evolve.loop.state import gkey
 from evolve.store import RunStore
+from evolve.train.errors import TrainError
 from records import Step, Trajectory, TrajectoryStatus
 from rewards.toolrl import score
 from sandbox import SandboxConfig
@@ -75,7 +76,6 @@ class LoopWorld:
             with self.ctx.train_lock:
                 version, training = self._train(parent, child_id, kind)
         except Exception as e:  # noqa: BLE001 - a failed training is a rejected child, never the search's end
-            from evolve.train.modeling import TrainError  # loads torch; a training ran, so it is loaded already
 
             if not isinstance(e, TrainError):
                 log.exception("training %s of %s failed", kind, parent.id)
@@ -114,7 +114,7 @@ class LoopWorld:
     def _train(self, parent: NodeView, child_id: str, kind: str) -> tuple[Any, dict[str, Any]]:
         """Train `kind` from the parent's policy on the generation's data; (version, training summary)."""
         from evolve.train.grpo import GRPOConfig, train_grpo  # the trainer loads torch: only for weight children
-        from evolve.train.modeling import LoraSettings, TrainError
+        from evolve.train.modeling import LoraSettings
         from evolve.train.sft import SFTConfig, train_sft
 
         cfg, t = self.ctx.cfg, self.ctx.cfg.training

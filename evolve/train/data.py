@@ -40,7 +40,10 @@ import torch
 from torch import Tensor
 
 from agent.policy.base import message_dicts
+from evolve.store import RunStore
 from records import Message, Trajectory
+
+from evolve.train.errors import TokenizerMismatch
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +143,6 @@ def _render(tokenizer: Any, dicts: list[dict[str, Any]], gen: bool, tools: list[
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-
-class TokenizerMismatch(ValueError):
-    """Recorded token ids that are not the trained model's tokenizer's (with `on_mismatch="refuse"`)."""
 
 
 OnMismatch = Literal["retokenize", "refuse"]
@@ -311,8 +310,6 @@ def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_re
     ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped, except
     demonstrations, `DEMONSTRATIONS`, which are successes by construction).
     """
-    from evolve.store import RunStore
-
     out: list[tuple[Trajectory, float | None]] = []
     for d in run_dirs:
         with RunStore(d, readonly=True) as store:

@@ -32,7 +32,8 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
-from evolve.train.modeling import NothingLearned, TrainError, forward_logprobs, optimizer_step
+from evolve.train.errors import NothingLearned, TrainError
+from evolve.train.modeling import forward_logprobs, optimizer_step
 from evolve.train.session import RUN_ID, TrainSession
 
 log = logging.getLogger(__name__)
