@@ -16,6 +16,7 @@ from evolve import run_cli, sandbox_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
 from evolve.errors import user_errors
 from evolve.hgm import cli as hgm_cli
+from evolve.loop import cli as loop_cli
 from evolve.markup import esc
 from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
@@ -33,6 +34,7 @@ app.command("hgm")(hgm_cli.hgm_cmd)
 app.add_typer(hgm_cli.tree_app, name="tree")
 app.command("se-agent")(se_agent_cli.se_agent_cmd)
 app.command("agent-r")(agent_r_cli.agent_r_cmd)
+app.command("loop")(loop_cli.loop_cmd)
 app.command("tui")(tui_cli.tui_cmd)
 err_console = Console(stderr=True)
 

@@ -79,6 +79,8 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML file of settings (see t
 OUT = typer.Option(None, "--out", "-o", help="Output run directory (default runs/<kind>-<time>); rerun to resume.")
 FULL = typer.Option(False, "--full", help="Full fine-tuning instead of a LoRA adapter.")
 DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, ...")
+MAX_LEN = typer.Option(None, "--max-len", help="Most tokens of one training sequence (longer ones are cut at a "
+                       "turn boundary).")
 
 
 @app.command("sft")
@@ -90,16 +92,26 @@ def sft_cmd(
     epochs: Optional[float] = typer.Option(None, help="Passes over the data."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    min_reward: Optional[float] = typer.Option(None, help="Only trajectories with at least this reward."),
+    min_reward: Optional[float] = typer.Option(None, help="Only trajectories with at least this reward (default "
+                                               "1.0: successes; demonstrations always count)."),
+    all_trajectories: bool = typer.Option(False, "--all-trajectories", help="Train on every finished trajectory, "
+                                          "failures included (no reward threshold)."),
+    max_len: Optional[int] = MAX_LEN,
 ) -> None:
-    """Supervised fine-tuning on the assistant turns of stored trajectories (loss-masked)."""
+    """Supervised fine-tuning on the assistant turns of stored trajectories (loss-masked). By default only
+    successes (reward >= 1.0) and demonstrations; never HGM's meta-agent trajectories."""
     from evolve.train.config import load_config  # these import torch: only the command that trains loads it
     from evolve.train.sft import SFTConfig, train_sft
 
     _logging()
     _check_runs(run_dirs)
+    if all_trajectories and min_reward is not None:
+        raise TrainError("give --min-reward or --all-trajectories, not both")
     cfg = load_config(SFTConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
-                                                      max_steps=max_steps, lr=lr, min_reward=min_reward))
+                                                      max_steps=max_steps, lr=lr, min_reward=min_reward,
+                                                      max_len=max_len))
+    if all_trajectories:
+        cfg.min_reward = None
     _report(train_sft(cfg, run_dirs, _out(out, "sft")))
 
 
@@ -113,6 +125,7 @@ def grpo_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     reward: Optional[str] = typer.Option(None, help="Name of the stored reward to use (default: combined / the only one)."),
+    max_len: Optional[int] = MAX_LEN,
 ) -> None:
     """GRPO on stored, scored trajectories grouped by task instance (offline)."""
     from evolve.train.config import load_config  # these import torch: only the command that trains loads it
@@ -121,7 +134,7 @@ def grpo_cmd(
     _logging()
     _check_runs(run_dirs)
     cfg = load_config(GRPOConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
-                                                       max_steps=max_steps, lr=lr, reward=reward))
+                                                       max_steps=max_steps, lr=lr, reward=reward, max_len=max_len))
     _report(train_grpo(cfg, run_dirs, _out(out, "grpo")))
 
 
@@ -155,6 +168,7 @@ def grpo_toolcall_cmd(
     prompts_per_step: Optional[int] = typer.Option(None, help="Prompts per step."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     rollout_policy: Optional[str] = typer.Option(None, help="`live` (the training model) or a spec such as vllm:MODEL."),
+    max_len: Optional[int] = MAX_LEN,
 ) -> None:
     """Online GRPO on the tool-calling suite: sample groups, score with ToolRL, store, update."""
     from evolve.train.config import load_config  # these import torch: only the command that trains loads it
@@ -163,7 +177,7 @@ def grpo_toolcall_cmd(
     _logging()
     cfg = load_config(ToolcallGRPOConfig, config, **_overrides(
         policy, full, device=device, steps=steps, group_size=group_size, prompts_per_step=prompts_per_step, lr=lr,
-        rollout_policy=rollout_policy))
+        rollout_policy=rollout_policy, max_len=max_len))
     _report(train_grpo_toolcall(cfg, _out(out, "grpo-toolcall")))
 
 

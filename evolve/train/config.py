@@ -43,6 +43,9 @@ class TrainConfig(BaseModel):
     """Most tokens of one sequence (longer ones are cut at a turn boundary or dropped, see `overflow`)."""
     overflow: Literal["cut", "drop"] = "cut"
     """Too-long sequences: `cut` after the last whole assistant turn that fits, or `drop`; always counted."""
+    token_mismatch: Literal["retokenize", "refuse"] = "retokenize"
+    """Recorded token ids that the trained model's tokenizer did not produce (the sampler was another model):
+    `retokenize` trains on the turn's text instead (logged, log-probs dropped), `refuse` stops with an error."""
     pack: bool = True
     """Pack several short sequences into one row of `max_len` tokens (no attention across them)."""
     share_prefix: bool = True

@@ -46,6 +46,8 @@ from agent.policy.base import message_dicts
 from evolve.store import RunStore
 from records import Message, Trajectory
 
+from evolve.train.errors import TokenizerMismatch
+
 log = logging.getLogger(__name__)
 
 Overflow = Literal["cut", "drop"]
@@ -106,6 +108,9 @@ class BuildReport:
     """Assistant turns tokenised from their text (no recorded ids)."""
     unaligned_turns: int = 0
     """Recorded ids whose decoded text differs from what the template renders (spliced anyway)."""
+    mismatched_turns: int = 0
+    """Recorded ids that are not this tokenizer's encoding of the turn (another model's tokenizer sampled them:
+    ids out of the vocabulary, or decoding to other text): retokenised from the text, their log-probs dropped."""
     tokens: int = 0
     trained_tokens: int = 0
 
@@ -124,6 +129,9 @@ class BuildReport:
         if self.unaligned_turns:  # e.g. a special token sampled mid-text, which `content` does not show
             logger.info("data: %d recorded turns kept as sampled although their text renders differently",
                         self.unaligned_turns)
+        if self.mismatched_turns:
+            logger.warning("data: %d turns were sampled with another tokenizer than the trained model's: "
+                           "retokenised from their text (their recorded log-probs dropped)", self.mismatched_turns)
 
 
 class _TemplateError(ValueError):
@@ -140,9 +148,26 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+OnMismatch = Literal["retokenize", "refuse"]
+
+
+def same_tokenizer(token_ids: list[int], content: str, tokenizer: Any) -> bool:
+    """Whether ``token_ids`` can be this tokenizer's encoding of a turn whose text is ``content``: every id is in
+    its vocabulary and they decode (special tokens skipped) to the text, up to surrounding whitespace and a few
+    characters at the end (a stop string's last token may run past it, or the sampler may cut a partial one)."""
+    if any(not 0 <= t < len(tokenizer) for t in token_ids):
+        return False
+    decoded = tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+    text = content.strip()
+    short, long = sorted((decoded, text), key=len)
+    return long.startswith(short) and len(long) - len(short) <= 16
+
+
 def tokenize_messages(messages: list[Message], tokenizer: Any, tools: list[dict] | None = None,
-                      report: BuildReport | None = None) -> Sequence:
-    """Render and tokenise a conversation; see the module docstring for the rules. No length limit."""
+                      report: BuildReport | None = None, on_mismatch: OnMismatch = "retokenize") -> Sequence:
+    """Render and tokenise a conversation; see the module docstring for the rules. No length limit.
+    Recorded ids that another tokenizer produced (`same_tokenizer` fails) are retokenised from their text, or
+    raise `TokenizerMismatch` with ``on_mismatch="refuse"``."""
     report = report if report is not None else BuildReport()
     dicts = message_dicts(messages)
     ids: list[int] = []
@@ -165,6 +190,12 @@ def tokenize_messages(messages: list[Message], tokenizer: Any, tools: list[dict]
             raise _TemplateError(f"chat template is not prefix-stable at message {i}")
         add(_encode(tokenizer, prompt[len(done):]), False)
         segment = full[len(prompt):]
+        if m.token_ids and not same_tokenizer(m.token_ids, m.content, tokenizer):
+            if on_mismatch == "refuse":
+                raise TokenizerMismatch(f"message {i}: its recorded token ids do not decode to its text with the "
+                                        "trained model's tokenizer (sampled by another model?)")
+            report.mismatched_turns += 1
+            m = m.model_copy(update={"token_ids": None, "logprobs": None})
         if m.token_ids:
             lps = m.logprobs if m.logprobs is not None and len(m.logprobs) == len(m.token_ids) else None
             add(list(m.token_ids), m.train, lps)
@@ -198,12 +229,15 @@ RECOMPUTED_POLICIES = ("llamacpp:",)
 
 def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: Overflow = "cut",
                    tools: list[dict] | None = None, reward: float | None = None,
-                   report: BuildReport | None = None) -> Sequence | None:
+                   report: BuildReport | None = None, on_mismatch: OnMismatch = "retokenize") -> Sequence | None:
     """One trajectory as a `Sequence` of at most ``max_len`` tokens, or None (counted in ``report``)."""
     report = report if report is not None else BuildReport()
     report.trajectories += 1
     try:
-        seq = tokenize_messages(traj.messages(), tokenizer, tools=tools, report=report)
+        seq = tokenize_messages(traj.messages(), tokenizer, tools=tools, report=report, on_mismatch=on_mismatch)
+    except TokenizerMismatch as e:
+        raise TokenizerMismatch(f"trajectory {traj.id} (policy {traj.policy or '?'}): {e}; set token_mismatch: "
+                                "retokenize to train on its text instead") from None
     except _TemplateError as e:
         log.debug("trajectory %s: %s", traj.id, e)
         report.dropped_template += 1
@@ -231,12 +265,13 @@ def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: 
 
 
 def build_sequences(items: list[tuple[Trajectory, float | None]], tokenizer: Any, *, max_len: int,
-                    overflow: Overflow = "cut", tools: list[dict] | None = None
-                    ) -> tuple[list[Sequence], BuildReport]:
+                    overflow: Overflow = "cut", tools: list[dict] | None = None,
+                    on_mismatch: OnMismatch = "retokenize") -> tuple[list[Sequence], BuildReport]:
     """`build_sequence` over ``(trajectory, reward)`` pairs; the report is logged."""
     report = BuildReport()
     out = [s for t, r in items if (s := build_sequence(t, tokenizer, max_len=max_len, overflow=overflow,
-                                                        tools=tools, reward=r, report=report)) is not None]
+                                                        tools=tools, reward=r, report=report,
+                                                        on_mismatch=on_mismatch)) is not None]
     report.log()
     return out, report
 
@@ -256,12 +291,27 @@ def pick_reward(rewards: dict[str, Any], name: str | None) -> float | None:
     return None if r is None else float(r.total)
 
 
+NEVER_TRAINED = ("hgm:meta", "hgm:smoke")
+"""Trajectory origins that are never training data of the task policy: HGM's meta-agent editing an agent
+variant (another task, another prompt) and the ungraded smoke episodes that validate a child."""
+DEMONSTRATIONS = ("reference", "demonstration")
+"""Origins of demonstrations (a task's reference answer, a known fix): successes by construction."""
+
+
+def trainable(traj: Trajectory) -> bool:
+    """Whether a stored trajectory may be training data at all: finished, not an infrastructure failure or an
+    interrupted episode, not a meta-agent or smoke episode."""
+    return traj.status.value != "running" and not traj.infra_failure and not traj.origin.startswith(NEVER_TRAINED)
+
+
 def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_reward: float | None = None,
                       include_running: bool = False) -> list[tuple[Trajectory, float | None]]:
     """Finished trajectories of every run directory with their reward (``reward`` names which one).
-    Infrastructure errors and interrupted episodes are never training data: they are left out.
+    Infrastructure errors, interrupted episodes and HGM's meta-agent and smoke episodes (`NEVER_TRAINED`) are
+    never training data: they are left out.
 
-    ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped).
+    ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped, except
+    demonstrations, `DEMONSTRATIONS`, which are successes by construction).
     """
     out: list[tuple[Trajectory, float | None]] = []
     for d in run_dirs:
@@ -271,8 +321,11 @@ def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_re
                     continue
                 if traj.infra_failure:  # an infra error or an interrupted run says nothing about the policy
                     continue
+                if traj.origin.startswith(NEVER_TRAINED):
+                    continue
                 r = pick_reward(store.rewards(traj.id), reward)
-                if min_reward is not None and (r is None or r < min_reward):
+                demo = traj.origin.startswith(DEMONSTRATIONS)
+                if min_reward is not None and not demo and (r is None or r < min_reward):
                     continue
                 out.append((traj, r))
     return out

@@ -32,8 +32,9 @@ from records import PolicyVersion, Trajectory
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
-from evolve.train.modeling import TrainError, compute_settings, forward_logprobs, optimizer_step
-from evolve.train.session import TrainSession
+from evolve.train.errors import NothingLearned, TrainError
+from evolve.train.modeling import compute_settings, forward_logprobs, optimizer_step
+from evolve.train.session import RUN_ID, TrainSession
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +174,17 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         ckpt = session.latest_checkpoint()
         torch.manual_seed(cfg.seed)
         model, tok = session.load_model(ckpt)
-        seqs, _ = build_sequences(scored, tok, max_len=cfg.max_len, overflow=cfg.overflow)
+        seqs, _ = build_sequences(scored, tok, max_len=cfg.max_len, overflow=cfg.overflow,
+                                 on_mismatch=cfg.token_mismatch)
         adv, train, gstats = advantages_for(seqs, cfg)
         log.info("grpo: %d groups, %d skipped (all rewards equal or too small), %d truncated masked out",
                  gstats["groups"], gstats["groups_skipped"], gstats["truncated_masked"])
         trainable = [i for i, t in enumerate(train) if t]
         if not trainable:
-            raise TrainError("no group of trajectories has differing rewards: GRPO has nothing to learn "
-                             f"({int(gstats['groups'])} groups; sample several trajectories per instance)")
+            session.store.set_run_status(RUN_ID, "no-updates")
+            raise NothingLearned("no group of trajectories has differing rewards: GRPO has nothing to learn and "
+                                 f"stored no policy version ({int(gstats['groups'])} groups; sample several "
+                                 "trajectories per instance, e.g. `evolve run --attempts 4 --temperature 1`)")
         # Whole groups stay together in a step; the order of groups is shuffled per epoch.
         by_group: dict[str, list[int]] = defaultdict(list)
         for i in trainable:
