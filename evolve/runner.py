@@ -119,6 +119,8 @@ class EpisodeResult:
     """Where it failed: `episode` (the agent's sandbox) or `grading`; None without an infra error."""
     interrupted: bool = False
     """The run was stopped while the episode ran; nothing was graded."""
+    started: bool = True
+    """False when the stop came before the agent acted (the instance never started: it stays pending)."""
 
 
 class StopSignal:
@@ -204,6 +206,7 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
     if getattr(ep_agent, "on_attempt", None) is None:  # attempts.k > 1: each attempt is a stored trajectory
         ep_agent.on_attempt = store.put_trajectory
     infra: str | None = None
+    started = True
     say(iid, "starting sandbox")
     try:
         if sandbox_cfg.backend == "local":
@@ -219,7 +222,9 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
         if stop is not None:
             stop.register(sb)
         try:
-            if not (stop is not None and stop.is_set()):
+            if stop is not None and stop.is_set():
+                started = False
+            else:
                 traj = ep_agent.run(instance, sb, traj)
             if traj.status != TrajectoryStatus.submitted and not traj.sandbox_ended_by_agent and not _alive(sb):
                 infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
@@ -236,7 +241,7 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
             except Exception as e:  # noqa: BLE001 - a gone sandbox may fail to stop; the episode is over
                 log.debug("stopping the sandbox of %s: %s", iid, e)
     if stop is not None and stop.is_set():
-        return _interrupted(store, traj)
+        return _interrupted(store, traj, started=started)
     if infra is not None:
         return _infra(store, traj, infra, say, stage="episode")
     store.put_trajectory(traj)
@@ -312,13 +317,13 @@ def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
     return EpisodeResult(traj, report, {}, infra_error=why, infra_stage=stage)
 
 
-def _interrupted(store: RunStore, traj: Trajectory) -> EpisodeResult:
+def _interrupted(store: RunStore, traj: Trajectory, started: bool = True) -> EpisodeResult:
     traj.status, traj.error, traj.finished_at = TrajectoryStatus.error, INTERRUPTED, time.time()
     try:
         store.put_trajectory(traj)
     except Exception as e:  # noqa: BLE001 - the run may have closed the store already; it marks it then
         log.debug("storing an interrupted trajectory: %s", e)
-    return EpisodeResult(traj, interrupted=True)
+    return EpisodeResult(traj, interrupted=True, started=started)
 
 
 # --- a whole run -------------------------------------------------------------------------------------
@@ -362,7 +367,11 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
         for inst in instances:
             store.put_instance(run_id, inst)
+        on_event = _stored_events(store, run_id, on_event)
         status = store.instance_status(run_id)
+        for iid, state in status.items():  # left `running` by a killed run: cut, so interrupted until it reruns
+            if state == "running":
+                store.set_instance_status(run_id, iid, "interrupted")
         todo = [i for i in runnable if status.get(i.instance_id) != "done"]
         for inst in instances:
             if status.get(inst.instance_id) == "done":
@@ -382,7 +391,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         def do_instance(inst: TaskInstance) -> None:
             iid = inst.instance_id
-            store.set_instance_status(run_id, iid, "running")
+            with stopper.commit():
+                if stopper.is_set():  # taken from the queue as the stop came: it never started, it stays queued
+                    return
+                store.set_instance_status(run_id, iid, "running")
             result: EpisodeResult | None = None
             for attempt in range(cfg.infra_retries + 1):
                 if attempt:
@@ -402,6 +414,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                     break
                 if result.infra_stage == "grading":  # the episode was sound: grading was already retried
                     break
+            if result is not None and not result.started:
+                with stopper.commit():
+                    store.set_instance_status(run_id, iid, "pending")
+                return
             if result is None or result.interrupted or stopper.is_set() and result.infra_error is not None:
                 with stopper.commit():
                     store.set_instance_status(run_id, iid, "interrupted")
@@ -480,8 +496,8 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             with stopper.commit():
                 _close_interrupted(store, run_id, {i.instance_id for i in todo})
                 status = store.instance_status(run_id)
-                for inst in todo:
-                    if status.get(inst.instance_id) in ("running", "pending"):
+                for inst in todo:  # a queued instance never started: it stays pending (nothing of it was cut)
+                    if status.get(inst.instance_id) == "running":
                         store.set_instance_status(run_id, inst.instance_id, "interrupted")
                 store.set_run_status(run_id, "stopped")
                 store.log_event("run_stopped", run_id=run_id, reason=stopper.reason)
@@ -490,6 +506,14 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
+    """`on_event` that first stores each line (event `progress`): the TUI's event log shows what the CLI prints."""
+    def say(instance_id: str, what: str) -> None:
+        store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+        on_event(instance_id, what)
+    return say
 
 
 def _remote_episodes(cfg: RunConfig, policy: Policy):

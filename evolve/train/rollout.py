@@ -138,6 +138,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
     if not instances:
         raise TrainError("the tool-calling suite has no training instances")
     session = TrainSession(out, "grpo", cfg, data_ids=[RUN_ID])
+    error: BaseException | None = None
     try:
         if session.finished is not None:
             return session.finished
@@ -206,5 +207,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 session.save_checkpoint(step, model, tok, opt, sched)
         final = {k: metrics[k] for k in ("reward", "format", "correctness") if k in metrics}
         return session.finish(model, tok, final | {"steps": float(cfg.steps)})
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        session.close()
+        session.close(error)

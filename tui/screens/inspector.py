@@ -19,9 +19,10 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 from evolve.store import RunStore
 from records import Step, TestReport, Trajectory
 from tui.screens.base import LiveScreen
-from tui.widgets import cell
+from tui.screens.dialogs import PickScreen
 from tui.text import (clean, clip, duration, logprob_summary, report_lines, split_thinking, step_text, tool_names,
                       trajectory_export)
+from tui.widgets import cell
 
 VIEWS = ("step", "rewards", "tests", "patch", "info")
 
@@ -30,16 +31,20 @@ VIEWS = ("step", "rewards", "tests", "patch", "info")
 class Nav:
     """Where the trajectory sits in the list it was opened from, so H/L move through that list."""
 
-    run_id: str | None
+    run_id: str | list[str] | None
     search: str
     pos: int
     total: int
+    status: str | None = None
+    sort: str | None = None
+    descending: bool = False
 
     def neighbour(self, store: RunStore, delta: int) -> str | None:
         pos = self.pos + delta
         if not 0 <= pos < self.total:
             return None
-        self.total, rows = store.trajectory_page(self.run_id, search=self.search, offset=pos, limit=1)
+        self.total, rows = store.trajectory_page(self.run_id, search=self.search, status=self.status, sort=self.sort,
+                                                 descending=self.descending, offset=pos, limit=1)
         if not rows:
             return None
         self.pos = pos
@@ -114,7 +119,7 @@ class InspectorScreen(LiveScreen):
                     with VerticalScroll():
                         yield Static(id="info-text", markup=False)
         yield Input(id="search", placeholder="search steps (enter: find, esc: close)")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -393,8 +398,6 @@ class InspectorScreen(LiveScreen):
         if not self.branch_rows:
             self.notify("no trajectory branches from this one", timeout=2)
             return
-        from tui.screens.dialogs import PickScreen
-
         options = [(c["id"], f"{c['instance_id']} · {c['status']} · {c['steps']} steps · {c['id']}")
                    for c in self.branch_rows]
 

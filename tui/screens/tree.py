@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from records import TreeNode
 from tui.screens.base import LiveScreen
+from tui.screens.inspector import InspectorScreen
 from tui.stats import NodeStats, best_belief, hgm_stats
 from tui.text import clean, clip, duration
 from tui.widgets import cell
@@ -78,7 +79,7 @@ class TreeScreen(LiveScreen):
                         yield Static(id="diagnosis-text", markup=False)
                 with TabPane("Evaluations", id="evals"):
                     yield DataTable(id="eval-table", cursor_type="row")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.store = self.evolve.source.store(self.store_dir)
@@ -135,6 +136,11 @@ class TreeScreen(LiveScreen):
             w.allow_expand = bool(w.children)
         if not nodes:
             self.query_one("#node-text", Static).update(Text("no tree nodes stored in this run (yet)"))
+            return
+        if tree.cursor_node is None:  # the first open: start on the first tree's first node, shown at once
+            first = next(iter(self.widgets.values()))
+            tree.move_cursor(first)
+            self.call_after_refresh(self.show_node)
         self.show_node()
 
     def current(self) -> TreeNode | None:
@@ -226,8 +232,6 @@ class TreeScreen(LiveScreen):
         if not tid:
             self.notify("no trajectory stored for this", timeout=2)
             return
-        from tui.screens.inspector import InspectorScreen
-
         self.app.push_screen(InspectorScreen(self.store, tid))
 
     def action_view(self) -> None:
