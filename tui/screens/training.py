@@ -73,7 +73,7 @@ class VersionTree(Tree):
 class TrainingScreen(LiveScreen):
     BINDINGS = [
         Binding("s", "smoothing", "Smoothing"),
-        Binding("space", "overlay", "Overlay"),
+        Binding("a", "overlay", "Overlay"),
         Binding("x", "axis", "Step/time"),
         Binding("c", "clear_overlay", "Clear overlay", show=False),
         Binding("escape", "back", "Back"),
@@ -232,7 +232,7 @@ class TrainingScreen(LiveScreen):
             + (f" in {duration(took)}" if took else "") + f" · {'adapter' if v.adapter else 'weights'} "
             f"{v.path or '-'} · data {', '.join(v.data) or '-'}"
             + (f"\noverlay: {', '.join(self.overlay)}" if self.overlay else "")
-            + f"\nsmoothing {self.smoothing:g} (s) · x: {'time' if self.by_time else 'step'} (x) · space: overlay"))
+            + f"\nsmoothing {self.smoothing:g} (s) · x: {'time' if self.by_time else 'step'} (x) · a: overlay"))
         shown = [vid] + [o for o in self.overlay if o != vid]
         for m in METRICS:
             series = [(o, *curve(self.steps.get(o, []), m, self.by_time)) for o in shown]
