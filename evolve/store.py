@@ -572,6 +572,38 @@ class RunStore:
                     running_since=running, last_update=last, status=run[0][0] if run else None,
                     workers=(json.loads(run[0][1]).get("workers") if run else None))
 
+    def trajectory_costs(self, ids: list[str]) -> dict[str, tuple[int, int, float, float]]:
+        """(prompt tokens, completion tokens, policy seconds, sandbox seconds) of each trajectory in `ids`, summed over
+        its steps (sandbox seconds: the time its tools ran in the sandbox)."""
+        out: dict[str, tuple[int, int, float, float]] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            for tid, p, c, ps, ts in self._rows(
+                    "SELECT trajectory_id, SUM(COALESCE(json_extract(data, '$.prompt_tokens'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.completion_tokens'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.policy_seconds'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.tool_seconds'), 0)) FROM steps "
+                    f"WHERE trajectory_id IN ({','.join('?' * len(chunk))}) GROUP BY trajectory_id", tuple(chunk)):
+                out[tid] = (int(p or 0), int(c or 0), float(ps or 0.0), float(ts or 0.0))
+        return out
+
+    def finished_ids(self, run_ids: list[str]) -> list[str]:
+        """Ids of the run's trajectories that are no longer running (their costs no longer change)."""
+        return [r[0] for r in self._rows(f"SELECT id FROM trajectories WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                                         "AND status != 'running'", tuple(run_ids))]
+
+    def running_ids(self, run_ids: list[str]) -> list[str]:
+        return [r[0] for r in self._rows(f"SELECT id FROM trajectories WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                                         "AND status = 'running'", tuple(run_ids))]
+
+    def recent_completion_tokens(self, run_ids: list[str], since: float) -> int:
+        """Completion tokens of the steps of the run's trajectories that started after `since` (for tokens/s)."""
+        return int(self._rows(
+            "SELECT COALESCE(SUM(json_extract(s.data, '$.completion_tokens')), 0) FROM steps s JOIN trajectories t "
+            f"ON t.id=s.trajectory_id WHERE t.run_id IN ({','.join('?' * len(run_ids))}) "
+            "AND (t.status='running' OR t.finished_at >= ?) AND json_extract(s.data, '$.started_at') >= ?",
+            (*run_ids, since, since))[0][0])
+
     def run_family(self, run_id: str) -> list[str]:
         """`run_id` and the run ids its command stored trajectories under (`RUN-it1`, `RUN-eval0`, ...: Agent-R's
         iterations and evaluations), except those that are runs of their own in this store."""

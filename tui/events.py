@@ -57,11 +57,13 @@ def _hgm_words(what: str) -> str:
 
 
 def event_line(ev: dict[str, Any], who_width: int = 24) -> Text:
-    """`HH:MM:SS who  what`, the who column padded (and cut with an ellipsis) so the lines align."""
+    """`HH:MM:SS who  what`, the who column padded so the lines align; a longer name is cut in its middle (ids
+    differ at their ends: `astropy__astropy-12907`), never silently."""
     who, what = event_words(ev)
     line = Text(time.strftime("%H:%M:%S ", time.localtime(ev.get("ts") or 0)), style="dim")
     if len(who) > who_width:
-        who = who[:who_width - 1] + "…"
+        head = (who_width - 1) // 2
+        who = who[:head] + "…" + who[len(who) - (who_width - 1 - head):]
     line.append(who.ljust(who_width) + " ", style="bold")
     style = STYLE.get(ev.get("kind", ""), "")
     if ev.get("kind") == "progress" and ("error" in what or "retry" in what):

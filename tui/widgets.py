@@ -16,13 +16,26 @@ def cell(value: Any) -> Text:
     return value if isinstance(value, Text) else Text(str(value), no_wrap=True, end="")
 
 
-def fit(value: Any, width: int) -> Text:
-    """A cell cut to `width` cells with an ellipsis (never silently: two long names that differ at the end
-    would otherwise look the same)."""
+def fit(value: Any, width: int, where: str = "end") -> Text:
+    """A cell cut to `width` cells with an ellipsis, never silently. `where` the cut is: `end`; `start` (a path or a
+    policy spec, whose end names it); `middle` (ids such as `django__django-11099`, which differ at their end)."""
     text = cell(value).copy()
-    if text.cell_len > width:
-        text.truncate(max(1, width), overflow="ellipsis")
-    return text
+    if text.cell_len <= width:
+        return text
+    width = max(1, width)
+    if where == "end" or width < 3:
+        text.truncate(width, overflow="ellipsis")
+        return text
+    n = len(text.plain)
+    if where == "start":
+        out = Text("…", style=text.style, end="", no_wrap=True)
+        out.append_text(text[n - (width - 1):])
+        return out
+    head = (width - 1) // 2
+    out = text[:head]
+    out.append("…")
+    out.append_text(text[n - (width - 1 - head):])
+    return out
 
 
 def fit_widths(widths: list[int], natural: list[int], columns: list[str], room: int, pad: int,
@@ -42,10 +55,11 @@ def fit_widths(widths: list[int], natural: list[int], columns: list[str], room: 
 
 
 def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[Any]], keys: Sequence[str],
-               most: int = 40, flex: str | None = None, least: int = 8) -> None:
+               most: int = 40, flex: str | None = None, least: int = 8, cut: dict[str, str] | None = None) -> None:
     """Replace a table's rows, with column widths measured here from the rows (capped at `most`); a cell wider than
-    its column ends in an ellipsis. The `flex` column takes the width the others leave in the table (at least
-    `least`), so the names that tell rows apart get all the room there is.
+    its column shows an ellipsis where it was cut (`cut`: column -> `end`, `start` or `middle`; the `flex` column is cut
+    in the middle). The `flex` column takes the width the others leave in the table (at least `least`), so the names
+    that tell rows apart get all the room there is.
 
     Fixed widths keep the table from resizing its columns on a later idle pass; that pass can leave lines
     drawn at the old widths in the table's line cache (seen at 80x24 when a render lands in between)."""
@@ -62,8 +76,9 @@ def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence
     table.clear(columns=True)
     for name, width in zip(columns, widths):
         table.add_column(name, key=name, width=width)
+    where = [(cut or {}).get(c, "middle" if c == flex else "end") for c in columns]
     for row, key in zip(rows, keys):
-        table.add_row(*(fit(v, w) for v, w in zip(row, widths)), key=key)
+        table.add_row(*(fit(v, w, at) for v, w, at in zip(row, widths, where)), key=key)
     if rows:
         table.move_cursor(row=min(keep, len(rows) - 1))
 

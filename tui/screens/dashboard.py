@@ -33,6 +33,8 @@ STATUS_FILTERS = (None, "running", "submitted", "budget_exhausted", "context_exc
 """What `f` cycles through: every status, one at a time (None: all)."""
 SORTS = (None, "instance", "status", "steps", "tokens", "time", "res", "reward")
 """What `o` cycles through (None: the order they were stored); a click on a column's header sorts by it."""
+RATE_WINDOW = 60.0
+"""Seconds over which the generation rate (tokens/s) is measured."""
 WIDE = 100
 """Columns from which the reward histogram is shown beside the event log (below it the log takes the width)."""
 
@@ -58,6 +60,20 @@ def status_counts(trajs: dict[str, int]) -> Text:
         if s not in known:
             part(s, n, "")
     return out if out.plain else Text("no trajectories yet")
+
+
+def tokens(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def cost_text(cost: dict) -> str:
+    """`│ 12.3k tok · 41 tok/s · sandbox 3m20s`: what the run used (tokens/s: generated in the last minute)."""
+    out = f"│ {tokens(cost['prompt'] + cost['completion'])} tok"
+    if cost.get("rate"):
+        out += f" · {cost['rate']:.0f} tok/s"
+    if cost.get("sandbox_seconds"):
+        out += f" · sandbox {duration(cost['sandbox_seconds'])}"
+    return out
 
 
 def reward_cell(rewards: dict) -> str:
@@ -131,6 +147,9 @@ class DashboardScreen(LiveScreen):
         self.rows: list[dict] = []
         self.last_event = 0
         self.ov: dict | None = None
+        self.cost: dict | None = None
+        self.costs: dict[str, tuple[int, int, float, float]] = {}
+        """(prompt, completion, policy s, sandbox s) of finished trajectories, read once (the worker's cache)."""
         self.alive: bool | None = None
         self.stats_shown = 0.0
         """When the aggregates were last drawn (tests wait for it)."""
@@ -184,13 +203,28 @@ class DashboardScreen(LiveScreen):
         totals = store.reward_totals(family)
         events = store.events(after_id=self.last_event, limit=500)
         alive = owner_alive(self.run.store_dir) if ov.get("status") == "running" else None
-        self.app.call_from_thread(self.show_stats, family, ov, totals, events, alive)
+        cost = self.read_cost(store, family)
+        self.app.call_from_thread(self.show_stats, family, ov, totals, events, alive, cost)
+
+    def read_cost(self, store, family: list[str]) -> dict:
+        """Tokens, policy and sandbox seconds of the run, and its generation rate over the last minute (worker
+        thread). A finished trajectory's sums never change: they are read once and kept."""
+        new = [t for t in store.finished_ids(family) if t not in self.costs]
+        self.costs.update(store.trajectory_costs(new))
+        live = store.trajectory_costs(store.running_ids(family))
+        sums = [sum(c[k] for c in [*self.costs.values(), *live.values()]) for k in range(4)]
+        now = time.time()
+        window = max(1.0, min(RATE_WINDOW, now - (self.run.created_at or now)))
+        recent = store.recent_completion_tokens(family, now - window) if live else 0
+        return dict(prompt=sums[0], completion=sums[1], policy_seconds=sums[2], sandbox_seconds=sums[3],
+                    rate=recent / window if live else 0.0)
 
     def run_status(self) -> str:
         status = (self.ov or {}).get("status") or self.run.status
         return "dead" if status == "running" and self.alive is False else status
 
-    def show_stats(self, family: list[str], ov: dict, totals: dict, events: list[dict], alive: bool | None) -> None:
+    def show_stats(self, family: list[str], ov: dict, totals: dict, events: list[dict], alive: bool | None,
+                   cost: dict | None = None) -> None:
         if family != self.family:
             self.family = family
             self.pages.clear()
@@ -199,7 +233,11 @@ class DashboardScreen(LiveScreen):
         prog = progress(ov)
         self.query_one("#progress", ProgressBar).update(total=max(prog.total, 1), progress=prog.done + prog.failed)
         self.show_eta()
-        self.query_one("#counts", Static).update(status_counts(ov["trajectories"]))
+        counts = status_counts(ov["trajectories"])
+        if cost:
+            self.cost = cost
+            counts.append(cost_text(cost), style="dim")
+        self.query_one("#counts", Static).update(counts)
         name = "combined" if "combined" in totals else next(iter(totals), None)
         self.query_one("#hist", RewardHistogram).show(name, totals.get(name, []) if name else [])
         log = self.query_one("#events", RichLog)
@@ -209,7 +247,7 @@ class DashboardScreen(LiveScreen):
                 continue
             self.last_event = ev["id"]
             if for_runs(ev, mine):
-                log.write(event_line(ev, who_width=18))
+                log.write(event_line(ev, who_width=max(16, min(40, (log.size.width or 80) // 2 - 10))))
         self.stats_shown = time.time()
 
     def show_eta(self) -> None:

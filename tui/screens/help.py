@@ -28,16 +28,18 @@ def screen_keys(screen: Screen) -> list[tuple[str, str, str]]:
     Bindings that share an action are listed once with all their keys."""
     rows: dict[tuple[str, str], list[str]] = {}
     where: dict[tuple[str, str], str] = {}
-    for key, active in screen.active_bindings.items():
-        b = active.binding
-        what = b.description or b.action.replace("_", " ")
-        ident = (b.action, what)
-        label = b.key_display or KEY_NAMES.get(key, key)
-        if label not in rows.setdefault(ident, []):
-            rows[ident].append(label)
-        node = active.node
-        where[ident] = "app" if node is screen.app else "screen" if node is screen else \
-            WIDGET_NAMES.get(type(node).__name__, type(node).__name__.lower())
+    chain = screen._modal_binding_chain  # (node, bindings) from the focused widget up to the app (textual 8.2)
+    for node, bindings in chain:
+        for key, b in bindings:
+            if screen.app._check_action_state(b.action, node) is False:
+                continue
+            what = b.description or b.action.replace("_", " ")
+            ident = (b.action, what)
+            label = b.key_display or KEY_NAMES.get(key, key)
+            if label not in rows.setdefault(ident, []):
+                rows[ident].append(label)
+            where.setdefault(ident, "app" if node is screen.app else "screen" if node is screen else
+                             WIDGET_NAMES.get(type(node).__name__, type(node).__name__.lower()))
     order = {"screen": 0, "app": 2}
     out = [(", ".join(keys), what, where[ident]) for ident, keys in rows.items() for what in [ident[1]]]
     return sorted(out, key=lambda r: (order.get(r[2], 1), r[1].lower()))

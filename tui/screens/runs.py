@@ -100,10 +100,11 @@ class RunsScreen(LiveScreen):
         self.runs = [run for run, _ in shown]
         now = self.evolve.clock()
         rows = [(self.label(run), run.kind, Text(run.status, style=_status_style(run.status)), s["progress"],
-                 s["score"], tail(str(run.config.get("policy") or run.config.get("base") or "-"), 24),
+                 s["score"], tail(str(run.config.get("policy") or run.config.get("base") or "-"), 28),
                  clock(run.created_at), age(s["last_update"], now)) for run, s in shown]
         table = self.query_one("#runs", DataTable)
-        fill_table(table, COLUMNS, rows, [r.key for r in self.runs], flex="run", least=10)
+        fill_table(table, COLUMNS, rows, [r.key for r in self.runs], flex="run", least=10,
+                   cut={"policy": "start", "score": "end"})
         how = ([f"status {self.status}"] if self.status else []) + \
             ([f"by {self.sort}{' ↓' if self.descending else ' ↑'}"] if self.sort else [])
         table.border_title = f"runs: {len(rows)}" + (f" of {len(self.all)}" if len(rows) != len(self.all) else "") + \
