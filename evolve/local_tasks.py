@@ -20,14 +20,23 @@ from sandbox import SandboxError
 _lock = threading.Lock()
 
 
+def local_refusal(instances: list[TaskInstance]) -> str | None:
+    """Why the local sandbox cannot run these instances (the first that it cannot), else None; cheap, so a run
+    can refuse before it loads a policy."""
+    for instance in instances:
+        if not (instance.image and Path(instance.image).is_dir()) and not instance.repo.startswith("evolve-bundled/"):
+            return (f"{instance.instance_id}: the local sandbox needs the task's repository as a directory, and "
+                    f"{instance.suite or 'this suite'} instances exist only as Docker images; use --sandbox docker")
+    return None
+
+
 def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
     """`instance` with `image` set to a workspace directory the local sandbox can start from."""
     if instance.image and Path(instance.image).is_dir():
         return instance
-    if not instance.repo.startswith("evolve-bundled/"):
-        raise SandboxError(f"{instance.instance_id}: the local sandbox needs the task's repository as a "
-                           f"directory, and {instance.suite or 'this suite'} instances exist only as Docker "
-                           "images; use --sandbox docker")
+    why = local_refusal([instance])
+    if why:
+        raise SandboxError(why)
     from tasks.bundled.materialize import MaterializeError, materialize
 
     name = instance.repo.split("/", 1)[1]

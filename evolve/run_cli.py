@@ -55,8 +55,9 @@ def run_cmd(
     split: str = typer.Option("test", help="toolcall suite: train or test."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
-    infra_retries: int = typer.Option(2, help="Reruns of an episode the infrastructure failed (sandbox died, "
-                                      "image missing, no grading verdict) before it is left as an infra error."),
+    infra_retries: int = typer.Option(2, help="Reruns of an episode whose sandbox failed (did not start, died, "
+                                      "image missing), and retries of grading whose sandbox failed, before the "
+                                      "instance is left as an infra or grading error."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
@@ -106,6 +107,17 @@ def run_cmd(
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
                         infra_retries=infra_retries, executor=executor_cfg)
+        if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
+            from evolve.local_tasks import local_refusal
+
+            why = local_refusal(chosen)
+            if why:
+                from evolve.runner import store_refusal
+                from evolve.store import RunStore
+
+                with RunStore(out) as store:
+                    store_refusal(store, cfg, chosen, why)
+                raise ConfigError(why)
         console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
                       f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
@@ -249,7 +261,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
-        chosen = the_suite.select(ids)
+        chosen = the_suite.select(ids, check=False)  # images need the instance ids, not the grading fields
         done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
         console.print(f"{esc(name)} images for {len(chosen)} instance(s): {esc(counts)}")

@@ -1,14 +1,16 @@
 """`evolve run SUITE` for SWE suites: agent episodes in parallel sandboxes, graded in fresh ones, all stored.
 
 `run_episode` is one episode: the agent in a fresh sandbox, its patch graded in another fresh sandbox,
-rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was removed, the
-task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
-`infra_error`, no reward, and `run_swe` retries a bounded number of times: the episode when its sandbox
-failed, the grading alone when the grading sandbox failed (a harness that ran but gave no verdict is not
-retried within the run: it would say the same again). A sandbox the agent's own commands ended (its command
-server killed or stalled from inside, `Trajectory.sandbox_ended_by_agent`), or a patch too large to store, is the
-agent's failure: status `error`, graded and rewarded. Any other exception of an episode ends that episode only
-(an infra error with its reason); only the policy or the run store failing stops the run.
+rewards computed, everything stored. A failure of the infrastructure (the sandbox did not start, died or was
+removed, the task image is missing, the grading environment gives no verdict even without the patch) is not
+the agent's: the trajectory gets status `infra_error`, no reward, and `run_swe` retries a bounded number of
+times: the episode when its sandbox failed, the grading alone when the grading sandbox failed (a grading
+environment that gives no verdict without the patch is not retried within the run: it would say the same
+again). What the agent can cause is its own failure, graded and rewarded: tests that end, hang or give no
+results because of its patch, tampering (`tasks.grading`); a sandbox its own commands ended (its command server
+killed or stalled from inside, `Trajectory.sandbox_ended_by_agent`), or a patch too large to store (status
+`error`). Any other exception of an episode ends that episode only (an infra error with its reason); only the
+policy or the run store failing stops the run.
 
 `run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
 the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
@@ -85,9 +87,10 @@ class RunConfig(BaseModel):
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
     infra_retries: int = Field(default=2, ge=0)
-    """Times an episode whose sandbox failed (died, removed, image missing) is run again, and times grading
-    whose sandbox failed is tried again on the same patch, before the instance is left as an infra error
-    (rerunning the command retries it). Grading that ran but gave no verdict is not retried in the run."""
+    """Times an episode whose sandbox failed (did not start, died, removed, image missing) is run again, and
+    times grading whose sandbox failed is tried again on the same patch, before the instance is left as an
+    infrastructure or grading error (rerunning the command retries it). A grading environment that gives no
+    verdict even without the patch is not retried in the run."""
     infra_retry_delay: float = Field(default=5.0, ge=0)
     """Seconds to wait before such a retry (a daemon or disk under pressure gets a moment)."""
     stop_grace: float = Field(default=10.0, ge=0)
@@ -164,17 +167,12 @@ class StopSignal:
 
 
 def grading_failure(report: TestReport) -> str | None:
-    """Why grading gave no verdict on an applied patch (the harness failed or timed out), else None.
+    """Why grading gave no verdict that the agent can be held to (`TestReport.infra_error`: the grading
+    environment fails the same way without the patch), else None.
 
-    An empty patch or one that does not apply is the agent's failure and is graded (unresolved)."""
-    explicit = getattr(report, "infra_error", None)
-    if explicit:
-        return str(explicit)
-    if report.empty_patch or not report.patch_applied or not report.error:
-        return None
-    if "timed out" in report.error or not report.test_status:
-        return report.error
-    return None
+    Everything else is a verdict: an empty patch, one that does not apply, one that tampers with the tests, and
+    one with which the tests time out or give no results while they give results without it (`tasks.grading`)."""
+    return getattr(report, "infra_error", None) or None
 
 
 def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig, store: RunStore, run_id: str,
@@ -259,11 +257,11 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
                     return _interrupted(store, traj)
                 if not isinstance(e, SandboxError):
                     log.exception("grading %s failed", iid)
-                why = f"grading failed: {e}" if isinstance(e, SandboxError) else \
-                    f"grading failed: {type(e).__name__}: {e}"
+                why = f"grading error: {e}" if isinstance(e, SandboxError) else \
+                    f"grading error: {type(e).__name__}: {e}"
                 if attempt == grade_retries:
                     return _infra(store, traj, why, say, stage="grading")
-                log.warning("%s: %s; grading again", iid, why)
+                log.debug("%s: %s; grading again", iid, why)
                 if stop is None:
                     time.sleep(retry_delay)
                 elif stop.event.wait(retry_delay):
@@ -271,7 +269,7 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
         failure = grading_failure(report)
         if failure is not None:
             store.put_test_report(traj.id, report)
-            return _infra(store, traj, f"grading gave no verdict: {failure}", say, report, stage="grading")
+            return _infra(store, traj, f"grading error: {failure}", say, report, stage="grading")
         rewards["swe"] = swe_reward(report)
     if judge is not None and not (stop is not None and stop.is_set()):
         say(iid, "judging")
@@ -312,8 +310,8 @@ def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
     store.put_trajectory(traj)
     store.log_event("infra_error", run_id=traj.run_id, instance_id=traj.instance_id, trajectory_id=traj.id,
                     error=why)
-    log.warning("%s: infrastructure error: %s", traj.instance_id, why)
-    say(traj.instance_id, f"infra error: {why}")
+    log.debug("%s: %s", traj.instance_id, why)  # said once, through the run's events (and the report)
+    say(traj.instance_id, why if stage == "grading" else f"infra error: {why}")
     return EpisodeResult(traj, report, {}, infra_error=why, infra_stage=stage)
 
 
@@ -360,8 +358,12 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
         if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
-            from evolve.local_tasks import check_local_python, local_instance
+            from evolve.local_tasks import check_local_python, local_instance, local_refusal
 
+            why = local_refusal(instances)
+            if why:
+                store_refusal(store, cfg, instances, why)
+                raise SandboxError(why)
             runnable = [local_instance(i, store.dir / "workspaces") for i in instances]
             check_local_python(sandbox_cfg, runnable[0])
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
@@ -428,7 +430,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                     store.set_instance_status(run_id, iid, "infra_error")
                     store.log_event("instance_infra_error", run_id=run_id, instance_id=iid,
                                     trajectory_id=result.trajectory.id, error=result.infra_error)
-                    on_event(iid, f"infra error: {result.infra_error}")
+                    on_event(iid, "grading error" if result.infra_stage == "grading" else "infra error")
                     return
                 store.set_instance_status(run_id, iid, "done")
                 store.log_event("instance_done", instance_id=iid, trajectory_id=result.trajectory.id)
@@ -514,6 +516,17 @@ def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
         store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
         on_event(instance_id, what)
     return say
+
+
+def store_refusal(store: RunStore, cfg: RunConfig, instances: list[TaskInstance], why: str) -> dict:
+    """A run refused before any episode started: its instances stored as not run, the run as an error, and its
+    `report.json` (`stopped`: the reason) written, so the directory says why nothing ran."""
+    run_id = run_id_for(Path(cfg.out))
+    store.put_run(run_id, "run", cfg.model_dump(mode="json"))
+    for inst in instances:
+        store.put_instance(run_id, inst)
+    store.set_run_status(run_id, "error")
+    return write_outputs(store, run_id, Path(cfg.out), cfg.policy, 0.0, stopped=f"error: {why}")
 
 
 def _remote_episodes(cfg: RunConfig, policy: Policy):
@@ -651,7 +664,8 @@ def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: 
         if not traj.infra_failure:
             preds.append({"instance_id": inst.instance_id, "model_name_or_path": traj.policy or model,
                           "model_patch": traj.patch})
-        rows.append({"instance_id": inst.instance_id, "status": traj.status.value, "state": state,
+        shown = "grading_error" if grading_error else traj.status.value  # one name: table, report, footer
+        rows.append({"instance_id": inst.instance_id, "status": shown, "state": state,
                      "resolved": None if traj.infra_failure else row["resolved"],
                      "steps": len(traj.steps), "tokens": traj.prompt_tokens + traj.completion_tokens,
                      "seconds": round((traj.finished_at or traj.created_at) - traj.created_at, 1),

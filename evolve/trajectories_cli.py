@@ -51,10 +51,19 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many.
     Infrastructure errors and interrupted episodes are left out unless `include_infra`.
 
-    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission); nothing
-    is left behind then."""
+    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission), and when there
+    is nothing to export (no trajectory, or only infrastructure errors and interrupted episodes, which `--all`
+    exports); nothing is written or left behind then."""
     from evolve.errors import ConfigError
 
+    chosen = [t for t in store.trajectories(instance_id=instance) if include_infra or not t.infra_failure]
+    if not chosen:
+        held = store.trajectory_ids(instance_id=instance)
+        what = f"instance {instance!r} of {store.dir}" if instance else str(store.dir)
+        if held:
+            raise ConfigError(f"nothing exported: {what} holds only infrastructure errors or interrupted episodes "
+                              f"({len(held)}), which are not the agent's behaviour; --all exports them")
+        raise ConfigError(f"nothing exported: {what} holds no trajectories")
     if path.is_dir():
         raise ConfigError(f"--export {path} is a directory; give a file name, e.g. {path / 'trajectories.jsonl'}")
     try:
@@ -65,9 +74,7 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     n = 0
     try:
         with tmp.open("w") as f:
-            for traj in store.trajectories(instance_id=instance):
-                if traj.infra_failure and not include_infra:
-                    continue
+            for traj in chosen:
                 f.write(traj.model_dump_json() + "\n")
                 n += 1
         tmp.replace(path)

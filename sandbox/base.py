@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -89,18 +88,11 @@ class Sandbox(ABC):
         """Copy a file or directory from the sandbox to `host_path` on the host."""
 
     # --- repository state -----------------------------------------------------------------------
+    @abstractmethod
     def diff(self) -> str:
-        """The patch the workspace holds against its base commit (new files included). A patch over
-        `MAX_PATCH_BYTES` raises SandboxError: a truncated patch would apply as a different change."""
-        q = shlex.quote(self.workdir)
-        r = self.exec(f"cd {q} && git add -A && git -c core.quotepath=off diff --cached --no-color "
-                      f"{self.base_commit or 'HEAD'}", timeout=120, max_output=MAX_PATCH_BYTES)
-        if r.truncated:
-            raise SandboxError(f"the patch in {self.workdir} is {r.total_bytes} bytes, over the limit of "
-                               f"{MAX_PATCH_BYTES} bytes: not stored (large generated or binary files added?)")
-        if r.exit_code != 0:
-            raise SandboxError(f"git diff failed in {self.workdir}: {r.output[-500:]}")
-        return r.output
+        """The patch the workspace holds against its base commit (new files included), as text that `git apply`
+        turns back into exactly the bytes the agent left (`sandbox.patch`). A patch over `MAX_PATCH_BYTES` raises
+        SandboxError: a truncated patch would apply as a different change."""
 
     @abstractmethod
     def reset(self) -> None:

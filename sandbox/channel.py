@@ -192,6 +192,15 @@ class PipeChannel(Channel):
         self.proc.wait()
 
 
+class ServerGarbled(SandboxDied):
+    """What came back is not a reply of the server: it did not start (the runtime's own error, e.g. no python3 in
+    the image), or something inside the sandbox wrote into its channel."""
+
+    def __init__(self, line: bytes):
+        self.line = line.decode(errors="replace").strip()
+        super().__init__(f"the sandbox's command server sent a line that is not a reply: {line[:80]!r}", inside=True)
+
+
 def _bounds(op: str, fields: dict[str, Any]) -> tuple[float, int]:
     """(seconds, bytes): how long the reply to a request may take and how long its line may grow. A command's output
     is at most `max_output` bytes, and JSON writes each byte in at most 6 (`\\ufffd` for an invalid one); a read's
@@ -224,6 +233,10 @@ class ServerClient:
         except (OSError, ReplyTimeout):
             self.close()
             raise self._death(" (its command server did not start)") from None
+        except ServerGarbled as e:  # e.g. the runtime's "exec: python3: executable file not found"
+            hint = (" (the image has no python3, which the sandbox's command server needs)"
+                    if "python3" in e.line else "")
+            raise SandboxError(f"the sandbox's command server did not start: {e.line[:300]}{hint}") from None
         finally:
             channel.deadline = None
         if not ready.get("ready"):
@@ -283,8 +296,7 @@ class ServerClient:
             reply = None
         if not isinstance(reply, dict):
             self.close()
-            raise SandboxDied(f"the sandbox's command server sent a line that is not a reply: {line[:80]!r}",
-                              inside=True)
+            raise ServerGarbled(line)
         return reply
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import shlex
 from sandbox.base import MAX_READ_BYTES, ExecResult, Sandbox, SandboxError
 from sandbox.channel import ServerClient
 from sandbox.config import SandboxConfig
+from sandbox.patch import workspace_patch
 
 
 class ServedSandbox(Sandbox):
@@ -29,6 +30,9 @@ class ServedSandbox(Sandbox):
 
     def write_file(self, path: str, data: bytes | str) -> None:
         self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)
+
+    def diff(self) -> str:
+        return workspace_patch(self)
 
     def reset(self) -> None:
         base = shlex.quote(self.base_commit or "HEAD")
