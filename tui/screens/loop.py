@@ -14,6 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from evolve.store import owner_alive
 from tui.screens.base import LiveScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.documents import DocumentsScreen
@@ -30,7 +31,7 @@ STAGE_COLUMNS = ("gen", "stage", "status", "progress", "time", "cpu", "tokens", 
 def interval(d: dict, key: str = "mean", low: str = "low", high: str = "high") -> str:
     if not d or key not in d:
         return "-"
-    return f"{d[key]:.3f} [{d.get(low, d[key]):.3f}, {d.get(high, d[key]):.3f}]"
+    return f"{d[key]:.2f} [{d.get(low, d[key]):.2f}–{d.get(high, d[key]):.2f}]"
 
 
 def short(node: str) -> str:
@@ -103,6 +104,8 @@ class LoopScreen(LiveScreen):
         stages.sort(key=lambda d: (d.get("generation", 0), d.get("started_at", 0)))
         nodes = {n.id: n for n in store.tree(tree_id=self.run.run_id, kind="loop")}
         status = next((r["status"] for r in store.runs() if r["id"] == self.run.run_id), self.run.status)
+        if status == "running" and owner_alive(self.run.store_dir) is False:
+            status = "dead"
         return gens, stages, nodes, status
 
     def apply(self, data) -> None:
