@@ -213,6 +213,8 @@ class InspectorScreen(LiveScreen):
         self.filled.add(view)
         {"rewards": self.fill_rewards, "tests": self.fill_tests, "patch": self.fill_patch,
          "info": self.fill_info}[view]()
+        if view == "tests":  # its columns are fitted to the table's width, known once the view is laid out
+            self.call_after_refresh(self.fill_tests)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.fill_view()
