@@ -87,6 +87,9 @@ class InspectorScreen(LiveScreen):
         self.step_idx = 0
         self.thinking = True
         self.failures_only = False
+        self.test_rows: list[tuple[str, str, str]] = []
+        """(group, test, status) of the rows of the Tests view (their cells may be cut; the highlighted one's name is
+        shown whole)."""
         self.query_text = ""
         self.branch_rows: list[dict] = []
         self.loaded_status = ""
@@ -116,6 +119,7 @@ class InspectorScreen(LiveScreen):
                     yield DataTable(id="reward-table", cursor_type="row")
                 with TabPane("Tests", id="tests"):
                     yield Static(id="test-head", markup=False)
+                    yield Static(id="test-name", markup=False)
                     yield DataTable(id="test-table", cursor_type="row")
                 with TabPane("Patch", id="patch"):
                     with VerticalScroll(id="patch-scroll"):
@@ -228,7 +232,9 @@ class InspectorScreen(LiveScreen):
         return self.query_one(self.SCROLLERS[self.query_one("#views", TabbedContent).active])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        """A click on a step in the list shows that step."""
+        """A click on a step in the list shows that step; a test's full name shows under the Tests view's head."""
+        if event.data_table.id == "test-table" and 0 <= event.cursor_row < len(self.test_rows):
+            self.query_one("#test-name", Static).update(Text(self.test_rows[event.cursor_row][1], style="bold"))
         if event.data_table.id == "steps" and self.traj is not None and event.cursor_row != self.step_idx \
                 and 0 <= event.cursor_row < len(self.traj.steps):
             self.step_idx = event.cursor_row
@@ -314,9 +320,10 @@ class InspectorScreen(LiveScreen):
                          + (" · empty patch" if report.empty_patch else "")
                          + (f" · error: {report.error}" if report.error else "") + f" · {duration(report.seconds)}"
                          + (" · failures only (f: all)" if self.failures_only else " · f: failures only")))
+        self.test_rows = [(group, name, status) for group, name, status in report_lines(report)
+                          if not self.failures_only or status not in ("PASSED", "XFAIL")]
         rows = [(group, Text(status, style="green" if status in ("PASSED", "XFAIL") else "bold red"), name)
-                for group, name, status in report_lines(report)
-                if not self.failures_only or status not in ("PASSED", "XFAIL")]
+                for group, name, status in self.test_rows]
         fill_table(table, ("group", "status", "test"), rows, [str(i) for i in range(len(rows))], flex="test", most=200)
 
     def action_failures(self) -> None:
