@@ -213,3 +213,25 @@ def test_a_run_whose_process_died_shows_dead(tmp_path: Path):
             proc.kill()
     with RunStore(out, readonly=True) as store:
         assert store.runs()[0]["status"] == "running"  # the store alone cannot tell
+
+
+def test_generation_rate_is_live(tmp_path: Path):
+    """tokens/s of generation: the completion tokens of the last minute's steps of running episodes, on the dashboard
+    while the run generates (the store's real times: steps that started seconds ago)."""
+    out = tmp_path / "rate"
+    now = time.time()
+    with RunStore(out) as store:
+        store.put_run("rate", "run", {"workers": 1})
+        store._write("UPDATE runs SET created_at=?", (now - 30,))
+        instances(store, "rate", {"a": "running"})
+        t = Trajectory(run_id="rate", instance_id="a", created_at=now - 30,
+                       steps=[step(i, now - 20 + i) for i in range(3)])
+        store.put_trajectory(t)
+
+    async def body(app, pilot):
+        dash = app.screen
+        await wait_until(app, pilot, lambda: dash.cost is not None, "the costs")
+        # 15 completion tokens in the run's 30 s (and the seconds this test took to read them: at most 10 here)
+        assert 15 / 40 < dash.cost["rate"] <= 15 / 30
+        assert f"{dash.cost['rate']:.1f} tok/s" in text_of(dash, "#counts")
+    run_app(out, body, clock=time.time)

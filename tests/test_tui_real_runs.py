@@ -213,7 +213,8 @@ def test_training_screen_plots_each_metric_of_the_version(root):
             steps = store.train_steps(made["version"].id)
         for m in METRICS:
             plot = screen.query_one(f"#plot-{m}")
-            assert plot.values == [s.metrics[m] for s in steps] and plot.steps == list(range(30))
+            label, xs, ys = plot.series[0]
+            assert label == made["version"].id and ys == [s.metrics[m] for s in steps] and xs == list(range(30))
         assert set(screen.widgets) == {"base-tiny", "v-grpo1"}
         assert screen.widgets["v-grpo1"].parent is screen.widgets["base-tiny"]
     run_app(path, body)

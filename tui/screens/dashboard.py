@@ -70,7 +70,7 @@ def cost_text(cost: dict) -> str:
     """`│ 12.3k tok · 41 tok/s · sandbox 3m20s`: what the run used (tokens/s: generated in the last minute)."""
     out = f"│ {tokens(cost['prompt'] + cost['completion'])} tok"
     if cost.get("rate"):
-        out += f" · {cost['rate']:.0f} tok/s"
+        out += f" · {cost['rate']:.1f} tok/s" if cost["rate"] < 10 else f" · {cost['rate']:.0f} tok/s"
     if cost.get("sandbox_seconds"):
         out += f" · sandbox {duration(cost['sandbox_seconds'])}"
     return out

@@ -52,6 +52,16 @@ class Nav:
         return rows[0]["id"]
 
 
+class StepTable(DataTable):
+    """The list of steps; remembers a click, so its screen shows the step clicked (and only then)."""
+
+    clicked = False
+
+    async def _on_click(self, event) -> None:
+        self.clicked = True
+        await super()._on_click(event)
+
+
 class InspectorScreen(LiveScreen):
     BINDINGS = [
         Binding("l,right", "step(1)", "Next step", key_display="l/→"),
@@ -102,7 +112,7 @@ class InspectorScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="insp-main"):
-            steps = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+            steps = StepTable(id="steps", cursor_type="row", zebra_stripes=True)
             steps.can_focus = False
             for col, width in (("#", 3), ("tool", 7), ("tok", 5), ("time", 5)):  # fixed: rows arrive live
                 steps.add_column(col, key=col, width=width)
@@ -235,10 +245,12 @@ class InspectorScreen(LiveScreen):
         """A click on a step in the list shows that step; a test's full name shows under the Tests view's head."""
         if event.data_table.id == "test-table" and 0 <= event.cursor_row < len(self.test_rows):
             self.query_one("#test-name", Static).update(Text(self.test_rows[event.cursor_row][1], style="bold"))
-        if event.data_table.id == "steps" and self.traj is not None and event.cursor_row != self.step_idx \
-                and 0 <= event.cursor_row < len(self.traj.steps):
-            self.step_idx = event.cursor_row
-            self.show_step()
+        table = event.data_table
+        if isinstance(table, StepTable) and table.clicked:  # (the screen's own cursor moves are not the user's)
+            table.clicked = False
+            if self.traj is not None and 0 <= event.cursor_row < len(self.traj.steps):
+                self.step_idx = event.cursor_row
+                self.show_step()
 
     def update_title(self) -> None:
         t = self.traj
