@@ -511,9 +511,14 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
 
 def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
-    """`on_event` that first stores each line (event `progress`): the TUI's event log shows what the CLI prints."""
+    """`on_event` that first stores each line (event `progress`): the TUI's event log shows what the CLI prints.
+    Storing a line is best effort: a store that cannot be written (a full disk) fails the run's own writes, which
+    say so; the line is still printed."""
     def say(instance_id: str, what: str) -> None:
-        store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+        try:
+            store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+        except (StoreError, sqlite3.Error) as e:
+            log.debug("storing the event %r of %s: %s", what, instance_id, e)
         on_event(instance_id, what)
     return say
 
