@@ -82,7 +82,7 @@ PULL_TIMEOUT = 30.0
 def swebench_image_candidates(instance: TaskInstance) -> list[str]:
     """Names an instance's image can have here: the row's own, swebench's published name (what `docker pull`
     and `docker load` of an official image give) and the name of a local build by swebench's image builder."""
-    from tasks.spec import instance_image_key
+    from tasks.spec import instance_image_key  # loads swebench and datasets (seconds)
 
     names = [instance.image, instance_image_key(instance.instance_id, "swebench"),
              instance_image_key(instance.instance_id, None)]

@@ -23,7 +23,7 @@ from swebench.harness.utils import make_test_spec
 from swebench.types import TestSpec
 
 from records import TaskInstance
-from tasks.suite import SuiteUnavailable
+from tasks.errors import SuiteUnavailable
 
 HEREDOC = "EOF_114329324912"  # SWE-bench's heredoc delimiter
 EVAL_TYPES = tuple(e.value for e in EvalType)

@@ -6,10 +6,9 @@ from abc import ABC, abstractmethod
 from typing import Literal
 
 from records import TaskInstance
+from tasks.errors import SuiteUnavailable
 
-
-class SuiteUnavailable(RuntimeError):
-    """A suite cannot be loaded here (dataset not available offline, image missing); says what to provide."""
+__all__ = ["Suite", "SuiteUnavailable"]
 
 
 class Suite(ABC):
@@ -47,6 +46,6 @@ class Suite(ABC):
         """Raise a one-line `SuiteUnavailable` naming the first instance that cannot be graded. SWE suites
         check every field swebench's grading needs (`tasks.spec.validate`)."""
         if self.kind == "swe":
-            from tasks.spec import validate
+            from tasks.spec import validate  # loads swebench and datasets (seconds)
 
             validate(instances)

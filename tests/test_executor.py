@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig, LocalExecutor, make_executor, parse_executor
+from evolve.run.executor import ExecutorConfig, LocalExecutor, make_executor, parse_executor
 
 
 def test_executor_option_syntax():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, report_ok, run_swe
+from evolve.run.runner import RunConfig, report_ok, run_swe
 from evolve.store import RunStore
 from records import TrajectoryStatus
 from tasks.bundled.materialize import materialize

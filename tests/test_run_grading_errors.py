@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, report_ok, run_swe
+from evolve.run.runner import RunConfig, report_ok, run_swe
 from evolve.store import RunStore
 from records import Trajectory, TrajectoryStatus
 from tasks.guard import review, runner_files

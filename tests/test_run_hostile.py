@@ -18,7 +18,7 @@ import pytest
 from agent.graph import Agent
 from agent.replay import ScriptedPolicy
 from agent.variant import AgentVariant
-from evolve.runner import RunConfig, report_ok, run_swe
+from evolve.run.runner import RunConfig, report_ok, run_swe
 from evolve.store import RunStore
 from records import Message, Step, Trajectory, TrajectoryStatus
 from sandbox import WORKDIR, SandboxConfig

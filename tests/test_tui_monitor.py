@@ -175,7 +175,7 @@ def test_updated_sees_new_steps_and_moves_on_its_own(tmp_path: Path):
 
 HOLDER = """
 import sys, time
-from evolve.run_lock import RunLock
+from evolve.run.run_lock import RunLock
 from evolve.store import RunStore
 out = sys.argv[1]
 with RunLock(out, "evolve run bundled"), RunStore(out) as store:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from evolve.store import RunStore
 from tests.test_run_robustness import pair, policy_for, when_sleeping  # noqa: F401 - `pair` is a fixture
 from tests.tui_fixtures import settle

@@ -24,7 +24,7 @@ from tui.screens.tree import TreeScreen
 
 HOLDER = """
 import sys, time
-from evolve.run_lock import RunLock
+from evolve.run.run_lock import RunLock
 from evolve.store import RunStore
 from sandbox import SandboxConfig, start_sandbox
 out = sys.argv[1]

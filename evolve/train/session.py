@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from records import PolicyVersion, TrainStep
 
-from evolve.run_lock import RunLock
+from evolve.run.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
 from evolve.train.modeling import TrainError, check_model_spec, load_for_training, resolve_device, resolve_dtype

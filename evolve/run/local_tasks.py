@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 
 from records import TaskInstance
-from sandbox import SandboxError
+from sandbox import SandboxError, start_sandbox
+from tasks.bundled.materialize import MaterializeError, materialize
 
 _lock = threading.Lock()
 
@@ -37,8 +38,6 @@ def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
     why = local_refusal([instance])
     if why:
         raise SandboxError(why)
-    from tasks.bundled.materialize import MaterializeError, materialize
-
     name = instance.repo.split("/", 1)[1]
     dest = root / f"{name}-{instance.base_commit[:12]}"
     with _lock:
@@ -62,8 +61,6 @@ def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
 def check_local_python(config, instance: TaskInstance) -> None:
     """The bundled tasks' tests run with `python3 -m pytest` inside the sandbox, which sees the host's /usr:
     refuse at once (SandboxError) when that Python has no pytest, instead of failing every grading."""
-    from sandbox import start_sandbox
-
     with start_sandbox(config, workspace=instance.image) as sb:
         r = sb.exec("python3 -c 'import pytest'", timeout=60)
     if r.exit_code != 0:
