@@ -68,9 +68,13 @@ class RunsScreen(LiveScreen):
         """Also re-read when the set of run directories changed (a new run's store appeared), and when a running
         run's process is gone (a killed run writes nothing more: its store alone would never say so)."""
         if self.is_current and not force:
-            force = len(self.evolve.source.run_dirs()) != len({r.store_dir for r, _ in self.all}) or any(
+            dirs = tuple(self.evolve.source.run_dirs())
+            force = dirs != self.dirs_seen or any(
                 r.status == "running" and owner_alive(r.store_dir) is False for r, _ in self.all)
+            self.dirs_seen = dirs
         super().poll(force)
+
+    dirs_seen: tuple = ()
 
     def fetch(self) -> list[tuple[RunRef, dict]]:
         src = self.evolve.source
