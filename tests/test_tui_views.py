@@ -128,6 +128,12 @@ def test_loop_view_shows_generations_the_held_out_curve_and_the_stage_now_runnin
             rows = cells(loop.query_one("#generations"))
             assert rows[1][3] == "accepted" and rows[1][4] == "0.35 [0.25–0.45]" and rows[1][5] == "0.15 [0.05–0.25]" and rows[1][6] == "0.010", rows
             assert loop.query_one("#heldout").points == [(0, 0.2, 0.1, 0.3), (1, 0.35, 0.25, 0.45)]
+            table = loop.query_one("#generations")  # item 17: a click on a header sorts any table by that column
+            x = 2 + sum(c.width + 2 for c in list(table.columns.values())[:list(table.columns).index("gen")])
+            await pilot.click("#generations", offset=(x, 1))
+            await pilot.click("#generations", offset=(x, 1))
+            await pilot.pause()
+            assert [r[0] for r in cells(table)] == ["1", "0"]  # the second click: descending
             now = str(loop.query_one("#loop-now").render())
             assert "generation 2 · stage search 3/8 evaluations" in now and "started 2m30s ago" in now, now
             assert "code 1" in now and "sft 1" in now and "grpo 1" in now

@@ -83,6 +83,28 @@ def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence
         table.move_cursor(row=min(keep, len(rows) - 1))
 
 
+def sort_key(value: Any) -> tuple:
+    """A cell's order: numbers (`12`, `0.35`, `30.0s`, `12%`) by value before text, text by its letters."""
+    text = (value.plain if isinstance(value, Text) else str(value)).strip()
+    try:
+        return (0, float(text.rstrip("s%x").split()[0]), "")
+    except (ValueError, IndexError):
+        return (1, 0.0, text.lower())
+
+
+def sort_by_header(table: DataTable, column_key, state: dict) -> None:
+    """Sort a table's rows by the clicked column (a second click on it reverses): any table's rows, in place."""
+    reverse = state.get("column") == column_key and not state.get("reverse", False)
+    state.update(column=column_key, reverse=reverse)
+    table.sort(column_key, key=sort_key, reverse=reverse)
+
+
+def resort(table: DataTable, state: dict | None) -> None:
+    """After a table is filled again: the order its header click chose, if any."""
+    if state and state.get("column") is not None and state["column"] in table.columns:
+        table.sort(state["column"], key=sort_key, reverse=state.get("reverse", False))
+
+
 class RewardHistogram(PlotextPlot):
     """Histogram of one reward's totals over a run's trajectories."""
 

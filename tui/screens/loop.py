@@ -128,6 +128,7 @@ class LoopScreen(LiveScreen):
                          duration(cost.get("sandbox_seconds")) if cost.get("sandbox_seconds") else "-"))
         table = self.query_one("#generations", DataTable)
         fill_table(table, GEN_COLUMNS, rows, [str(g.get("generation")) for g in self.generations], flex="winner")
+        self.resort(table)
         table.border_title = f"generations: {len(rows)} finished"
         srows = []
         for s in self.stages:
@@ -141,6 +142,7 @@ class LoopScreen(LiveScreen):
         st = self.query_one("#stages", DataTable)
         fill_table(st, STAGE_COLUMNS, srows, [f"{s.get('generation')}/{s.get('stage')}" for s in self.stages],
                    flex="progress")
+        self.resort(st)
         st.border_title = "stages"
         points = [(g["generation"], (g.get("held_out") or {}).get("mean", 0.0),
                    (g.get("held_out") or {}).get("low", 0.0), (g.get("held_out") or {}).get("high", 0.0))

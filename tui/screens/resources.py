@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from evolve.store import lock_holder, owner_alive
 from tui.text import duration
-from tui.widgets import fill_table
+from tui.widgets import fill_table, resort, sort_by_header
 
 REFRESH = 2.0
 """Seconds between readings (a Docker listing costs tens of milliseconds: not every poll)."""
@@ -76,6 +76,8 @@ class ResourcesScreen(Screen):
         self.procs: dict[int, psutil.Process] = {}
         """Processes measured before: `cpu_percent` is the use since the previous reading of the same object."""
         self.read_at = 0.0
+        self.sorted: dict[str, dict] = {}
+        """The order a header click chose, per table (kept when the tables are filled again)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -130,6 +132,9 @@ class ResourcesScreen(Screen):
     def evolve(self) -> Any:
         return self.app
 
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        sort_by_header(event.data_table, event.column_key, self.sorted.setdefault(event.data_table.id, {}))
+
     def show(self, mach: dict, runs: list, boxes: list[dict], why: str | None) -> None:
         now = time.time()
         text = Text()
@@ -161,11 +166,13 @@ class ResourcesScreen(Screen):
         table = self.query_one("#run-res", DataTable)
         fill_table(table, ("run", "status", "pid", "cpu", "memory", "threads", "procs", "sandboxes", "command"),
                    rows, keys, flex="command")
+        resort(table, self.sorted.get("run-res"))
         table.border_title = f"running runs: {len(rows)}"
         boxes = sorted(boxes, key=lambda b: (b["run"], -(b["created"] or 0)))
         brows = [(b["name"], b["run"], Text(b["state"], style="green" if b["state"] == "running" else "dim"),
                   duration(now - b["created"]) if b["created"] else "-", b["image"]) for b in boxes]
         sb = self.query_one("#sandboxes", DataTable)
         fill_table(sb, ("container", "run", "state", "age", "image"), brows, [b["name"] for b in boxes], flex="image")
+        resort(sb, self.sorted.get("sandboxes"))
         sb.border_title = f"sandboxes: {sum(b['state'] == 'running' for b in boxes)} running of {len(boxes)}"
         self.read_at = time.time()
