@@ -224,7 +224,10 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                                 max_steps=cfg.sft_steps, lr=cfg.sft_lr, device=cfg.device, max_len=cfg.max_len,
                                 batch_size=min(8, len(splices) + len(good)), micro_batch_size=2)
                 say(f"iteration {k}: SFT on {len(splices)} revision + {len(good)} good trajectories")
-                version = train_sft(sft, [data], out / f"it{k}" / "sft")
+                version = train_sft(sft, [data], out / f"it{k}" / "sft",
+                                    should_stop=lambda: "stop requested" if stopped() else None)
+                if version is None:  # a stop request or Ctrl-C ended the training after a step, checkpointed
+                    return _stop(store, run_id, report, out)
                 row["trained"] = version.id
                 spec = train_from = f"version:{version.id}"
                 close = getattr(policy, "close", None)

@@ -45,6 +45,8 @@ class EpisodeResult:
     """Where it failed: `episode` (the agent's sandbox) or `grading`; None without an infra error."""
     interrupted: bool = False
     """The run was stopped while the episode ran; nothing was graded."""
+    started: bool = True
+    """False when the stop came before the agent acted (the instance never started: it stays pending)."""
 
 
 class StopSignal:
@@ -125,6 +127,7 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
     if getattr(ep_agent, "on_attempt", None) is None:  # attempts.k > 1: each attempt is a stored trajectory
         ep_agent.on_attempt = store.put_trajectory
     infra: str | None = None
+    started = True
     say(iid, "starting sandbox")
     try:
         if sandbox_cfg.backend == "local":
@@ -138,7 +141,9 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
         if stop is not None:
             stop.register(sb)
         try:
-            if not (stop is not None and stop.is_set()):
+            if stop is not None and stop.is_set():
+                started = False
+            else:
                 traj = ep_agent.run(instance, sb, traj)
             if traj.status != TrajectoryStatus.submitted and not traj.sandbox_ended_by_agent and not _alive(sb):
                 infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
@@ -155,7 +160,7 @@ def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig
             except Exception as e:  # noqa: BLE001 - a gone sandbox may fail to stop; the episode is over
                 log.debug("stopping the sandbox of %s: %s", iid, e)
     if stop is not None and stop.is_set():
-        return record_interrupted(store, traj)
+        return record_interrupted(store, traj, started=started)
     if infra is not None:
         return record_infra(store, traj, infra, say, stage="episode")
     store.put_trajectory(traj)
@@ -232,12 +237,12 @@ def record_infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
     return EpisodeResult(traj, report, {}, infra_error=why, infra_stage=stage)
 
 
-def record_interrupted(store: RunStore, traj: Trajectory) -> EpisodeResult:
+def record_interrupted(store: RunStore, traj: Trajectory, started: bool = True) -> EpisodeResult:
     """Store `traj` as interrupted by a stop (status `error`), ungraded."""
     traj.status, traj.error, traj.finished_at = TrajectoryStatus.error, INTERRUPTED, time.time()
     try:
         store.put_trajectory(traj)
     except Exception as e:  # noqa: BLE001 - the run may have closed the store already; it marks it then
         log.debug("storing an interrupted trajectory: %s", e)
-    return EpisodeResult(traj, interrupted=True)
+    return EpisodeResult(traj, interrupted=True, started=started)
 

@@ -25,6 +25,7 @@ import json
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -151,7 +152,11 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
         for inst in instances:
             store.put_instance(run_id, inst)
+        on_event = _stored_events(store, run_id, on_event)
         status = store.instance_status(run_id)
+        for iid, state in status.items():  # left `running` by a killed run: cut, so interrupted until it reruns
+            if state == "running":
+                store.set_instance_status(run_id, iid, "interrupted")
         todo = [i for i in runnable if status.get(i.instance_id) != "done"]
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
         finished = _finished_attempts(store, run_id)
@@ -174,7 +179,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         def do_instance(inst: TaskInstance) -> None:
             iid = inst.instance_id
-            store.set_instance_status(run_id, iid, "running")
+            with stopper.commit():
+                if stopper.is_set():  # taken from the queue as the stop came: it never started, it stays queued
+                    return
+                store.set_instance_status(run_id, iid, "running")
             for _ in range(finished.get(iid, 0), cfg.attempts - 1):  # every attempt but the last
                 if not do_attempt(inst, final=False):
                     return
@@ -203,6 +211,10 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                     break
                 if result.infra_stage == "grading":  # the episode was sound: grading was already retried
                     break
+            if result is not None and not result.started:
+                with stopper.commit():
+                    store.set_instance_status(run_id, iid, "pending")
+                return
             if result is None or result.interrupted or stopper.is_set() and result.infra_error is not None:
                 with stopper.commit():
                     store.set_instance_status(run_id, iid, "interrupted")
@@ -284,8 +296,8 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             with stopper.commit():
                 _close_interrupted(store, run_id, {i.instance_id for i in todo})
                 status = store.instance_status(run_id)
-                for inst in todo:
-                    if status.get(inst.instance_id) in ("running", "pending"):
+                for inst in todo:  # a queued instance never started: it stays pending (nothing of it was cut)
+                    if status.get(inst.instance_id) == "running":
                         store.set_instance_status(run_id, inst.instance_id, "interrupted")
                 store.set_run_status(run_id, "stopped")
                 store.log_event("run_stopped", run_id=run_id, reason=stopper.reason)
@@ -294,6 +306,19 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         store.set_run_status(run_id, "finished")
         report = write_outputs(store, run_id, out, cfg.policy, time.time() - started)
     return report
+
+
+def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
+    """`on_event` that first stores each line (event `progress`): the TUI's event log shows what the CLI prints.
+    Storing a line is best effort: a store that cannot be written (a full disk) fails the run's own writes, which
+    say so; the line is still printed."""
+    def say(instance_id: str, what: str) -> None:
+        try:
+            store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+        except (StoreError, sqlite3.Error) as e:
+            log.debug("storing the event %r of %s: %s", what, instance_id, e)
+        on_event(instance_id, what)
+    return say
 
 
 def store_refusal(store: RunStore, cfg: RunConfig, instances: list[TaskInstance], why: str) -> dict:

@@ -70,6 +70,9 @@ def _overrides(policy: Optional[str], full: bool, **kw: Any) -> dict[str, Any]:
 
 
 def _report(version: Any) -> None:
+    if version is None:  # Ctrl-C (or a stop request) ended it after a step, checkpointed
+        console.print("[yellow]stopped[/]: the training is checkpointed; run the same command to resume")
+        raise typer.Exit(130)
     console.print(f"policy version [bold]{esc(version.id)}[/] ({esc(version.kind)}) -> {esc(version.path)}")
     console.print(f"use it with: --policy version:{esc(version.id)}")
 

@@ -35,6 +35,7 @@ from evolve.train.losses import Normalisation, group_advantages, policy_loss
 from evolve.train.errors import NothingLearned, TrainError
 from evolve.train.modeling import compute_settings, forward_logprobs, optimizer_step
 from evolve.train.session import RUN_ID, TrainSession
+from evolve.train.stop import ShouldStop, StopAtStep
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class GRPOConfig(TrainConfig):
 def advantages_for(seqs: list[Sequence], cfg: GRPOConfig) -> tuple[list[float], list[bool], dict[str, float]]:
     """Per-sequence advantage and whether it trains, grouped by instance; plus counts for the log."""
     ids = {k: i for i, k in enumerate(sorted({s.instance_id for s in seqs}))}
-    groups = torch.tensor([ids[s.instance_id] for s in seqs])
+    groups = torch.tensor([ids[s.instance_id] for s in seqs], dtype=torch.long)  # (an empty list would be float)
     rewards = torch.tensor([s.reward if s.reward is not None else math.nan for s in seqs])
     sizes = torch.bincount(groups, minlength=len(ids))
     usable = ~torch.isnan(rewards) & (sizes[groups] >= cfg.min_group_size)
@@ -158,8 +159,10 @@ def prepare_old_and_ref(model: Any, ref_model: Any | None, seqs: list[Sequence],
 
 
 def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
-               items: list[tuple[Trajectory, float | None]] | None = None) -> PolicyVersion:
-    """Offline GRPO on the scored trajectories of ``run_dirs``; store and return the new policy version."""
+               items: list[tuple[Trajectory, float | None]] | None = None,
+               should_stop: ShouldStop | None = None) -> PolicyVersion | None:
+    """Offline GRPO on the scored trajectories of ``run_dirs``; store and return the new policy version. Ctrl-C, or
+    ``should_stop`` answering a reason, ends it after the step in flight, checkpointed and resumable: None."""
     if items is None:
         items = load_trajectories(run_dirs, reward=cfg.reward)
     scored = [(t, r) for t, r in items if r is not None]
@@ -168,6 +171,7 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         raise TrainError(f"no scored trajectories in {where}" + (f" (reward {cfg.reward!r})" if cfg.reward else "")
                          + "; GRPO needs rewards: grade the run first")
     session = TrainSession(out, "grpo", cfg, data_ids=sorted({t.run_id for t, _ in scored if t.run_id}))
+    error: BaseException | None = None
     try:
         if session.finished is not None:
             return session.finished
@@ -176,6 +180,9 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         model, tok = session.load_model(ckpt)
         seqs, _ = build_sequences(scored, tok, max_len=cfg.max_len, overflow=cfg.overflow,
                                  on_mismatch=cfg.token_mismatch)
+        if not seqs:
+            raise TrainError("no trajectory has an assistant turn to train on within max_len "
+                             f"({cfg.max_len} tokens); see the data report above")
         adv, train, gstats = advantages_for(seqs, cfg)
         log.info("grpo: %d groups, %d skipped (all rewards equal or too small), %d truncated masked out",
                  gstats["groups"], gstats["groups_skipped"], gstats["truncated_masked"])
@@ -196,23 +203,35 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         ref_model = session.load_reference() if cfg.kl_coef else None
         prepared: set[int] = set()
         metrics: dict[str, float] = {}
-        while step < total:
-            epoch, k = divmod(step, per_epoch)
-            keys = sorted(by_group)
-            random.Random(cfg.seed * 100_003 + epoch).shuffle(keys)
-            order = [i for key in keys for i in by_group[key]]
-            idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
-            batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id,
-                                    advantages=adv, train=train)
-            metrics = grpo_step(model, opt, sched, batches, cfg)
-            metrics["reward"] = sum(seqs[i].reward or 0.0 for i in idx) / len(idx)
-            session.log_step(step, metrics)
-            step += 1
-            if step % cfg.save_every == 0 or step == total:
-                session.save_checkpoint(step, model, tok, opt, sched)
+        saved = step
+        with StopAtStep(should_stop) as stop:  # Ctrl-C in a step only raises the flag read after it
+            while step < total:
+                why = stop.reason()
+                if why is not None:
+                    if saved != step:
+                        session.save_checkpoint(step, model, tok, opt, sched)
+                    session.stopped(step, why)
+                    return None
+                epoch, k = divmod(step, per_epoch)
+                keys = sorted(by_group)
+                random.Random(cfg.seed * 100_003 + epoch).shuffle(keys)
+                order = [i for key in keys for i in by_group[key]]
+                idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
+                batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
+                                        pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id,
+                                        advantages=adv, train=train)
+                metrics = grpo_step(model, opt, sched, batches, cfg)
+                metrics["reward"] = sum(seqs[i].reward or 0.0 for i in idx) / len(idx)
+                session.log_step(step, metrics)
+                step += 1
+                if step % cfg.save_every == 0 or step == total:
+                    session.save_checkpoint(step, model, tok, opt, sched)
+                    saved = step
         final = {k: metrics[k] for k in ("loss", "reward", "kl", "clip_fraction", "entropy")}
         return session.finish(model, tok, final | {"steps": float(total), **gstats})
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        session.close()
+        session.close(error)

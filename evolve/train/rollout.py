@@ -131,6 +131,7 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
     if not instances:
         raise TrainError("the tool-calling suite has no training instances")
     session = TrainSession(out, "grpo", cfg, data_ids=[RUN_ID])
+    error: BaseException | None = None
     try:
         if session.finished is not None:
             return session.finished
@@ -206,5 +207,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                                  "the policy with SFT so that some answers score better than others)")
         final = {k: metrics[k] for k in ("reward", "format", "correctness") if k in metrics}
         return session.finish(model, tok, final | {"steps": float(cfg.steps), "updates": float(updates)})
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        session.close()
+        session.close(error)

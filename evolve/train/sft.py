@@ -22,6 +22,7 @@ from evolve.train.data import Batch, build_sequences, epoch_order, load_trajecto
 from evolve.train.losses import masked_nll
 from evolve.train.modeling import TrainError, compute_settings, forward_logprobs, optimizer_step
 from evolve.train.session import TrainSession
+from evolve.train.stop import ShouldStop, StopAtStep
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,11 @@ def sft_step(model: Any, opt: torch.optim.Optimizer, sched: Any, batches: list[B
 
 def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
               items: list[tuple[Trajectory, float | None]] | None = None,
-              stop_after: int | None = None) -> PolicyVersion | None:
+              stop_after: int | None = None, should_stop: ShouldStop | None = None) -> PolicyVersion | None:
     """SFT on the trajectories of ``run_dirs`` (or the given ``(trajectory, reward)`` items); store and
     return the new policy version. ``stop_after`` ends the process's work after that many steps without
-    finishing (as a kill would; for tests of resuming) and returns None."""
+    finishing (as a kill would; for tests of resuming) and returns None. Ctrl-C, or ``should_stop`` answering a
+    reason, ends it after the step in flight with a checkpoint and the version `stopped` (resumable): None."""
     if items is None:
         items = load_trajectories(run_dirs, reward=cfg.reward, min_reward=cfg.min_reward)
     if not items:
@@ -73,6 +75,7 @@ def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
                             "finished one)" if cfg.min_reward is not None else ""))
     data_ids = sorted({t.run_id for t, _ in items if t.run_id}) or [str(d) for d in run_dirs]
     session = TrainSession(out, "sft", cfg, data_ids=data_ids)
+    error: BaseException | None = None
     try:
         if session.finished is not None:
             log.info("%s already finished: policy version %s", out, session.finished.id)
@@ -90,20 +93,32 @@ def train_sft(cfg: SFTConfig, run_dirs: list[Path], out: Path, *,
         opt, sched = session.optimizer(model, total)
         step = session.restore(ckpt, opt, sched)["step"] if ckpt else 0
         metrics: dict[str, float] = {}
-        while step < total:
-            epoch, k = divmod(step, per_epoch)
-            idx = epoch_order(len(seqs), cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id)
-            metrics = sft_step(model, opt, sched, batches, cfg)
-            metrics["epoch"] = step / per_epoch
-            session.log_step(step, metrics)
-            step += 1
-            if step % cfg.save_every == 0 or step == total:
-                session.save_checkpoint(step, model, tok, opt, sched)
-            if stop_after is not None and step >= stop_after and step < total:
-                return None
+        saved = step
+        with StopAtStep(should_stop) as stop:  # Ctrl-C in a step only raises the flag read after it
+            while step < total:
+                why = stop.reason()
+                if why is not None:
+                    if saved != step:
+                        session.save_checkpoint(step, model, tok, opt, sched)
+                    session.stopped(step, why)
+                    return None
+                epoch, k = divmod(step, per_epoch)
+                idx = epoch_order(len(seqs), cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
+                                        pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id)
+                metrics = sft_step(model, opt, sched, batches, cfg)
+                metrics["epoch"] = step / per_epoch
+                session.log_step(step, metrics)
+                step += 1
+                if step % cfg.save_every == 0 or step == total:
+                    session.save_checkpoint(step, model, tok, opt, sched)
+                    saved = step
+                if stop_after is not None and step >= stop_after and step < total:
+                    return None
         return session.finish(model, tok, {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics}
                               | {"steps": float(total), "sequences": float(len(seqs))})
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        session.close()
+        session.close(error)

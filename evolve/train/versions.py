@@ -55,15 +55,20 @@ def all_versions(runs_root: Path) -> list[tuple[PolicyVersion, Path]]:
 
 
 def get_version(version_id: str, runs_root: Path) -> PolicyVersion:
-    """The stored version ``version_id``; `latest` is the newest trained (non-base) version."""
+    """The stored version ``version_id``; `latest` is the newest trained (non-base) version whose weights are saved.
+    A version still training (or stopped, or failed) has no weights yet: asking for it is a `TrainError`."""
     versions = all_versions(runs_root)
     if version_id == "latest":
-        trained = [v for v, _ in versions if v.kind != "base"]
+        trained = [v for v, _ in versions if v.kind != "base" and v.status == "ready"]
         if not trained:
             raise TrainError(f"no trained policy version under {runs_root}; train one with `evolve train sft`")
         return trained[-1]
     for v, _ in versions:
         if v.id == version_id:
+            if v.status != "ready":
+                raise TrainError(f"policy version {version_id} is {v.status}: its weights are not saved yet"
+                                 + (" (rerun its training command to finish it)" if v.status != "training" else
+                                    " (wait for its training to finish)"))
             return v
     raise TrainError(f"unknown policy version {version_id!r}: none stored under {runs_root} "
                      f"({len(versions)} versions found)")
