@@ -173,7 +173,11 @@ def ensure_suite_images(suite, chosen, *, pull: bool = True, task_repo: Optional
                    force: bool = False) -> dict[str, list[str]]:
     """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
     are found under any of their names, pulled where a registry answers, or built with swebench's image
-    builder from a task repository; otherwise a one-line error says exactly which image to `docker load`."""
+    builder from a task repository; otherwise a one-line error says exactly which image to `docker load`.
+    A suite that makes its own images (`synth:FILE`) makes them."""
+    if hasattr(suite, "ensure_images"):
+        with console.status(f"making {len(chosen)} task image(s)"):
+            return suite.ensure_images(chosen, force=force)
     if hasattr(suite, "build_images"):
         with console.status("building task images"):
             from tasks.images import ensure_images

@@ -23,4 +23,9 @@ def get_suite(name: str, **options: str) -> Suite:
         from tasks.swebench_suite import SWEBenchSuite
 
         return SWEBenchSuite(name, dataset=options.get("dataset"))
-    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}")
+    if name.startswith("synth:"):
+        from tasks.synth.suite import SynthSuite
+
+        return SynthSuite(name.split(":", 1)[1])
+    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}, and synth:FILE "
+                           "(a file `evolve tasks synthesize` wrote)")

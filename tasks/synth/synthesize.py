@@ -32,6 +32,9 @@ from tasks.synth.session import SourceSession
 from tasks.synth.sources import Source
 
 log = logging.getLogger(__name__)
+RUNNER_ARGS = ["--tb=short"]
+"""Added to the validation runs only (not to the rows' test command): short tracebacks make a bug that fails
+a hundred tests cost a fraction of the time to report, and change no test's status."""
 Complete = Callable[[str], str]
 OnEvent = Callable[[str, str], None]
 
@@ -82,7 +85,7 @@ def rerun_args(source: Source, fail_to_pass: list[str], base: outcomes.Baseline)
         return None
     clean = all(t.count("[") == t.count("]") and "::" in t for t in fail_to_pass)
     targets = fail_to_pass if clean else sorted({t.split("::")[0] for t in fail_to_pass})
-    options = [a for a in source.pytest_argv() if a not in source.tests]
+    options = [a for a in source.pytest_argv() + RUNNER_ARGS if a not in source.tests]
     return options + targets
 
 
@@ -152,7 +155,7 @@ class Synthesis:
         self._timed("image", t)
         rep.image = image
         cfg = self.cfg.sandbox.model_copy(update={"network": False})
-        with SourceSession(image, commit, source.pytest_argv(), cfg) as sess:
+        with SourceSession(image, commit, source.pytest_argv() + RUNNER_ARGS, cfg) as sess:
             self.on_event(source.name, "baseline")
             t = time.time()
             base, covered = sess.baseline()
@@ -210,7 +213,7 @@ class Synthesis:
                 continue  # the runner did not reach it: tried again on resume
             v = outcomes.verdict(base, [first[k]])
             if v.reason:
-                self._attempt(source, m, "rejected", v.reason)
+                self._attempt(source, m, "rejected", v.reason, runs=[first[k]["seconds"]])
             else:
                 again.append(k)
         t = time.time()
@@ -223,13 +226,14 @@ class Synthesis:
                 continue
             m, content = bugs[k]
             v = outcomes.verdict(base, [first[k], second[k]])
+            runs = [first[k]["seconds"], second[k]["seconds"]]
             if v.reason:
-                self._attempt(source, m, "rejected", v.reason + " (second run)")
+                self._attempt(source, m, "rejected", v.reason + " (second run)", runs=runs)
                 continue
-            self._keep(source, sess, m, content, v, first[k], commit, image)
+            self._keep(source, sess, m, content, v, first[k], commit, image, runs)
 
     def _keep(self, source, sess: SourceSession, m: Mutation, content: bytes, v: outcomes.Verdict, result: dict,
-              commit: str, image: str) -> None:
+              commit: str, image: str, runs: list[float]) -> None:
         from tasks.grading import grade
 
         t = time.time()
@@ -260,5 +264,5 @@ class Synthesis:
             self._attempt(source, m, "rejected", "the empty patch resolves it")
             return
         self.journal.add_row(row)
-        self._attempt(source, m, "valid", f2p=len(v.fail_to_pass), p2p=len(v.pass_to_pass),
+        self._attempt(source, m, "valid", f2p=len(v.fail_to_pass), p2p=len(v.pass_to_pass), runs=runs,
                       gold_seconds=round(report.seconds, 2))
