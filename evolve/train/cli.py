@@ -119,6 +119,8 @@ def grpo_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     reward: Optional[str] = typer.Option(None, help="Name of the stored reward to use (default: combined / the only one)."),
+    curriculum: Optional[str] = typer.Option(None, help="sec (Self-Evolving Curriculum over task categories) or "
+                                             "uniform; default: every group once per epoch."),
 ) -> None:
     """GRPO on stored, scored trajectories grouped by task instance (offline)."""
     from evolve.train.config import load_config
@@ -127,7 +129,8 @@ def grpo_cmd(
     _logging()
     _check_runs(run_dirs)
     cfg = load_config(GRPOConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
-                                                       max_steps=max_steps, lr=lr, reward=reward))
+                                                       max_steps=max_steps, lr=lr, reward=reward,
+                                                       curriculum=curriculum))
     _report(train_grpo(cfg, run_dirs, _out(out, "grpo")))
 
 
