@@ -38,6 +38,12 @@ def test_fail_to_pass_needs_both_bugged_runs_to_fail():
     assert v.flaky == ["tests/test_x.py::c"]
 
 
+def test_a_second_run_of_only_the_fail_to_pass_tests_keeps_the_pass_to_pass():
+    base = outcomes.baseline(run(a="PASSED", b="PASSED", c="PASSED"), run(a="PASSED", b="PASSED", c="PASSED"))
+    v = outcomes.verdict(base, [run(a="FAILED", b="PASSED", c="PASSED"), run(a="FAILED")])
+    assert v.fail_to_pass == ["tests/test_x.py::a"] and v.pass_to_pass == ["tests/test_x.py::b", "tests/test_x.py::c"]
+
+
 def test_no_fail_to_pass_is_rejected_and_so_is_a_timeout():
     base = outcomes.baseline(run(a="PASSED"), run(a="PASSED"))
     assert outcomes.verdict(base, [run(a="PASSED")]).reason == "no test fails with the bug"
@@ -79,11 +85,18 @@ def noisy(x):
 TESTS = '''\
 import os
 
+import pytest
+
 from calc import add, clamp, noisy
 
 
 def test_add():
     assert add(2, 3) == 5
+
+
+@pytest.mark.parametrize("word,box", [(w, [w]) for w in {"alpha", "beta", "gamma", "delta"}])
+def test_words(word, box):  # ids like `alpha-box0`: their numbers follow the set's order, i.e. the hash seed
+    assert add(len(word), 1) == len(box[0]) + 1
 
 
 def test_clamp():
@@ -137,6 +150,10 @@ def test_synthesis_keeps_caught_bugs_drops_flaky_tests_and_rows_grade_in_fresh_s
     assert sorted(r.extra["function"] for r in rows) == ["add", "clamp", "clamp"]
     rejected = [a for a in syn.journal.attempts if a.get("verdict") == "rejected"]
     assert [a["function"] for a in rejected] == ["noisy"] and rejected[0]["reason"] == "no test fails with the bug"
+    by_function = {r.extra["function"]: r for r in rows}
+    assert len(by_function["add"].FAIL_TO_PASS) == 5  # test_add and the four test_words
+    assert "tests/test_calc.py::test_add" in by_function["clamp"].PASS_TO_PASS
+    assert len([t for t in by_function["clamp"].PASS_TO_PASS if "test_words" in t]) == 4
     for row in rows:
         assert not any("test_flaky" in t for t in row.FAIL_TO_PASS + row.PASS_TO_PASS)
         assert row.extra["method"] == "procedural" and row.extra["category"] == "git-calc/flip_operator"

@@ -3,8 +3,9 @@
 * A source is usable only if its suite is green at the base: every test passes in both runs of the
   original (tests whose result differs between the two runs are flaky and left out of every task).
 * A bug's FAIL_TO_PASS are the tests that pass in both runs of the original and fail (or vanish, as when the
-  bug breaks their module's import) in both runs of the bugged code; its PASS_TO_PASS pass in all four.
-  A test that passes in one bugged run and fails in the other is flaky under the bug and is left out.
+  bug breaks their module's import) in both runs of the bugged code (the second may run only them); its
+  PASS_TO_PASS pass in both runs of the original and in the bugged runs that ran them. A test that passes in
+  one bugged run and fails in the other is flaky under the bug and is left out.
   A bug with no FAIL_TO_PASS, or whose run timed out, is rejected.
 """
 
@@ -74,21 +75,22 @@ def _failed(status: str | None) -> bool:
 
 
 def verdict(base: Baseline, runs: list[dict]) -> Verdict:
-    """The bug's verdict from its bugged runs (one run gives a provisional verdict, two the final one)."""
+    """The bug's verdict from its bugged runs: the first runs the whole suite; a second (optional) may run only
+    the first one's FAIL_TO_PASS tests, to see them fail again. A test that fails in one run and passes in
+    another is flaky under the bug and left out; PASS_TO_PASS are the tests passing in the first run that no
+    later run saw fail."""
     if any(r.get("timed_out") for r in runs):
         return Verdict([], [], reason="the tests timed out on the bugged code")
     maps = [statuses(r) for r in runs]
-    if not any(maps):
+    if not maps[0]:
         return Verdict([], [], reason=f"no test ran on the bugged code ({runs[0].get('last', '')[:120]})")
     f2p, p2p, flaky = [], [], []
     for test in base.passing:
-        results = [m.get(test) for m in maps]
-        if all(_failed(s) for s in results):
-            f2p.append(test)
-        elif all(s == PASS for s in results):
-            p2p.append(test)
-        elif any(s == PASS for s in results) and any(_failed(s) for s in results):
-            flaky.append(test)
+        first, later = maps[0].get(test), [m.get(test) for m in maps[1:]]
+        if _failed(first):
+            (flaky if any(s == PASS for s in later) else f2p).append(test)
+        elif first == PASS:
+            (flaky if any(s in FAIL for s in later) else p2p).append(test)
     if not f2p:
         why = "no test fails with the bug" + (f" ({len(flaky)} flaky)" if flaky else "")
         return Verdict([], p2p, reason=why, flaky=flaky)

@@ -17,6 +17,7 @@ from records import TaskInstance, TestReport
 from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
 from tasks.synth import outcomes
 from tasks.synth.env_image import commit_bug_command
+from tasks.synth.sources import HASH_SEED
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class SourceSession:
             return {}
         per = timeout or self.timeout
         self.sb.write_file(JOB_PATH, json.dumps({"args": self.args, "timeout": per, "bugs": bugs}))
-        r = self.sb.exec(f"python3 {RUNNER_PATH} {JOB_PATH} {OUT_PATH}", timeout=per * len(bugs) + 60,
+        r = self.sb.exec(f"{HASH_SEED} python3 {RUNNER_PATH} {JOB_PATH} {OUT_PATH}", timeout=per * len(bugs) + 60,
                          max_output=20_000)
         try:
             text = self.sb.read_file(OUT_PATH).decode(errors="replace")

@@ -18,6 +18,7 @@ from tasks.suite import SuiteUnavailable
 from tasks.synth import catalog
 
 TEST_DIR_NAMES = ("tests", "test", "testing")
+HASH_SEED = "PYTHONHASHSEED=0"
 
 
 class SourceError(SuiteUnavailable):
@@ -51,9 +52,11 @@ class Source(BaseModel):
         return self.name
 
     def test_command(self) -> str:
-        """The command that runs its tests with per-test results (`-rA`: swebench's pytest log parser)."""
+        """The command that runs its tests with per-test results (`-rA`: swebench's pytest log parser). String
+        hashing is seeded (`PYTHONHASHSEED=0`, as in the validation runs): some suites build parametrized test
+        ids from sets, whose order, and so the ids, would change from one interpreter to the next."""
         args = ["python3", "-m", "pytest", "-rA", "-p", "no:cacheprovider", *self.pytest_args, *self.tests]
-        return " ".join(shlex.quote(a) if a else "''" for a in args)
+        return f"{HASH_SEED} " + " ".join(shlex.quote(a) if a else "''" for a in args)
 
     def pytest_argv(self) -> list[str]:
         """The same as `test_command`, as pytest's own arguments."""
