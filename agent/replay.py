@@ -100,7 +100,13 @@ def load_trajectories(path: str | Path) -> list[Trajectory]:
     p = Path(path)
     if not p.is_file():
         raise PolicyError(f"replay: no trajectory file {p} (export one with `evolve trajectories RUN_DIR --export FILE`)")
-    text = p.read_text()
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"replay: {p} is not a trajectory file (JSON or JSONL of trajectories): it is not UTF-8 "
+                          f"text (byte {e.start})") from None
+    except OSError as e:
+        raise PolicyError(f"replay: cannot read {p}: {e.strerror or e}") from None
     try:
         if p.suffix == ".jsonl":
             items = [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -58,13 +58,14 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
 def main() -> None:
     """Entry point: user errors print one line and exit 2, with no traceback."""
     from evolve.errors import user_errors
+    from evolve.markup import esc
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub; HF_HUB_OFFLINE=0 allows it
     try:
         app()
     except user_errors() as e:
         first = str(e).strip().splitlines() or [type(e).__name__]
-        err_console.print(f"[bold red]error:[/] {' '.join(first[:3])}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {esc(' '.join(first[:3]))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: the run store keeps what finished; run the same command to resume")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
+from evolve.markup import cells, esc
 from evolve.executor import parse_executor
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
@@ -65,6 +66,8 @@ def run_cmd(
             raise ConfigError(f"{name} must be at least 1, not {value}")
     if infra_retries < 0:
         raise ConfigError(f"--infra-retries must be 0 or more, not {infra_retries}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"--split must be train or test (the toolcall suite's splits), not {split!r}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / suite
@@ -103,8 +106,8 @@ def run_cmd(
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
                         infra_retries=infra_retries, executor=executor_cfg)
-        console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
-                      f"store {out}")
+        console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
+                      f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
             pol = load_policy_spec(policy, out.parent)
             judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
@@ -112,11 +115,11 @@ def run_cmd(
         started = time.time()
 
         def table() -> Table:
-            t = Table(title=f"{suite} · {time.time() - started:.0f} s")
+            t = Table(title=f"{esc(suite)} · {time.time() - started:.0f} s")
             t.add_column("instance")
             t.add_column("state")
             for iid, st in states.items():
-                t.add_row(iid, st)
+                t.add_row(*cells(iid, st))
             return t
 
         with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
@@ -124,18 +127,18 @@ def run_cmd(
                 states[instance_id] = what
                 live.update(table())
                 if not console.is_terminal:  # a log file gets one line per event instead of a live table
-                    console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+                    console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
 
             report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
         _print_report(report, out)
         if report.get("stopped"):
-            console.print(f"[yellow]stopped[/] ({report['stopped']}): {report['interrupted']} interrupted, "
+            console.print(f"[yellow]stopped[/] ({esc(report['stopped'])}): {report['interrupted']} interrupted, "
                           f"{report['not_run']} not started; run the same command to resume")
             raise typer.Exit(130)
         if not report_ok(report):
             console.print(f"[red]not all instances were graded[/]: {report['infra_errors']} infrastructure "
                           f"error(s), {report['grading_errors']} grading error(s) (see the error column and "
-                          f"{out / 'report.json'}); run the same command to retry them")
+                          f"{esc(out / 'report.json')}); run the same command to retry them")
             raise typer.Exit(1)
 
 
@@ -204,13 +207,13 @@ def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) 
     with console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
                               max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
-    t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")
+    t = Table(title=f"toolcall ({esc(split)}, {report['instances']} instances, {esc(policy)})")
     for col in ("mean format", "mean correctness", "mean total", "seconds"):
         t.add_column(col, justify="right")
     t.add_row(f"{report['mean_format']:.3f}", f"{report['mean_correctness']:.3f}", f"{report['mean_total']:.3f}",
               str(report["seconds"]))
     console.print(t)
-    console.print(f"stored in {out}")
+    console.print(f"stored in {esc(out)}")
 
 
 def _print_report(report: dict, out: Path) -> None:
@@ -226,10 +229,10 @@ def _print_report(report: dict, out: Path) -> None:
     for r in report["per_instance"]:
         problem = r.get("grading_error") or r.get("infra_error") or r.get("error") or ""
         resolved = "ungraded" if r.get("resolved") is None and r.get("status") != "not run" else str(r.get("resolved"))
-        t.add_row(r["instance_id"], r.get("status", ""), resolved, str(r.get("steps", "")),
-                  str(r.get("tokens", "")), str(r.get("seconds", "")), problem[:120])
+        t.add_row(*cells(r["instance_id"], r.get("status", ""), resolved, r.get("steps", ""), r.get("tokens", ""),
+                         r.get("seconds", ""), problem[:120]))
     console.print(t)
-    console.print(f"predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}")
+    console.print(f"predictions: {esc(out / 'predictions.jsonl')} · report: {esc(out / 'report.json')}")
 
 
 def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite's instances."),
@@ -253,7 +256,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         chosen = the_suite.select(ids)
         done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
-        console.print(f"{name} images for {len(chosen)} instance(s): {counts}")
+        console.print(f"{esc(name)} images for {len(chosen)} instance(s): {esc(counts)}")
         return
     if suite is None:
         t = Table(title="suites")
@@ -262,14 +265,14 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         t.add_column("description")
         for name in suite_names():
             s = get_suite(name)
-            t.add_row(name, s.kind, s.description)
+            t.add_row(*cells(name, s.kind, s.description))
         console.print(t)
         return
     s = get_suite(suite, **({"dataset": dataset} if dataset else {}))
-    t = Table(title=f"{suite} instances")
+    t = Table(title=f"{esc(suite)} instances")
     t.add_column("instance")
     t.add_column("detail")
     for inst in (s.select(ids) if ids else s.instances()):
         detail = inst.extra.get("bug_kind") or inst.extra.get("category") or inst.repo
-        t.add_row(inst.instance_id, str(detail))
+        t.add_row(*cells(inst.instance_id, detail))
     console.print(t)

@@ -37,7 +37,7 @@ from agent.variant import DEFAULT_VARIANT, AgentVariant
 from evolve.errors import ConfigError
 from evolve.executor import ExecutorConfig
 from evolve.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
+from evolve.store import RunStore, StoreError, check_run_dir
 from records import Reward, TaskInstance, TestReport, Trajectory, TrajectoryStatus
 from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights, combine
@@ -458,11 +458,14 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 for t in threads:
                     t.join(max(0.0, deadline - time.time()))
         if fatal:  # e.g. the policy server went away: what finished is kept and reported, then the error
-            store.set_run_status(run_id, "error")
-            with stopper.commit():
-                _close_interrupted(store, run_id, {i.instance_id for i in todo})
-                write_outputs(store, run_id, out, cfg.policy, time.time() - started,
-                              stopped=f"error: {type(fatal[0]).__name__}: {fatal[0]}")
+            try:
+                store.set_run_status(run_id, "error")
+                with stopper.commit():
+                    _close_interrupted(store, run_id, {i.instance_id for i in todo})
+                    write_outputs(store, run_id, out, cfg.policy, time.time() - started,
+                                  stopped=f"error: {type(fatal[0]).__name__}: {fatal[0]}")
+            except (StoreError, OSError) as e:  # a full disk fails these too: the first error is the one to tell
+                log.warning("the run's error could not be recorded: %s", e)
             raise fatal[0]
         if stopper.is_set():
             with stopper.commit():

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
+
 app = typer.Typer(help="Sandboxes: build the base image, remove leftovers, smoke-test.", no_args_is_help=True)
 console = Console()
 
@@ -28,7 +30,7 @@ def build_base_cmd(
         raise typer.BadParameter("use auto, debootstrap or pull", param_hint="--method")
     start = time.time()
     image, built = build_base(method=method, force=force)  # type: ignore[arg-type]
-    console.print(f"{image}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")
+    console.print(f"{esc(image)}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")
 
 
 @app.command("prune")
@@ -71,10 +73,10 @@ def smoke_cmd(
         with start_sandbox(SandboxConfig(backend=backend), workspace=f"{tmp}/{name}") as sb:  # type: ignore[arg-type]
             started = time.time() - start
             result = sb.exec(inst.test_cmd, timeout=300)
-    table = Table(title=f"smoke: {inst.instance_id} in a {backend} sandbox")
+    table = Table(title=f"smoke: {esc(inst.instance_id)} in a {esc(backend)} sandbox")
     for col in ("sandbox start", "tests", "exit code", "seconds"):
         table.add_column(col)
     summary = next((ln for ln in reversed(result.output.splitlines()) if " in " in ln and "=" in ln), "?")
-    table.add_row(f"{started:.2f} s", summary.strip("= "), str(result.exit_code), f"{result.seconds:.2f}")
+    table.add_row(*cells(f"{started:.2f} s", summary.strip("= "), result.exit_code, f"{result.seconds:.2f}"))
     console.print(table)
     logging.getLogger(__name__).debug(result.output)

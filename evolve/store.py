@@ -8,11 +8,14 @@ pydantic models of `records`, stored as JSON next to the few columns that querie
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import MutableMapping
 from typing import Any, Iterator
@@ -20,6 +23,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel
 
 from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "evolve.db"
 SCHEMA_VERSION = 1
@@ -71,7 +76,32 @@ CREATE TABLE IF NOT EXISTS requests (
 
 
 class StoreError(RuntimeError):
-    """The run directory is not a run store, or is from a newer version of Evolve."""
+    """The run directory is not a run store, is from a newer version of Evolve, or cannot be read or written."""
+
+
+class StoreWriteError(StoreError):
+    """A write to the run store failed for a reason outside Evolve (a full disk, a read-only or vanished
+    directory, an I/O error). What was stored before it is intact; the same command resumes once it is fixed."""
+
+    def __init__(self, path: Path, error: sqlite3.Error):
+        self.error = error
+        full = _errorname(error).startswith("SQLITE_FULL")
+        super().__init__(f"cannot write the run store {path}: {error}; "
+                         + ("free some disk space, then " if full else "fix that, then ")
+                         + "run the same command to resume (what was stored before is kept)")
+
+
+def _errorname(e: sqlite3.Error) -> str:
+    return getattr(e, "sqlite_errorname", "") or ""
+
+
+def _is_os_error(e: sqlite3.Error) -> bool:
+    """The error is the file system's (cannot open, read-only, I/O, permissions), not the database's content."""
+    name = _errorname(e)
+    if name:
+        return name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_FULL"))
+    text = str(e)
+    return any(t in text for t in ("unable to open", "readonly database", "disk I/O error", "disk is full"))
 
 
 def check_run_dir(run_dir: Path, create: bool = True) -> None:
@@ -111,9 +141,10 @@ class RunStore:
             check_run_dir(self.dir)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db = self._connect_reader() if readonly else sqlite3.connect(
+                self.path, check_same_thread=False, timeout=30, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self.path} ({e}); give another --out directory") from None
+            raise self._open_error(e) from None
         try:
             self._db.execute("PRAGMA busy_timeout=30000")
             if readonly:
@@ -126,8 +157,52 @@ class RunStore:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as e:
             self._db.close()
-            raise StoreError(f"{self.path} is not an Evolve run store ({e}); give another --out directory") from None
+            raise self._open_error(e) from None
         self._check_version()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection that never writes to the run directory (`mode=ro`). Where SQLite cannot make
+        the WAL index it needs beside the database (a read-only directory or file system, a full disk) and no
+        write-ahead log holds data, the database file alone is the whole store: it is opened `immutable`."""
+        base = f"file:{urllib.parse.quote(str(self.path.absolute()))}"
+        db = sqlite3.connect(f"{base}?mode=ro", uri=True, check_same_thread=False, timeout=30, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL and its index now
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if not _is_os_error(e) or not self._cannot_write_here():
+                raise
+            wal = self.path.with_name(DB_NAME + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(f"cannot read {self.path} here ({e}): its directory cannot be written (read-only, "
+                                 f"or a full disk) and its write-ahead log {wal.name} holds data SQLite can read "
+                                 f"only with its index beside it; copy the run directory somewhere writable and "
+                                 f"read the copy") from None
+        return sqlite3.connect(f"{base}?immutable=1", uri=True, check_same_thread=False, timeout=30,
+                               isolation_level=None)
+
+    def _cannot_write_here(self) -> bool:
+        """The run directory is read-only (a read-only file system, no permission) or its disk is full: only
+        then may a reader take the database file alone (`immutable`), since no writer can be adding to it."""
+        try:
+            return not os.access(self.dir, os.W_OK) or os.statvfs(self.dir).f_bavail == 0
+        except OSError:
+            return True
+
+    def _open_error(self, e: sqlite3.Error) -> StoreError:
+        """What went wrong opening the store, said as it is: a full disk or an unwritable directory is not
+        "not a run store"."""
+        what = "read" if self.readonly else "open"
+        if _errorname(e).startswith("SQLITE_FULL"):
+            return StoreError(f"cannot {what} {self.path}: the disk is full ({e}); free some space and run the "
+                              f"same command again")
+        if _is_os_error(e):
+            return StoreError(f"cannot {what} {self.path} ({e}): check that its directory exists, is readable"
+                              + ("" if self.readonly else " and writable") + " and its disk is not full")
+        return StoreError(f"{self.path} is not an Evolve run store ({e}); "
+                          + ("give the --out directory of an `evolve run`" if self.readonly
+                             else "give another --out directory"))
 
     def _refuse_foreign(self) -> None:
         """Never write Evolve's tables into someone else's database: a file with tables but no Evolve
@@ -144,7 +219,7 @@ class RunStore:
         try:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path} is not an Evolve run store: {e}") from None
+            raise self._open_error(e) from None
         if row is None or int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {row and row[0]}, this Evolve reads "
                              f"up to {SCHEMA_VERSION}: upgrade Evolve")
@@ -161,8 +236,24 @@ class RunStore:
 
     # --- low level ------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple = ()) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(sql, args)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: a failed one leaves no transaction open, and an error of the disk or the
+        directory (full, read-only, I/O) becomes a one-line `StoreWriteError` that says what to do."""
+        try:
+            yield
+        except BaseException as e:
+            if self._db.in_transaction:
+                try:  # SQLite may have rolled back already (a full disk): the write's own error is the story
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error as again:
+                    log.debug("rollback after a failed write of %s: %s", self.path, again)
+            if isinstance(e, sqlite3.Error) and _is_os_error(e) and not self.readonly:  # (a reader never writes)
+                raise StoreWriteError(self.path, e) from None
+            raise
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -205,20 +296,16 @@ class RunStore:
     def put_trajectory(self, traj: Trajectory) -> None:
         """Insert or update a trajectory's header and every step it holds."""
         header = traj.model_dump_json(exclude={"steps"})
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN")
-            try:
-                self._db.execute(
-                    "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                    "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
-                    (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
-                     traj.created_at, traj.finished_at))
-                self._db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?)",
-                                     [(traj.id, s.index, s.model_dump_json()) for s in traj.steps])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._db.execute(
+                "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
+                (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
+                 traj.created_at, traj.finished_at))
+            self._db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?)",
+                                 [(traj.id, s.index, s.model_dump_json()) for s in traj.steps])
+            self._db.execute("COMMIT")
 
     def append_step(self, trajectory_id: str, step: Step) -> None:
         """Store one step as soon as it is done (one transaction)."""
@@ -320,7 +407,7 @@ class RunStore:
                     trajectory_id: str | None, started_at: float, finished_at: float, **data: Any) -> int:
         """Append one evaluation of `node_id` on `task_id`. `status` is `pass`, `fail`, `infra_error` or
         `timeout`; `resolved` is None when the agent was not judged (an infrastructure error). Returns its id."""
-        with self._lock:
+        with self._lock, self._writing():
             cur = self._db.execute("INSERT INTO outcomes (run_id, node_id, task_id, status, resolved, trajectory_id,"
                                    " data, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
                                    (run_id, node_id, task_id, status, None if resolved is None else int(resolved),

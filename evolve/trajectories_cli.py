@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
 from evolve.store import RunStore
 
 console = Console()
@@ -26,7 +27,8 @@ def trajectories_cmd(
     with RunStore(run_dir, readonly=True) as store:
         if export is not None:
             n = export_trajectories(store, export, instance, include_infra=all_)
-            console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
+            console.print(f"{n} trajectories written to {esc(export)}; replay them with --policy "
+                          f"replay:{esc(export)}")
             return
         columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
         rows = [(r["id"], r["instance_id"], r["status"], str(r["steps"]), str(r["resolved"]),
@@ -36,11 +38,11 @@ def trajectories_cmd(
         for row in (columns, *rows):
             console.out("\t".join(row), highlight=False)
         return
-    t = Table(title=f"trajectories in {run_dir}")
+    t = Table(title=f"trajectories in {esc(run_dir)}")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*cells(*row))
     console.print(t)
 
 
@@ -72,7 +74,10 @@ def export_trajectories(store: RunStore, path: Path, instance: str | None = None
     except OSError as e:
         raise ConfigError(f"--export {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:  # nothing is left behind; where nothing could be made (a read-only file system) there is nothing to remove
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return n
 
 

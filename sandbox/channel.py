@@ -1,9 +1,9 @@
 """The host side of the in-sandbox server: send a JSON request, read the JSON reply.
 
 Three transports carry the same line protocol: a Docker exec's attached socket (stdout multiplexed in
-8-byte-header frames, as the Engine API sends it without a TTY), a unix socket the server offers in a
-directory the host shares with the container (the daemon out of the loop), and a child process's pipes
-(bubblewrap).
+8-byte-header frames, as the Engine API sends it without a TTY), a unix socket the host listens on in a
+directory it shares read-only with the container (the daemon out of the loop; the container can connect
+there, never create, change or chmod anything on the host), and a child process's pipes (bubblewrap).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import socket
 import struct
 import subprocess
@@ -147,24 +148,30 @@ class ServerClient:
         if not ready.get("ready"):
             raise SandboxError(f"sandbox server did not start: {ready}")
 
-    def upgrade(self, sandbox_path: str, host_path: Path) -> bool:
-        """Move the conversation onto the unix socket the server offers at `sandbox_path`, which the host sees
-        at `host_path` (a shared directory). False, and the current channel kept, where the host cannot reach it
-        (e.g. a Docker daemon on another machine). Called once, before anything untrusted runs in the sandbox,
-        so the socket connected to is the server's own."""
+    def upgrade(self, sandbox_path: str, listener: socket.socket, timeout: float = 10.0) -> bool:
+        """Move the conversation onto a unix socket: `listener` listens on the host, the server connects to it at
+        `sandbox_path` (a read-only view of the host's directory) and introduces itself with a one-time token
+        sent on the current channel. False, and the current channel kept, where the server cannot reach it (e.g.
+        a Docker daemon on another machine). Called once, before anything untrusted runs in the sandbox; the
+        caller closes the listener afterwards, so nothing else can connect later."""
+        token = secrets.token_hex(16)
         with self._lock:
-            self.channel._send(json.dumps({"op": "listen", "path": sandbox_path}).encode() + b"\n")
-            if not self._read_reply().get("listening"):
+            self.channel._send(json.dumps({"op": "connect", "path": sandbox_path, "token": token}).encode() + b"\n")
+            if not self._read_reply().get("connected"):
                 return False
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.settimeout(timeout)
             try:
-                sock.connect(str(host_path))
-            except OSError:
-                sock.close()
-                self.channel._send(b'{"op": "stay"}\n')  # the server waits for this or a connection
-                self._read_reply()
-                return False
-            self._held, self.channel = self.channel, SocketChannel(sock)
+                sock, _ = listener.accept()
+                sock.settimeout(timeout)
+                channel = SocketChannel(sock)
+                introduced = channel.readline().strip() == token.encode()
+                sock.settimeout(None)
+            except (OSError, EOFError):
+                introduced = False
+            if not introduced:  # the server said it connected, yet no connection with its token came
+                self.dead = True
+                raise SandboxError("sandbox server's channel handshake failed (no connection with its token)")
+            self._held, self.channel = self.channel, channel
             return True
 
     def _read_reply(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import tarfile
 import tempfile
 import uuid
@@ -28,7 +29,15 @@ LABEL = "evolve.sandbox"
 BASE_FILE = "/.evolve-base-commit"
 """Where a sandbox records its base commit, so snapshots keep diffing against the original base."""
 CHANNEL_DIR = "/.evolve-channel"
-"""Where the container sees its channel directory (`SandboxConfig.direct_channel`)."""
+"""Where the container sees its channel directory (`SandboxConfig.direct_channel`), read-only: the host listens
+on a unix socket there and the server connects; the container can create, change or chmod nothing on the host."""
+SOCKET_NAME = "host.sock"
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"]
+"""The only capabilities a sandbox keeps (root in a container is the host's uid 0): what package installs, file
+ownership and test suites that switch users need. Dropped from Docker's default set: MKNOD (device files),
+FSETID, SETFCAP, SETPCAP, NET_RAW, NET_BIND_SERVICE, SYS_CHROOT, AUDIT_WRITE."""
+SECURITY_OPT = ["no-new-privileges"]
+"""No setuid binary or file capability raises a process's privileges inside the sandbox."""
 CHANNEL_PREFIX = "evolve-channel-"
 CHANNEL_LABEL = "evolve.channel"
 """Label naming the host directory of a container's channel."""
@@ -60,9 +69,8 @@ class DockerSandbox(ServedSandbox):
         self.id = container.id[:12]
         self.channel_dir = channel_dir
         self._client = self._connect()
-        self.direct = channel_dir is not None and self._client.upgrade(f"{CHANNEL_DIR}/server.sock",
-                                                                       channel_dir / "server.sock")
-        """Whether commands go over the shared unix socket (else through the daemon's exec stream)."""
+        self.direct = channel_dir is not None and self._upgrade(channel_dir)
+        """Whether commands go over the host's unix socket (else through the daemon's exec stream)."""
         self.base_commit = self._init_base()
 
     # --- start ----------------------------------------------------------------------------------
@@ -77,7 +85,7 @@ class DockerSandbox(ServedSandbox):
         labels = {LABEL: "1", "evolve.run": config.run_id, **owner_labels(), **config.labels}
         memory = parse_memory(config.memory)
         channel_dir = Path(tempfile.mkdtemp(prefix=CHANNEL_PREFIX)) if config.direct_channel else None
-        volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "rw"}} if channel_dir else None
+        volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "ro"}} if channel_dir else None
         if channel_dir is not None:
             labels[CHANNEL_LABEL] = str(channel_dir)  # `prune` removes it with a dead owner's container
         cname = name or f"evolve-{uuid.uuid4().hex[:10]}"
@@ -89,7 +97,7 @@ class DockerSandbox(ServedSandbox):
                     network_mode="bridge" if config.network else "none",
                     nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
                     pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
-                    volumes=volumes,
+                    volumes=volumes, cap_drop=["ALL"], cap_add=CAPABILITIES, security_opt=SECURITY_OPT,
                 )
             except docker.errors.ImageNotFound:
                 hint = ("build it with `evolve sandbox build-base`" if image.startswith("evolve-")
@@ -134,6 +142,20 @@ class DockerSandbox(ServedSandbox):
         sock = getattr(raw, "_sock", raw)
         sock.settimeout(None)
         return ServerClient(FramedSocketChannel(sock), describe_death=lambda: str(self._died()))
+
+    def _upgrade(self, channel_dir: Path) -> bool:
+        """Listen on a unix socket in the channel directory, which the container sees read-only, and let the
+        server connect to it once; the socket is gone before anything untrusted runs."""
+        path = channel_dir / SOCKET_NAME
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, 0o600)
+            listener.listen(1)
+            return self._client.upgrade(f"{CHANNEL_DIR}/{SOCKET_NAME}", listener)
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
 
     def _init_base(self) -> str:
         q = shlex.quote(WORKDIR)

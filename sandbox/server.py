@@ -2,8 +2,9 @@
 
 It reads one JSON request per line on stdin and writes one JSON reply per line on stdout, so a command
 costs a pipe round trip and a fork, not a `docker exec` (an HTTP round trip to the daemon and a new
-process namespace entry). A `listen` request moves the conversation onto a unix socket in a directory the
-host shares with the sandbox, which skips the daemon's relay of stdin/stdout (see `sandbox/docker.py`). It keeps output bounded (head + tail), kills a timed-out command's whole
+process namespace entry). A `connect` request moves the conversation onto a unix socket the host listens
+on, in a directory it shares read-only with the sandbox, which skips the daemon's relay of stdin/stdout
+(see `sandbox/docker.py`). It keeps output bounded (head + tail), kills a timed-out command's whole
 process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
 Commands run in the environment of an interactive shell of the image (see `_capture_user_env`).
 
@@ -204,8 +205,7 @@ def handle_reset(req):
 
 
 HANDLERS = {"exec": handle_exec, "read": handle_read, "write": handle_write, "reset": handle_reset,
-            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()},
-            "stay": lambda req: {}}
+            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()}}
 
 
 def _send(out, reply):
@@ -213,32 +213,22 @@ def _send(out, reply):
     out.flush()
 
 
-def _listen(path, inp, out, timeout=30.0):
-    """Offer a unix socket at `path` (after replying `listening`); the accepted connection, or None when the
-    host answers on the current channel instead (it cannot reach the socket: a remote Docker daemon)."""
+def _connect(path, token, out, timeout=10.0):
+    """Connect to the unix socket the host listens on at `path` (a read-only directory the host shares with
+    the sandbox) and introduce this server with `token`; the connection, or None (after saying why on the
+    current channel) where the host's socket cannot be reached (e.g. a Docker daemon on another machine)."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
     try:
-        if os.path.exists(path):
-            os.unlink(path)
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(path)
-        os.chmod(path, 0o666)
-        srv.listen(1)
+        conn.connect(path)
+        conn.sendall(token.encode() + b"\n")
     except OSError as e:
-        _send(out, {"error": "listen: %s" % e})
+        conn.close()
+        _send(out, {"connected": False, "error": "connect: %s" % e})
         return None
-    _send(out, {"listening": True})
-    try:
-        ready = select.select([srv, inp.fileno()], [], [], timeout)[0]
-        if srv not in ready:
-            return None  # the host's next request arrives here ("stay"), or it never connected
-        conn, _ = srv.accept()
-        return conn
-    finally:
-        srv.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    conn.settimeout(None)
+    _send(out, {"connected": True})
+    return conn
 
 
 def main():
@@ -258,8 +248,8 @@ def main():
             continue
         try:
             req = json.loads(line)
-            if req.get("op") == "listen":
-                conn = _listen(req["path"], inp, out)
+            if req.get("op") == "connect":
+                conn = _connect(req["path"], req["token"], out)
                 if conn is not None:  # from here on the socket carries the conversation
                     inp, out = conn.makefile("rb"), conn.makefile("wb")
                 continue

@@ -12,6 +12,10 @@ def tui_cmd(path: Path = typer.Argument(Path("runs"), help="A run directory, or 
             export_dir: Path = typer.Option(Path("evolve-exports"), help="Where e/E write steps and trajectories.")
             ) -> None:
     """Watch runs live: runs, dashboard, trajectory inspector, trees (HGM/MCTS/SE-Agent), training curves."""
+    from evolve.store import StoreError
+
+    if path.exists() and not path.is_dir():  # checked before the screen opens, like a missing path
+        raise StoreError(f"{path} is a file, not a run directory: give a run directory or a directory of runs")
     from tui.app import EvolveApp
 
     EvolveApp(path, poll=poll, export_dir=export_dir).run()

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.policy import DEFAULT_POLICY
+from evolve.markup import cells, esc
 
 console = Console()
 
@@ -95,21 +96,21 @@ def agent_r_cmd(
     with RunLock(out, f"evolve agent-r {suite}"):
         if not toolcall:
             ensure_suite_images(the_suite, train + held)
-        console.print(f"[bold]evolve agent-r {suite}[/]: {len(train)} instance(s) searched, {len(held)} held out, "
-                      f"{iterations} iteration(s), policy {policy}, store {out}")
+        console.print(f"[bold]evolve agent-r {esc(suite)}[/]: {len(train)} instance(s) searched, {len(held)} held "
+                      f"out, {iterations} iteration(s), policy {esc(policy)}, store {esc(out)}")
         report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),
-                             say=lambda text: console.print(text, highlight=False))
+                             say=lambda text: console.print(text, markup=False, highlight=False))
     metrics = ("reward", "success", "recovered", "repeat_rate") if toolcall else ("success", "recovered", "repeat_rate")
     table = Table("iteration", "policy", "splices", "good", "trained",
                   *(("held-out reward", "exact") if toolcall else ("success",)), "recovered", "repeat rate")
     for row in [{"iteration": 0, "policy": policy, "eval": report.get("before")}] + report["iterations"]:
         e = row.get("eval") or {}
-        table.add_row(str(row["iteration"]), str(row["policy"]), str(row.get("splices", "")), str(row.get("good", "")),
-                      str(row.get("trained") or ""), *(f"{e[k]:.3f}" if k in e else "" for k in metrics))
+        table.add_row(*cells(row["iteration"], row["policy"], row.get("splices", ""), row.get("good", ""),
+                             row.get("trained") or "", *(f"{e[k]:.3f}" if k in e else "" for k in metrics)))
     console.print(table)
     if report.get("stopped"):
-        console.print(f"[yellow]stopped[/]: {report['stopped']}; run the same command to resume")
-    console.print(f"report: {out / 'report.json'}")
+        console.print(f"[yellow]stopped[/]: {esc(report['stopped'])}; run the same command to resume")
+    console.print(f"report: {esc(out / 'report.json')}")
 
 
 def _held_out(suite, text: Optional[str]) -> list:

@@ -70,6 +70,18 @@ class World(ABC):
     def revision(self, thought: str, steps: int = 1) -> Message:
         """The revision turn: `thought`, then the `undo` action restoring the state before the last `steps` steps."""
 
+    def revision_steps(self, to_parent: list[Message], continuation: list[Message]) -> tuple[int, int]:
+        """How the revision turn of a splice returns to the state the good `continuation` acts from:
+        (steps the revision's undo takes back, leading continuation responses it replaces). `to_parent` are
+        the responses from the start to the splice's parent; the bad step follows them.
+
+        Default (1, 0): undo the bad step, then the whole continuation. That replays wherever an undo leaves
+        no record of itself, as the agent's `undo` tool does (after the revision turn the history is the
+        parent's again, so a continuation's own undo acts as it did in the tree). A world whose undo IS a
+        step a later undo takes back overrides this: there a continuation's leading undo would take back the
+        revision turn itself, so it is folded into the revision turn's count."""
+        return 1, 0
+
     def noop_revision(self, thought: str) -> Message:
         """Upstream's revision turn: the thought and an action that changes nothing (a control)."""
         return Message(role="assistant", content=thought)

@@ -16,6 +16,7 @@ from rich.tree import Tree
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
+from evolve.markup import cells, esc
 
 console = Console()
 tree_app = typer.Typer(help="Inspect the tree of an `evolve hgm` run.", no_args_is_help=True)
@@ -149,9 +150,9 @@ def hgm_cmd(
                 raise
         sched = open_search(cfg, world, store, run_id)
         started = time.time()
-        console.print(f"[bold]evolve hgm {suite}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget {budget}, "
-                      f"{workers} worker(s), policy {policy}, meta {meta_policy or policy}"
-                      + (", [yellow]privileged diagnosis[/]" if privileged_diagnosis else "") + f", store {out}")
+        console.print(f"[bold]evolve hgm {esc(suite)}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget "
+                      f"{budget}, {workers} worker(s), policy {esc(policy)}, meta {esc(meta_policy or policy)}"
+                      + (", [yellow]privileged diagnosis[/]" if privileged_diagnosis else "") + f", store {esc(out)}")
         stop = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
         with Live(_progress(sched, started), console=console, refresh_per_second=1, transient=False) as live:
             def on_complete(action, result, t0, t1) -> None:
@@ -162,7 +163,7 @@ def hgm_cmd(
                            f"{'accepted' if result.accepted else 'rejected (' + result.reason[:60] + ')'}"))
                 store.log_event("hgm", run_id=run_id, what=what)
                 if not console.is_terminal:
-                    console.print(f"{time.time() - started:7.0f} s  {what}")
+                    console.print(f"{time.time() - started:7.0f} s  {esc(what)}")
 
             try:
                 run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
@@ -211,8 +212,8 @@ def _progress(sched, started: float) -> Table:
         t.add_column(col, justify="right")
     best = sched.final_pick()
     bs, bf = sched.stats.own(best)
-    t.add_row(f"{s['reserved']}/{s['budget']}", str(s["accepted"]), str(s["rejected"]), str(s["expanding"]),
-              str(s["in_flight"]), str(s["infra_errors"]), f"{best.rsplit(':', 1)[-1]} ({bs}/{bs + bf})")
+    t.add_row(*cells(f"{s['reserved']}/{s['budget']}", s["accepted"], s["rejected"], s["expanding"], s["in_flight"],
+                     s["infra_errors"], f"{best.rsplit(':', 1)[-1]} ({bs}/{bs + bf})"))
     return t
 
 
@@ -226,7 +227,7 @@ def _holdout(world, sched, store, run_id: str, held: list, top: int) -> list[dic
             key = (node, inst.instance_id)
             if key not in done or done[key]["status"] == "infra_error":
                 t0 = time.time()
-                with console.status(f"holdout: {node.rsplit(':', 1)[-1]} on {inst.instance_id}"):
+                with console.status(f"holdout: {esc(node.rsplit(':', 1)[-1])} on {esc(inst.instance_id)}"):
                     ev = world.evaluate(sched.view(node), inst.instance_id)
                 store.put_outcome(hid, node, inst.instance_id, ev.status, {"pass": True, "fail": False}.get(ev.status),
                                   ev.trajectory_id, t0, time.time(), info=ev.info)
@@ -257,17 +258,17 @@ def _report(store, run_id: str, sched, holdout_rows: list, seconds: float, stopp
 
 
 def _print_report(report: dict, out: Path) -> None:
-    console.print(f"best-belief agent: [bold]{report['best']}[/] (own {report['best_own'][0]}/{sum(report['best_own'])}, "
+    console.print(f"best-belief agent: [bold]{esc(report['best'])}[/] (own {report['best_own'][0]}/{sum(report['best_own'])}, "
                   f"root {report['root_own'][0]}/{sum(report['root_own'])}) · {report['nodes_attempted']} children "
                   f"attempted, {report['accepted']} accepted, {report['rejected']} rejected "
-                  f"{report['rejected_by_reason'] or ''} · {report['evaluations']} evaluations · {report['seconds']} s"
+                  f"{esc(report['rejected_by_reason'] or '')} · {report['evaluations']} evaluations · {report['seconds']} s"
                   + (" · [yellow]stopped: run the same command to resume[/]" if report["stopped"] else ""))
     if report["privileged_diagnosis"]:
         console.print("[yellow]diagnoses saw the hidden tests (--privileged-diagnosis)[/]")
     for row in report["holdout"]:
-        console.print(f"holdout: {row['node']} passed {row['holdout_passed']}/{row['holdout_judged']} "
+        console.print(f"holdout: {esc(row['node'])} passed {row['holdout_passed']}/{row['holdout_judged']} "
                       f"(search: {row['search_own'][0]}/{sum(row['search_own'])})")
-    console.print(f"report: {out / 'report.json'} · inspect: evolve tree show {out}")
+    console.print(f"report: {esc(out / 'report.json')} · inspect: evolve tree show {esc(out)}")
 
 
 # --- evolve tree ----------------------------------------------------------------------------------------------
@@ -294,14 +295,15 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
         cs, cf = n["clade"]
         cmp_ = "—" if n["cmp"] is None else f"{n['cmp']:.2f}"
         colour = {"accepted": "green", "rejected": "red", "expanding": "yellow"}.get(n["status"], "white")
-        text = (f"{'★ ' if n['best'] else ''}[bold]{n['id'].rsplit(':', 1)[-1]}[/] [{colour}]{n['status']}[/] "
+        text = (f"{'★ ' if n['best'] else ''}[bold]{esc(n['id'].rsplit(':', 1)[-1])}[/] "
+                f"[{colour}]{esc(n['status'])}[/] "
                 f"own {s}/{s + f} · clade {cs}/{cs + cf} · CMP {cmp_} · q01 {n['quantile']:.2f}")
         note = n["reason"] if n["status"] == "rejected" else n["label"]
-        return text + (f" · {note[:70]}" if note else "")
+        return text + (f" · {esc(note[:70])}" if note else "")
 
     roots = kids.get(None, [])
     cfg = summary["config"]
-    tree = Tree(f"HGM run {summary['run_id']} ({summary['status']}) · suite {cfg.get('suite')} · "
+    tree = Tree(f"HGM run {esc(summary['run_id'])} ({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
                 f"{len(summary['nodes'])} nodes" + (" · privileged diagnosis" if cfg.get("privileged_diagnosis") else ""))
 
     def add(parent_tree, n):
@@ -355,13 +357,13 @@ def best_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
     if summary["best"] is None:
         raise ConfigError(f"run {summary['run_id']} has no evaluated node yet")
     n = next(x for x in summary["nodes"] if x["id"] == summary["best"])
-    console.print(f"best-belief: [bold]{n['id']}[/] own {n['own'][0]}/{sum(n['own'])} · q01 {n['quantile']:.3f} · "
-                  f"{n['variant_dir']}")
+    console.print(f"best-belief: [bold]{esc(n['id'])}[/] own {n['own'][0]}/{sum(n['own'])} · "
+                  f"q01 {n['quantile']:.3f} · {esc(n['variant_dir'])}")
     if export is not None:
         from agent.variant_dir import copy_variant
 
         copy_variant(n["variant_dir"], export, f"best-belief node {n['id']} of HGM run {summary['run_id']}")
-        console.print(f"exported to {export}: evolve run SUITE --variant {export}")
+        console.print(f"exported to {esc(export)}: evolve run SUITE --variant {esc(export)}")
 
 
 @tree_app.command("export")
@@ -376,4 +378,4 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve
         typer.echo(text)
     else:
         output.write_text(text)
-        console.print(f"wrote {output}")
+        console.print(f"wrote {esc(output)}")

@@ -25,6 +25,7 @@ the run store stay on the driver, which stores every returned record.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -39,6 +40,7 @@ from pydantic import BaseModel, Field
 from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import AgentVariant, VariantError
+from agent.variant_safety import ALLOWED_MODES, patch_link_problem, unsafe_entry
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
 from evolve.hgm.world import Evaluation, Expansion, NodeView
@@ -324,16 +326,34 @@ def _keep_files(copy: AgentVariant, original: AgentVariant) -> AgentVariant:
 
 
 def _make_child(parent_dir: str, child_dir: Path, patch: str, message: str) -> str:
-    """Copy the parent and apply the edit's patch (git apply writes files, runs nothing); '' or an error."""
+    """Copy the parent and apply the edit's patch (git apply writes files, runs nothing); '' or an error.
+
+    The patch is the agent's: one that would create a symbolic link (or a submodule) is refused before the
+    host's git sees it to apply, both by reading its headers and by git's own summary of it; the applied
+    child is scanned again, so nothing in it can point outside it."""
+    problem = patch_link_problem(patch)
+    if problem:
+        return f"the edit's patch is refused: {problem}"
     copy_variant(parent_dir, child_dir, "parent")
     patch_file = child_dir.parent / f".{child_dir.name}.patch"
     patch_file.write_text(patch if patch.endswith("\n") else patch + "\n")
     try:
+        summary = subprocess.run([*GIT, "apply", "--summary", str(patch_file)], cwd=child_dir,
+                                 capture_output=True, text=True)
+        made = {m.group(1) for line in summary.stdout.splitlines()
+                if (m := re.match(r"\s*(?:create mode|mode change \d+ =>) (\d+) ", line))}
+        if made - set(ALLOWED_MODES):
+            return (f"the edit's patch is refused: it makes an entry of git mode "
+                    f"{', '.join(sorted(made - set(ALLOWED_MODES)))} (a symbolic link or a submodule); "
+                    f"a variant holds only regular files")
         r = subprocess.run([*GIT, "apply", "--whitespace=nowarn", str(patch_file)], cwd=child_dir,
                            capture_output=True, text=True)
     finally:
         patch_file.unlink(missing_ok=True)
     if r.returncode != 0:
         return f"the edit's patch does not apply to the parent: {r.stderr.strip()[-300:]}"
+    problem = unsafe_entry(child_dir)
+    if problem:
+        return f"the edit's patch is refused: {problem}"
     commit_variant(child_dir, message)
     return ""

@@ -13,6 +13,7 @@ from rich.table import Table
 from agent.policy import DEFAULT_POLICY
 from evolve.errors import ConfigError
 from evolve.executor import parse_executor
+from evolve.markup import cells, esc
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 
@@ -87,8 +88,9 @@ def se_agent_cmd(
         ensure_suite_images(the_suite, chosen)
     run_dir = resolve_out(cfg.out)
     cfg.out = str(run_dir)
-    console.print(f"[bold]evolve se-agent {suite}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
-                  f"{iterations} iteration(s), operators {','.join(ops) or 'none (re-sampling)'}, store {run_dir}")
+    console.print(f"[bold]evolve se-agent {esc(suite)}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
+                  f"{iterations} iteration(s), operators {esc(','.join(ops) or 'none (re-sampling)')}, "
+                  f"store {esc(run_dir)}")
     with console.status("loading policy"):
         pol = load_policy_spec(policy, run_dir.parent)
         op_pol = None if operator_policy in (None, policy) else load_policy_spec(operator_policy, run_dir.parent)
@@ -97,20 +99,20 @@ def se_agent_cmd(
     started = time.time()
 
     def on_event(instance_id: str, what: str) -> None:
-        console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+        console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
 
     report = run_se_agent(cfg, chosen, batching, op_pol or batching, on_event=on_event)
     if report.get("stopped"):
-        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({run_dir})")
+        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({esc(run_dir)})")
         return
-    t = Table(title=f"se-agent {suite}: {report['instances']} instance(s), {report['candidates']} candidate(s), "
+    t = Table(title=f"se-agent {esc(suite)}: {report['instances']} instance(s), {report['candidates']} candidate(s), "
                     f"{report['seconds']} s")
     for col in ("instance", "candidates", "selected (method)", "first pilot", "selection", "any candidate"):
         t.add_column(col)
     for r in report["per_instance"]:
-        t.add_row(r["instance_id"], str(r["candidates"]), f"{r['selected']} ({r['selection_method']})",
-                  str(r["first_pilot_resolved"]), str(r["selected_resolved"]), str(r["any_resolved"]))
+        t.add_row(*cells(r["instance_id"], r["candidates"], f"{r['selected']} ({r['selection_method']})",
+                         r["first_pilot_resolved"], r["selected_resolved"], r["any_resolved"]))
     console.print(t)
     for key in (FIRST, SELECTED, ORACLE):
         console.print(f"{key}: {report[key]:.2f}")
-    console.print(f"predictions: {run_dir / 'predictions.jsonl'} · report: {run_dir / 'report.json'}")
+    console.print(f"predictions: {esc(run_dir / 'predictions.jsonl')} · report: {esc(run_dir / 'report.json')}")

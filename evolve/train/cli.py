@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
+
 app = typer.Typer(help="Train the local policy: SFT and GRPO from stored trajectories; online GRPO on tool calling.",
                   no_args_is_help=True)
 console = Console()
@@ -41,7 +43,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except errors as e:
-            err_console.print(f"[bold red]error:[/] {' '.join(str(e).split())}", soft_wrap=True, markup=True,
+            err_console.print(f"[bold red]error:[/] {esc(' '.join(str(e).split()))}", soft_wrap=True, markup=True,
                               highlight=False)
             raise typer.Exit(2) from None
     return wrapper
@@ -76,8 +78,8 @@ def _overrides(policy: Optional[str], full: bool, **kw: Any) -> dict[str, Any]:
 
 
 def _report(version: Any) -> None:
-    console.print(f"policy version [bold]{version.id}[/] ({version.kind}) -> {version.path}")
-    console.print(f"use it with: --policy version:{version.id}")
+    console.print(f"policy version [bold]{esc(version.id)}[/] ({esc(version.kind)}) -> {esc(version.path)}")
+    console.print(f"use it with: --policy version:{esc(version.id)}")
 
 
 POLICY = typer.Option(None, "--policy", help="Policy to train: hf:PATH, version:ID or version:latest.")
@@ -165,5 +167,5 @@ def versions_cmd(runs_root: Path = typer.Argument(Path("runs"), help="Directory 
     table = Table("id", "kind", "parent", "base", "path", "metrics")
     for v, _ in all_versions(runs_root):
         metrics = " ".join(f"{k}={val:.3g}" for k, val in list(v.metrics.items())[:4])
-        table.add_row(v.id, v.kind, v.parent_id or "", v.base, v.path, metrics)
+        table.add_row(*cells(v.id, v.kind, v.parent_id or "", v.base, v.path, metrics))
     console.print(table)
