@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from evolve import run_cli
 from evolve.errors import ConfigError
+from evolve.markup import cells, esc
 
 console = Console()
 
@@ -87,16 +88,17 @@ def synthesize_cmd(
     started = time.time()
 
     def on_event(source: str, what: str) -> None:
-        console.print(f"{time.time() - started:7.0f} s  {source}: {what}", highlight=False)
+        console.print(f"{time.time() - started:7.0f} s  {esc(source)}: {esc(what)}", highlight=False)
 
     syn = Synthesis(cfg, resolved, complete=complete, on_event=on_event)
-    console.print(f"[bold]synthesize[/]: {len(resolved)} source(s), {n} task(s) wanted, {workers} worker(s) -> {out}")
+    console.print(f"[bold]synthesize[/]: {len(resolved)} source(s), {n} task(s) wanted, {workers} worker(s) -> "
+                  f"{esc(out)}")
     reports = syn.run()
-    t = Table(title=f"{syn.journal.total()} validated task(s) in {out} · {time.time() - started:.0f} s")
+    t = Table(title=f"{syn.journal.total()} validated task(s) in {esc(out)} · {time.time() - started:.0f} s")
     for col in ("source", "split", "tests", "tried", "kept", "note"):
         t.add_column(col)
     for r in reports:
-        t.add_row(r.source, r.split, str(r.tests), str(r.tried), str(r.kept), (r.refused or r.error or "")[:90])
+        t.add_row(*cells(r.source, r.split, r.tests, r.tried, r.kept, (r.refused or r.error or "")[:90]))
     console.print(t)
     y = syn.journal.yields()
     ft = Table(title="yield per bug family (all attempts in the journal)")
@@ -104,9 +106,9 @@ def synthesize_cmd(
         ft.add_column(col)
     for fam, tried in sorted(y["tried_family"].items()):
         kept = y["kept_family"][fam]
-        ft.add_row(fam, str(tried), str(kept), f"{kept / tried:.0%}")
+        ft.add_row(*cells(fam, tried, kept, f"{kept / tried:.0%}"))
     console.print(ft)
-    console.print(f"use it: evolve run synth:{out}  (splits: train / test by source)")
+    console.print(f"use it: evolve run synth:{esc(out)}  (splits: train / test by source)")
 
 
 @app.command("demos")
@@ -137,6 +139,6 @@ def demos_cmd(
                     workers=workers, out=str(out))
     started = time.time()
     report = run_swe(cfg, chosen, policy, lambda iid, what: console.print(
-        f"{time.time() - started:6.0f} s  {iid}: {what}", highlight=False))
-    console.print(f"demonstrations: {report['resolved']}/{report['instances']} resolved, stored in {out} "
-                  f"(scripts: {scripts}); train with: evolve train sft {out}")
+        f"{time.time() - started:6.0f} s  {esc(iid)}: {esc(what)}", highlight=False))
+    console.print(f"demonstrations: {report['resolved']}/{report['instances']} resolved, stored in {esc(out)} "
+                  f"(scripts: {esc(scripts)}); train with: evolve train sft {esc(out)}")
