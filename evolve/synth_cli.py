@@ -11,9 +11,16 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from agent.policy.base import SamplingParams
+from agent.variant import AgentVariant
 from evolve import run_cli
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
+from records import Message
+from tasks.synth.families import FAMILIES
+from tasks.synth.sources import resolve
+from tasks.synth.suite import SynthSuite
+from tasks.synth.synthesize import Synthesis, SynthConfig
 
 console = Console()
 
@@ -36,9 +43,6 @@ app.command("list", help="List the suites, or one suite's instances (and make th
 
 def _completer(spec: str, runs_root: Path, max_tokens: int = 1024):
     """A policy as prompt -> text (for LLM bugs and issue texts)."""
-    from agent.policy.base import SamplingParams
-    from records import Message
-
     policy = run_cli.load_policy_spec(spec, runs_root)
 
     def complete(prompt: str) -> str:
@@ -65,10 +69,6 @@ def synthesize_cmd(
 ) -> None:
     """Synthesise SWE-style tasks: inject bugs into real repositories, keep those their tests catch, validate
     each through grading, write SWE-bench rows usable as `synth:OUT`. Resumable."""
-    from tasks.synth.families import FAMILIES
-    from tasks.synth.sources import resolve
-    from tasks.synth.synthesize import Synthesis, SynthConfig
-
     chosen_methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen_methods if m not in ("procedural", "llm")]
     if bad or not chosen_methods:
@@ -121,10 +121,8 @@ def demos_cmd(
 ) -> None:
     """Scripted demonstrations (failing test, open the function, fix with the agent's tools, test, submit)
     acted out by the real agent loop with the replay policy and graded: `evolve train sft OUT` learns them."""
-    from agent.variant import AgentVariant
-    from evolve.demos import write_scripts
+    from evolve.demos import write_scripts  # the agent loop (langgraph) loads slowly: `evolve --help` stays fast
     from evolve.runner import RunConfig, run_swe
-    from tasks.synth.suite import SynthSuite
 
     suite = SynthSuite(suite_file)
     chosen = suite.select(limit=limit, split=split)

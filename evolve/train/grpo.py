@@ -28,7 +28,9 @@ import torch
 from pydantic import Field
 
 from records import PolicyVersion, Trajectory
+from tasks.synth.curriculum import CurriculumConfig, category_of
 
+from evolve.curriculum_log import GroupPicker, categories_from_runs, record, resume
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
@@ -200,8 +202,6 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         while step < total:
             epoch, k = divmod(step, per_epoch)
             if picker is not None:
-                from evolve.curriculum_log import record
-
                 idx = picker.next_batch(cfg.batch_size, scale=cfg.scale_rewards)
                 record(session.store, RUN_ID, picker.cur, step)
             else:
@@ -229,9 +229,6 @@ def _curriculum_picker(cfg: GRPOConfig, session: TrainSession, seqs: list[Sequen
     """The group picker of `--curriculum`: every scored group is a candidate (one whose rewards are all equal
     trains nothing and feeds its category a zero reward), categories from the runs' stored instances, the
     bandit resumed from the store."""
-    from evolve.curriculum_log import GroupPicker, categories_from_runs, resume
-    from tasks.synth.curriculum import CurriculumConfig, category_of
-
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(seqs):
         if s.reward is not None:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 import pytest  # noqa: F401  (imported before any repository code, shared by every forked run)
@@ -43,7 +44,6 @@ def _child(args, log_path, cov_path, bugged):
     try:
         if cov_path:
             sys.setprofile(_tracer(seen))
-            import threading
             threading.setprofile(_tracer(seen))
         code = int(pytest.main(list(args)))
     except BaseException as e:  # noqa: BLE001 - reported in the log

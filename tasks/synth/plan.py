@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from tasks.synth.families import Mutation, candidates
+from tasks.synth.families import Mutation, candidates, entities, parse
 
 
 def covered_entity(m: Mutation, covered: set[tuple[str, int]], methods: dict[str, set[str]]) -> bool:
@@ -61,8 +61,6 @@ def order(sources: dict[str, bytes], covered: set[tuple[str, int]] | None, famil
 
 def _all_functions(sources: dict[str, bytes]) -> list[Mutation]:
     """One pseudo-mutation per function (its entity is what counts), for the class coverage map."""
-    from tasks.synth.families import entities, parse
-
     out = []
     for path, content in sources.items():
         for ent in entities(parse(content).root_node, content, path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from records import TaskInstance, TestReport
 from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
+from tasks.grading import grade_in
 from tasks.synth import outcomes
 from tasks.synth.env_image import commit_bug_command
 from tasks.synth.sources import HASH_SEED
@@ -103,8 +104,6 @@ class SourceSession:
 
     def grade_gold(self, row: TaskInstance) -> TestReport:
         """Grade the row's gold patch here (`/testbed` is at the bug commit), then back to the source's commit."""
-        from tasks.grading import grade_in
-
         try:
             return grade_in(self.sb, row, row.patch, timeout=self.timeout * 2 + 60)
         finally:

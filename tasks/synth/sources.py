@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tasks.bundled.materialize import names as bundled_names
 from tasks.suite import SuiteUnavailable
 from tasks.synth import catalog
 
@@ -90,8 +91,6 @@ def git_source(path: Path) -> Source:
 
 def resolve(args: list[str]) -> list[Source]:
     """Sources from command-line words; one-line `SourceError` for a name that is none of them."""
-    from tasks.bundled.materialize import names as bundled_names
-
     out: list[Source] = []
     for arg in args:
         if arg == "bundled":

@@ -16,6 +16,8 @@ import pydantic
 from records import TaskInstance
 from tasks.images import image_exists
 from tasks.suite import Suite, SuiteUnavailable
+from tasks.synth.env_image import ensure_source_image, task_image
+from tasks.synth.sources import from_spec
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
@@ -56,9 +58,6 @@ class SynthSuite(Suite):
 
     def ensure_images(self, chosen: list[TaskInstance], force: bool = False) -> dict[str, list[str]]:
         """Make each chosen instance's image present (its source's image first). Returns {"built": [...]}."""
-        from tasks.synth.env_image import ensure_source_image, task_image
-        from tasks.synth.sources import from_spec
-
         built: list[str] = []
         sources: dict[str, str] = {}
         for inst in chosen:

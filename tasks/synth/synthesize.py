@@ -23,10 +23,12 @@ from typing import Callable
 from pydantic import BaseModel, Field
 
 from sandbox import SandboxConfig, SandboxError
+from tasks.grading import grade
 from tasks.synth import issue, outcomes, plan
 from tasks.synth.env_image import ensure_source_image
 from tasks.synth.families import FAMILIES, Mutation
 from tasks.synth.journal import Journal
+from tasks.synth.llm_bugs import propose
 from tasks.synth.rows import make_row
 from tasks.synth.session import SourceSession
 from tasks.synth.sources import Source
@@ -183,8 +185,6 @@ class Synthesis:
         if "procedural" in self.cfg.methods:
             out += plan.order(contents, covered, self.cfg.families, seed=self.cfg.seed)
         if "llm" in self.cfg.methods and self.complete is not None:
-            from tasks.synth.llm_bugs import propose
-
             funcs = list(dict.fromkeys((m.entity.file, m.entity.name) for m in out if m.entity.kind == "function"))
             funcs = funcs[: max(1, self.share)]
             out = list(propose(source.name, contents, funcs, self.complete)) + out
@@ -234,8 +234,6 @@ class Synthesis:
 
     def _keep(self, source, sess: SourceSession, m: Mutation, content: bytes, v: outcomes.Verdict, result: dict,
               commit: str, image: str, runs: list[float]) -> None:
-        from tasks.grading import grade
-
         t = time.time()
         bug_commit, gold = sess.commit_bug(m.entity.file, content)
         self._timed("commit", t)
