@@ -25,11 +25,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from synth_cpu import CpuSampler
+
 from sandbox import SandboxConfig, start_sandbox
+from tasks.grading import grade
 from tasks.synth import outcomes, plan
-from tasks.synth.env_image import ensure_source_image
+from tasks.synth.env_image import commit_bug_command, ensure_source_image, task_image
 from tasks.synth.families import FAMILIES
+from tasks.synth.rows import make_row
+from tasks.synth.session import SourceSession
 from tasks.synth.sources import resolve
+from tasks.synth.suite import SynthSuite
 from tasks.synth.synthesize import Synthesis, SynthConfig
 
 console = Console()
@@ -41,11 +47,6 @@ def load() -> str:
 
 def naive(source_name: str, bugs: int) -> tuple[float, int]:
     """The baseline on one source: seconds per validated task, and how many were validated."""
-    from tasks.grading import grade
-    from tasks.synth.env_image import commit_bug_command, task_image
-    from tasks.synth.rows import make_row
-    from tasks.synth.session import SourceSession
-
     src = resolve([source_name])[0]
     image, commit, files = ensure_source_image(src)
     cmd = src.test_command() + " 2>&1 | grep -E '^(PASSED|FAILED|ERROR)'"
@@ -101,6 +102,8 @@ def main() -> None:
     syn = Synthesis(SynthConfig(out=suite, n=args.n, workers=args.workers), sources,
                     on_event=lambda s, w: console.print(f"{time.strftime('%H:%M:%S')} {s}: {w}", highlight=False))
     before = syn.journal.total()
+    sampler = CpuSampler(os.getpid())
+    sampler.start()
     timer = threading.Timer(args.minutes * 60, syn.stop.set)
     timer.daemon = True
     timer.start()
@@ -108,6 +111,9 @@ def main() -> None:
     reports = syn.run()
     seconds = time.time() - start
     timer.cancel()
+    sampler.sample()
+    sampler.done.set()
+    boxes, driver = sampler.seconds()
     made = syn.journal.total() - before
     per_hour = made / seconds * 3600 if seconds else 0.0
     rows = [r for r in syn.journal.rows.values()]
@@ -131,9 +137,6 @@ def main() -> None:
     console.print("rejections: " + ", ".join(f"{k} {v}" for k, v in y["reasons"].most_common(6)))
     console.print("phase seconds (summed over workers): " + ", ".join(f"{k} {v:.0f}" for k, v in syn.phases.items()))
 
-    from tasks.grading import grade
-    from tasks.synth.suite import SynthSuite
-
     sample = random.Random(0).sample(SynthSuite(suite).instances(), min(args.regrade, len(rows)))
     SynthSuite(suite).ensure_images(sample)
     invalid = [i.instance_id for i in sample if not grade(i, i.patch).resolved or grade(i, "").resolved]
@@ -147,6 +150,10 @@ def main() -> None:
     res.add_row(f"Evolve ({args.workers} workers)", str(made), f"{ours:.2f}", f"{per_hour:.0f}",
                 f"{base_s / ours:.1f}x" if made and base_kept else "-")
     console.print(res)
+    cpu = (boxes + driver) / made if made else float("inf")
+    console.print(f"CPU: sandboxes {boxes:.0f} s + this process {driver:.0f} s = {cpu:.2f} CPU-s per validated task, "
+                  f"i.e. {2 * 3600 / cpu:.0f} tasks/hour on 2 idle cores (the wall rate above is under load "
+                  f"{load()})")
     console.print(f"{len(rows)} rows in {suite}: {len(pypi)} PyPI packages, {len(bundled)} bundled repositories; "
                   f"re-grading sample: {len(sample) - len(invalid)}/{len(sample)} valid"
                   + (f" (invalid: {', '.join(invalid)})" if invalid else ""))
