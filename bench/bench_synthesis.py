@@ -81,6 +81,19 @@ def naive(source_name: str, bugs: int) -> tuple[float, int]:
     return (seconds / kept if kept else float("inf")), kept
 
 
+def interleave(sources: list) -> list:
+    """Sources of each kind in turn (pypi, bundled, pypi, ...): a run cut by --minutes still covers every kind."""
+    kinds: dict[str, list] = {}
+    for src in sources:
+        kinds.setdefault(src.kind, []).append(src)
+    out = []
+    while any(kinds.values()):
+        for items in kinds.values():
+            if items:
+                out.append(items.pop(0))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000)
@@ -92,7 +105,7 @@ def main() -> None:
     p.add_argument("--naive-bugs", type=int, default=8, help="Bugs the baseline validates (on inflection).")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    sources = resolve(args.sources.split(","))
+    sources = interleave(resolve(args.sources.split(",")))
     console.print(f"load average at start: {load()} ({os.cpu_count()} cores)")
 
     base_s, base_kept = naive("inflection", args.naive_bugs) if args.naive_bugs else (float("nan"), 0)
