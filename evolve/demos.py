@@ -22,6 +22,7 @@ from agent.variant import AgentVariant
 from records import Message, Step, TaskInstance, ToolCall, Trajectory
 from sandbox import WORKDIR, SandboxError
 from sandbox.docker import docker_client
+from tasks.synth.sources import HASH_SEED
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
@@ -85,7 +86,8 @@ def _call(think: str, name: str, **params: object) -> Message:
 
 
 def test_targets(inst: TaskInstance, most: int = 3) -> str:
-    """A few FAIL_TO_PASS tests as pytest arguments (their files where an id was cut at a space)."""
+    """A few FAIL_TO_PASS tests as pytest arguments (their files where an id was cut at a space). They are run
+    with the rows' `PYTHONHASHSEED=0`: some parametrized ids follow a set's order."""
     tests = inst.FAIL_TO_PASS[:most]
     if all(t.count("[") == t.count("]") and "::" in t for t in tests):
         return " ".join(f"'{t}'" for t in tests)
@@ -98,7 +100,7 @@ def script(inst: TaskInstance, bugged: str) -> list[Message]:
     parts = hunks(inst.patch)
     targets = test_targets(inst)
     out = [_call("Let me run the failing tests to see the problem.", "bash",
-                 command=f"python3 -m pytest -q --tb=short -p no:cacheprovider {targets} 2>&1 | tail -40")]
+                 command=f"{HASH_SEED} python3 -m pytest -q --tb=short -p no:cacheprovider {targets} 2>&1 | tail -40")]
     if parts:
         first = parts[0][0]
         out.append(_call(f"The failure points at `{function}` in {file}. Let me read it.", "view",
@@ -110,7 +112,7 @@ def script(inst: TaskInstance, bugged: str) -> list[Message]:
         out.append(_call(why, "str_replace", path=file, old_str=old_s, new_str=new_s))
         text = text.replace(old_s, new_s, 1)
     out.append(_call("Now the tests again.", "bash",
-                     command=f"python3 -m pytest -q --tb=short -p no:cacheprovider {targets} 2>&1 | tail -5"))
+                     command=f"{HASH_SEED} python3 -m pytest -q --tb=short -p no:cacheprovider {targets} 2>&1 | tail -5"))
     out.append(_call("The tests pass; I submit the fix.", "submit"))
     return out
 
