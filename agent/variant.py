@@ -289,6 +289,14 @@ class AgentVariant(Strict):
         return f"{self.name}@{h.hexdigest()[:10]}"
 
 
+def with_undo(variant: AgentVariant) -> AgentVariant:
+    """`variant` offering the `undo` tool (listed before `submit`); the same object when it already does."""
+    if "undo" in variant.tools:
+        return variant
+    tools = [t for t in variant.tools if t != "submit"] + ["undo"] + (["submit"] if "submit" in variant.tools else [])
+    return variant.model_copy(update={"tools": tools})
+
+
 def _one_line(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:3]:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.policy.server import check_port, serve
 from evolve import run_cli, sandbox_cli, synth_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
+from evolve.errors import user_errors
 from evolve.hgm import cli as hgm_cli
+from evolve.markup import esc
+from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
 from evolve.train import cli as train_cli
 from tui import cli as tui_cli  # the command line is the one place evolve reaches up to the TUI
@@ -20,6 +25,8 @@ from tui import cli as tui_cli  # the command line is the one place evolve reach
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.command("run")(run_cli.run_cmd)
+synth_cli.app.command("list", help="List the suites, or one suite's instances (and make their images present "
+                                   "with --build).")(run_cli.tasks_cmd)
 app.add_typer(synth_cli.app, name="tasks")
 app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
@@ -46,20 +53,12 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
                                                  "(larger ones are refused with 400: one request cannot hold "
                                                  "the model for minutes).")) -> None:
     """Serve a policy as an OpenAI-compatible HTTP server on loopback (batched; returns log-probs)."""
-    from pathlib import Path
-
-    from agent.policy.server import check_port, serve
-    from evolve.run_cli import load_policy_spec
-
     check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
-    serve(load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port, max_tokens_cap=max_tokens_cap)
+    serve(load_policy(policy, runs=RunsRoot(Path(runs_root))), "127.0.0.1", port, max_tokens_cap=max_tokens_cap)
 
 
 def main() -> None:
     """Entry point: user errors print one line and exit 2, with no traceback."""
-    from evolve.errors import user_errors
-    from evolve.markup import esc
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub; HF_HUB_OFFLINE=0 allows it
     try:
         app()

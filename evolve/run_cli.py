@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,30 +12,22 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
-from evolve.executor import parse_executor
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.local_tasks import local_refusal
+from evolve.run.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from evolve.toolcall_eval import run_toolcall
+from rewards.combine import KNOWN_REWARDS, RewardWeights
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
-
-
-def load_policy_spec(spec: str, runs_root: Path):
-    """A policy from a spec; `version:ID` (a trained version) resolves through the run directories and
-    `replay:RUN_DIR` replays a run directory's stored trajectories."""
-    from agent.policy import load_policy
-    from evolve.store import DB_NAME
-    from evolve.train.versions import resolve_policy
-
-    run_dir = Path(spec.removeprefix("replay:"))
-    if spec.startswith("replay:") and (run_dir / DB_NAME).exists():
-        from evolve.trajectories_cli import load_stored_trajectories
-
-        return load_policy(spec, trajectories=load_stored_trajectories(run_dir))
-    resolved, options = resolve_policy(spec, runs_root)
-    return load_policy(resolved, **options)
 
 
 def run_cmd(
@@ -55,8 +48,9 @@ def run_cmd(
     split: str = typer.Option("test", help="toolcall suite: train or test."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
-    infra_retries: int = typer.Option(2, help="Reruns of an episode the infrastructure failed (sandbox died, "
-                                      "image missing, no grading verdict) before it is left as an infra error."),
+    infra_retries: int = typer.Option(2, help="Reruns of an episode whose sandbox failed (did not start, died, "
+                                      "image missing), and retries of grading whose sandbox failed, before the "
+                                      "instance is left as an infra or grading error."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
@@ -74,9 +68,6 @@ def run_cmd(
     ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
     if instances is not None and not ids:
         raise ConfigError("--instances names no instance")
-    from evolve.run_lock import RunLock
-    from evolve.store import check_run_dir
-
     check_run_dir(out, create=False)  # an unusable --out fails at once, before the suite is even loaded
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
     if the_suite.kind == "toolcall":
@@ -94,23 +85,29 @@ def run_cmd(
         raise ConfigError(f"--reward-weights: {e}") from None
     check_run_dir(out)
     with RunLock(out, f"evolve run {suite}"):  # one run per directory; held until the report is out
-        from agent.variant import DEFAULT_VARIANT
-        from evolve.runner import RunConfig, refuse_other_policy, report_ok, run_swe
+        from evolve.run.runner import RunConfig, refuse_other_policy, report_ok, run_swe, store_refusal  # loads swebench (slow)
 
         refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
         if sandbox == "docker":
-            ensure_suite_images(the_suite, chosen)
+            ensure_suite_images(the_suite, chosen, status=console.status)
 
         cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
                         policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
                         infra_retries=infra_retries, executor=executor_cfg)
+        if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
+            why = local_refusal(chosen)
+            if why:
+                with RunStore(out) as store:
+                    store_refusal(store, cfg, chosen, why)
+                raise ConfigError(why)
         console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
                       f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
-            pol = load_policy_spec(policy, out.parent)
-            judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
+            runs = RunsRoot(out.parent)
+            pol = load_policy(policy, runs=runs)
+            judge_pol = None if judge is None else (pol if judge == policy else load_policy(judge, runs=runs))
         states = {i.instance_id: "pending" for i in chosen}
         started = time.time()
 
@@ -145,10 +142,6 @@ def run_cmd(
 def parse_weights(text: str):
     """`swe=1,judge=0.5` -> RewardWeights; `ConfigError` for a malformed item, a non-finite number, an
     unknown reward name or a name given twice."""
-    import math
-
-    from rewards.combine import KNOWN_REWARDS, RewardWeights
-
     weights: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         name, sep, value = item.partition("=")
@@ -172,38 +165,13 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def ensure_suite_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str] = None,
-                   force: bool = False) -> dict[str, list[str]]:
-    """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
-    are found under any of their names, pulled where a registry answers, or built with swebench's image
-    builder from a task repository; otherwise a one-line error says exactly which image to `docker load`.
-    A suite that makes its own images (`synth:FILE`) makes them."""
-    if hasattr(suite, "ensure_images"):
-        with console.status(f"making {len(chosen)} task image(s)"):
-            return suite.ensure_images(chosen, force=force)
-    if hasattr(suite, "build_images"):
-        with console.status("building task images"):
-            from tasks.images import ensure_images
-            from tasks.bundled.materialize import materialize
-
-            return {"built": ensure_images(chosen, materialize, force=force)}
-    if suite.kind != "swe":
-        return {}
-    from tasks.images import ensure_swebench_images
-
-    with console.status(f"looking for {len(chosen)} SWE-bench image(s)"):
-        return ensure_swebench_images(chosen, pull=pull, task_repo=task_repo, force=force)
-
-
 def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
-    from evolve.toolcall_eval import run_toolcall
-
     chosen = suite.select(ids, limit, split=split)
     if not chosen:
         raise ConfigError(f"no instances to run: the toolcall {split} split has none"
                           + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
-        pol = load_policy_spec(policy, out.parent)
+        pol = load_policy(policy, runs=RunsRoot(out.parent))
     with console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
                               max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
@@ -253,8 +221,8 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
-        chosen = the_suite.select(ids)
-        done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
+        chosen = the_suite.select(ids, check=False)  # images need the instance ids, not the grading fields
+        done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force, status=console.status)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
         console.print(f"{esc(name)} images for {len(chosen)} instance(s): {esc(counts)}")
         return

@@ -12,6 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from evolve.markup import cells, esc
+from sandbox import SandboxConfig, start_sandbox
+from sandbox.base import SandboxError
+from sandbox.base_image import build_base
+from sandbox.prune import prune
+from tasks.bundled.materialize import materialize
+from tasks.bundled.suite import BundledSuite
 
 app = typer.Typer(help="Sandboxes: build the base image, remove leftovers, smoke-test.", no_args_is_help=True)
 console = Console()
@@ -24,8 +30,6 @@ def build_base_cmd(
                                "`debootstrap` (needs only Debian's mirror) or `pull` (needs a Docker registry)."),
 ) -> None:
     """Build the base image (Python 3, git, pytest, patch, build tools); cached until its recipe changes."""
-    from sandbox.base_image import build_base
-
     if method not in ("auto", "debootstrap", "pull"):
         raise typer.BadParameter("use auto, debootstrap or pull", param_hint="--method")
     start = time.time()
@@ -43,9 +47,6 @@ def prune_cmd(
     """Remove the sandboxes, snapshot images and local workspaces that dead Evolve processes left behind.
 
     What a running process owns is kept (its owner is recorded: pid, start time, host boot) unless --force."""
-    from sandbox.base import SandboxError
-    from sandbox.prune import prune
-
     done = prune(run, force=force, docker=docker)
     console.print(f"removed {done.containers} containers, {done.images} snapshot images, {done.workspaces} "
                   f"local workspaces and {done.snapshots} local snapshots"
@@ -61,10 +62,6 @@ def smoke_cmd(
     backend: str = typer.Option("docker", "--sandbox", help="docker or local."),
 ) -> None:
     """Start a sandbox on a bundled repository, run its tests there and print the result."""
-    from sandbox import SandboxConfig, start_sandbox
-    from tasks.bundled.materialize import materialize
-    from tasks.bundled.suite import BundledSuite
-
     inst = BundledSuite().select([instance] if instance else None, limit=1)[0]
     name = inst.repo.split("/")[-1]
     with tempfile.TemporaryDirectory() as tmp:

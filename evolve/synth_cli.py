@@ -11,16 +11,18 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from agent.policy import load_policy
 from agent.policy.base import SamplingParams
 from agent.variant import AgentVariant
-from evolve import run_cli
+from evolve.demos import write_scripts
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
 from records import Message
+from tasks.suite_images import ensure_suite_images
 from tasks.synth.families import FAMILIES
 from tasks.synth.sources import resolve
 from tasks.synth.suite import SynthSuite
-from tasks.synth.synthesize import Synthesis, SynthConfig
 
 console = Console()
 
@@ -37,13 +39,12 @@ class TasksGroup(TyperGroup):
 
 app = typer.Typer(cls=TasksGroup, help="Task suites: list them, synthesise tasks, write demonstrations.",
                   add_completion=False)
-app.command("list", help="List the suites, or one suite's instances (and make their images present with "
-                         "--build).")(run_cli.tasks_cmd)
+"""`list` is `run_cli.tasks_cmd`, added by `evolve.cli` (the one module that imports CLI modules)."""
 
 
 def _completer(spec: str, runs_root: Path, max_tokens: int = 1024):
     """A policy as prompt -> text (for LLM bugs and issue texts)."""
-    policy = run_cli.load_policy_spec(spec, runs_root)
+    policy = load_policy(spec, runs=RunsRoot(runs_root))
 
     def complete(prompt: str) -> str:
         gen = policy.generate([[Message(role="user", content=prompt)]],
@@ -69,6 +70,7 @@ def synthesize_cmd(
 ) -> None:
     """Synthesise SWE-style tasks: inject bugs into real repositories, keep those their tests catch, validate
     each through grading, write SWE-bench rows usable as `synth:OUT`. Resumable."""
+    from tasks.synth.synthesize import Synthesis, SynthConfig  # grading loads swebench: `evolve --help` stays fast
     chosen_methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen_methods if m not in ("procedural", "llm")]
     if bad or not chosen_methods:
@@ -121,15 +123,14 @@ def demos_cmd(
 ) -> None:
     """Scripted demonstrations (failing test, open the function, fix with the agent's tools, test, submit)
     acted out by the real agent loop with the replay policy and graded: `evolve train sft OUT` learns them."""
-    from evolve.demos import write_scripts  # the agent loop (langgraph) loads slowly: `evolve --help` stays fast
-    from evolve.runner import RunConfig, run_swe
+    from evolve.run.runner import RunConfig, run_swe  # grading loads swebench: `evolve --help` stays fast
 
     suite = SynthSuite(suite_file)
     chosen = suite.select(limit=limit, split=split)
     if not chosen:
         raise ConfigError(f"{suite_file} has no {split} tasks")
     out = out or Path("runs") / "demos"
-    run_cli.ensure_suite_images(suite, chosen)
+    ensure_suite_images(suite, chosen, status=console.status)
     scripts = out.parent / f"{out.name}-scripts.jsonl"
     with console.status("writing the scripts"):
         policy = write_scripts(chosen, scripts, AgentVariant.load())

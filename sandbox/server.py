@@ -8,6 +8,10 @@ on, in a directory it shares read-only with the sandbox, which skips the daemon'
 process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
 Commands run in the environment of an interactive shell of the image (see `_capture_user_env`).
 
+Against its own commands: the server is non-dumpable (`_guard`: no ptrace, `pidfd_getfd` or /proc/PID/fd of it by
+processes without CAP_SYS_PTRACE), echoes each request's random `id` in its reply, and reads or writes only regular
+files, never blocking on a FIFO, at most `max_bytes`, within `FILE_SECONDS`.
+
 Stdlib only and Python >= 3.6 syntax: it runs on whatever python3 the task image has.
 """
 
@@ -17,6 +21,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -180,18 +185,100 @@ def handle_exec(req):
             "timed_out": timed_out, "total_bytes": total, "seconds": time.monotonic() - start}
 
 
+FILE_SECONDS = 30.0
+"""A file read or write that takes longer is cut (SIGALRM) and reported as an error."""
+MAX_READ = 64 << 20
+"""Bytes a read returns when the request names no bound."""
+
+
+ARMED = []  # non-empty while a timed file operation runs
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    if ARMED:  # a SIGALRM a command sends at another time changes nothing
+        raise _Deadline()
+
+
+def _within(seconds, fn, *args):
+    """`fn(*args)` cut off by SIGALRM after `seconds` (a blocked read of a file that never ends or answers)."""
+    ARMED.append(True)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    except _Deadline:
+        raise TimeoutError("gave up after %.0f s" % seconds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        del ARMED[:]
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path, flags):
+    """A descriptor of `path` only when it is a regular file. Checked before opening (opening a device can act) and
+    again on the open descriptor (the path may be swapped meanwhile); O_NONBLOCK keeps a FIFO from blocking."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        if not stat.S_ISREG(mode):
+            raise ValueError("%s is %s, not a regular file" % (path, _kind(mode)))
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0), 0o644)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError("%s is %s, not a regular file" % (path, _kind(mode)))
+    return fd
+
+
+def _read_bounded(path, limit):
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        size = os.fstat(fd).st_size
+        raise ValueError("%s is %s bytes, over the limit of %d bytes for one read"
+                         % (path, size if size > limit else "more than %d" % limit, limit))
+    finally:
+        os.close(fd)
+
+
 def handle_read(req):
-    with open(req["path"], "rb") as f:
-        return {"data": base64.b64encode(f.read()).decode()}
+    limit = int(req.get("max_bytes") or MAX_READ)
+    return {"data": base64.b64encode(_within(FILE_SECONDS, _read_bounded, req["path"], limit)).decode()}
 
 
-def handle_write(req):
-    path = req["path"]
+def _write(path, data):
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(base64.b64decode(req["data"]))
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def handle_write(req):
+    _within(FILE_SECONDS, _write, req["path"], base64.b64decode(req["data"]))
     return {}
 
 
@@ -231,7 +318,26 @@ def _connect(path, token, out, timeout=10.0):
     return conn
 
 
+def _guard():
+    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): the kernel then refuses ptrace, pidfd_getfd,
+    process_vm_readv/writev and /proc/PID/{mem,fd,environ,...} on it to every process without CAP_SYS_PTRACE,
+    which no sandbox grants, so a command of the same uid can neither read the server's requests nor write into
+    its channel. Children get their dumpable flag back when they exec. True when it took effect."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0 and libc.prctl(3, 0, 0, 0, 0) == 0  # PR_SET/GET_DUMPABLE
+    except Exception:  # no ctypes in this image's python: the request ids still tie replies to requests
+        return False
+
+
 def main():
+    guarded = _guard()
+    # As the local sandbox's pid 1 the kernel drops every signal a command sends unless a handler exists: no
+    # KeyboardInterrupt handler, and the SIGALRM one acts only while armed.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, _alarm)
     PROTECTED.update(_pids())
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
@@ -239,7 +345,7 @@ def main():
         pass
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    _send(out, {"ready": True})
+    _send(out, {"ready": True, "guarded": guarded})
     while True:
         line = inp.readline()
         if not line:
@@ -257,6 +363,8 @@ def main():
         except Exception as e:  # reported to the host as an error reply, the server keeps going
             reply = {"error": "%s: %s" % (type(e).__name__, e)}
         _reap()
+        if isinstance(req, dict) and "id" in req:  # the reply names the request it answers
+            reply["id"] = req["id"]
         _send(out, reply)
 
 

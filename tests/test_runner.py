@@ -16,7 +16,7 @@ import pytest
 from agent.batching import BatchingPolicy
 from agent.policy.base import SamplingParams
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from evolve.store import RunStore
 from records import Message
 from tasks.registry import get_suite
@@ -67,7 +67,7 @@ def test_empty_patch_is_not_resolved(instance, tmp_path: Path):
 KILLED_RUN = """
 import json, sys
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from tasks.registry import get_suite
 inst = get_suite("bundled").instances()[0]
 cfg = RunConfig(suite="bundled", instances=[inst.instance_id], out=sys.argv[1], workers=1)

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import build_tiny_model  # noqa: E402
 
+from agent.policy import load_policy  # noqa: E402
+from evolve.policies import RunsRoot  # noqa: E402
 from records import Message, PolicyVersion, Reward, Step, Trajectory, TrajectoryStatus  # noqa: E402
 from evolve.store import RunStore  # noqa: E402
 from evolve.train.cli import app  # noqa: E402
@@ -80,6 +82,8 @@ def test_sft_from_the_command_line_then_resolve(tmp_path_factory, tmp_path):
     assert "policy version" in result.output
     spec, options = resolve_policy("version:latest", runs)
     assert spec == f"hf:{Path(model).resolve()}" and Path(options["adapter"], "adapter_config.json").exists()
+    with load_policy("version:latest", runs=RunsRoot(runs), device="cpu") as trained:  # how every command loads it
+        assert trained.spec == spec and trained.adapter == options["adapter"]
     listing = runner.invoke(app, ["versions", str(runs)])
     assert listing.exit_code == 0 and "sft" in listing.output
 
@@ -103,6 +107,9 @@ def test_resolve_policy(tmp_path):
     assert resolve_policy("version:base-1", tmp_path) == ("hf:/m", {})
     with pytest.raises(TrainError, match="unknown policy version"):
         resolve_policy("version:zzz", tmp_path)
+    assert RunsRoot(tmp_path).version("v1") == ("hf:/m", {"adapter": "/runs/a/final"})
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path / "a") == []  # a run directory with no trajectory
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path) is None  # not a run directory: replay:PATH reads a file
 
 
 def test_grpo_toolcall_smoke_with_the_suite_prompt(tmp_path_factory, tmp_path):

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 SLOW_RUN = """
 import json, sys
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from tasks.registry import get_suite
 suite = get_suite("bundled")
 suite.build_images()

@@ -11,8 +11,11 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 
+from tui.screens.dashboard import DashboardScreen
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.runs import RunsScreen
+from tui.screens.training import TrainingScreen
+from tui.screens.tree import TreeScreen
 from tui.source import RunRef, Source
 
 
@@ -67,18 +70,12 @@ class EvolveApp(App):
         if run.kind in ("train", "training"):
             self.open_training()
             return
-        from tui.screens.dashboard import DashboardScreen
-
         self.push_screen(DashboardScreen(run))
 
     def open_tree(self, store_dir: Path) -> None:
-        from tui.screens.tree import TreeScreen
-
         self._push_kept(f"tree:{store_dir}", lambda: TreeScreen(store_dir))
 
     def open_training(self) -> None:
-        from tui.screens.training import TrainingScreen
-
         self._push_kept("training", TrainingScreen)
 
     def _push_kept(self, name: str, make) -> None:

@@ -83,7 +83,15 @@ def _make_log_callback() -> Any:
     return llama_cpp.llama_log_callback(_route_log)
 
 
-_LOG_CALLBACK = _make_log_callback()  # kept referenced: llama.cpp calls it for the life of the process
+_LOG_CALLBACK: list[Any] = []
+"""The callback, made when the first policy starts (importing this module does not load llama.cpp) and kept
+referenced: llama.cpp calls it for the life of the process."""
+
+
+def _log_callback() -> Any:
+    if not _LOG_CALLBACK:
+        _LOG_CALLBACK.append(_make_log_callback())
+    return _LOG_CALLBACK[0]
 
 
 class LlamaCppPolicy(Policy):
@@ -97,7 +105,7 @@ class LlamaCppPolicy(Policy):
         except ImportError as e:
             raise PolicyError("llamacpp: needs llama-cpp-python (a dependency of Evolve; it compiles llama.cpp, "
                               "about 13 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
-        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
+        llama_cpp.llama_log_set(_log_callback(), None)
         self.path = self._resolve(model)
         self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
         self.slots: list[Any] = []  # llama.cpp contexts, most recently used last

@@ -39,6 +39,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.policy import DEFAULT_POLICY, load_policy
 from agent.policy.base import Generation, Policy, PolicyError, SamplingParams
 from records.trajectory import Message, ToolCall
 
@@ -464,8 +465,6 @@ def serve_in_thread(policy: Policy, host: str = "127.0.0.1", port: int = 0, **op
 def main() -> None:
     """`python -m agent.policy.server --policy SPEC --port 8000`: serve a policy until Ctrl-C."""
     import argparse
-
-    from agent.policy import DEFAULT_POLICY, load_policy
 
     parser = argparse.ArgumentParser(description="OpenAI-compatible server around an Evolve policy (loopback only)")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")

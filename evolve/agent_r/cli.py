@@ -9,8 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
+from evolve.agent_r.config import AgentRConfig
+from evolve.errors import ConfigError
 from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.run_lock import RunLock
+from evolve.store import check_run_dir
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 
@@ -57,15 +66,7 @@ def agent_r_cmd(
 ) -> None:
     """Agent-R: MCTS over agent steps, revision trajectories spliced at the flagged step's parent (with a real
     undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
-    from agent.variant import DEFAULT_VARIANT
-    from evolve.agent_r.config import AgentRConfig
-    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
-    from evolve.errors import ConfigError
-    from evolve.executor import parse_executor
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
-    from evolve.store import check_run_dir
-    from tasks.registry import get_suite
+    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r  # loads swebench (seconds)
 
     for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
         if value < 1:
@@ -95,10 +96,10 @@ def agent_r_cmd(
     check_run_dir(out)
     with RunLock(out, f"evolve agent-r {suite}"):
         if not toolcall:
-            ensure_suite_images(the_suite, train + held)
+            ensure_suite_images(the_suite, train + held, status=console.status)
         console.print(f"[bold]evolve agent-r {esc(suite)}[/]: {len(train)} instance(s) searched, {len(held)} held "
                       f"out, {iterations} iteration(s), policy {esc(policy)}, store {esc(out)}")
-        report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),
+        report = run_agent_r(cfg, train, held, lambda spec: load_policy(spec, runs=RunsRoot(out)),
                              say=lambda text: console.print(text, markup=False, highlight=False))
     metrics = ("reward", "success", "recovered", "repeat_rate") if toolcall else ("success", "recovered", "repeat_rate")
     table = Table("iteration", "policy", "splices", "good", "trained",

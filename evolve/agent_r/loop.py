@@ -13,6 +13,7 @@ threads here, or Ray tasks); their records come back to this process, the store'
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -22,19 +23,21 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.policy import DEFAULT_POLICY
-from agent.tools.undo import with_undo
-from agent.variant import DEFAULT_VARIANT, AgentVariant
-from records import TaskInstance, Trajectory
-from sandbox import SandboxConfig, prune_orphans
-
+from agent.variant import DEFAULT_VARIANT, AgentVariant, with_undo
 from evolve.agent_r.build import build_instance
 from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.evaluate import evaluate
 from evolve.agent_r.export import export_sft_data
 from evolve.agent_r.swe import SweWorld
+from evolve.agent_r.toolcall import ToolcallWorld
+from evolve.agent_r.toolcall_evaluate import evaluate_toolcall
 from evolve.agent_r.verifier import policy_ask
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig, make_executor
+from evolve.run.executor import ExecutorConfig, make_executor
 from evolve.store import RunStore
+from records import TaskInstance, Trajectory
+from sandbox import SandboxConfig, prune_orphans
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +102,7 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                 load_policy: Callable[[str], Any], say: Callable[[str], None] = lambda text: None) -> dict:
     """Run (or resume) the iterations; returns the report (also `report.json` and an `agent-r:report` document).
     `load_policy(spec)` loads `cfg.policy` or `version:ID`."""
-    import json
-
-    from evolve.agent_r.evaluate import evaluate
-    from evolve.train.sft import SFTConfig, train_sft
+    from evolve.train.sft import SFTConfig, train_sft  # imports torch: only when Agent-R runs
 
     if not train:
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
@@ -121,18 +121,12 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
 
     def evaluate_version(policy: Any, k: int) -> dict:
         if toolcall:
-            from evolve.agent_r.toolcall_evaluate import evaluate_toolcall
-            from tasks.toolcall.prompt import build_messages
-
             return evaluate_toolcall(policy, held_out, build_messages, store, f"{run_id}-eval{k}", f"it{k}",
                                      max_tokens=cfg.max_tokens_per_step or 256)
         return evaluate(policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}")
 
     def make_world(inst: TaskInstance, policy: Any, it_run: str, k: int):
         if toolcall:
-            from evolve.agent_r.toolcall import ToolcallWorld
-            from tasks.toolcall.prompt import build_messages
-
             return ToolcallWorld(inst, policy, build_messages, temperature=cfg.search.temperature,
                                  max_tokens=cfg.max_tokens_per_step or 256, seed=cfg.search.seed + 1000 * k,
                                  store=store, run_id=it_run)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from records import Message
-
-from evolve.agent_r.tree import Node, leaves
+from evolve.agent_r.node import Node
+from evolve.agent_r.tree import leaves
 from evolve.agent_r.world import World
+from records import Message
 
 THOUGHTS = [
     "That last step took me away from the goal. I will undo it and try a different approach.",

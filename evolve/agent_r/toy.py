@@ -15,10 +15,11 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from records import Message, Step, Trajectory, TrajectoryStatus
-
-from evolve.agent_r.tree import Node
+from evolve.agent_r.build import build_instance, logged_splice
+from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.node import Node
 from evolve.agent_r.world import Outcome, Replayed, World
+from records import Message, Step, Trajectory, TrajectoryStatus
 
 ACTIONS = ("+1", "+2", "back", "undo")
 POSITION = re.compile(r"position (-?\d+)")
@@ -239,9 +240,6 @@ def toy_iterations(seed: int, mode: str = "parent", iterations: int = 3, goals: 
     build revision + good data, "fine-tune" (add counts), and measure the mean recovery rate. `mode="parent"`
     keeps replay-checked splices; the controls (`direct`, `divergence`) keep upstream's logged samples, unchecked.
     Returns the recovery rate before training and after each iteration."""
-    from evolve.agent_r.build import build_instance, logged_splice
-    from evolve.agent_r.config import AgentRConfig
-
     cfg = AgentRConfig(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, splice=mode)  # type: ignore[arg-type]
     policy, rng = TabularPolicy(), random.Random(seed)
     goal_of = {f"line-{g}": g for g in goals}

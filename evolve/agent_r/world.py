@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evolve.agent_r.node import Node
 from records import Message, Trajectory
-
-if TYPE_CHECKING:
-    from evolve.agent_r.tree import Node
 
 
 @dataclass
@@ -58,7 +56,7 @@ class World(ABC):
     submit cannot), i.e. whether such a step may be the flagged step of a splice."""
 
     @abstractmethod
-    def expand(self, path: list["Node"], n: int, final: bool) -> list[Outcome]:
+    def expand(self, path: list[Node], n: int, final: bool) -> list[Outcome]:
         """Sample `n` responses after the root-to-node `path` and execute each in its own branch of the node's
         state. `final`: the children are at the depth limit, so each must come back with a reward."""
 

@@ -13,10 +13,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT, AgentVariant
+from agent.variant_dir import copy_variant, variant_diff
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
+from evolve.hgm.search import open_search, run_search
+from evolve.hgm.view import find_node, hgm_run_id, tree_summary
 from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from sandbox.prune import prune_orphans
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 tree_app = typer.Typer(help="Inspect the tree of an `evolve hgm` run.", no_args_is_help=True)
@@ -77,14 +88,8 @@ def hgm_cmd(
     """Search a tree of self-modified agents (the Huxley-Gödel Machine). Resumable after any kill."""
     from pydantic import ValidationError
 
-    from evolve.hgm.real import DockerWorld, RealWorldConfig
-    from evolve.hgm.search import open_search, run_search
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
-    from evolve.store import RunStore, check_run_dir
-    from sandbox import SandboxConfig
-    from sandbox.prune import prune_orphans
-    from tasks.registry import get_suite
+    # loads swebench and datasets (seconds)
+    from evolve.hgm.run import build_report, check_resume, close_interrupted, evaluate_holdout, open_world
 
     try:
         cfg = HGMConfig(budget=budget, alpha=alpha, expansion_rule=expansion_rule, dgm_method=dgm_method,
@@ -95,8 +100,6 @@ def hgm_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    from evolve.executor import parse_executor
-
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / f"hgm-{suite}"
     check_run_dir(out, create=False)
@@ -107,8 +110,6 @@ def hgm_cmd(
     chosen, held = _split_holdout(the_suite.select(ids, limit), holdout, the_suite)
     if not chosen:
         raise ConfigError("no instances to search on: the selection is empty")
-    from agent.variant import DEFAULT_VARIANT, AgentVariant
-
     root_dir = root_variant or DEFAULT_VARIANT
 
     AgentVariant.load(root_dir)  # a bad root variant is a user error, before anything starts
@@ -118,36 +119,19 @@ def hgm_cmd(
               "privileged_diagnosis": privileged_diagnosis, "workers": workers, "smoke": smoke,
               "search": cfg.model_dump(mode="json")}
     check_run_dir(out)
-    ensure_suite_images(the_suite, chosen + held)
+    ensure_suite_images(the_suite, chosen + held, status=console.status)
     with RunLock(out, f"evolve hgm {suite}"), RunStore(out) as store:
-        _check_resume(store, run_id, config)
+        check_resume(store, run_id, config)
         prune_orphans(run_id)
         store.put_run(run_id, "hgm", config)
-        _close_interrupted(store, run_id)
+        close_interrupted(store, run_id)
         with console.status("loading policies"):
-            task_pol = load_policy_spec(policy, out.parent)
-            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy_spec(meta_policy, out.parent)
-        loaded_task_pol = task_pol
-        if workers > 1:  # parallel episodes share batched policy calls (and never call one backend concurrently)
-            from agent.batching import BatchingPolicy
-
-            shared = meta_pol is task_pol
-            task_pol = BatchingPolicy(task_pol, max_batch=workers)
-            task_pol.active = workers
-            meta_pol = task_pol if shared else BatchingPolicy(meta_pol, max_batch=workers)
-            meta_pol.active = workers
-        world = DockerWorld(chosen + held, root_dir, task_pol, meta_pol, SandboxConfig(run_id=run_id), store, run_id,
-                            out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
-        world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
-        if executor_cfg.backend == "ray":
-            from evolve.remote_episode import RayEpisodes
-
-            world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
-            try:  # a meta policy the workers cannot reach is refused now, not at every expansion
-                world.meta_worker_spec()
-            except BaseException:
-                world.close()
-                raise
+            runs = RunsRoot(out.parent)
+            task_pol = load_policy(policy, runs=runs)
+            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy(meta_policy, runs=runs)
+        world = open_world(chosen, held, root_dir, task_pol, meta_pol, store, run_id, out, workers=workers,
+                           executor=executor_cfg, policy_spec=policy, privileged_diagnosis=privileged_diagnosis,
+                           smoke=smoke, seed=seed)
         sched = open_search(cfg, world, store, run_id)
         started = time.time()
         console.print(f"[bold]evolve hgm {esc(suite)}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget "
@@ -168,41 +152,14 @@ def hgm_cmd(
             try:
                 run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
                 stopped = stop()
-                holdout_rows = _holdout(world, sched, store, run_id, held, holdout_top) if held and not stopped else []
+                holdout_rows = [] if not held or stopped else evaluate_holdout(
+                    world, sched, store, run_id, held, holdout_top, status=lambda what: console.status(esc(what)))
             finally:
                 world.close()
-        report = _report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
+        report = build_report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         store.set_run_status(run_id, "stopped" if stopped else "finished")
     _print_report(report, out)
-
-
-def _close_interrupted(store, run_id: str) -> None:
-    """Trajectories a killed run left `running` are marked interrupted; their decisions are redone."""
-    from records import TrajectoryStatus
-
-    for tid in store.trajectory_ids(run_id=run_id, status=TrajectoryStatus.running.value):
-        traj = store.get_trajectory(tid)
-        traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped; redone on resume)"
-        store.put_trajectory(traj)
-
-
-def _check_resume(store, run_id: str, config: dict) -> None:
-    """A resumed run must search the same tasks with the same seed and rules (a larger budget is fine)."""
-    old = next((r for r in store.runs() if r["id"] == run_id), None)
-    if old is None:
-        return
-    if old["kind"] != "hgm":
-        raise ConfigError(f"{store.dir} holds a {old['kind']} run, not an HGM run; give another --out")
-    prev, new = old["config"], config
-    for key in ("tasks", "holdout", "root_variant", "privileged_diagnosis"):
-        if prev.get(key) != new.get(key):
-            raise ConfigError(f"{store.dir} was searched with another {key.replace('_', ' ')}; give the same "
-                              f"options to resume, or another --out")
-    for key in ("seed", "alpha", "expansion_rule", "initial_expansions", "tau_schedule", "root_eval_charged"):
-        if prev.get("search", {}).get(key) != new["search"].get(key):
-            raise ConfigError(f"{store.dir} was searched with {key}={prev['search'].get(key)!r}; resume with "
-                              f"the same value, or give another --out")
 
 
 def _progress(sched, started: float) -> Table:
@@ -215,46 +172,6 @@ def _progress(sched, started: float) -> Table:
     t.add_row(*cells(f"{s['reserved']}/{s['budget']}", s["accepted"], s["rejected"], s["expanding"], s["in_flight"],
                      s["infra_errors"], f"{best.rsplit(':', 1)[-1]} ({bs}/{bs + bf})"))
     return t
-
-
-def _holdout(world, sched, store, run_id: str, held: list, top: int) -> list[dict]:
-    """The top nodes re-evaluated on the held-out tasks (rows under run id RUN/holdout; resumable)."""
-    hid = f"{run_id}/holdout"
-    done = {(r["node_id"], r["task_id"]): r for r in store.outcomes(run_id=hid)}
-    rows = []
-    for node in sched.ranking(top):
-        for inst in held:
-            key = (node, inst.instance_id)
-            if key not in done or done[key]["status"] == "infra_error":
-                t0 = time.time()
-                with console.status(f"holdout: {esc(node.rsplit(':', 1)[-1])} on {esc(inst.instance_id)}"):
-                    ev = world.evaluate(sched.view(node), inst.instance_id)
-                store.put_outcome(hid, node, inst.instance_id, ev.status, {"pass": True, "fail": False}.get(ev.status),
-                                  ev.trajectory_id, t0, time.time(), info=ev.info)
-                done[key] = {"status": ev.status}
-        passed = sum(done[(node, i.instance_id)]["status"] == "pass" for i in held)
-        judged = sum(done[(node, i.instance_id)]["status"] in ("pass", "fail") for i in held)
-        rows.append({"node": node, "holdout_passed": passed, "holdout_judged": judged, "search_own": sched.stats.own(node)})
-    return rows
-
-
-def _report(store, run_id: str, sched, holdout_rows: list, seconds: float, stopped: bool) -> dict:
-    from collections import Counter
-
-    from evolve.hgm.view import tree_summary
-
-    summary = tree_summary(store, run_id, sched.cfg.quantile)
-    nodes = [n for n in summary["nodes"] if n["parent_id"] is not None]
-    reasons = Counter(n["reason"].split(":")[0] for n in nodes if n["status"] == "rejected")
-    best = sched.final_pick()
-    return {"run_id": run_id, "stopped": stopped, "seconds": round(seconds, 1), "best": best,
-            "best_own": list(sched.stats.own(best)), "root_own": list(sched.stats.own(sched.root_id)),
-            "evaluations": sched.summary()["evaluations"], "budget": sched.cfg.budget,
-            "nodes_attempted": len(nodes), "accepted": sum(n["status"] == "accepted" for n in nodes),
-            "rejected": sum(n["status"] == "rejected" for n in nodes), "rejected_by_reason": dict(reasons),
-            "infra_errors": summary["infra_errors"], "tokens": sched.tokens,
-            "privileged_diagnosis": summary["config"].get("privileged_diagnosis", False),
-            "holdout": holdout_rows}
 
 
 def _print_report(report: dict, out: Path) -> None:
@@ -273,9 +190,6 @@ def _print_report(report: dict, out: Path) -> None:
 
 # --- evolve tree ----------------------------------------------------------------------------------------------
 def _open(run: Path, run_id: Optional[str]):
-    from evolve.hgm.view import hgm_run_id, tree_summary
-    from evolve.store import RunStore
-
     store = RunStore(run, readonly=True)
     return store, tree_summary(store, hgm_run_id(store, run_id))
 
@@ -322,8 +236,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
                                                 "when NODE is written RUN:NODE)."),
              against: str = typer.Option("parent", help="parent (the stored diff) or root.")) -> None:
     """The change a node made (against its parent), or everything it changed against the root."""
-    from evolve.hgm.view import find_node
-
     if against not in ("parent", "root"):
         raise ConfigError(f"--against must be parent or root, not {against!r}")
     if run is None:
@@ -337,8 +249,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
     if against == "parent":
         text = stored.info.get("diff", "") if stored.parent_id else ""
     else:
-        from agent.variant_dir import variant_diff
-
         root = next(x for x in summary["nodes"] if x["parent_id"] is None)
         if not n["variant_dir"] or not Path(n["variant_dir"]).is_dir():
             raise ConfigError(f"node {n['id']} has no variant directory (rejected before its patch applied)")
@@ -360,8 +270,6 @@ def best_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
     console.print(f"best-belief: [bold]{esc(n['id'])}[/] own {n['own'][0]}/{sum(n['own'])} · "
                   f"q01 {n['quantile']:.3f} · {esc(n['variant_dir'])}")
     if export is not None:
-        from agent.variant_dir import copy_variant
-
         copy_variant(n["variant_dir"], export, f"best-belief node {n['id']} of HGM run {summary['run_id']}")
         console.print(f"exported to {esc(export)}: evolve run SUITE --variant {esc(export)}")
 

@@ -12,7 +12,7 @@ Expansion of a parent (every step stored, the child kept with its diff even when
    sandbox, and one smoke episode ends without an infrastructure error. A failure rejects the child with
    its reason.
 
-Evaluation of (node, task): one episode through `evolve.runner.run_episode` (a fresh sandbox, grading with
+Evaluation of (node, task): one episode through `evolve.run.episode.run_episode` (a fresh sandbox, grading with
 the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
 the task and never counts it against the node.
 
@@ -37,15 +37,17 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agent.batching import BatchingPolicy
 from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import AgentVariant, VariantError
 from agent.variant_safety import ALLOWED_MODES, patch_link_problem, unsafe_entry
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
+from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit, run_remote_variant_tests
 from evolve.hgm.world import Evaluation, Expansion, NodeView
-from evolve.remote_episode import TaskLost
-from evolve.runner import StopSignal, run_episode
+from evolve.run.episode import EpisodeResult, StopSignal, run_episode
+from evolve.run.remote_episode import WORKER_LOADED, ServedPolicy, TaskLost, worker_policy_spec
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
 from rewards.combine import RewardWeights
@@ -89,7 +91,7 @@ class DockerWorld:
         self.cfg = cfg or RealWorldConfig()
         self.seed = seed
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
+        """`evolve.run.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
         None: here. On Ray: each evaluation and each child's smoke episode is an episode task; each edit (the
         meta-agent on a copy of the parent's variant, shipped as bytes) and each child's own tests are Ray
         tasks on the same executor. Always here: the diagnosis (a meta-policy call), the variant directories
@@ -218,9 +220,6 @@ class DockerWorld:
                      child_id: str) -> tuple[Trajectory, str]:
         """The edit as a Ray task (the workspace shipped as bytes); its trajectory stored here when it returns.
         A task that failed beyond Ray's retries is the edit's error (an infra_error trajectory)."""
-        from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit
-        from evolve.runner import EpisodeResult
-
         try:
             data = pack_dir(ws, with_git=True)
         finally:
@@ -239,8 +238,6 @@ class DockerWorld:
     def meta_worker_spec(self) -> str:
         """The spec a worker loads for the meta policy (served from here when workers cannot load it; a
         ConfigError when a served policy cannot reach a cluster of several machines)."""
-        from evolve.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
-
         with self._lock:
             if self._meta_spec is None:
                 if self.meta_policy is self.task_policy:
@@ -248,8 +245,6 @@ class DockerWorld:
                 elif self.meta_policy.spec.startswith(WORKER_LOADED):
                     self._meta_spec = worker_policy_spec(self.meta_policy.spec)
                 else:  # served unbatched: the server batches the workers' calls itself
-                    from agent.batching import BatchingPolicy
-
                     meta = self.meta_policy.inner if isinstance(self.meta_policy, BatchingPolicy) else self.meta_policy
                     self._served_meta = ServedPolicy(meta, self.episodes.executor.nodes())
                     self._meta_spec = self._served_meta.spec
@@ -303,8 +298,6 @@ class DockerWorld:
         """The child's own tests in a fresh sandbox (here, or a Ray task given the directory as bytes);
         (result, '') or (None, why they could not run: its sandbox or its Ray task failed)."""
         if self.episodes is not None:
-            from evolve.hgm.remote import pack_dir, run_remote_variant_tests
-
             fut = self.episodes.executor.submit(run_remote_variant_tests, pack_dir(child_dir), self.sandbox_cfg,
                                                 self.cfg.variant_test_timeout)
             self.store.log_event("ray_task", run_id=self.run_id, job="hgm:variant_tests", variant_dir=str(child_dir))

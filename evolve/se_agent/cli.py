@@ -10,12 +10,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.batching import BatchingPolicy
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
-from evolve.executor import parse_executor
 from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.se_agent.config import SEAgentConfig
+from evolve.se_agent.operators import OPERATORS
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 
@@ -51,17 +57,11 @@ def se_agent_cmd(
 ) -> None:
     """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
     the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
-    from agent.batching import BatchingPolicy
-    from agent.variant import DEFAULT_VARIANT
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.se_agent.config import SEAgentConfig
-    from evolve.se_agent.report import FIRST, ORACLE, SELECTED
+    from evolve.se_agent.report import FIRST, ORACLE, SELECTED  # loads swebench and datasets (seconds)
     from evolve.se_agent.run import resolve_out, run_se_agent
 
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
-    from evolve.se_agent.operators import OPERATORS
-
     ops = [] if operators.strip() == "none" else [o.strip() for o in operators.split(",") if o.strip()]
     bad = [o for o in ops if o not in OPERATORS]
     if bad:
@@ -85,15 +85,16 @@ def se_agent_cmd(
     chosen = the_suite.select(ids, limit)
     cfg.instances = [i.instance_id for i in chosen]
     if sandbox == "docker":
-        ensure_suite_images(the_suite, chosen)
+        ensure_suite_images(the_suite, chosen, status=console.status)
     run_dir = resolve_out(cfg.out)
     cfg.out = str(run_dir)
     console.print(f"[bold]evolve se-agent {esc(suite)}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
                   f"{iterations} iteration(s), operators {esc(','.join(ops) or 'none (re-sampling)')}, "
                   f"store {esc(run_dir)}")
     with console.status("loading policy"):
-        pol = load_policy_spec(policy, run_dir.parent)
-        op_pol = None if operator_policy in (None, policy) else load_policy_spec(operator_policy, run_dir.parent)
+        runs = RunsRoot(run_dir.parent)
+        pol = load_policy(policy, runs=runs)
+        op_pol = None if operator_policy in (None, policy) else load_policy(operator_policy, runs=runs)
     batching = BatchingPolicy(pol, max_batch=workers)
     batching.active = workers
     started = time.time()

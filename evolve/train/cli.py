@@ -17,7 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.policy import PolicyError
 from evolve.markup import cells, esc
+from evolve.store import DB_NAME, StoreError
+from evolve.train.errors import TrainError
+from evolve.train.versions import all_versions
+from tasks.suite import SuiteUnavailable
 
 app = typer.Typer(help="Train the local policy: SFT and GRPO from stored trajectories; online GRPO on tool calling.",
                   no_args_is_help=True)
@@ -29,17 +34,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Errors a user can fix print one line (no traceback) and exit with status 2."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from evolve.store import StoreError
-        from evolve.train.modeling import TrainError
-
-        errors: tuple[type[BaseException], ...] = (TrainError, StoreError, FileNotFoundError)
-        try:
-            from agent.policy import PolicyError
-            from tasks.suite import SuiteUnavailable
-
-            errors += (PolicyError, SuiteUnavailable)
-        except ImportError:  # pragma: no cover
-            pass
+        errors = (TrainError, StoreError, FileNotFoundError, PolicyError, SuiteUnavailable)
         try:
             return fn(*args, **kwargs)
         except errors as e:
@@ -60,9 +55,6 @@ def _out(out: Optional[Path], kind: str) -> Path:
 
 
 def _check_runs(run_dirs: list[Path]) -> None:
-    from evolve.store import DB_NAME
-    from evolve.train.modeling import TrainError
-
     for d in run_dirs:
         if not (d / DB_NAME).exists():
             raise TrainError(f"{d} is not a run directory (no {DB_NAME}); give the --out directory of an `evolve run`")
@@ -101,7 +93,7 @@ def sft_cmd(
     min_reward: Optional[float] = typer.Option(None, help="Only trajectories with at least this reward."),
 ) -> None:
     """Supervised fine-tuning on the assistant turns of stored trajectories (loss-masked)."""
-    from evolve.train.config import load_config
+    from evolve.train.config import load_config  # these import torch: only the command that trains loads it
     from evolve.train.sft import SFTConfig, train_sft
 
     _logging()
@@ -125,7 +117,7 @@ def grpo_cmd(
                                              "uniform; default: every group once per epoch."),
 ) -> None:
     """GRPO on stored, scored trajectories grouped by task instance (offline)."""
-    from evolve.train.config import load_config
+    from evolve.train.config import load_config  # these import torch: only the command that trains loads it
     from evolve.train.grpo import GRPOConfig, train_grpo
 
     _logging()
@@ -148,7 +140,7 @@ def grpo_toolcall_cmd(
     rollout_policy: Optional[str] = typer.Option(None, help="`live` (the training model) or a spec such as vllm:MODEL."),
 ) -> None:
     """Online GRPO on the tool-calling suite: sample groups, score with ToolRL, store, update."""
-    from evolve.train.config import load_config
+    from evolve.train.config import load_config  # these import torch: only the command that trains loads it
     from evolve.train.rollout import ToolcallGRPOConfig, train_grpo_toolcall
 
     _logging()
@@ -162,8 +154,6 @@ def grpo_toolcall_cmd(
 @_user_errors
 def versions_cmd(runs_root: Path = typer.Argument(Path("runs"), help="Directory holding run directories.")) -> None:
     """List stored policy versions (oldest first)."""
-    from evolve.train.versions import all_versions
-
     table = Table("id", "kind", "parent", "base", "path", "metrics")
     for v, _ in all_versions(runs_root):
         metrics = " ".join(f"{k}={val:.3g}" for k, val in list(v.metrics.items())[:4])

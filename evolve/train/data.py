@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from agent.policy.base import message_dicts
+from evolve.store import RunStore
 from records import Message, Trajectory
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,6 @@ def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_re
 
     ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped).
     """
-    from evolve.store import RunStore
-
     out: list[tuple[Trajectory, float | None]] = []
     for d in run_dirs:
         with RunStore(d, readonly=True) as store:

@@ -12,14 +12,12 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from agent.policy.embedded import EMBEDDED, embedded_model_dir
 from evolve.train.data import Batch
+from evolve.train.errors import TrainError
 from evolve.train.losses import token_entropy, token_logprobs
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(RuntimeError):
-    """A problem the user can fix (no trajectories, bad config, unknown model or version)."""
 
 
 class LoraSettings(BaseModel):
@@ -60,8 +58,6 @@ def model_dir(spec: str) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    from agent.policy.embedded import EMBEDDED, embedded_model_dir
-
     if name in EMBEDDED:
         return embedded_model_dir(name)
     raise TrainError(f"no model directory {name!r} (policy spec {spec!r}); give hf:PATH to a transformers "
@@ -72,8 +68,6 @@ def check_model_spec(spec: str) -> None:
     """Raise `TrainError` unless ``spec`` names a local model directory or an embedded model (no loading)."""
     if not spec.startswith("hf:"):
         raise TrainError(f"training needs a local model: give --policy hf:PATH or version:ID, not {spec!r}")
-    from agent.policy.embedded import EMBEDDED
-
     name = spec[3:]
     if not Path(name).expanduser().is_dir() and name not in EMBEDDED:
         raise TrainError(f"no model directory {name!r} (policy spec {spec!r}); give hf:PATH to a transformers "

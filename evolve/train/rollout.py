@@ -30,12 +30,16 @@ from typing import Any, Callable
 import torch
 from pydantic import Field
 
-from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
-
+from agent.policy import SamplingParams, load_policy
+from agent.policy.hf import HFPolicy
 from evolve.train.data import build_sequences, micro_batches
 from evolve.train.grpo import GRPOConfig, advantages_for, grpo_step, prepare_old_and_ref
 from evolve.train.modeling import TrainError, model_dir
 from evolve.train.session import RUN_ID, TrainSession
+from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
+from rewards.toolrl import score
+from tasks.toolcall import ToolCallSuite
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +72,17 @@ class ToolcallGRPOConfig(GRPOConfig):
 
 def toolcall_instances(split: str, limit: int | None = None) -> list[TaskInstance]:
     """Instances of the bundled tool-calling suite (`train` or `test` split)."""
-    from tasks.toolcall import ToolCallSuite
-
     items = ToolCallSuite().instances(split=split)
     return items[:limit] if limit else items
 
 
 def prompt_messages(instance: TaskInstance) -> list[Message]:
     """The prompt the suite shows the policy for an instance."""
-    from tasks.toolcall.prompt import build_messages
-
     return build_messages(instance)
 
 
 def score_text(text: str, instance: TaskInstance) -> Any:
     """ToolRL score (`format`, `correctness`, `total`) of a response to an instance."""
-    from rewards.toolrl import score
-
     return score(text, instance.extra["answer"])
 
 
@@ -109,8 +107,6 @@ def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, 
 def live_policy(model: Any, tokenizer: Any, base: str, device: torch.device, batch_size: int) -> Any:
     """The transformers Policy sampling with ``model`` (the training model) itself: no second copy, and
     sampling always sees the current weights."""
-    from agent.policy.hf import HFPolicy
-
     return HFPolicy(str(model_dir(base)), loaded=(model, tokenizer), device=str(device), max_batch_size=batch_size)
 
 
@@ -118,8 +114,6 @@ def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tok
                       temperature: float = 0.0, seed: int = 0,
                       prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> dict[str, float]:
     """Mean ToolRL format / correctness / total of one completion per instance (greedy by default)."""
-    from agent.policy import SamplingParams
-
     gens = policy.generate([prompt(i) for i in instances],
                            SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed))
     scores = [score_text(g.text, i) for g, i in zip(gens, instances)]
@@ -132,8 +126,6 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                         prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> PolicyVersion:
     """Online GRPO on the tool-calling suite's training split (or ``instances``); store and return the new
     policy version. ``prompt`` builds the chat prompt of an instance (default: the suite's own)."""
-    from agent.policy import SamplingParams, load_policy
-
     instances = instances if instances is not None else toolcall_instances("train", cfg.limit)
     if not instances:
         raise TrainError("the tool-calling suite has no training instances")

@@ -8,7 +8,7 @@ from typing import Any
 from records import PolicyVersion
 
 from evolve.store import DB_NAME, RunStore, StoreError
-from evolve.train.modeling import TrainError
+from evolve.train.errors import TrainError
 
 
 def _stores(runs_root: Path) -> list[Path]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from textual.screen import Screen
 
 from evolve.store import RunStore
-
-if TYPE_CHECKING:
-    from tui.app import EvolveApp
 
 
 class LiveScreen(Screen):
@@ -21,8 +18,10 @@ class LiveScreen(Screen):
     _seen: tuple[int, ...] | None = None
 
     @property
-    def evolve(self) -> "EvolveApp":
-        return self.app  # type: ignore[return-value]
+    def evolve(self) -> Any:
+        """The `tui.app.EvolveApp` running this screen (a screen knows its app as `self.app`, never by importing
+        it): its `poll` interval and run `source`."""
+        return self.app
 
     def watched_stores(self) -> list[RunStore]:
         return []

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, RichLog, Static
 
 from tui.screens.base import LiveScreen
+from tui.screens.inspector import InspectorScreen, Nav
 from tui.source import RunRef
 from tui.summary import AGENT_FAIL, CUT, INFRA, eta_seconds, progress
 from tui.text import duration
@@ -231,8 +232,6 @@ class DashboardScreen(LiveScreen):
         table = self.query_one("#trajs", DataTable)
         if not self.rows:
             return
-        from tui.screens.inspector import InspectorScreen, Nav
-
         pos = self.page_offset + table.cursor_row
         nav = Nav(self.run.run_id, self.search, pos, self.total)
         self.app.push_screen(InspectorScreen(self.store, self.rows[table.cursor_row]["id"], nav))

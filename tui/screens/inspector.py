@@ -19,9 +19,10 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 from evolve.store import RunStore
 from records import Step, TestReport, Trajectory
 from tui.screens.base import LiveScreen
-from tui.widgets import cell
+from tui.screens.dialogs import PickScreen
 from tui.text import (clean, clip, duration, logprob_summary, report_lines, split_thinking, step_text, tool_names,
                       trajectory_export)
+from tui.widgets import cell
 
 VIEWS = ("step", "rewards", "tests", "patch", "info")
 
@@ -393,8 +394,6 @@ class InspectorScreen(LiveScreen):
         if not self.branch_rows:
             self.notify("no trajectory branches from this one", timeout=2)
             return
-        from tui.screens.dialogs import PickScreen
-
         options = [(c["id"], f"{c['instance_id']} · {c['status']} · {c['steps']} steps · {c['id']}")
                    for c in self.branch_rows]
 

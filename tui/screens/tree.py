@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from records import TreeNode
 from tui.screens.base import LiveScreen
+from tui.screens.inspector import InspectorScreen
 from tui.stats import NodeStats, best_belief, hgm_stats
 from tui.text import clean, clip, duration
 from tui.widgets import cell
@@ -226,8 +227,6 @@ class TreeScreen(LiveScreen):
         if not tid:
             self.notify("no trajectory stored for this", timeout=2)
             return
-        from tui.screens.inspector import InspectorScreen
-
         self.app.push_screen(InspectorScreen(self.store, tid))
 
     def action_view(self) -> None:
