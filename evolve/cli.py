@@ -12,7 +12,7 @@ from rich.console import Console
 
 from agent.policy import DEFAULT_POLICY, load_policy
 from agent.policy.server import check_port, serve
-from evolve import run_cli, sandbox_cli, trajectories_cli
+from evolve import run_cli, sandbox_cli, synth_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
 from evolve.errors import user_errors
 from evolve.hgm import cli as hgm_cli
@@ -26,7 +26,9 @@ from tui import cli as tui_cli  # the command line is the one place evolve reach
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.command("run")(run_cli.run_cmd)
-app.command("tasks")(run_cli.tasks_cmd)
+synth_cli.app.command("list", help="List the suites, or one suite's instances (and make their images present "
+                                   "with --build).")(run_cli.tasks_cmd)
+app.add_typer(synth_cli.app, name="tasks")
 app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")

@@ -129,6 +129,8 @@ def grpo_cmd(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     reward: Optional[str] = typer.Option(None, help="Name of the stored reward to use (default: combined / the only one)."),
     max_len: Optional[int] = MAX_LEN,
+    curriculum: Optional[str] = typer.Option(None, help="sec (Self-Evolving Curriculum over task categories) or "
+                                             "uniform; default: every group once per epoch."),
 ) -> None:
     """GRPO on stored, scored trajectories grouped by task instance (offline)."""
     from evolve.train.config import load_config  # these import torch: only the command that trains loads it
@@ -137,7 +139,8 @@ def grpo_cmd(
     _logging()
     _check_runs(run_dirs)
     cfg = load_config(GRPOConfig, config, **_overrides(policy, full, device=device, epochs=epochs,
-                                                       max_steps=max_steps, lr=lr, reward=reward, max_len=max_len))
+                                                       max_steps=max_steps, lr=lr, reward=reward, max_len=max_len,
+                                                       curriculum=curriculum))
     _report(train_grpo(cfg, run_dirs, _out(out, "grpo")))
 
 

@@ -22,13 +22,15 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from records import PolicyVersion, Trajectory
+from tasks.synth.curriculum import CurriculumConfig, category_of
 
+from evolve.curriculum_log import GroupPicker, categories_from_runs, record, resume
 from evolve.train.config import TrainConfig
 from evolve.train.data import (Batch, Sequence, build_sequences, load_trajectories, micro_batches)
 from evolve.train.losses import Normalisation, group_advantages, policy_loss
@@ -67,6 +69,10 @@ class GRPOConfig(TrainConfig):
     """Passes over the stored trajectories (offline GRPO); later passes are off-policy, kept in check by clipping."""
     min_group_size: int = Field(default=2, ge=2)
     """Groups smaller than this are skipped (no baseline to compare with)."""
+    curriculum: Literal["sec", "uniform"] | None = None
+    """Which groups each step trains on: None (every group once per epoch, shuffled), `sec` (Self-Evolving
+    Curriculum: categories drawn by a bandit fed the groups' mean absolute advantage; `tasks.synth.curriculum`)
+    or `uniform` (categories drawn alike). The curriculum's state is stored after every step."""
 
 
 def advantages_for(seqs: list[Sequence], cfg: GRPOConfig) -> tuple[list[float], list[bool], dict[str, float]]:
@@ -203,6 +209,7 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         ref_model = session.load_reference() if cfg.kl_coef else None
         prepared: set[int] = set()
         metrics: dict[str, float] = {}
+        picker = _curriculum_picker(cfg, session, seqs, run_dirs, set(trainable)) if cfg.curriculum else None
         saved = step
         with StopAtStep(should_stop) as stop:  # Ctrl-C in a step only raises the flag read after it
             while step < total:
@@ -213,10 +220,14 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
                     session.stopped(step, why)
                     return None
                 epoch, k = divmod(step, per_epoch)
-                keys = sorted(by_group)
-                random.Random(cfg.seed * 100_003 + epoch).shuffle(keys)
-                order = [i for key in keys for i in by_group[key]]
-                idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                if picker is not None:
+                    idx = picker.next_batch(cfg.batch_size, scale=cfg.scale_rewards)
+                    record(session.store, RUN_ID, picker.cur, step)
+                else:
+                    keys = sorted(by_group)
+                    random.Random(cfg.seed * 100_003 + epoch).shuffle(keys)
+                    order = [i for key in keys for i in by_group[key]]
+                    idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
                 prepare_old_and_ref(model, ref_model, seqs, idx, cfg, tok.pad_token_id, prepared)
                 batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
                                         pack=cfg.pack, share_prefix=cfg.share_prefix, pad_id=tok.pad_token_id,
@@ -235,3 +246,20 @@ def train_grpo(cfg: GRPOConfig, run_dirs: list[Path], out: Path, *,
         raise
     finally:
         session.close(error)
+
+
+def _curriculum_picker(cfg: GRPOConfig, session: TrainSession, seqs: list[Sequence], run_dirs: list[Path],
+                       trainable: set[int]):
+    """The group picker of `--curriculum`: every scored group is a candidate (one whose rewards are all equal
+    trains nothing and feeds its category a zero reward), categories from the runs' stored instances, the
+    bandit resumed from the store."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(seqs):
+        if s.reward is not None:
+            groups[s.instance_id].append(i)
+    groups = {g: ids for g, ids in groups.items() if len(ids) >= cfg.min_group_size}
+    rewards = {g: [float(seqs[i].reward) for i in ids] for g, ids in groups.items()}
+    cats = categories_from_runs([d for d in run_dirs if Path(d).exists()]) if run_dirs else {}
+    names = sorted({cats.get(g, category_of(g)) for g in groups})
+    cur = resume(session.store, RUN_ID, names, CurriculumConfig(mode=cfg.curriculum), seed=cfg.seed)
+    return GroupPicker(cur, groups, rewards, cats, trainable)
