@@ -1,0 +1,35 @@
+"""Which engine serves a policy: continuous batching for llama.cpp and transformers models, whole
+completions from `Policy.generate` for every other policy (or for any, with `engine="policy"`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.policy.base import Policy
+from agent.policy.serve.engine import Engine, TokenEngine
+from agent.policy.serve.policy_engine import PolicyEngine
+
+ENGINES = ("auto", "policy")
+"""`auto`: token-level engines where the backend has one; `policy`: always `Policy.generate`."""
+
+
+def engine_factory(kind: str = "auto", *, llamacpp: Any = None, batch_wait_s: float = 0.01, max_batch: int = 16):
+    """A `make_engine(policy, name, shared=None, adapter=None) -> (engine, shared)` for `Models`."""
+    if kind not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {kind!r}")
+
+    def make_engine(policy: Policy, name: str, shared: Any = None, adapter: str | None = None) -> tuple[Engine, Any]:
+        if kind == "auto":
+            cls = type(policy).__name__
+            if cls == "LlamaCppPolicy":
+                from agent.policy.serve.llamacpp_backend import LlamaCppBackend
+
+                return TokenEngine(LlamaCppBackend(policy, llamacpp), name), None
+            if cls == "HFPolicy":
+                from agent.policy.serve.hf_backend import HFBackend, SharedModel
+
+                shared = shared or SharedModel(policy)
+                return TokenEngine(HFBackend(shared, adapter=adapter), name), shared
+        return PolicyEngine(policy, name, batch_wait_s=batch_wait_s, max_batch=max_batch), None
+
+    return make_engine
