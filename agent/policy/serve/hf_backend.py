@@ -82,6 +82,16 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+def _crop(cache: Any, n: int) -> bool:
+    """Cut a DynamicCache back to its first `n` positions; False for caches that cannot (sliding windows)."""
+    if any("sliding" in type(layer).__name__.lower() for layer in getattr(cache, "layers", [])):
+        return n >= cache.get_seq_length()
+    extra = cache.get_seq_length() - n
+    if extra > 0:
+        cache.crop(-extra)
+    return True
+
+
 class HFBackend(Backend):
     def __init__(self, shared: SharedModel, adapter: str | None = None, max_seqs: int = 32) -> None:
         import torch
@@ -130,13 +140,16 @@ class HFBackend(Backend):
         if cache is None or n == 0:
             self.caches.pop(seq, None)
             return True
-        cache.crop(n)
+        if not _crop(cache, n):
+            self.caches.pop(seq, None)
+            return False
         return True
 
     def fork(self, src: int, dst: int, n: int) -> None:
         with self.shared.lock:
             cache = copy.deepcopy(self.caches[src])
-        cache.crop(n)
+        if not _crop(cache, n):
+            raise RuntimeError("this model's cache cannot be cut back to the prompt")
         self.caches[dst] = cache
 
     def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
