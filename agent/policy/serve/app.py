@@ -53,13 +53,15 @@ class PolicyServer:
     """An OpenAI-compatible server for `policy` on a loopback address. `start()` runs it in a thread.
 
     `resolver` / `lister` make stored versions servable by name (see `agent.policy.serve.models`);
-    `engine="policy"` serves every model through its own `Policy.generate` (whole completions)."""
+    `engine="policy"` serves every model through its own `Policy.generate` (whole completions);
+    `parse_tool_calls=False` leaves tool-call markup in `content` (Evolve's own clients parse it)."""
 
     def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
                  batch_wait_s: float = 0.01, max_batch: int = 16, max_tokens_cap: int = MAX_TOKENS_CAP,
                  max_body_bytes: int = MAX_BODY_BYTES, request_timeout_s: float = REQUEST_TIMEOUT_S,
                  max_connections: int = MAX_CONNECTIONS, engine: str = "auto", resolver: Resolver | None = None,
-                 lister: Lister | None = None, max_model_bytes: int | None = None, llamacpp: Any = None) -> None:
+                 lister: Lister | None = None, max_model_bytes: int | None = None, llamacpp: Any = None,
+                 parse_tool_calls: bool = True) -> None:
         if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
             raise PolicyError(
                 f"the policy server has no authentication and binds to loopback only, not {host!r}; "
@@ -73,6 +75,7 @@ class PolicyServer:
         self.model_name = model_name or policy.spec or "policy"
         self.max_tokens_cap, self.max_body_bytes, self.request_timeout_s = max_tokens_cap, max_body_bytes, request_timeout_s
         self.default_max_tokens = min(DEFAULT_MAX_TOKENS, max_tokens_cap)
+        self.parse_tool_calls = parse_tool_calls
         try:
             self.httpd = HTTPServer((host, port), make_handler(self), max_connections=max_connections)
         except OSError as e:

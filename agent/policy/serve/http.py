@@ -342,7 +342,7 @@ def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
                 if request.top_logprobs and not engine.can_top_logprobs:
                     raise EngineError(f"model {name} cannot report top log-probs (its backend returns only the "
                                       "sampled tokens' log-probs)")
-                builder = Builder(engine, request, name)
+                builder = Builder(engine, request, name, server.parse_tool_calls)
                 for job in jobs:
                     engine.submit(job)
                 if request.stream:

@@ -110,8 +110,8 @@ class Models:
         engine, shared = make_engine(base_policy, base_name)
         source = ModelSource(base_name, base_policy.spec)
         self.loaded[base_name] = _Loaded(base_name, engine, base_policy, estimate_bytes(source), None, shared=shared)
-        if shared is not None:
-            self.bases[base_policy.spec] = shared
+        if shared is not None and not getattr(getattr(base_policy, "config", None), "adapter", None):
+            self.bases[base_policy.spec] = shared  # LoRA versions of this base share its weights
         self.aliases: dict[str, str] = {}
 
     # ---- lookups ------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 class Builder:
     """Collects one request's events and writes its response body, or its stream's chunks."""
 
-    def __init__(self, engine: Engine, request: ChatRequest | CompletionRequest, model: str) -> None:
+    def __init__(self, engine: Engine, request: ChatRequest | CompletionRequest, model: str,
+                 parse_tool_calls: bool = True) -> None:
         self.engine, self.request, self.model = engine, request, model
         self.chat = isinstance(request, ChatRequest)
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}"
@@ -93,7 +94,8 @@ class Builder:
         self.prompts: dict[int, Prompt] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.tools_on = self.chat and bool(request.tools) and request.tool_choice != "none"  # type: ignore[union-attr]
+        self.tools_on = (parse_tool_calls and self.chat and bool(request.tools)  # type: ignore[union-attr]
+                         and request.tool_choice != "none")  # type: ignore[union-attr]
 
     # ---- events -------------------------------------------------------------------------------
 
