@@ -107,8 +107,8 @@ class LlamaCppBackend(Backend):
             raise EngineError(f"llama_decode failed ({rc})")
         rows = np.ctypeslib.as_array(lib.llama_get_logits(self.ctx.ctx), shape=(sum(outputs), self.n_vocab))
         out, r = [], 0
-        for k in outputs:
-            out.append(rows[r: r + k].copy())
+        for k in outputs:  # views of llama.cpp's buffer: valid until the next decode (the engine is done by then)
+            out.append(rows[r: r + k])
             r += k
         return out
 

@@ -3,7 +3,8 @@
 Log-probabilities are those of `agent.policy.base`: `log_softmax(logits)` at temperature 1, before
 temperature or top-p. Sampling itself is tempered nucleus sampling (greedy at temperature 0) by the
 inverse CDF of one uniform number from the choice's own generator, so a seeded choice repeats its
-sample on the same logits.
+sample on the same logits. The CDF is searched in blocks (block sums, then one block's running sum), which
+costs about one pass over the vocabulary: a 262k-token row takes a millisecond or two.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import numpy as np
 
 TOP_P_CANDIDATES = 2048
 """Nucleus sampling sorts only this many most likely tokens (all of them when their mass falls short)."""
+BLOCK = 1024
+"""Tokens per block of the blocked CDF search."""
 
 
 def log_normaliser(logits: np.ndarray) -> float:
@@ -20,31 +23,47 @@ def log_normaliser(logits: np.ndarray) -> float:
     return top + float(np.log(np.exp(logits - top).sum(dtype=np.float64)))
 
 
+def inverse_cdf(weights: np.ndarray, u: float) -> int:
+    """The index i where the running sum of non-negative `weights` first passes u * their total."""
+    starts = np.arange(0, weights.size, BLOCK)
+    blocks = np.cumsum(np.add.reduceat(weights, starts, dtype=np.float64))
+    target = u * blocks[-1]
+    b = min(int(np.searchsorted(blocks, target, side="right")), len(blocks) - 1)
+    inner = np.cumsum(weights[starts[b]: starts[b] + BLOCK], dtype=np.float64)
+    j = min(int(np.searchsorted(inner, target - (blocks[b - 1] if b else 0.0), side="right")), inner.size - 1)
+    i = int(starts[b]) + j
+    while weights[i] == 0 and i > 0:  # rounding at a block edge: step back to a token that has mass
+        i -= 1
+    return i
+
+
 def sample_row(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[int, float, float]:
     """(token, its raw log-prob, the row's log normaliser) for one row of logits."""
-    logz = log_normaliser(logits)
+    top = logits.max()
+    shifted = logits - top
+    raw = np.exp(shifted)
+    logz = float(top) + float(np.log(raw.sum(dtype=np.float64)))
     if temperature == 0.0:
         token = int(logits.argmax())
         return token, float(logits[token]) - logz, logz
-    scaled = logits if temperature == 1.0 else logits / np.float32(temperature)
     u = rng.random()
+    weights = raw if temperature == 1.0 else np.exp(shifted / np.float32(temperature))
     if top_p < 1.0:
-        k = min(TOP_P_CANDIDATES, scaled.size)
-        cand = np.argpartition(scaled, -k)[-k:]
-        top = scaled[cand].max()
-        p = np.exp(scaled[cand] - top, dtype=np.float64)
-        if p.sum() / np.exp(scaled - top, dtype=np.float64).sum() < top_p:  # the candidates fall short
-            cand, p = np.arange(scaled.size), np.exp(scaled - top, dtype=np.float64)
-        order = np.argsort(-p, kind="stable")
-        cand, p = cand[order], p[order] / p.sum()
-        cdf = np.cumsum(p)
-        keep = int(np.searchsorted(cdf, top_p)) + 1
-        cdf = cdf[:keep] / cdf[keep - 1]
-        i = min(int(np.searchsorted(cdf, u, side="right")), keep - 1)
+        k = min(TOP_P_CANDIDATES, weights.size)
+        cand = np.argpartition(weights, -k)[-k:]
+        w = weights[cand].astype(np.float64)
+        total = float(weights.sum(dtype=np.float64))
+        if w.sum() < top_p * total:  # the candidates fall short: take them all
+            cand, w = np.arange(weights.size), weights.astype(np.float64)
+        order = np.argsort(-w, kind="stable")
+        cand, w = cand[order], w[order]
+        cdf = np.cumsum(w)
+        keep = int(np.searchsorted(cdf, top_p * total)) + 1
+        keep = min(keep, cdf.size)
+        i = min(int(np.searchsorted(cdf[:keep], u * cdf[keep - 1], side="right")), keep - 1)
         token = int(cand[i])
     else:
-        cdf = np.cumsum(np.exp(scaled - scaled.max(), dtype=np.float64))
-        token = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), scaled.size - 1)
+        token = inverse_cdf(weights, u)
     return token, float(logits[token]) - logz, logz
 
 
