@@ -8,8 +8,10 @@ that long), temperature 1 and a seed per request.
 
 Table 1: for 1, 4 and 16 concurrent clients (each sending `--requests` requests one after another),
 requests/s and completion tokens/s of each server, and Evolve / llama-server. Target: >= 0.9x.
-Table 2: n = 8 samples of one prompt as one request, against eight separate requests of that prompt one
-after another, on each server. Target: Evolve's n=8 >= 3x the tokens/s of its eight separate requests.
+Table 2: a GRPO group: n = 8 samples of one agent prompt (the default variant's system prompt and tools, a
+task and one tool call with its 40-line output) as one request, against the same eight samples as eight separate requests sent
+at once, and one after another, on each server. Target: Evolve's n=8 >= 3x the tokens/s of eight
+separate requests.
 
 Each measurement is taken `--repeats` times, the servers alternating, and the best kept (other processes
 share the CPU).
@@ -62,14 +64,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prompt_ids() -> list[list[int]]:
-    """The chat prompts rendered by Evolve's template and tokenized, once: the same ids go to both servers."""
+OBSERVATION = "\n".join(f"src/module_{i}.py:{i * 7}: def helper_{i}(value): return value + {i}" for i in range(40))
+CALL = '<tool_call>\n{"name": "bash", "parameters": {"command": "grep -rn helper src/ | head -40"}}\n</tool_call>'
+
+
+def prompt_ids(fresh: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(the short chat prompts, `fresh` agent prompts), rendered by Evolve's template and tokenized once: the
+    same ids go to both servers. An agent prompt is the default variant's real system prompt and tools, a task
+    and one turn of 40-line tool output (an episode's state where a GRPO group samples); each starts with
+    its own run number, so no server has any of it cached before its measurement."""
+    from agent.graph import Agent
     from agent.policy import load_policy
+    from agent.replay import ScriptedPolicy
+    from agent.variant import AgentVariant
+    from records import TaskInstance
     from records.trajectory import Message
 
-    policy = load_policy("llamacpp:gemma3-270m", n_ctx=512, slots=1)
+    task = TaskInstance(instance_id="bench", repo="bench", base_commit="0", problem_statement=(
+        "The parser drops the last field of a CSV line that ends with a comma."))
+    base = Agent(ScriptedPolicy([]), AgentVariant.load()).prompt(task, "/testbed")
+    turns = [m for _ in range(1) for m in (Message(role="assistant", content=CALL), Message(role="tool", content=OBSERVATION))]
+    policy = load_policy("llamacpp:gemma3-270m", n_ctx=8192, slots=1)
     try:
-        return [policy.prompt_ids([Message(role="user", content=p)]) for p in PROMPTS]
+        short = [policy.prompt_ids([Message(role="user", content=p)]) for p in PROMPTS]
+        agent = [policy.prompt_ids([Message(role="system", content=f"Run {k}.\n" + base[0].content), base[1], *turns])
+                 for k in range(fresh)]
+        return short, agent
     finally:
         policy.close()
 
@@ -105,19 +125,19 @@ def complete(client: httpx.Client, server: Server, prompt: list[int], tokens: in
     r = client.post(f"{server.url}/completions", json=body, timeout=1200)
     r.raise_for_status()
     data = r.json()
-    assert len(data["choices"]) == n, data
-    return int((data.get("usage") or {}).get("completion_tokens") or n * tokens)
+    assert len(data["choices"]) == n and all(c["finish_reason"] == "length" for c in data["choices"]), data
+    return n * tokens  # ignore_eos: every choice is exactly `tokens` long (llama-server's usage counts one choice)
 
 
-def load(server: Server, prompts: list[list[int]], clients: int, requests: int, tokens: int, n: int = 1,
-         same_prompt: bool = False) -> tuple[float, int, int]:
+def load(server: Server, prompts: list[list[int]], clients: int, requests: int, tokens: int,
+         n: int = 1) -> tuple[float, int, int]:
     """(seconds, completion tokens, requests) for `clients` clients each sending `requests` requests in turn."""
 
     def one_client(c: int) -> int:
         with httpx.Client() as client:
             done = 0
             for r in range(requests):
-                k = 0 if same_prompt else (c * requests + r) % len(prompts)
+                k = (c * requests + r) % len(prompts)
                 done += complete(client, server, prompts[k], tokens, n, seed=1000 * c + r)
             return done
 
@@ -143,9 +163,12 @@ def main() -> None:
     from agent.policy.embedded import embedded_gguf
 
     gguf = embedded_gguf("gemma3-270m")
-    prompts = prompt_ids()
+    prompts, agents = prompt_ids(3 * 2 * args.repeats)
+    console.print(f"short prompts: {min(map(len, prompts))}-{max(map(len, prompts))} tokens; agent prompt: "
+                  f"{len(agents[0])} tokens")
     t = str(args.threads)
-    evolve = Server("evolve serve", [sys.executable, "-m", "evolve.cli", "serve", "--port", str(port := free_port())],
+    evolve = Server("evolve serve", [sys.executable, "-m", "evolve.cli", "serve", "--port", str(port := free_port()),
+                                     "--threads", t],
                     port, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     llama = Server("llama-server", [args.llama_server, "-m", str(gguf), "--port", str(lport := free_port()),
                                     "-np", "16", "-kvu", "-c", str(KV_TOKENS), "-b", "512", "-ub", "512", "-t", t,
@@ -157,32 +180,35 @@ def main() -> None:
         levels = [int(c) for c in args.concurrency.split(",")]
         results: dict[tuple[str, str], tuple[float, int, int]] = {}
 
-        def measure(key: str, **kw) -> None:
+        def measure(key: str, prompts: list[list[int]] | None = None, **kw) -> None:
             for _ in range(args.repeats):
                 for s in servers:
-                    got = load(s, prompts, tokens=args.tokens, **kw)
+                    got = load(s, [agents.pop()] if prompts is None else prompts, tokens=args.tokens, **kw)
                     best = results.get((s.name, key))
                     if best is None or got[1] / got[0] > best[1] / best[0]:
                         results[(s.name, key)] = got
                     console.print(f"  {s.name:13s} {key:22s} {got[1] / got[0]:7.1f} tok/s ({got[0]:.1f} s)")
 
         for c in levels:
-            measure(f"{c} clients", clients=c, requests=args.requests)
-        measure("n=8, one request", clients=1, requests=1, n=8, same_prompt=True)
-        measure("8 requests in turn", clients=1, requests=8, same_prompt=True)
+            measure(f"{c} clients", prompts=prompts, clients=c, requests=args.requests)
+        measure("n=8, one request", clients=1, requests=1, n=8)
+        measure("8 requests at once", clients=8, requests=1)
+        measure("8 requests in turn", clients=1, requests=8)
 
         table = Table(title=f"bench_serve: Gemma 3 270M Q4_K_M, {args.tokens} tokens per completion, {args.threads} threads")
         for col in ("workload", "Evolve req/s", "Evolve tok/s", "llama-server req/s", "llama-server tok/s", "ratio"):
             table.add_column(col, justify="right" if col != "workload" else "left")
-        for key in [f"{c} clients" for c in levels] + ["n=8, one request", "8 requests in turn"]:
+        for key in [f"{c} clients" for c in levels] + ["n=8, one request", "8 requests at once", "8 requests in turn"]:
             e, l = results[(evolve.name, key)], results[(llama.name, key)]
             table.add_row(key, f"{e[2] / e[0]:.2f}", f"{e[1] / e[0]:.1f}", f"{l[2] / l[0]:.2f}", f"{l[1] / l[0]:.1f}",
                           f"{(e[1] / e[0]) / (l[1] / l[0]):.2f}x")
         console.print(table)
+        rate = {k: v[1] / v[0] for k, v in results.items()}
         for s in servers:
-            n8, eight = results[(s.name, "n=8, one request")], results[(s.name, "8 requests in turn")]
-            console.print(f"{s.name}: n=8 in one request {n8[1] / n8[0]:.1f} tok/s vs eight separate requests "
-                          f"{eight[1] / eight[0]:.1f} tok/s: {(n8[1] / n8[0]) / (eight[1] / eight[0]):.2f}x")
+            n8 = rate[(s.name, "n=8, one request")]
+            console.print(f"{s.name}: n=8 in one request {n8:.1f} tok/s = "
+                          f"{n8 / rate[(s.name, '8 requests at once')]:.2f}x eight separate requests at once, "
+                          f"{n8 / rate[(s.name, '8 requests in turn')]:.2f}x eight in turn")
     finally:
         for s in servers:
             s.close()

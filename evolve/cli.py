@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
 
 from agent.policy import DEFAULT_POLICY
+from agent.policy.serve import check_port, serve
+from agent.policy.serve.llamacpp_backend import LlamaCppServeConfig
 from evolve import run_cli, sandbox_cli, trajectories_cli
+from evolve.errors import ConfigError
 from evolve.agent_r import cli as agent_r_cli
 from evolve.hgm import cli as hgm_cli
 from evolve.se_agent import cli as se_agent_cli
@@ -53,24 +58,22 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
                                          "models; policy: whole completions from the policy's own generate."),
               max_connections: int = typer.Option(128, min=1, help="Most client connections at once."),
               request_timeout: float = typer.Option(60.0, min=0.1, help="Seconds a client has to send a "
-                                                    "request's headers, then its body.")) -> None:
+                                                    "request's headers, then its body."),
+              threads: Optional[int] = typer.Option(None, min=1, help="CPU threads of llama.cpp models (default: "
+                                                    "all cores this process may use).")) -> None:
     """Serve a policy and its stored versions as an OpenAI-compatible HTTP server on loopback (streaming,
     n > 1, completions, log-probs, tool calls)."""
-    from pathlib import Path
-
-    from agent.policy.serve import check_port, serve
-    from evolve.errors import ConfigError
-    from evolve.run_cli import load_policy_spec
-    from evolve.serve_models import PREFIX, version_models
+    from evolve.serve_models import PREFIX, version_models  # loads torch (stored versions' metadata)
 
     if engine not in ("auto", "policy"):
         raise ConfigError(f"--engine must be auto or policy, not {engine!r}")
     check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
     resolver, lister = version_models(Path(runs_root))
     name = resolver(policy).name if policy.startswith(PREFIX) else policy  # version:latest -> version:ID
-    serve(load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port, model_name=name,
+    serve(run_cli.load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port, model_name=name,
           max_tokens_cap=max_tokens_cap, max_model_bytes=int(max_model_memory * 1e9), engine=engine,
-          max_connections=max_connections, request_timeout_s=request_timeout, resolver=resolver, lister=lister)
+          max_connections=max_connections, request_timeout_s=request_timeout, resolver=resolver, lister=lister,
+          llamacpp=LlamaCppServeConfig(threads=threads))
 
 
 def main() -> None:

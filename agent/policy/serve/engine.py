@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from agent.policy.base import SamplingParams
-from agent.policy.serve.sampling import sample_row, top_logprobs
+from agent.policy.serve.sampling import log_normaliser, sample_row, top_logprobs
 from records.trajectory import Message
 
 log = logging.getLogger(__name__)
@@ -542,7 +542,5 @@ class TokenEngine(Engine):
 
 def _log_softmax_at(row: np.ndarray, token: int) -> tuple[float, float]:
     """(raw log-prob of `token`, the row's log normaliser)."""
-    from agent.policy.serve.sampling import log_normaliser
-
     logz = log_normaliser(row)
     return float(row[token]) - logz, logz

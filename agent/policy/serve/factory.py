@@ -7,6 +7,8 @@ from typing import Any
 
 from agent.policy.base import Policy
 from agent.policy.serve.engine import Engine, TokenEngine
+from agent.policy.serve.hf_backend import HFBackend, SharedModel
+from agent.policy.serve.llamacpp_backend import LlamaCppBackend
 from agent.policy.serve.policy_engine import PolicyEngine
 
 ENGINES = ("auto", "policy")
@@ -20,14 +22,10 @@ def engine_factory(kind: str = "auto", *, llamacpp: Any = None, batch_wait_s: fl
 
     def make_engine(policy: Policy, name: str, shared: Any = None, adapter: str | None = None) -> tuple[Engine, Any]:
         if kind == "auto":
-            cls = type(policy).__name__
-            if cls == "LlamaCppPolicy":
-                from agent.policy.serve.llamacpp_backend import LlamaCppBackend
-
+            classes = {c.__name__ for c in type(policy).__mro__}  # by name: no backend is imported to check
+            if "LlamaCppPolicy" in classes:
                 return TokenEngine(LlamaCppBackend(policy, llamacpp), name), None
-            if cls == "HFPolicy":
-                from agent.policy.serve.hf_backend import HFBackend, SharedModel
-
+            if "HFPolicy" in classes:
                 shared = shared or SharedModel(policy)
                 return TokenEngine(HFBackend(shared, adapter=adapter), name), shared
         return PolicyEngine(policy, name, batch_wait_s=batch_wait_s, max_batch=max_batch), None

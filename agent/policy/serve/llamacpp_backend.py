@@ -34,6 +34,10 @@ class LlamaCppServeConfig(BaseModel):
     """Most tokens one step evaluates: a running sequence's next token each, plus chunks of new prompts."""
     threads: int | None = None
     """CPU threads; None: all cores this process may use."""
+    swa_full: bool = False
+    """Keep every position in sliding-window layers (Gemma 3). Off (as llama-server has it): those layers
+    attend over their window only, which is faster on long prompts, but a cached prompt can then only be cut
+    back within the window (otherwise it is evaluated again)."""
 
 
 class LlamaCppBackend(Backend):
@@ -57,7 +61,7 @@ class LlamaCppBackend(Backend):
         params.n_seq_max = cfg.max_seqs
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = True
-        params.swa_full = True  # a sequence's cache can be cut back to any prefix
+        params.swa_full = cfg.swa_full
         params.no_perf = True
         try:
             self.ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)

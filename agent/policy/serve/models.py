@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.policy import load_policy
 from agent.policy.base import Policy, PolicyError
+from agent.policy.embedded import cache_root
 from agent.policy.serve.engine import Engine
 from agent.policy.serve.schema import HTTPError
 
@@ -66,8 +68,6 @@ def estimate_bytes(source: ModelSource) -> int:
         return _dir_bytes(path, ("*.safetensors", "*.bin", "*.gguf"))
     if prefix in ("hf", "llamacpp"):
         try:
-            from agent.policy.embedded import cache_root
-
             cached = cache_root() / "models" / (f"{target}.gguf" if prefix == "llamacpp" else target)
             if cached.is_file():
                 return cached.stat().st_size
@@ -98,9 +98,7 @@ class Models:
                  resolver: Resolver | None = None, lister: Lister | None = None, max_bytes: int | None = None,
                  load: Callable[..., Policy] | None = None) -> None:
         self.make_engine, self.resolver, self.lister, self.max_bytes = make_engine, resolver, lister, max_bytes
-        if load is None:
-            from agent.policy import load_policy as load
-        self.load = load
+        self.load = load or load_policy
         self.base_name = base_name
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
