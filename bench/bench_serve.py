@@ -177,7 +177,7 @@ def main() -> None:
     try:
         for s in servers:  # warm-up: weights paged in, first allocations done
             load(s, prompts, 2, 1, 8)
-        levels = [int(c) for c in args.concurrency.split(",")]
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
         results: dict[tuple[str, str], tuple[float, int, int]] = {}
 
         def measure(key: str, prompts: list[list[int]] | None = None, **kw) -> None:

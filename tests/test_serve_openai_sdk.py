@@ -230,3 +230,50 @@ def test_sampling_matches_the_policys_token_distribution(server, policy):
     chi2 = float(((observed - expected) ** 2 / expected).sum())
     assert chi2 < 20.5, (observed, expected)  # 5 degrees of freedom: p = 0.001
     c.close()
+
+
+def test_separate_requests_for_one_prompt_share_its_evaluation(server, policy):
+    """Four requests for the same new prompt that arrive together (a GRPO group sent without `n`): the prompt
+    is evaluated once, the other three copy its cache, and each samples with its own seed."""
+    from agent.policy.serve.engine import Done, Job, Token
+
+    engine = server.engine
+    busy = Job(params=SamplingParams(max_tokens=300, temperature=1.0, seed=1), ignore_eos=True,
+               messages=[Message(role="user", content="Keep going.")])
+    engine.prepare(busy)
+    engine.submit(busy)
+    while not isinstance(busy.events.get(timeout=60), Token):  # the loop is busy stepping
+        pass
+    messages = [Message(role="user", content="A brand new prompt that nobody has sent before, about otters.")]
+    jobs = [Job(params=SamplingParams(max_tokens=8, temperature=1.0, seed=k), ignore_eos=True, messages=messages)
+            for k in range(4)]
+    for job in jobs:
+        engine.prepare(job)
+    before = engine.prompt_tokens_evaluated
+    for job in jobs:  # all four land in the inbox while a step runs: admitted together
+        engine.submit(job)
+    samples = []
+    for job in jobs:
+        ids = []
+        while not isinstance(event := job.events.get(timeout=60), Done):
+            if isinstance(event, Token):
+                ids.append(event.token_id)
+        samples.append(ids)
+    busy.cancel()
+    assert engine.prompt_tokens_evaluated - before <= len(jobs[0].prompt_ids)  # once (less a cached prefix), not 4x
+    assert all(len(s) == 8 for s in samples) and len({tuple(s) for s in samples}) > 1
+    alone = client_free_sample(server, messages, seed=2)
+    assert alone == samples[2]  # a follower samples exactly what the same request alone would
+
+
+def client_free_sample(server, messages, seed: int) -> list[int]:
+    from agent.policy.serve.engine import Done, Job, Token
+
+    job = Job(params=SamplingParams(max_tokens=8, temperature=1.0, seed=seed), ignore_eos=True, messages=messages)
+    server.engine.prepare(job)
+    server.engine.submit(job)
+    ids = []
+    while not isinstance(event := job.events.get(timeout=60), Done):
+        if isinstance(event, Token):
+            ids.append(event.token_id)
+    return ids

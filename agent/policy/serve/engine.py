@@ -9,8 +9,10 @@ A `Job` is one request's prompt and settings; the engine that runs it puts event
 runs one forward pass over every running choice's last token plus chunks of waiting prompts, so new
 requests join a running batch at once and finished ones leave it. `n` choices share one prompt
 evaluation: the prompt is evaluated once into one sequence, its KV cache is copied into the others, and
-every choice samples its first token from the same logits with its own generator. A new prompt reuses
-the longest prefix cached by an idle sequence (an agent's next prompt extends its last one).
+every choice samples its first token from the same logits with its own generator. Requests that arrive
+while the same prompt is being evaluated (a client sending a GRPO group as separate requests) wait for
+that evaluation and copy its cache in the same way. A new prompt reuses the longest prefix cached by an
+idle sequence (an agent's next prompt extends its last one).
 """
 
 from __future__ import annotations
@@ -275,6 +277,9 @@ class _Running:
         self.choices = [_Choice(self, i, s) for i, s in enumerate(seqs)]
         self.prompt_lps: list[Any] = [None] if job.prompt_logprobs else []
         self.completion_tokens = 0
+        self.leader: _Running | None = None
+        """A running job evaluating this same prompt: this one waits for it and copies its cache."""
+        self.followers: list[_Running] = []
 
     @property
     def prefilling(self) -> bool:
@@ -340,9 +345,12 @@ class TokenEngine(Engine):
         return self.backend.decode(ids)
 
     def close(self) -> None:
+        """Stop the loop (requests in flight fail) and free the backend's caches."""
         self._stopping = True
         self.inbox.put(None)
         self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            self.backend.close()
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -391,8 +399,16 @@ class TokenEngine(Engine):
         for run in [r for r in self.running if r.job.cancelled.is_set()]:
             log.info("engine %s: a client left; its %d choice(s) stop", self.name, len(run.choices))
             self.running.remove(run)
-            if run.prefilling:  # its cache holds a partial prompt
-                self.cache[run.seqs[0]] = run.prompt[: run.pos]
+            if run.leader is not None:
+                run.leader.followers.remove(run)
+            elif run.prefilling:
+                self.cache[run.seqs[0]] = run.prompt[: run.pos]  # its cache holds a partial prompt
+                if run.followers:  # the first follower evaluates the prompt itself, the others follow it
+                    heir, rest = run.followers[0], run.followers[1:]
+                    heir.leader, heir.followers = None, rest
+                    for f in rest:
+                        f.leader = heir
+                    self.prompt_tokens_evaluated += len(heir.prompt)
             self._release(run)
 
     def _used(self) -> int:
@@ -404,6 +420,13 @@ class TokenEngine(Engine):
             if len(self.idle) < job.n:
                 return
             prompt = job.prompt_ids or []
+            leader = None if job.prompt_logprobs else next(
+                (r for r in self.running if r.leader is None and r.prefilling and not r.job.prompt_logprobs
+                 and r.prompt == prompt), None)
+            if leader is not None:  # the same prompt is being evaluated: wait for it and copy its cache
+                if not self._follow(job, leader):
+                    return
+                continue
             best, shared = self._best_cache(prompt) if not job.prompt_logprobs else (self._lru_idle(), 0)
             reserve = len(prompt) + job.n * job.max_new
             others = sorted((s for s in self.idle if s != best), key=lambda s: self.idle[s])[: job.n - 1]
@@ -431,6 +454,23 @@ class TokenEngine(Engine):
                 for s in others:
                     self._clear(s)
                 self.prompt_tokens_evaluated += len(prompt) - shared
+
+    def _follow(self, job: Job, leader: _Running) -> bool:
+        """Admit `job` as a follower of `leader` (same prompt); False when the KV cache has no room yet."""
+        reserve = job.n * job.max_new
+        seqs = sorted(self.idle, key=lambda s: self.idle[s])[: job.n]
+        freed = sum(len(self.cache[s]) for s in seqs)
+        if self._used() - freed + reserve > self.backend.kv_capacity:
+            return False
+        self.waiting.popleft()
+        run = _Running(job, seqs, 0, reserve)
+        run.leader = leader
+        leader.followers.append(run)
+        for s in seqs:
+            del self.idle[s]
+            self._clear(s)
+        self.running.append(run)
+        return True
 
     def _clear(self, seq: int) -> None:
         self.backend.keep(seq, 0)
@@ -466,7 +506,7 @@ class TokenEngine(Engine):
                     owners.append(c)
         budget = max(backend.max_batch_tokens - len(entries), 0)
         for run in self.running:
-            if run.prefilling and budget > 0:
+            if run.prefilling and run.leader is None and budget > 0:
                 chunk = run.prompt[run.pos: run.pos + budget]
                 entries.append((run.seqs[0], chunk, run.pos, run.job.prompt_logprobs))
                 owners.append(run)
@@ -508,10 +548,15 @@ class TokenEngine(Engine):
         if run.prefilling:
             return
         job.events.put(Prompt(list(run.prompt), run.prompt_lps if job.prompt_logprobs else None, job.first_index))
-        for c in run.choices[1:]:
+        followers, run.followers = run.followers, []
+        forks = [c for c in run.choices[1:]] + [c for f in followers for c in f.choices]
+        for c in forks:  # before any choice samples (and may finish and free the source sequence)
             self.backend.fork(run.seqs[0], c.seq, len(run.prompt))
             self.cache[c.seq] = list(run.prompt)
-        for c in run.choices:
+        for f in followers:
+            f.pos, f.leader = len(f.prompt), None
+            f.job.events.put(Prompt(list(f.prompt), None, f.job.first_index))
+        for c in run.choices + [c for f in followers for c in f.choices]:
             self._sample(c, logits[-1])
 
     def _sample(self, c: _Choice, row: np.ndarray) -> None:

@@ -155,6 +155,9 @@ class HFBackend(Backend):
     def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
         return self.shared.policy.prompt_ids(messages, tools)
 
+    def close(self) -> None:
+        self.caches.clear()
+
     def encode(self, text: str) -> list[int]:
         with self.shared.policy._tok_lock:
             return self.tok(text)["input_ids"]  # with the special tokens the tokenizer adds, as vLLM does

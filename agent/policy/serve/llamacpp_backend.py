@@ -150,7 +150,8 @@ class LlamaCppBackend(Backend):
         return got
 
     def close(self) -> None:
+        """Free the context (KV cache) and the batch; the policy keeps the weights."""
         if getattr(self, "batch", None) is not None:
             self._lib.llama_batch_free(self.batch)
             self.batch = None
-        self.ctx.close()
+            self.ctx.close()

@@ -251,5 +251,8 @@ class Models:
         return shared
 
     def close(self) -> None:
+        """Close every engine, and the policies this registry loaded (the base policy stays its owner's)."""
         for entry in list(self.loaded.values()):
             entry.engine.close()
+            if entry.name != self.base_name and entry.policy is not None:
+                entry.policy.close()

@@ -9,12 +9,25 @@ costs about one pass over the vocabulary: a 262k-token row takes a millisecond o
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 TOP_P_CANDIDATES = 2048
 """Nucleus sampling sorts only this many most likely tokens (all of them when their mass falls short)."""
 BLOCK = 1024
 """Tokens per block of the blocked CDF search."""
+
+
+_local = threading.local()
+
+
+def _buffer(n: int) -> np.ndarray:
+    """A float32 scratch row reused by this thread (a fresh megabyte per token costs page faults)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(n, dtype=np.float32)
+    return buf[:n]
 
 
 def log_normaliser(logits: np.ndarray) -> float:
@@ -26,7 +39,7 @@ def log_normaliser(logits: np.ndarray) -> float:
 def inverse_cdf(weights: np.ndarray, u: float) -> int:
     """The index i where the running sum of non-negative `weights` first passes u * their total."""
     starts = np.arange(0, weights.size, BLOCK)
-    blocks = np.cumsum(np.add.reduceat(weights, starts, dtype=np.float64))
+    blocks = np.cumsum(np.add.reduceat(weights, starts), dtype=np.float64)
     target = u * blocks[-1]
     b = min(int(np.searchsorted(blocks, target, side="right")), len(blocks) - 1)
     inner = np.cumsum(weights[starts[b]: starts[b] + BLOCK], dtype=np.float64)
@@ -40,8 +53,11 @@ def inverse_cdf(weights: np.ndarray, u: float) -> int:
 def sample_row(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[int, float, float]:
     """(token, its raw log-prob, the row's log normaliser) for one row of logits."""
     top = logits.max()
-    shifted = logits - top
-    raw = np.exp(shifted)
+    raw = _buffer(logits.size)
+    np.subtract(logits, top, out=raw)
+    if temperature not in (0.0, 1.0):
+        shifted = raw.copy()
+    np.exp(raw, out=raw)
     logz = float(top) + float(np.log(raw.sum(dtype=np.float64)))
     if temperature == 0.0:
         token = int(logits.argmax())
