@@ -12,10 +12,11 @@ from rich.console import Console
 
 from agent.policy import DEFAULT_POLICY, load_policy
 from agent.policy.server import check_port, serve
-from evolve import run_cli, sandbox_cli, trajectories_cli
+from evolve import run_cli, sandbox_cli, synth_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
 from evolve.errors import user_errors
 from evolve.hgm import cli as hgm_cli
+from evolve.loop import cli as loop_cli
 from evolve.markup import esc
 from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
@@ -25,7 +26,9 @@ from tui import cli as tui_cli  # the command line is the one place evolve reach
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.command("run")(run_cli.run_cmd)
-app.command("tasks")(run_cli.tasks_cmd)
+synth_cli.app.command("list", help="List the suites, or one suite's instances (and make their images present "
+                                   "with --build).")(run_cli.tasks_cmd)
+app.add_typer(synth_cli.app, name="tasks")
 app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")
@@ -33,6 +36,7 @@ app.command("hgm")(hgm_cli.hgm_cmd)
 app.add_typer(hgm_cli.tree_app, name="tree")
 app.command("se-agent")(se_agent_cli.se_agent_cmd)
 app.command("agent-r")(agent_r_cli.agent_r_cmd)
+app.command("loop")(loop_cli.loop_cmd)
 app.command("tui")(tui_cli.tui_cmd)
 err_console = Console(stderr=True)
 

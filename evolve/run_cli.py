@@ -22,12 +22,18 @@ from evolve.run.local_tasks import local_refusal
 from evolve.run.run_lock import RunLock
 from evolve.store import RunStore, check_run_dir
 from evolve.toolcall_eval import run_toolcall
+from evolve.train.versions import canonical_spec
 from rewards.combine import KNOWN_REWARDS, RewardWeights
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
 from tasks.suite_images import ensure_suite_images
 
 console = Console()
+
+
+def recorded_spec(spec: str, runs_root: Path) -> str:
+    """What a run records as its policy: `version:latest` resolved to `version:ID`; other specs as given."""
+    return canonical_spec(spec, runs_root)
 
 
 def run_cmd(
@@ -45,7 +51,12 @@ def run_cmd(
     variant: Optional[Path] = typer.Option(None, help="Agent variant directory."),
     max_steps: Optional[int] = typer.Option(None, help="Step budget per episode."),
     max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
-    split: str = typer.Option("test", help="toolcall suite: train or test."),
+    split: Optional[str] = typer.Option(None, help="toolcall suite: train or test (default: test, or both splits "
+                                        "when --instances names ids)."),
+    attempts: int = typer.Option(1, help="Attempts per instance, each its own trajectory (K > 1 with --temperature > 0 "
+                                 "gives offline GRPO its groups)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default: the variant's; toolcall 0)."),
+    seed: int = typer.Option(0, help="Sampling seed of the toolcall attempts."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
     infra_retries: int = typer.Option(2, help="Reruns of an episode whose sandbox failed (did not start, died, "
@@ -60,7 +71,11 @@ def run_cmd(
             raise ConfigError(f"{name} must be at least 1, not {value}")
     if infra_retries < 0:
         raise ConfigError(f"--infra-retries must be 0 or more, not {infra_retries}")
-    if split not in ("train", "test"):
+    if attempts < 1:
+        raise ConfigError(f"--attempts must be at least 1, not {attempts}")
+    if temperature is not None and temperature < 0:
+        raise ConfigError(f"--temperature must be 0 or more, not {temperature}")
+    if split is not None and split not in ("train", "test"):
         raise ConfigError(f"--split must be train or test (the toolcall suite's splits), not {split!r}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     executor_cfg = parse_executor(executor)
@@ -70,10 +85,15 @@ def run_cmd(
         raise ConfigError("--instances names no instance")
     check_run_dir(out, create=False)  # an unusable --out fails at once, before the suite is even loaded
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    policy = recorded_spec(policy, out.parent)  # `version:latest` is recorded (and compared on resume) as its id
     if the_suite.kind == "toolcall":
         check_run_dir(out)
         with RunLock(out, "evolve run toolcall"):
-            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
+            from evolve.run.runner import refuse_other_policy  # loads swebench (slow)
+
+            refuse_other_policy(out, policy)
+            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256, attempts=attempts,
+                          temperature=temperature or 0.0, seed=seed)
         return
     chosen = the_suite.select(ids, limit)
     if not chosen:
@@ -95,7 +115,8 @@ def run_cmd(
                         policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
-                        infra_retries=infra_retries, executor=executor_cfg)
+                        infra_retries=infra_retries, executor=executor_cfg, attempts=attempts,
+                        temperature=temperature)
         if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
             why = local_refusal(chosen)
             if why:
@@ -165,17 +186,21 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
+def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int, *, attempts: int = 1,
+                  temperature: float = 0.0, seed: int = 0) -> None:
+    split = split or (None if ids else "test")  # named ids are found in either split (Agent-R holds out train ids)
     chosen = suite.select(ids, limit, split=split)
+    where = f"the toolcall {split} split" if split else "the toolcall suite"
     if not chosen:
-        raise ConfigError(f"no instances to run: the toolcall {split} split has none"
-                          + (" matching --instances" if ids else ""))
+        raise ConfigError(f"no instances to run: {where} has none" + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
         pol = load_policy(policy, runs=RunsRoot(out.parent))
     with console.status("") as status:
-        report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
-                              max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
-    t = Table(title=f"toolcall ({esc(split)}, {report['instances']} instances, {esc(policy)})")
+        report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy,
+                                                 "attempts": attempts, "temperature": temperature, "seed": seed},
+                              max_tokens=max_tokens, attempts=attempts, temperature=temperature, seed=seed,
+                              on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
+    t = Table(title=f"toolcall ({esc(split or 'by id')}, {report['instances']} instances x {attempts}, {esc(policy)})")
     for col in ("mean format", "mean correctness", "mean total", "seconds"):
         t.add_column(col, justify="right")
     t.add_row(f"{report['mean_format']:.3f}", f"{report['mean_correctness']:.3f}", f"{report['mean_total']:.3f}",

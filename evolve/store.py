@@ -673,6 +673,23 @@ class RunStore:
                 out[tid]["rewards"][name] = dict(total=total_, parts=json.loads(data).get("parts", {}))
         return total, list(out.values())
 
+    def step_totals(self, run_id: str | None = None, since: float = 0.0) -> dict[str, float]:
+        """Sums over the steps of the trajectories of `run_id` (every run when None) created at or after `since`,
+        in one query: `trajectories`, `tokens` (prompt + completion), `policy_seconds`, `tool_seconds`."""
+        where, args = " WHERE t.created_at >= ?", [since]
+        if run_id is not None:
+            where += " AND t.run_id = ?"
+            args.append(run_id)
+        n = self._rows("SELECT COUNT(*) FROM trajectories t" + where, tuple(args))[0][0]
+        tok, pol, tool = self._rows(
+            "SELECT COALESCE(SUM(COALESCE(json_extract(s.data, '$.prompt_tokens'), 0) + "
+            "COALESCE(json_extract(s.data, '$.completion_tokens'), 0)), 0), "
+            "COALESCE(SUM(COALESCE(json_extract(s.data, '$.policy_seconds'), 0)), 0), "
+            "COALESCE(SUM(COALESCE(json_extract(s.data, '$.tool_seconds'), 0)), 0) "
+            "FROM steps s JOIN trajectories t ON t.id = s.trajectory_id" + where, tuple(args))[0]
+        return {"trajectories": float(n), "tokens": float(tok), "policy_seconds": float(pol),
+                "tool_seconds": float(tool)}
+
     def reward_totals(self, run_id: str | list[str]) -> dict[str, list[float]]:
         """Every stored reward total of the run's trajectories (or its family's), by reward name (for a histogram)."""
         ids = [run_id] if isinstance(run_id, str) else list(run_id)

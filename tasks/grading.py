@@ -88,28 +88,40 @@ def grade(instance: TaskInstance, patch: str, config: SandboxConfig | None = Non
         report.seconds = time.time() - start
         return report
     config = (config or SandboxConfig()).model_copy(update={"network": False})
-    account = review = None
     with start_sandbox(config, image=instance.image or None) as sb:
-        baseline = before_patch(sb) if guard_patch else None
-        found_env = witness.probe(sb) if guard_patch else None
-        applied, apply_log = apply_patch(sb, patch)
-        report.patch_applied = applied
-        if not applied:
-            report.log_tail = apply_log[-4000:]
-            report.error = "patch did not apply"
-            report.fail_to_pass_failure = list(spec.FAIL_TO_PASS)
-            report.seconds = time.time() - start
-            return report
-        env = ""
-        watcher = None
-        if guard_patch:
-            review = guard(sb, patch, patched_files(instance.test_patch), baseline, spec.eval_script)
-            report.tampering, report.ignored_files = list(review.tampering), review.ignored
-            watcher = witness.install(sb, found_env)
-            env = EVAL_ENV + (" " + watcher.env() if watcher else "")
-        result = _run_eval(sb, spec.eval_script, env, timeout)
-        if watcher is not None:
-            account = witness.collect(sb, watcher)
+        return grade_in(sb, instance, patch, timeout, report, guard_patch=guard_patch, start=start, config=config)
+
+
+def grade_in(sb: Sandbox, instance: TaskInstance, patch: str, timeout: float = 1800, report: TestReport | None = None,
+             *, guard_patch: bool = True, start: float | None = None, config: SandboxConfig | None = None) -> TestReport:
+    """`grade`'s work in a sandbox the caller started from the instance's image (or reset to the same state:
+    `/testbed` clean at `base_commit`), which it uses up: synthesis grades each gold patch in its long-lived
+    source sandbox this way, through the very same steps. ``config`` starts any control sandbox (`_blame`)."""
+    start = time.time() if start is None else start
+    report = report or TestReport(instance_id=instance.instance_id, empty_patch=not patch.strip())
+    spec = make_spec(instance)
+    config = (config or SandboxConfig()).model_copy(update={"network": False})
+    account = review = None
+    baseline = before_patch(sb) if guard_patch else None
+    found_env = witness.probe(sb) if guard_patch else None
+    applied, apply_log = apply_patch(sb, patch)
+    report.patch_applied = applied
+    if not applied:
+        report.log_tail = apply_log[-4000:]
+        report.error = "patch did not apply"
+        report.fail_to_pass_failure = list(spec.FAIL_TO_PASS)
+        report.seconds = time.time() - start
+        return report
+    env = ""
+    watcher = None
+    if guard_patch:
+        review = guard(sb, patch, patched_files(instance.test_patch), baseline, spec.eval_script)
+        report.tampering, report.ignored_files = list(review.tampering), review.ignored
+        watcher = witness.install(sb, found_env)
+        env = EVAL_ENV + (" " + watcher.env() if watcher else "")
+    result = _run_eval(sb, spec.eval_script, env, timeout)
+    if watcher is not None:
+        account = witness.collect(sb, watcher)
     log = result.output
     report.log_tail = log[-4000:]
     status_map, found = _parse(spec, log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tasks.bundled_images import BundledImageSuite
 from tasks.suite import Suite, SuiteUnavailable
+from tasks.synth.suite import SynthSuite
 from tasks.toolcall.suite import ToolCallSuite
 
 
@@ -21,4 +22,7 @@ def get_suite(name: str, **options: str) -> Suite:
         from tasks.swebench_suite import SWEBenchSuite  # loads swebench and datasets (seconds)
 
         return SWEBenchSuite(name, dataset=options.get("dataset"))
-    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}")
+    if name.startswith("synth:"):
+        return SynthSuite(name.split(":", 1)[1])
+    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}, and synth:FILE "
+                           "(a file `evolve tasks synthesize` wrote)")

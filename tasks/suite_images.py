@@ -21,7 +21,11 @@ def ensure_suite_images(suite: Suite, chosen: list[TaskInstance], *, pull: bool 
     """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
     are found under any of their names, pulled where a registry answers, or built with swebench's image
     builder from a task repository; otherwise a one-line error says exactly which image to `docker load`.
-    `status(what)` wraps each stage (the CLI shows a spinner with it). Returns image names by what was done."""
+    `status(what)` wraps each stage (the CLI shows a spinner with it). Returns image names by what was done.
+    A suite that makes its own images (`synth:FILE`: `ensure_images`) makes them."""
+    if hasattr(suite, "ensure_images"):
+        with status(f"making {len(chosen)} task image(s)"):
+            return suite.ensure_images(chosen, force=force)
     if hasattr(suite, "build_images"):
         with status("building task images"):
             return {"built": ensure_images(chosen, materialize, force=force)}

@@ -28,6 +28,7 @@ def _gold_run(path: Path, n: int = 4, reward: float | None = None) -> Path:
     with RunStore(path) as store:
         for k in range(n):
             traj = Trajectory(run_id=path.name, instance_id=f"i{k % 2}", status=TrajectoryStatus.submitted,
+                              origin="reference" if reward is None else "rollout",  # gold: demonstrations
                               prompt=[Message(role="user", content=f"question {k}")],
                               steps=[Step(index=0, response=Message(role="assistant", content=f"<think>a</think>\n"
                                                                     f"<response>{k}</response>"))])
@@ -113,16 +114,19 @@ def test_resolve_policy(tmp_path):
 
 
 def test_grpo_toolcall_smoke_with_the_suite_prompt(tmp_path_factory, tmp_path):
-    """The CLI's online GRPO on the real suite prompt (tool schemas in the system message): one tiny step."""
+    """The CLI's online GRPO on the real suite prompt (tool schemas in the system message): one tiny step. The
+    untrained tiny model never answers in format, so the group's rewards are equal: no update, no version (a run
+    that learned nothing says so instead of storing the starting weights as a new `version:latest`)."""
     model = build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
     cfg = tmp_path / "grpo.yaml"
     cfg.write_text("device: cpu\nmax_new_tokens: 4\nmax_len: 2048\nlimit: 2\nmicro_batch_size: 2\nlora: null\n")
     result = runner.invoke(app, ["grpo-toolcall", "--config", str(cfg), "--policy", f"hf:{model}", "--out",
                                  str(tmp_path / "g"), "--steps", "1", "--group-size", "2", "--prompts-per-step", "1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2 and "made no update" in result.output, result.output
     with RunStore(tmp_path / "g", readonly=True) as store:
         trajs = list(store.trajectories())
         (step,) = store.train_steps(store.runs()[0]["config"]["version_id"])
+        assert [v.kind for v in store.policy_versions()] == ["base"]
     assert len(trajs) == 2 and trajs[0].prompt[0].role == "system"
     assert "Available tools" in trajs[0].prompt[0].content  # the suite's own prompt
     assert "reward" in step.metrics and "format" in step.metrics

@@ -53,6 +53,9 @@ class RunStores(Protocol):
     def run_trajectories(self, path: Path) -> list[Trajectory] | None:
         """The replayable trajectories of the run directory `path`; None when `path` is not a run directory."""
 
+    def label(self, version_id: str) -> str:
+        """The spec a version's outputs are labelled with: `version:ID`, never `latest` nor the base model's."""
+
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
     """Split a spec into (prefix, target, adapter). `openai:` specs have no adapter part."""
@@ -80,7 +83,9 @@ def load_policy(spec: str = DEFAULT_POLICY, *, runs: RunStores | None = None, **
         if runs is None:
             raise PolicyError(f"{spec}: a trained version is looked up in run directories, and none were given")
         resolved, version_options = runs.version(target)
-        return load_policy(resolved, **{**version_options, **options})
+        policy = load_policy(resolved, **{**version_options, **options})
+        policy.spec = runs.label(target)  # outputs name the trained version, not the base model it sits on
+        return policy
     if adapter is not None:
         if options.get("adapter") not in (None, adapter):
             raise PolicyError(f"spec {spec!r} names adapter {adapter!r} but adapter={options['adapter']!r} was also given")

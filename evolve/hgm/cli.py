@@ -195,7 +195,7 @@ def _open(run: Path, run_id: Optional[str]):
 
 
 @tree_app.command("show")
-def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve hgm`."),
+def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve hgm` or an `evolve loop`."),
              run_id: Optional[str] = typer.Option(None, help="HGM run id (when the store holds several).")) -> None:
     """The tree: own and clade counts, CMP estimate, 1% quantile, status; ★ marks the best-belief node."""
     store, summary = _open(run, run_id)
@@ -209,15 +209,20 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
         cs, cf = n["clade"]
         cmp_ = "—" if n["cmp"] is None else f"{n['cmp']:.2f}"
         colour = {"accepted": "green", "rejected": "red", "expanding": "yellow"}.get(n["status"], "white")
-        text = (f"{'★ ' if n['best'] else ''}[bold]{esc(n['id'].rsplit(':', 1)[-1])}[/] "
-                f"[{colour}]{esc(n['status'])}[/] "
+        name = n["id"].rsplit(":", 1)[-1] if summary["kind"] == "hgm" else n["id"].split(":", 1)[-1]
+        text = (f"{'★ ' if n['best'] else ''}[bold]{esc(name)}[/] [{colour}]{esc(n['status'])}[/] "
                 f"own {s}/{s + f} · clade {cs}/{cs + cf} · CMP {cmp_} · q01 {n['quantile']:.2f}")
+        if summary["kind"] == "loop":  # both kinds of node: a code child changes the variant, a weight child the policy
+            text += f" · [cyan]{esc(n['node_kind'])}[/] {esc(n['policy'])}"
+            if n["champion_of"]:
+                text += f" · [green]champion of g{', g'.join(str(g) for g in n['champion_of'])}[/]"
         note = n["reason"] if n["status"] == "rejected" else n["label"]
         return text + (f" · {esc(note[:70])}" if note else "")
 
     roots = kids.get(None, [])
     cfg = summary["config"]
-    tree = Tree(f"HGM run {esc(summary['run_id'])} ({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
+    tree = Tree(f"{'HGM' if summary['kind'] == 'hgm' else 'loop'} run {esc(summary['run_id'])} "
+                f"({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
                 f"{len(summary['nodes'])} nodes" + (" · privileged diagnosis" if cfg.get("privileged_diagnosis") else ""))
 
     def add(parent_tree, n):

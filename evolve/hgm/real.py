@@ -32,7 +32,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -98,6 +98,19 @@ class DockerWorld:
         (children are made and loaded here) and the run store. The meta policy reaches the workers as the
         task policy does: the same spec when it is the same policy, else loaded by each worker (`openai:`,
         `replay:`) or served by this process. `close()` releases it all."""
+        self.policy_of: Callable[[NodeView], Policy] | None = None
+        """The policy a node acts with (`evolve loop`: each node is a (variant, policy version) pair); None: every
+        node acts with `task_policy`. A child's smoke episode acts with its parent's policy."""
+        self.meta_policy_of: Callable[[NodeView], Policy] | None = None
+        """The meta policy that diagnoses and edits a parent (`evolve loop`: the parent's own policy unless a
+        meta policy is configured); None: `meta_policy`. Only with the local executor."""
+        self.max_steps: int | None = None
+        """Step budget of evaluation episodes over the variants' own (`evolve loop`'s `rollouts.max_steps`)."""
+        self.max_tokens_per_step: int | None = None
+        """Tokens per policy call over the variants' own."""
+        self.outcome_runs: list[str] | None = None
+        """Search ids whose outcome rows describe a parent when choosing what to improve (`evolve loop`: a
+        champion's evaluations of earlier generations too); None: this run's."""
         self._meta_spec: str | None = None
         self._served_meta = None
         self._variants: dict[str, AgentVariant] = {}
@@ -116,18 +129,27 @@ class DockerWorld:
     def variant(self, variant_dir: str) -> AgentVariant:
         with self._lock:
             if variant_dir not in self._variants:
-                self._variants[variant_dir] = AgentVariant.load(variant_dir)
+                v = AgentVariant.load(variant_dir)
+                if self.max_steps is not None:
+                    v.budget.max_steps = self.max_steps
+                if self.max_tokens_per_step is not None:
+                    v.max_tokens_per_step = self.max_tokens_per_step
+                self._variants[variant_dir] = v
             return self._variants[variant_dir]
+
+    def _task_policy(self, node: NodeView) -> Policy:
+        return self.policy_of(node) if self.policy_of is not None else self.task_policy
 
     def evaluate(self, node: NodeView, task_id: str) -> Evaluation:
         inst = self.instances[task_id]
         started = time.time()
-        traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=self.task_policy.spec, origin="hgm:eval")
+        policy = self._task_policy(node)
+        traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=policy.spec, origin="hgm:eval")
         if self.episodes is not None:
             res = self.episodes.run(inst, self.variant(node.variant_dir), self.sandbox_cfg, self.store, self.run_id,
                                     traj, True, RewardWeights(), StopSignal())
         else:
-            agent = Agent(self.task_policy, self.variant(node.variant_dir))
+            agent = Agent(policy, self.variant(node.variant_dir))
             res = run_episode(inst, agent, self.sandbox_cfg, self.store, self.run_id, grade=True, trajectory=traj)
         info: dict[str, Any] = {"trajectory_status": res.trajectory.status.value}
         tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
@@ -141,7 +163,8 @@ class DockerWorld:
         started = time.time()
         safe = child_id.replace(":", "_").replace("/", "_")
         rng = np.random.default_rng([self.seed, zlib.crc32(child_id.encode())])
-        rows = self.store.outcomes(run_id=self.run_id, node_id=parent.id)
+        rows = [r for run in (self.outcome_runs or [self.run_id])
+                for r in self.store.outcomes(run_id=run, node_id=parent.id)]
         trajs = {r["trajectory_id"]: self.store.get_trajectory(r["trajectory_id"]) for r in rows
                  if r.get("trajectory_id") and r["status"] in ("pass", "fail", "timeout")}
         topic = choose_topic(rows, trajs, rng, self.cfg.topic_probs, self.cfg.topic_min_fraction)
@@ -152,7 +175,8 @@ class DockerWorld:
         traj = trajs.get(topic.trajectory_id or "")
         report = self.store.test_report(traj.id) if traj is not None else None
         messages = diagnosis_messages(topic, parent.variant_dir, inst, traj, report, self.cfg.privileged_diagnosis)
-        problem, reply, tokens = diagnose(self.meta_policy, messages, self.cfg.diagnosis_max_tokens)
+        meta = self.meta_policy_of(parent) if self.meta_policy_of is not None else self.meta_policy
+        problem, reply, tokens = diagnose(meta, messages, self.cfg.diagnosis_max_tokens)
         self.store.put_document("hgm:diagnosis", child_id, {
             "parent": parent.id, "topic": topic.kind, "task_id": topic.task_id, "trajectory_id": topic.trajectory_id,
             "privileged": self.cfg.privileged_diagnosis, "prompt": [m.model_dump() for m in messages],
@@ -163,7 +187,7 @@ class DockerWorld:
                              latency=time.time() - started)
         # 3: the edit, by the parent's own agent, in a sandbox holding only a copy of the parent's variant
         child_dir = self.work / "variants" / safe
-        patch, meta_id, meta_tokens, edit_error = self._edit(parent, child_id, safe, problem)
+        patch, meta_id, meta_tokens, edit_error = self._edit(parent, child_id, safe, problem, meta)
         info["meta_trajectory_id"] = meta_id
         tokens += meta_tokens
         if edit_error:
@@ -180,15 +204,17 @@ class DockerWorld:
             return Expansion(False, reason=apply_error, diff=diff, diagnosis=problem, info=info, tokens=tokens,
                              latency=time.time() - started)
         # 4: validation
-        reason, validation, smoke_tokens = self._validate(child_dir)
+        reason, validation, smoke_tokens = self._validate(child_dir, self._task_policy(parent))
         info["validation"] = validation
         return Expansion(reason is None, variant_dir=str(child_dir) if reason is None else str(child_dir),
                          reason=reason or "validated", diff=diff, diagnosis=problem, info=info,
                          tokens=tokens + smoke_tokens, latency=time.time() - started)
 
     # --- the steps ----------------------------------------------------------------------------------------
-    def _edit(self, parent: NodeView, child_id: str, safe: str, problem: str) -> tuple[str, str, int, str]:
+    def _edit(self, parent: NodeView, child_id: str, safe: str, problem: str,
+              meta: Policy | None = None) -> tuple[str, str, int, str]:
         """Run the parent's agent on a copy of the parent's variant; (patch, meta trajectory id, tokens, error)."""
+        meta = meta or self.meta_policy
         ws = self.work / "edits" / safe
         if ws.exists():
             shutil.rmtree(ws)
@@ -197,13 +223,12 @@ class DockerWorld:
         variant = _keep_files(loaded.model_copy(deep=True), loaded)
         variant.budget.max_steps = min(variant.budget.max_steps, self.cfg.meta_max_steps)
         inst = TaskInstance(instance_id=f"hgm-edit-{safe}", suite="hgm", problem_statement=problem)
-        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.meta_policy.spec,
-                          origin="hgm:meta")
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=meta.spec, origin="hgm:meta")
         self.store.put_trajectory(traj)
         if self.episodes is not None:
             traj, error = self._edit_remote(ws, variant, inst, traj, child_id)
             return traj.patch, traj.id, traj.prompt_tokens + traj.completion_tokens, error
-        agent = Agent(self.meta_policy, variant, on_step=lambda t, s: self.store.append_step(t.id, s))
+        agent = Agent(meta, variant, on_step=lambda t, s: self.store.append_step(t.id, s))
         error = ""
         try:
             with start_sandbox(self.sandbox_cfg, workspace=ws) as sb:
@@ -258,8 +283,10 @@ class DockerWorld:
         if self.episodes is not None:
             self.episodes.close()
 
-    def _validate(self, child_dir: Path) -> tuple[str | None, dict[str, Any], int]:
-        """(rejection reason or None, validation log, tokens)."""
+    def _validate(self, child_dir: Path, policy: Policy | None = None) -> tuple[str | None, dict[str, Any], int]:
+        """(rejection reason or None, validation log, tokens); the smoke episode acts with `policy` (default: the
+        task policy)."""
+        policy = policy or self.task_policy
         log_: dict[str, Any] = {}
         try:
             variant = AgentVariant.load(child_dir)
@@ -277,13 +304,12 @@ class DockerWorld:
         if not self.cfg.smoke:
             return None, log_, 0
         inst = self.instances[self.task_ids[0]]
-        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.task_policy.spec,
-                          origin="hgm:smoke")
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=policy.spec, origin="hgm:smoke")
         if self.episodes is not None:
             res = self.episodes.run(inst, variant, self.sandbox_cfg, self.store, self.run_id, traj, False,
                                     RewardWeights(), StopSignal())
         else:
-            res = run_episode(inst, Agent(self.task_policy, variant), self.sandbox_cfg, self.store, self.run_id,
+            res = run_episode(inst, Agent(policy, variant), self.sandbox_cfg, self.store, self.run_id,
                               grade=False, trajectory=traj)
         log_["smoke"] = {"trajectory_id": res.trajectory.id, "status": res.trajectory.status.value,
                          "infra_error": res.infra_error}

@@ -83,6 +83,11 @@ class RunConfig(BaseModel):
     """Policy spec of an LLM judge scoring each trajectory with a rubric (reward `judge`); None: no judge."""
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
+    attempts: int = Field(default=1, ge=1)
+    """Episodes per instance, each its own trajectory, graded apart (with `temperature` > 0: the groups offline
+    GRPO compares); an instance is done once all are finished, and a resumed run runs only the missing ones."""
+    temperature: Optional[float] = Field(default=None, ge=0)
+    """Sampling temperature of the agent's policy calls (None: the variant's)."""
     infra_retries: int = Field(default=2, ge=0)
     """Times an episode whose sandbox failed (did not start, died, removed, image missing) is run again, and
     times grading whose sandbox failed is tried again on the same patch, before the instance is left as an
@@ -126,6 +131,8 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         variant.budget.max_steps = cfg.max_steps
     if cfg.max_tokens_per_step is not None:
         variant.max_tokens_per_step = cfg.max_tokens_per_step
+    if cfg.temperature is not None:
+        variant.temperature = cfg.temperature
     if judge_policy is not None:
         check_judge(judge_policy, cfg.judge or "")
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
@@ -151,10 +158,13 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
             if state == "running":
                 store.set_instance_status(run_id, iid, "interrupted")
         todo = [i for i in runnable if status.get(i.instance_id) != "done"]
-        for inst in instances:
-            if status.get(inst.instance_id) == "done":
-                on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
+        finished = _finished_attempts(store, run_id)
+        todo += [i for i in runnable if status.get(i.instance_id) == "done"  # more --attempts than before
+                 and finished.get(i.instance_id, 0) < cfg.attempts]
+        for inst in instances:
+            if inst.instance_id not in {i.instance_id for i in todo}:
+                on_event(inst.instance_id, "done (stored)")
         judge = _judge(judge_policy, store) if judge_policy is not None else None
         remote = _remote_episodes(cfg, policy)
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
@@ -173,6 +183,15 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 if stopper.is_set():  # taken from the queue as the stop came: it never started, it stays queued
                     return
                 store.set_instance_status(run_id, iid, "running")
+            for _ in range(finished.get(iid, 0), cfg.attempts - 1):  # every attempt but the last
+                if not do_attempt(inst, final=False):
+                    return
+            do_attempt(inst, final=True)
+
+        def do_attempt(inst: TaskInstance, final: bool) -> bool:
+            """One episode (with its infra retries); the instance's status is set after the final attempt or when
+            an attempt did not finish. True when it finished and the next attempt may start."""
+            iid = inst.instance_id
             result: EpisodeResult | None = None
             for attempt in range(cfg.infra_retries + 1):
                 if attempt:
@@ -200,17 +219,20 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 with stopper.commit():
                     store.set_instance_status(run_id, iid, "interrupted")
                 on_event(iid, "interrupted")
-                return
+                return False
             with stopper.commit():
                 if result.infra_error is not None:
                     store.set_instance_status(run_id, iid, "infra_error")
                     store.log_event("instance_infra_error", run_id=run_id, instance_id=iid,
                                     trajectory_id=result.trajectory.id, error=result.infra_error)
                     on_event(iid, "grading error" if result.infra_stage == "grading" else "infra error")
-                    return
+                    return False
+                if not final:
+                    return True
                 store.set_instance_status(run_id, iid, "done")
                 store.log_event("instance_done", instance_id=iid, trajectory_id=result.trajectory.id)
             on_event(iid, "done")
+            return True
 
         def worker() -> None:
             try:
@@ -389,6 +411,19 @@ def _judge(policy: Policy, store: RunStore) -> Judge:
     """A rubric judge through `policy`, its replies cached in the run store by content hash."""
     params = SamplingParams(max_tokens=512, temperature=0.0)
     return Judge(lambda messages: policy.generate([messages], params)[0].text, cache=store.cache())
+
+
+def _finished_attempts(store: RunStore, run_id: str) -> dict[str, int]:
+    """Episodes per instance that finished and say something about the agent (not infra errors, not
+    interrupted): the attempts a resumed run does not redo."""
+    out: dict[str, int] = {}
+    for row in store.trajectory_summaries(run_id):
+        if row["status"] in (TrajectoryStatus.running.value, TrajectoryStatus.infra_error.value):
+            continue
+        if row["status"] == TrajectoryStatus.error.value and store.get_trajectory(row["id"]).infra_failure:
+            continue
+        out[row["instance_id"]] = out.get(row["instance_id"], 0) + 1
+    return out
 
 
 def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:

@@ -34,7 +34,8 @@ from agent.policy import SamplingParams, load_policy
 from agent.policy.hf import HFPolicy
 from evolve.train.data import build_sequences, micro_batches
 from evolve.train.grpo import GRPOConfig, advantages_for, grpo_step, prepare_old_and_ref
-from evolve.train.modeling import TrainError, model_dir
+from evolve.train.errors import NothingLearned, TrainError
+from evolve.train.modeling import model_dir
 from evolve.train.session import RUN_ID, TrainSession
 from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
 from rewards.toolrl import score
@@ -174,7 +175,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 items.append((traj, s.total))
                 fmt.append(s.format)
                 cor.append(s.correctness)
-            seqs, _ = build_sequences(items, tok, max_len=cfg.max_len, overflow=cfg.overflow)
+            seqs, _ = build_sequences(items, tok, max_len=cfg.max_len, overflow=cfg.overflow,
+                                 on_mismatch=cfg.token_mismatch)
             adv, train, gstats = advantages_for(seqs, cfg)
             idx = [i for i, t in enumerate(train) if t]
             metrics = {"reward": sum(r for _, r in items) / len(items), "format": sum(fmt) / len(fmt),
@@ -184,8 +186,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 updates = []
                 for k in range(0, len(idx), cfg.batch_size):  # batch_size samples per optimiser step
                     batches = micro_batches(seqs, idx[k:k + cfg.batch_size], micro_batch_size=cfg.micro_batch_size,
-                                            max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id,
-                                            advantages=adv, train=train)
+                                            max_len=cfg.max_len, pack=cfg.pack, share_prefix=cfg.share_prefix,
+                                            pad_id=tok.pad_token_id, advantages=adv, train=train)
                     updates.append(grpo_step(model, opt, sched, batches, cfg))
                 metrics |= {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
                 metrics["updates"] = float(len(updates))
@@ -197,8 +199,14 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 policy.load_adapter(adapter)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 session.save_checkpoint(step, model, tok, opt, sched)
+        updates = sum(int(s.metrics.get("updates", 0)) for s in store.train_steps(session.version_id))
+        if updates == 0:  # every group of every step had equal rewards: these are the starting weights
+            store.set_run_status(RUN_ID, "no-updates")
+            raise NothingLearned(f"GRPO made no update in {cfg.steps} step(s): every group's rewards were equal, so "
+                                 "no policy version is stored (raise the temperature or group size, or warm-start "
+                                 "the policy with SFT so that some answers score better than others)")
         final = {k: metrics[k] for k in ("reward", "format", "correctness") if k in metrics}
-        return session.finish(model, tok, final | {"steps": float(cfg.steps)})
+        return session.finish(model, tok, final | {"steps": float(cfg.steps), "updates": float(updates)})
     except BaseException as e:
         error = e
         raise

@@ -11,12 +11,28 @@ from evolve.store import DB_NAME, RunStore, StoreError
 from evolve.train.errors import TrainError
 
 
-def _stores(runs_root: Path) -> list[Path]:
+SEARCH_DEPTH = 4
+"""How many directory levels below a runs root its run stores are looked for: `evolve agent-r` keeps its versions
+at `RUN/itK/sft` and `evolve loop` at `RUN/train/CHILD`, three levels below the root a user names."""
+_SKIP = ("checkpoints", "final", "workspaces", "variants", "edits")
+
+
+def _stores(runs_root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """Run directories at `runs_root` and up to `depth` levels below it (breadth first, sorted by name;
+    checkpoint, weight, workspace and variant directories are not entered)."""
     root = Path(runs_root)
     found = [root] if (root / DB_NAME).exists() else []
-    if root.is_dir():
-        for db in sorted(root.glob(f"*/{DB_NAME}")) + sorted(root.glob(f"*/*/{DB_NAME}")):
-            found.append(db.parent)
+    level = [root] if root.is_dir() else []
+    for _ in range(depth):
+        below: list[Path] = []
+        for d in level:
+            try:
+                below += sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")
+                                and c.name not in _SKIP)
+            except OSError:
+                continue
+        found += [d for d in below if (d / DB_NAME).exists()]
+        level = below
     return found
 
 
@@ -65,6 +81,14 @@ def version_spec(v: PolicyVersion) -> tuple[str, dict[str, Any]]:
     if v.adapter:
         return v.base, {"adapter": v.path}
     return f"hf:{v.path}", {}
+
+
+def canonical_spec(spec: str, runs_root: Path) -> str:
+    """The spec a run records: `version:latest` becomes `version:ID` of the version it names now (so a resumed
+    run compares ids, never the moving `latest`); any other spec is returned as it is."""
+    if not spec.startswith("version:"):
+        return spec
+    return f"version:{get_version(spec.split(':', 1)[1], runs_root).id}"
 
 
 def resolve_policy(spec: str, runs_root: Path) -> tuple[str, dict[str, Any]]:
