@@ -23,6 +23,7 @@ from agent.tools import ToolContext, ToolError, truncate_middle
 from agent.tools.undo import checkpoint, clear_checkpoints, restore_tree, snapshot_tree
 from agent.variant import AgentVariant, History
 from records import Message, Step, TaskInstance, Trajectory, TrajectoryStatus
+from records.trajectory import SANDBOX_ENDED_BY_AGENT
 from sandbox import Sandbox, SandboxError
 from sandbox.base import SandboxDied
 
@@ -142,6 +143,7 @@ class Agent:
             traj, step = state["trajectory"], state["pending"]
             assert step is not None
             t = time.perf_counter()
+            died: SandboxDied | None = None
             if step.parse_error:
                 text = v.format_error_template.format(error=step.parse_error)
             else:
@@ -153,18 +155,19 @@ class Agent:
                     try:
                         if tool is None:
                             raise ToolError(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
+                        ctx.state[ACTED] = step.index  # from here on, what happens inside the sandbox is the agent's
                         out = tool(ctx, call.arguments)
                         if ctx.submitted:
                             out = self._gate_submit(ctx, out)
-                    except ToolError as e:
+                    except SandboxDied as e:  # the step is stored with what happened, then the episode ends
+                        died = e
+                        out = f"error: the sandbox died: {e}"
+                    except (ToolError, SandboxError) as e:
                         out = f"error: {e}"
-                    except SandboxDied:
-                        raise
-                    except SandboxError as e:
-                        out = f"error: {e}"
+                        ctx.submitted = False  # a submit whose patch could not be taken did not happen
                     prefix = f"[{call.name}]\n" if len(step.tool_calls) > 1 else ""
                     outputs.append(prefix + truncate_middle(out, v.max_observation_chars))
-                    if ctx.submitted:
+                    if ctx.submitted or died is not None:
                         break
                 text = "\n".join(outputs)
             if v.native_tools and step.tool_calls and not step.parse_error:
@@ -173,10 +176,12 @@ class Agent:
                 step.observation = Message(role="user", content=v.observation_template.format(observation=text))
             step.tool_seconds = time.perf_counter() - t
             traj.steps.append(step)
+            if died is not None:
+                self.on_step(traj, step)
+                raise died
             if ctx.submitted:
-                traj.patch = ctx.state.pop("submitted_patch", None)
-                if traj.patch is None:
-                    traj.patch = ctx.sandbox.diff()
+                patch = ctx.state.pop("submitted_patch", None)
+                traj.patch = patch if patch is not None else ctx.sandbox.diff()
                 traj.status = TrajectoryStatus.submitted
             self.on_step(traj, step)
             return {"pending": None, "done": ctx.submitted}
@@ -252,14 +257,14 @@ class Agent:
             graph.invoke({"trajectory": traj, "pending": None, "done": False},
                          {"recursion_limit": 2 * self.variant.budget.max_steps + 10})
         except SandboxError as e:
-            traj.status, traj.error = TrajectoryStatus.error, str(e)
+            traj.status, traj.error = TrajectoryStatus.error, died_reason(e, ctx)
         if traj.status == TrajectoryStatus.running:
             traj.status = TrajectoryStatus.budget_exhausted
         if traj.status != TrajectoryStatus.submitted and traj.status != TrajectoryStatus.error:
             try:  # keep what the agent did, so partial work can be graded and learned from
                 traj.patch = sandbox.diff()
-            except SandboxError:
-                pass
+            except SandboxError as e:  # too large, the disk full, the sandbox ended: the episode's failure
+                traj.status, traj.error = TrajectoryStatus.error, died_reason(e, ctx, "the patch could not be taken: ")
         traj.answer = traj.steps[-1].response.content if traj.steps else ""
         traj.finished_at = time.time()
         return traj, ctx
@@ -333,6 +338,20 @@ class Agent:
                     log.warning("could not re-apply the chosen attempt's patch: %s", r.output[-300:])
         except SandboxError as e:
             log.warning("could not restore the chosen attempt in the sandbox: %s", e)
+
+
+ACTED = "agent_acted"
+"""`ToolContext.state` key: the index of the step whose tool call started last (absent before the agent's first)."""
+
+
+def died_reason(e: SandboxError, ctx: ToolContext, prefix: str = "") -> str:
+    """`Trajectory.error` for an episode ended by `e`. A sandbox that died from inside (`SandboxDied.inside`) after the
+    agent's first tool call died by the agent's doing: the error starts with `SANDBOX_ENDED_BY_AGENT`, which makes it
+    the agent's failure (graded, rewarded), not an infrastructure error. Before its first call nothing of the agent's
+    ran there, and a death from outside (removed, daemon, out of memory) is never the agent's."""
+    if isinstance(e, SandboxDied) and e.inside and ACTED in ctx.state:
+        return f"{SANDBOX_ENDED_BY_AGENT} (step {ctx.state[ACTED] + 1} was its last action): {e}"
+    return f"{prefix}{e}"
 
 
 def run_command_limit(sandbox: Sandbox, default: float) -> float:

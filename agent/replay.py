@@ -1,127 +1,29 @@
-"""Replay: policies that repeat recorded responses, and rebuilding a sandbox's state at a step.
+"""Rebuilding a sandbox's state at a step: `replay_actions` re-executes the first `k` steps' tool calls in a
+fresh sandbox, so a search can branch from the middle of an episode where no snapshot was taken.
 
-`ScriptedPolicy` drives the real agent loop with a fixed list of responses (harness benchmarks, tests).
-`ReplayPolicy` (`--policy replay:FILE`) repeats stored trajectories: each conversation gets the responses
-of the trajectory whose prompt it starts with (a file with one trajectory replays on any prompt, e.g. on a
-new agent variant), with their recorded tokens and log-probs. `replay_actions` re-executes the first `k`
-steps' tool calls in a fresh sandbox, so a search can branch from the middle of an episode where no
-snapshot was taken.
+The policies that repeat recorded responses (`ScriptedPolicy`, `ReplayPolicy`) live in `agent.policy.replay`
+and are importable from here too.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
-
-from agent.policy.base import Generation, Policy, PolicyError, SamplingParams
+from agent.policy.replay import ReplayPolicy, ScriptedPolicy
 from agent.tools import TOOLS, ToolContext, ToolError
-from records import Message, Trajectory
+from agent.tools.undo import checkpoint, clear_checkpoints
+from agent.variant import AgentVariant
+from records import Trajectory
 from sandbox import Sandbox, SandboxError
 
-if TYPE_CHECKING:
-    from agent.variant import AgentVariant
-
-SUBMIT = '<think>Done.</think>\n<tool_call>\n{"name": "submit", "parameters": {}}\n</tool_call>'
-
-
-class ScriptedPolicy(Policy):
-    """Answers the n-th assistant turn of a conversation with `responses[n]`; submits after the last."""
-
-    def __init__(self, responses: list[str | Message], context_length: int = 1_000_000):
-        self.responses = [r if isinstance(r, Message) else Message(role="assistant", content=r) for r in responses]
-        self.spec = "replay"
-        self._context_length = context_length
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    def responses_for(self, conversation: list[Message]) -> list[Message]:
-        """The recorded responses that answer this conversation."""
-        return self.responses
-
-    def generate(self, conversations: list[list[Message]], params: SamplingParams,
-                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
-        out = []
-        for conv in conversations:
-            responses = self.responses_for(conv)
-            n = sum(m.role == "assistant" for m in conv)
-            r = responses[n] if n < len(responses) else Message(role="assistant", content=SUBMIT)
-            out.append(Generation(text=r.content, token_ids=r.token_ids, logprobs=r.logprobs,
-                                  tool_calls=list(r.tool_calls), prompt_tokens=self.count_tokens(conv),
-                                  completion_tokens=len(r.token_ids) if r.token_ids else len(r.content) // 4))
-        return out
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return sum(len(m.content) for m in messages) // 4
-
-
-def _prompt_key(messages: list[Message]) -> tuple[tuple[str, str], ...]:
-    return tuple((m.role, m.content) for m in messages)
-
-
-class ReplayPolicy(ScriptedPolicy):
-    """Repeats stored trajectories' responses; a conversation is matched to the trajectory whose prompt it
-    starts with (the latest one when several share a prompt)."""
-
-    def __init__(self, trajectories: list[Trajectory], source: str = "", context_length: int = 1_000_000):
-        if not trajectories:
-            raise PolicyError(f"replay: {source or 'the input'} holds no trajectories")
-        super().__init__([], context_length)
-        self.source = source
-        self.trajectories = trajectories
-        self.by_prompt = {_prompt_key(t.prompt): t for t in trajectories}
-        self.prompt_lengths = sorted({len(t.prompt) for t in trajectories}, reverse=True)
-
-    @classmethod
-    def from_file(cls, path: str | Path, **options: Any) -> "ReplayPolicy":
-        """Trajectories from a JSON file (one trajectory or a list) or a JSONL file (one per line), as
-        `evolve trajectories RUN_DIR --export FILE` writes them."""
-        return cls(load_trajectories(path), source=str(path), **options)
-
-    def responses_for(self, conversation: list[Message]) -> list[Message]:
-        for n in self.prompt_lengths:
-            traj = self.by_prompt.get(_prompt_key(conversation[:n]))
-            if traj is not None:
-                return [s.response for s in traj.steps]
-        if len(self.trajectories) == 1:
-            return [s.response for s in self.trajectories[0].steps]
-        ids = ", ".join(t.instance_id for t in self.trajectories[:5])
-        raise PolicyError(f"replay: no trajectory in {self.source or 'the input'} was recorded for this prompt "
-                          f"(it holds {len(self.trajectories)}: {ids}{', ...' if len(self.trajectories) > 5 else ''});"
-                          " replay with the agent variant that recorded them, or give a file with one trajectory")
-
-
-def load_trajectories(path: str | Path) -> list[Trajectory]:
-    """Trajectories from a JSON (one object or a list) or JSONL file; a clear `PolicyError` otherwise."""
-    p = Path(path)
-    if not p.is_file():
-        raise PolicyError(f"replay: no trajectory file {p} (export one with `evolve trajectories RUN_DIR --export FILE`)")
-    text = p.read_text()
-    try:
-        if p.suffix == ".jsonl":
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            data = json.loads(text)
-            items = data if isinstance(data, list) else [data]
-        return [Trajectory.model_validate(item) for item in items]
-    except (json.JSONDecodeError, ValidationError) as e:
-        first = str(e).splitlines()[0]
-        raise PolicyError(f"replay: {p} is not a trajectory file (JSON or JSONL of trajectories): {first}") from e
+__all__ = ["ReplayPolicy", "ScriptedPolicy", "replay_actions"]
 
 
 def replay_actions(traj: Trajectory, upto: int, sandbox: Sandbox, command_timeout: float = 120.0,
-                   variant: "AgentVariant | None" = None) -> list[str]:
+                   variant: AgentVariant | None = None) -> list[str]:
     """Re-run the tool calls of `traj.steps[:upto]` in `sandbox` (fresh, at the base commit). Returns the
     observations, so a caller can check the replay matched the recording. `variant` supplies its sandbox
     tools (default: the host tools, `undo` among them). Where `undo` is offered, checkpoints are recorded
     before each tool-calling step as in the loop, so replayed `undo` calls, and an agent continuing from
     here, can undo into the replayed steps."""
-    from agent.tools.undo import checkpoint, clear_checkpoints
-
     tools = variant.resolve_tools() if variant is not None else dict(TOOLS)
     ctx = ToolContext(sandbox=sandbox, command_timeout=command_timeout)
     undo = "undo" in tools

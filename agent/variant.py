@@ -14,6 +14,7 @@ unknown fields, so a typo or an attempt to set something a variant does not own 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import string
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from agent.tools import TOOLS, Tool
 from agent.tools.sandboxed import SandboxToolSpec, VariantFiles, check_parameters_schema, sandbox_tool
+from agent.variant_safety import read_regular, unsafe_entry
 
 DEFAULT_VARIANT = Path(__file__).parent / "variants" / "default"
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -194,10 +196,15 @@ class AgentVariant(Strict):
         """Read and validate a variant directory; `VariantError` with a one-line reason when it is unusable."""
         root = Path(directory)
         path = root / "variant.yaml"
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise VariantError(f"{root} is not an agent variant (no variant.yaml)")
+        problem = unsafe_entry(root)  # a link or a FIFO anywhere is refused before any file is read
+        if problem:
+            raise VariantError(problem)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(read_regular(path).decode())
+        except OSError as e:
+            raise VariantError(f"{path}: {e.strerror or e}") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise VariantError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
@@ -282,6 +289,14 @@ class AgentVariant(Strict):
         return f"{self.name}@{h.hexdigest()[:10]}"
 
 
+def with_undo(variant: AgentVariant) -> AgentVariant:
+    """`variant` offering the `undo` tool (listed before `submit`); the same object when it already does."""
+    if "undo" in variant.tools:
+        return variant
+    tools = [t for t in variant.tools if t != "submit"] + ["undo"] + (["submit"] if "submit" in variant.tools else [])
+    return variant.model_copy(update={"tools": tools})
+
+
 def _one_line(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:3]:
@@ -292,6 +307,14 @@ def _one_line(e: ValidationError) -> str:
         parts.append(f"{where}: {msg}" if where else msg)
     more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
     return "; ".join(parts) + more
+
+
+def _read(path: Path) -> bytes:
+    """A variant file's bytes, never through a symbolic link (`VariantError` naming the file otherwise)."""
+    try:
+        return read_regular(path)
+    except OSError as e:
+        raise VariantError(f"{path}: {e.strerror or e}") from None
 
 
 def _read_sandbox_side(root: Path) -> tuple[dict[str, SandboxToolSpec], VariantFiles]:
@@ -306,7 +329,7 @@ def _read_sandbox_side(root: Path) -> tuple[dict[str, SandboxToolSpec], VariantF
             if f.is_symlink():
                 raise VariantError(f"{f}: symbolic links are not allowed in a variant")
             if f.is_file() and "__pycache__" not in f.parts:
-                files.append((f.relative_to(root).as_posix(), f.read_bytes()))
+                files.append((f.relative_to(root).as_posix(), _read(f)))
     tools_dir = root / "tools"
     for d in sorted(tools_dir.iterdir()) if tools_dir.is_dir() else []:
         if not d.is_dir():
@@ -322,10 +345,10 @@ def _read_sandbox_side(root: Path) -> tuple[dict[str, SandboxToolSpec], VariantF
             raise VariantError(f"{d}: no tool.yaml (description and parameters)")
         if not run.is_file():
             raise VariantError(f"{d}: tool {d.name!r} has no implementation (an executable `run` script)")
-        if not run.read_bytes().startswith(b"#!"):
+        if not _read(run).startswith(b"#!"):
             raise VariantError(f"{run}: must start with a #! line naming its interpreter")
         try:
-            raw = yaml.safe_load(spec_path.read_text())
+            raw = yaml.safe_load(_read(spec_path).decode())
             spec = SandboxToolSpec.model_validate(raw if raw is not None else {})
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise VariantError(f"{spec_path}: not valid YAML: {' '.join(str(e).split())}") from None
@@ -337,6 +360,6 @@ def _read_sandbox_side(root: Path) -> tuple[dict[str, SandboxToolSpec], VariantF
         specs[d.name] = spec
     tests_dir = root / "tests"
     for f in sorted(tests_dir.iterdir()) if tests_dir.is_dir() else []:
-        if f.is_file() and f.name.startswith("test_") and not f.read_bytes().startswith(b"#!"):
+        if f.is_file() and f.name.startswith("test_") and not _read(f).startswith(b"#!"):
             raise VariantError(f"{f}: a variant test must start with a #! line naming its interpreter")
     return specs, VariantFiles(tuple(files))

@@ -21,8 +21,8 @@ from agent.graph import Agent
 from agent.policy import load_policy
 from agent.replay import ScriptedPolicy
 from agent.variant import AgentVariant
-from evolve.executor import ExecutorConfig, RayExecutor
-from evolve.runner import RunConfig, run_swe
+from evolve.run.executor import ExecutorConfig, RayExecutor
+from evolve.run.runner import RunConfig, run_swe
 from records import Message, Step, Trajectory
 from rewards.combine import RewardWeights
 from sandbox import WORKDIR

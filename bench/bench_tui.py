@@ -2,11 +2,15 @@
 outcome rows and a 2,000-step training curve). Times the first screen and every key of a walk through
 the dashboard, the inspector, the tree and the training screen, on this machine.
 
-Targets: first screen under 1 s; every key answered in under 100 ms (median and max reported).
+Targets: first screen under 1 s; every key answered in under 100 ms (median and max reported), on the idle machine.
 Baseline, same store: what a dashboard built on the store's older `trajectory_summaries` (every row, one
 rewards query per trajectory) would spend before it could draw anything, against one `trajectory_page`.
 
-    .venv/bin/python bench/bench_tui.py [--trajectories 10000] [--steps 30] [--out /tmp/evolve-bench-tui]
+Under load (`--hog N`, default one per core): the same walk again with N processes spinning beside it, and
+mini-swe-agent's inspector (`pip install .[bench]`) on the same trajectories (exported as its `.traj.json` files)
+given the same stepping keys, idle and under the hog, side by side with Evolve's inspector as a ratio.
+
+    .venv/bin/python bench/bench_tui.py [--trajectories 10000] [--steps 30] [--out /tmp/evolve-bench-tui] [--hog 2]
 """
 
 from __future__ import annotations
@@ -68,26 +72,56 @@ def build(out: Path, n: int, steps: int) -> Path:
     return out
 
 
-async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:
-    """Key -> first repaint, timed inside the app: each key event goes straight to the driver and the time
-    is taken when the compositor hands over the next frame (Pilot's own idle waits are not counted)."""
-    from textual import events
+class KeyTimer:
+    """Key -> first repaint, timed inside an app: each key event goes straight to the driver and the time is taken
+    when the compositor hands over the next frame (Pilot's own idle waits are not counted)."""
 
-    times: dict[str, list[float]] = defaultdict(list)
-    cpu: dict[str, list[float]] = defaultdict(list)
-    frames: list[float] = []
-    frame_cpu: list[float] = []
+    def __init__(self, app) -> None:
+        self.app = app
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.frames: list[float] = []
+        self.frame_cpu: list[float] = []
+        real_display = app._display
+
+        def display(screen, renderable):
+            self.frames.append(time.perf_counter())
+            self.frame_cpu.append(time.process_time())
+            return real_display(screen, renderable)
+
+        app._display = display  # type: ignore[method-assign]
+
+    async def key(self, pilot, label: str, *keys: str) -> None:
+        from textual import events
+
+        for k in keys:
+            await pilot.pause()  # settle first (not timed)
+            await asyncio.sleep(0.05)
+            char = k if len(k) == 1 else {"dollar_sign": "$", "slash": "/", "right_square_bracket": "]",
+                                          "left_square_bracket": "[", "question_mark": "?"}.get(k)
+            name = {"$": "dollar_sign", "/": "slash", " ": "space", "?": "question_mark"}.get(k, k)
+            self.frames.clear()
+            self.frame_cpu.clear()
+            c = time.process_time()
+            t = time.perf_counter()
+            self.app._driver.send_message(events.Key(name, char))
+            while not self.frames and time.perf_counter() - t < 5:
+                await asyncio.sleep(0.001)
+            self.times[label].append((self.frames[0] if self.frames else float("inf")) - t)
+            self.cpu[label].append((self.frame_cpu[0] if self.frame_cpu else float("inf")) - c)
+
+
+INSPECTOR_KEYS = (("l/h step", ["l"] * 15 + ["h"] * 5), ("L/H trajectory", ["L"] * 10 + ["H"] * 5),
+                  ("j/k scroll", ["j"] * 5 + ["k"] * 5), ("0/$ first/last", ["dollar_sign", "0"] * 2))
+"""The keys both inspectors have (mini-swe-agent's are the anchor: the same letters do the same there)."""
+
+
+async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:
     t0, c0 = time.perf_counter(), time.process_time()
     app = EvolveApp(out, poll=0.5)
     app.animation_level = "none"
-    real_display = app._display
-
-    def display(screen, renderable):
-        frames.append(time.perf_counter())
-        frame_cpu.append(time.process_time())
-        return real_display(screen, renderable)
-
-    app._display = display  # type: ignore[method-assign]
+    timer = KeyTimer(app)
+    times, cpu, frames, frame_cpu = timer.times, timer.cpu, timer.frames, timer.frame_cpu
     async with app.run_test(size=(120, 36)) as pilot:
         def page_shown() -> bool:  # the first page, cut to the rows the table shows, is drawn
             if not app.screen.query("#trajs"):
@@ -103,31 +137,23 @@ async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list
         cpu["first"].append(frame_cpu[-1] - c0)
 
         async def key(label: str, *keys: str) -> None:
-            for k in keys:
-                await pilot.pause()  # settle first (not timed)
-                await asyncio.sleep(0.05)
-                char = k if len(k) == 1 else {"dollar_sign": "$", "slash": "/", "right_square_bracket": "]",
-                                              "left_square_bracket": "["}.get(k)
-                name = {"$": "dollar_sign", "/": "slash", " ": "space"}.get(k, k)
-                frames.clear()
-                frame_cpu.clear()
-                c = time.process_time()
-                t = time.perf_counter()
-                app._driver.send_message(events.Key(name, char))
-                while not frames and time.perf_counter() - t < 5:
-                    await asyncio.sleep(0.001)
-                times[label].append((frames[0] if frames else float("inf")) - t)
-                cpu[label].append((frame_cpu[0] if frame_cpu else float("inf")) - c)
+            await timer.key(pilot, label, *keys)
 
         await key("dashboard: down", *["down"] * 20)
         await key("dashboard: ] next page", *["right_square_bracket"] * 10)
         await key("dashboard: [ prev page", *["left_square_bracket"] * 5)
         await key("dashboard: / filter (typing + enter)", "slash", *"inst-0042", "enter")
         await key("escape (clear filter / back)", "escape")
+        await key("dashboard: f status filter", "f", "f")
+        await key("dashboard: o sort", "o", "o")
+        await key("escape (clear filter / back)", "escape")
+        await key("dashboard: ? help", "question_mark")
+        await key("escape (clear filter / back)", "escape")
+        await key("dashboard: e events", "e")
+        await key("escape (clear filter / back)", "escape")
         await key("dashboard: enter opens inspector", "enter")
-        await key("inspector: l/h step", *["l"] * 15, *["h"] * 5)
-        await key("inspector: 0/$ first/last", "dollar_sign", "0", "dollar_sign", "0")
-        await key("inspector: L/H trajectory", *["L"] * 10, *["H"] * 5)
+        for label, keys in INSPECTOR_KEYS:
+            await key(f"inspector: {label}", *keys)
         await key("inspector: v view", *["v"] * 5)
         await key("inspector: / search + n", "slash", *"echo 17", "enter", "n", "n")
         await key("escape (clear filter / back)", "escape")
@@ -139,11 +165,72 @@ async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list
     return first, times, cpu
 
 
+def export_mini(store_dir: Path, out: Path, n: int = 20) -> list[Path]:
+    """The store's first `n` trajectories as mini-swe-agent's trajectory files (`{"messages": [...]}`)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with RunStore(store_dir, readonly=True) as store:
+        for tid in store.trajectory_ids(run_id="bench")[:n]:
+            traj = store.get_trajectory(tid)
+            path = out / f"{tid}.traj.json"
+            path.write_text(json.dumps({"messages": [{"role": m.role, "content": m.content} for m in traj.messages()],
+                                        "info": {}}))
+            files.append(path)
+    return files
+
+
+async def walk_mini(files: list[Path]) -> dict[str, list[float]]:
+    """mini-swe-agent's inspector on the same trajectories, the same keys, timed the same way."""
+    from minisweagent.run.utilities.inspector import TrajectoryInspector
+
+    app = TrajectoryInspector(files)
+    app.animation_level = "none"
+    timer = KeyTimer(app)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        for label, keys in INSPECTOR_KEYS:
+            await timer.key(pilot, f"inspector: {label}", *keys)
+    return timer.times
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+class Hog:
+    """`n` processes that spin on a CPU each while the block runs (the load a busy machine puts beside the TUI)."""
+
+    def __init__(self, n: int) -> None:
+        import multiprocessing
+
+        self.procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
+
+    def __enter__(self) -> "Hog":
+        for p in self.procs:
+            p.start()
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.terminate()
+            p.join(5)
+
+
+def ms(ts: list[float]) -> str:
+    return f"{statistics.median(ts) * 1000:.0f} / {max(ts) * 1000:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trajectories", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("/tmp/evolve-bench-tui"))
+    parser.add_argument("--hog", type=int, default=os.cpu_count() or 1,
+                        help="Spinning processes beside the second walk (0: no walk under load).")
     args = parser.parse_args()
     out = build(args.out, args.trajectories, args.steps)
     with RunStore(out, readonly=True) as store:
@@ -181,6 +268,36 @@ def main() -> None:
     console.print(base)
     console.print(f"all keys under 100 ms: {'yes' if worst < 0.1 else 'NO'} (worst {worst * 1000:.0f} ms); "
                   f"first screen under 1 s: {'yes' if first < 1 else 'NO'}")
+    if args.hog <= 0:
+        return
+    try:
+        import minisweagent  # noqa: F401 - the anchor's inspector, from the bench extra
+
+        files = export_mini(out, args.out / "mini-trajectories")
+    except ImportError:
+        files = []
+        console.print("mini-swe-agent is not installed (pip install .[bench]): its column is left out")
+    mini_idle = asyncio.run(walk_mini(files)) if files else {}
+    with Hog(args.hog):
+        hog_load = os.getloadavg()[0]
+        hog_first, hog_times, _ = asyncio.run(walk(out))
+        mini_hog = asyncio.run(walk_mini(files)) if files else {}
+    side = Table(title=f"under load: the same walk with {args.hog} spinning process(es) beside it (load average "
+                       f"{hog_load:.1f} when it started), against mini-swe-agent's inspector on the same trajectories",
+                 caption="median / max ms, key sent -> first repaint; ratio: Evolve's median over mini-swe-agent's")
+    for col in ("what", "Evolve idle", "mini idle", "ratio idle", "Evolve + hog", "mini + hog", "ratio + hog",
+                "target ms"):
+        side.add_column(col, justify="right" if col != "what" else "left")
+    side.add_row("first screen", f"{first * 1000:.0f}", "", "", f"{hog_first * 1000:.0f}", "", "", "1000")
+    for label, ts in hog_times.items():
+        idle, m0, m1 = times.get(label), mini_idle.get(label), mini_hog.get(label)
+        side.add_row(label, ms(idle) if idle else "", ms(m0) if m0 else "",
+                     f"{statistics.median(idle) / statistics.median(m0):.2f}x" if idle and m0 else "",
+                     ms(ts), ms(m1) if m1 else "",
+                     f"{statistics.median(ts) / statistics.median(m1):.2f}x" if m1 else "", "100")
+    console.print(side)
+    hog_worst = max(max(ts) for ts in hog_times.values())
+    console.print(f"under the hog: worst key {hog_worst * 1000:.0f} ms, first screen {hog_first * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

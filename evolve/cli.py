@@ -11,21 +11,27 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
 from agent.policy.serve import check_port, serve
 from agent.policy.serve.llamacpp_backend import LlamaCppServeConfig
-from evolve import run_cli, sandbox_cli, trajectories_cli
-from evolve.errors import ConfigError
+from evolve import run_cli, sandbox_cli, synth_cli, trajectories_cli
 from evolve.agent_r import cli as agent_r_cli
+from evolve.errors import ConfigError, user_errors
 from evolve.hgm import cli as hgm_cli
+from evolve.loop import cli as loop_cli
+from evolve.markup import esc
+from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
+from evolve.serve_models import PREFIX, version_models
 from evolve.train import cli as train_cli
 from tui import cli as tui_cli  # the command line is the one place evolve reaches up to the TUI
 
 app = typer.Typer(help="Evolve: self-evolving coding and tool-use agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.command("run")(run_cli.run_cmd)
-app.command("tasks")(run_cli.tasks_cmd)
+synth_cli.app.command("list", help="List the suites, or one suite's instances (and make their images present "
+                                   "with --build).")(run_cli.tasks_cmd)
+app.add_typer(synth_cli.app, name="tasks")
 app.command("trajectories")(trajectories_cli.trajectories_cmd)
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(train_cli.app, name="train")
@@ -33,6 +39,7 @@ app.command("hgm")(hgm_cli.hgm_cmd)
 app.add_typer(hgm_cli.tree_app, name="tree")
 app.command("se-agent")(se_agent_cli.se_agent_cmd)
 app.command("agent-r")(agent_r_cli.agent_r_cmd)
+app.command("loop")(loop_cli.loop_cmd)
 app.command("tui")(tui_cli.tui_cmd)
 err_console = Console(stderr=True)
 
@@ -63,14 +70,12 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
                                                     "all cores this process may use).")) -> None:
     """Serve a policy and its stored versions as an OpenAI-compatible HTTP server on loopback (streaming,
     n > 1, completions, log-probs, tool calls)."""
-    from evolve.serve_models import PREFIX, version_models  # loads torch (stored versions' metadata)
-
     if engine not in ("auto", "policy"):
         raise ConfigError(f"--engine must be auto or policy, not {engine!r}")
     check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
     resolver, lister = version_models(Path(runs_root))
     name = resolver(policy).name if policy.startswith(PREFIX) else policy  # version:latest -> version:ID
-    serve(run_cli.load_policy_spec(policy, Path(runs_root)), "127.0.0.1", port, model_name=name,
+    serve(load_policy(policy, runs=RunsRoot(Path(runs_root))), "127.0.0.1", port, model_name=name,
           max_tokens_cap=max_tokens_cap, max_model_bytes=int(max_model_memory * 1e9), engine=engine,
           max_connections=max_connections, request_timeout_s=request_timeout, resolver=resolver, lister=lister,
           llamacpp=LlamaCppServeConfig(threads=threads))
@@ -78,14 +83,12 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
 
 def main() -> None:
     """Entry point: user errors print one line and exit 2, with no traceback."""
-    from evolve.errors import user_errors
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub; HF_HUB_OFFLINE=0 allows it
     try:
         app()
     except user_errors() as e:
         first = str(e).strip().splitlines() or [type(e).__name__]
-        err_console.print(f"[bold red]error:[/] {' '.join(first[:3])}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {esc(' '.join(first[:3]))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: the run store keeps what finished; run the same command to resume")

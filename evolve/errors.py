@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import pydantic
 
+from agent.policy import PolicyError
+from agent.variant import VariantError
 from evolve.store import StoreError
+from evolve.train.errors import TrainError
 from sandbox.base import SandboxError
 from tasks.suite import SuiteUnavailable
 
@@ -17,13 +18,5 @@ class ConfigError(ValueError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for a user."""
-    errors: list[type[BaseException]] = [SandboxError, StoreError, SuiteUnavailable, ConfigError,
-                                         pydantic.ValidationError, FileNotFoundError]
-    from agent.policy import PolicyError
-    from agent.variant import VariantError
-
-    errors += [PolicyError, VariantError]
-    modeling = sys.modules.get("evolve.train.modeling")  # a TrainError needs it imported; torch is slow to load
-    if modeling is not None:
-        errors.append(modeling.TrainError)
-    return tuple(errors)
+    return (SandboxError, StoreError, SuiteUnavailable, ConfigError, pydantic.ValidationError, FileNotFoundError,
+            PolicyError, VariantError, TrainError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,29 +12,28 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
-from evolve.executor import parse_executor
+from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.local_tasks import local_refusal
+from evolve.run.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from evolve.toolcall_eval import run_toolcall
+from evolve.train.versions import canonical_spec
+from rewards.combine import KNOWN_REWARDS, RewardWeights
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 
 
-def load_policy_spec(spec: str, runs_root: Path):
-    """A policy from a spec; `version:ID` (a trained version) resolves through the run directories and
-    `replay:RUN_DIR` replays a run directory's stored trajectories."""
-    from agent.policy import load_policy
-    from evolve.store import DB_NAME
-    from evolve.train.versions import resolve_policy
-
-    run_dir = Path(spec.removeprefix("replay:"))
-    if spec.startswith("replay:") and (run_dir / DB_NAME).exists():
-        from evolve.trajectories_cli import load_stored_trajectories
-
-        return load_policy(spec, trajectories=load_stored_trajectories(run_dir))
-    resolved, options = resolve_policy(spec, runs_root)
-    return load_policy(resolved, **options)
+def recorded_spec(spec: str, runs_root: Path) -> str:
+    """What a run records as its policy: `version:latest` resolved to `version:ID`; other specs as given."""
+    return canonical_spec(spec, runs_root)
 
 
 def run_cmd(
@@ -51,11 +51,17 @@ def run_cmd(
     variant: Optional[Path] = typer.Option(None, help="Agent variant directory."),
     max_steps: Optional[int] = typer.Option(None, help="Step budget per episode."),
     max_tokens_per_step: Optional[int] = typer.Option(None, help="Tokens per policy call."),
-    split: str = typer.Option("test", help="toolcall suite: train or test."),
+    split: Optional[str] = typer.Option(None, help="toolcall suite: train or test (default: test, or both splits "
+                                        "when --instances names ids)."),
+    attempts: int = typer.Option(1, help="Attempts per instance, each its own trajectory (K > 1 with --temperature > 0 "
+                                 "gives offline GRPO its groups)."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default: the variant's; toolcall 0)."),
+    seed: int = typer.Option(0, help="Sampling seed of the toolcall attempts."),
     judge: Optional[str] = typer.Option(None, help="Policy spec of an LLM judge that also scores each trajectory."),
     reward_weights: str = typer.Option("swe=1", help="Weights of the stored `combined` reward, e.g. swe=1,judge=0.5."),
-    infra_retries: int = typer.Option(2, help="Reruns of an episode the infrastructure failed (sandbox died, "
-                                      "image missing, no grading verdict) before it is left as an infra error."),
+    infra_retries: int = typer.Option(2, help="Reruns of an episode whose sandbox failed (did not start, died, "
+                                      "image missing), and retries of grading whose sandbox failed, before the "
+                                      "instance is left as an infra or grading error."),
 ) -> None:
     """Run the agent (or, for `toolcall`, the policy) on a suite; grade, store, report. Resumable."""
     if sandbox not in ("docker", "local"):
@@ -65,21 +71,29 @@ def run_cmd(
             raise ConfigError(f"{name} must be at least 1, not {value}")
     if infra_retries < 0:
         raise ConfigError(f"--infra-retries must be 0 or more, not {infra_retries}")
+    if attempts < 1:
+        raise ConfigError(f"--attempts must be at least 1, not {attempts}")
+    if temperature is not None and temperature < 0:
+        raise ConfigError(f"--temperature must be 0 or more, not {temperature}")
+    if split is not None and split not in ("train", "test"):
+        raise ConfigError(f"--split must be train or test (the toolcall suite's splits), not {split!r}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / suite
     ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
     if instances is not None and not ids:
         raise ConfigError("--instances names no instance")
-    from evolve.run_lock import RunLock
-    from evolve.store import check_run_dir
-
     check_run_dir(out, create=False)  # an unusable --out fails at once, before the suite is even loaded
     the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    policy = recorded_spec(policy, out.parent)  # `version:latest` is recorded (and compared on resume) as its id
     if the_suite.kind == "toolcall":
         check_run_dir(out)
         with RunLock(out, "evolve run toolcall"):
-            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256)
+            from evolve.run.runner import refuse_other_policy  # loads swebench (slow)
+
+            refuse_other_policy(out, policy)
+            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256, attempts=attempts,
+                          temperature=temperature or 0.0, seed=seed)
         return
     chosen = the_suite.select(ids, limit)
     if not chosen:
@@ -91,32 +105,39 @@ def run_cmd(
         raise ConfigError(f"--reward-weights: {e}") from None
     check_run_dir(out)
     with RunLock(out, f"evolve run {suite}"):  # one run per directory; held until the report is out
-        from agent.variant import DEFAULT_VARIANT
-        from evolve.runner import RunConfig, refuse_other_policy, report_ok, run_swe
+        from evolve.run.runner import RunConfig, refuse_other_policy, report_ok, run_swe, store_refusal  # loads swebench (slow)
 
         refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
         if sandbox == "docker":
-            ensure_suite_images(the_suite, chosen)
+            ensure_suite_images(the_suite, chosen, status=console.status)
 
         cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
                         policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
                         max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
                         workers=workers, out=str(out), judge=judge, rewards=weights,
-                        infra_retries=infra_retries, executor=executor_cfg)
-        console.print(f"[bold]evolve run {suite}[/]: {len(chosen)} instance(s), policy {policy}, {workers} worker(s), "
-                      f"store {out}")
+                        infra_retries=infra_retries, executor=executor_cfg, attempts=attempts,
+                        temperature=temperature)
+        if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
+            why = local_refusal(chosen)
+            if why:
+                with RunStore(out) as store:
+                    store_refusal(store, cfg, chosen, why)
+                raise ConfigError(why)
+        console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
+                      f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
-            pol = load_policy_spec(policy, out.parent)
-            judge_pol = None if judge is None else (pol if judge == policy else load_policy_spec(judge, out.parent))
+            runs = RunsRoot(out.parent)
+            pol = load_policy(policy, runs=runs)
+            judge_pol = None if judge is None else (pol if judge == policy else load_policy(judge, runs=runs))
         states = {i.instance_id: "pending" for i in chosen}
         started = time.time()
 
         def table() -> Table:
-            t = Table(title=f"{suite} · {time.time() - started:.0f} s")
+            t = Table(title=f"{esc(suite)} · {time.time() - started:.0f} s")
             t.add_column("instance")
             t.add_column("state")
             for iid, st in states.items():
-                t.add_row(iid, st)
+                t.add_row(*cells(iid, st))
             return t
 
         with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
@@ -124,28 +145,24 @@ def run_cmd(
                 states[instance_id] = what
                 live.update(table())
                 if not console.is_terminal:  # a log file gets one line per event instead of a live table
-                    console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+                    console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
 
             report = run_swe(cfg, chosen, pol, on_event, judge_policy=judge_pol)
         _print_report(report, out)
         if report.get("stopped"):
-            console.print(f"[yellow]stopped[/] ({report['stopped']}): {report['interrupted']} interrupted, "
+            console.print(f"[yellow]stopped[/] ({esc(report['stopped'])}): {report['interrupted']} interrupted, "
                           f"{report['not_run']} not started; run the same command to resume")
             raise typer.Exit(130)
         if not report_ok(report):
             console.print(f"[red]not all instances were graded[/]: {report['infra_errors']} infrastructure "
                           f"error(s), {report['grading_errors']} grading error(s) (see the error column and "
-                          f"{out / 'report.json'}); run the same command to retry them")
+                          f"{esc(out / 'report.json')}); run the same command to retry them")
             raise typer.Exit(1)
 
 
 def parse_weights(text: str):
     """`swe=1,judge=0.5` -> RewardWeights; `ConfigError` for a malformed item, a non-finite number, an
     unknown reward name or a name given twice."""
-    import math
-
-    from rewards.combine import KNOWN_REWARDS, RewardWeights
-
     weights: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         name, sep, value = item.partition("=")
@@ -169,44 +186,27 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def ensure_suite_images(suite, chosen, *, pull: bool = True, task_repo: Optional[str] = None,
-                   force: bool = False) -> dict[str, list[str]]:
-    """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
-    are found under any of their names, pulled where a registry answers, or built with swebench's image
-    builder from a task repository; otherwise a one-line error says exactly which image to `docker load`."""
-    if hasattr(suite, "build_images"):
-        with console.status("building task images"):
-            from tasks.images import ensure_images
-            from tasks.bundled.materialize import materialize
-
-            return {"built": ensure_images(chosen, materialize, force=force)}
-    if suite.kind != "swe":
-        return {}
-    from tasks.images import ensure_swebench_images
-
-    with console.status(f"looking for {len(chosen)} SWE-bench image(s)"):
-        return ensure_swebench_images(chosen, pull=pull, task_repo=task_repo, force=force)
-
-
-def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int) -> None:
-    from evolve.toolcall_eval import run_toolcall
-
+def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int, *, attempts: int = 1,
+                  temperature: float = 0.0, seed: int = 0) -> None:
+    split = split or (None if ids else "test")  # named ids are found in either split (Agent-R holds out train ids)
     chosen = suite.select(ids, limit, split=split)
+    where = f"the toolcall {split} split" if split else "the toolcall suite"
     if not chosen:
-        raise ConfigError(f"no instances to run: the toolcall {split} split has none"
-                          + (" matching --instances" if ids else ""))
+        raise ConfigError(f"no instances to run: {where} has none" + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
-        pol = load_policy_spec(policy, out.parent)
+        pol = load_policy(policy, runs=RunsRoot(out.parent))
     with console.status("") as status:
-        report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy},
-                              max_tokens=max_tokens, on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
-    t = Table(title=f"toolcall ({split}, {report['instances']} instances, {policy})")
+        report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy,
+                                                 "attempts": attempts, "temperature": temperature, "seed": seed},
+                              max_tokens=max_tokens, attempts=attempts, temperature=temperature, seed=seed,
+                              on_progress=lambda d, n: status.update(f"toolcall: {d}/{n} scored"))
+    t = Table(title=f"toolcall ({esc(split or 'by id')}, {report['instances']} instances x {attempts}, {esc(policy)})")
     for col in ("mean format", "mean correctness", "mean total", "seconds"):
         t.add_column(col, justify="right")
     t.add_row(f"{report['mean_format']:.3f}", f"{report['mean_correctness']:.3f}", f"{report['mean_total']:.3f}",
               str(report["seconds"]))
     console.print(t)
-    console.print(f"stored in {out}")
+    console.print(f"stored in {esc(out)}")
 
 
 def _print_report(report: dict, out: Path) -> None:
@@ -222,10 +222,10 @@ def _print_report(report: dict, out: Path) -> None:
     for r in report["per_instance"]:
         problem = r.get("grading_error") or r.get("infra_error") or r.get("error") or ""
         resolved = "ungraded" if r.get("resolved") is None and r.get("status") != "not run" else str(r.get("resolved"))
-        t.add_row(r["instance_id"], r.get("status", ""), resolved, str(r.get("steps", "")),
-                  str(r.get("tokens", "")), str(r.get("seconds", "")), problem[:120])
+        t.add_row(*cells(r["instance_id"], r.get("status", ""), resolved, r.get("steps", ""), r.get("tokens", ""),
+                         r.get("seconds", ""), problem[:120]))
     console.print(t)
-    console.print(f"predictions: {out / 'predictions.jsonl'} · report: {out / 'report.json'}")
+    console.print(f"predictions: {esc(out / 'predictions.jsonl')} · report: {esc(out / 'report.json')}")
 
 
 def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite's instances."),
@@ -246,10 +246,10 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
-        chosen = the_suite.select(ids)
-        done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force)
+        chosen = the_suite.select(ids, check=False)  # images need the instance ids, not the grading fields
+        done = ensure_suite_images(the_suite, chosen, task_repo=task_repo, force=force, status=console.status)
         counts = ", ".join(f"{len(v)} {k}" for k, v in done.items() if v) or "nothing to do"
-        console.print(f"{name} images for {len(chosen)} instance(s): {counts}")
+        console.print(f"{esc(name)} images for {len(chosen)} instance(s): {esc(counts)}")
         return
     if suite is None:
         t = Table(title="suites")
@@ -258,14 +258,14 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
         t.add_column("description")
         for name in suite_names():
             s = get_suite(name)
-            t.add_row(name, s.kind, s.description)
+            t.add_row(*cells(name, s.kind, s.description))
         console.print(t)
         return
     s = get_suite(suite, **({"dataset": dataset} if dataset else {}))
-    t = Table(title=f"{suite} instances")
+    t = Table(title=f"{esc(suite)} instances")
     t.add_column("instance")
     t.add_column("detail")
     for inst in (s.select(ids) if ids else s.instances()):
         detail = inst.extra.get("bug_kind") or inst.extra.get("category") or inst.repo
-        t.add_row(inst.instance_id, str(detail))
+        t.add_row(*cells(inst.instance_id, detail))
     console.print(t)

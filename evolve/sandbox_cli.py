@@ -11,6 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
+from sandbox import SandboxConfig, start_sandbox
+from sandbox.base import SandboxError
+from sandbox.base_image import build_base
+from sandbox.prune import prune
+from tasks.bundled.materialize import materialize
+from tasks.bundled.suite import BundledSuite
+
 app = typer.Typer(help="Sandboxes: build the base image, remove leftovers, smoke-test.", no_args_is_help=True)
 console = Console()
 
@@ -22,13 +30,11 @@ def build_base_cmd(
                                "`debootstrap` (needs only Debian's mirror) or `pull` (needs a Docker registry)."),
 ) -> None:
     """Build the base image (Python 3, git, pytest, patch, build tools); cached until its recipe changes."""
-    from sandbox.base_image import build_base
-
     if method not in ("auto", "debootstrap", "pull"):
         raise typer.BadParameter("use auto, debootstrap or pull", param_hint="--method")
     start = time.time()
     image, built = build_base(method=method, force=force)  # type: ignore[arg-type]
-    console.print(f"{image}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")
+    console.print(f"{esc(image)}: {'built in %.0f s' % (time.time() - start) if built else 'up to date'}")
 
 
 @app.command("prune")
@@ -41,9 +47,6 @@ def prune_cmd(
     """Remove the sandboxes, snapshot images and local workspaces that dead Evolve processes left behind.
 
     What a running process owns is kept (its owner is recorded: pid, start time, host boot) unless --force."""
-    from sandbox.base import SandboxError
-    from sandbox.prune import prune
-
     done = prune(run, force=force, docker=docker)
     console.print(f"removed {done.containers} containers, {done.images} snapshot images, {done.workspaces} "
                   f"local workspaces and {done.snapshots} local snapshots"
@@ -59,10 +62,6 @@ def smoke_cmd(
     backend: str = typer.Option("docker", "--sandbox", help="docker or local."),
 ) -> None:
     """Start a sandbox on a bundled repository, run its tests there and print the result."""
-    from sandbox import SandboxConfig, start_sandbox
-    from tasks.bundled.materialize import materialize
-    from tasks.bundled.suite import BundledSuite
-
     inst = BundledSuite().select([instance] if instance else None, limit=1)[0]
     name = inst.repo.split("/")[-1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +70,10 @@ def smoke_cmd(
         with start_sandbox(SandboxConfig(backend=backend), workspace=f"{tmp}/{name}") as sb:  # type: ignore[arg-type]
             started = time.time() - start
             result = sb.exec(inst.test_cmd, timeout=300)
-    table = Table(title=f"smoke: {inst.instance_id} in a {backend} sandbox")
+    table = Table(title=f"smoke: {esc(inst.instance_id)} in a {esc(backend)} sandbox")
     for col in ("sandbox start", "tests", "exit code", "seconds"):
         table.add_column(col)
     summary = next((ln for ln in reversed(result.output.splitlines()) if " in " in ln and "=" in ln), "?")
-    table.add_row(f"{started:.2f} s", summary.strip("= "), str(result.exit_code), f"{result.seconds:.2f}")
+    table.add_row(*cells(f"{started:.2f} s", summary.strip("= "), result.exit_code, f"{result.seconds:.2f}"))
     console.print(table)
     logging.getLogger(__name__).debug(result.output)

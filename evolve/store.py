@@ -8,11 +8,14 @@ pydantic models of `records`, stored as JSON next to the few columns that querie
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import MutableMapping
 from typing import Any, Iterator
@@ -21,8 +24,12 @@ from pydantic import BaseModel
 
 from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "evolve.db"
 SCHEMA_VERSION = 1
+LOCK_NAME = "evolve.lock"
+"""The file a run's process locks (`flock`) while it writes the run directory (see `run_lock`)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,7 +78,32 @@ CREATE TABLE IF NOT EXISTS requests (
 
 
 class StoreError(RuntimeError):
-    """The run directory is not a run store, or is from a newer version of Evolve."""
+    """The run directory is not a run store, is from a newer version of Evolve, or cannot be read or written."""
+
+
+class StoreWriteError(StoreError):
+    """A write to the run store failed for a reason outside Evolve (a full disk, a read-only or vanished
+    directory, an I/O error). What was stored before it is intact; the same command resumes once it is fixed."""
+
+    def __init__(self, path: Path, error: sqlite3.Error):
+        self.error = error
+        full = _errorname(error).startswith("SQLITE_FULL")
+        super().__init__(f"cannot write the run store {path}: {error}; "
+                         + ("free some disk space, then " if full else "fix that, then ")
+                         + "run the same command to resume (what was stored before is kept)")
+
+
+def _errorname(e: sqlite3.Error) -> str:
+    return getattr(e, "sqlite_errorname", "") or ""
+
+
+def _is_os_error(e: sqlite3.Error) -> bool:
+    """The error is the file system's (cannot open, read-only, I/O, permissions), not the database's content."""
+    name = _errorname(e)
+    if name:
+        return name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_FULL"))
+    text = str(e)
+    return any(t in text for t in ("unable to open", "readonly database", "disk I/O error", "disk is full"))
 
 
 def check_run_dir(run_dir: Path, create: bool = True) -> None:
@@ -96,6 +128,42 @@ def check_run_dir(run_dir: Path, create: bool = True) -> None:
         raise StoreError(f"{run_dir} is not writable; give another --out directory")
 
 
+def lock_holder(run_dir: str | Path) -> dict[str, Any] | None:
+    """What the process that last took the run directory's lock wrote there (`pid`, `what`, `since`), or None."""
+    try:
+        info = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and "pid" in info else None
+
+
+def owner_alive(run_dir: str | Path) -> bool | None:
+    """Whether a live process holds the run directory's lock (`LOCK_NAME`, taken by every command that writes a
+    run): True or False, or None when no lock file is there (a command that takes none: unknown). A pure read:
+    the kernel's table of `flock` locks (`/proc/locks`), else the pid the holder wrote into the file; it never
+    takes the lock itself, so it can never keep a starting run out."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            return any(line.split()[5:6] == [dev] or line.split()[6:7] == [dev]  # a blocked waiter has "->" first
+                       for line in f if "FLOCK" in line)
+    except OSError:
+        pass
+    try:
+        pid = int(json.loads(path.read_text() or "{}")["pid"])
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class RunStore:
     """Read and write one run directory. Thread-safe; open read-only from other processes."""
 
@@ -111,9 +179,10 @@ class RunStore:
             check_run_dir(self.dir)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db = self._connect_reader() if readonly else sqlite3.connect(
+                self.path, check_same_thread=False, timeout=30, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self.path} ({e}); give another --out directory") from None
+            raise self._open_error(e) from None
         try:
             self._db.execute("PRAGMA busy_timeout=30000")
             if readonly:
@@ -126,8 +195,52 @@ class RunStore:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as e:
             self._db.close()
-            raise StoreError(f"{self.path} is not an Evolve run store ({e}); give another --out directory") from None
+            raise self._open_error(e) from None
         self._check_version()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection that never writes to the run directory (`mode=ro`). Where SQLite cannot make
+        the WAL index it needs beside the database (a read-only directory or file system, a full disk) and no
+        write-ahead log holds data, the database file alone is the whole store: it is opened `immutable`."""
+        base = f"file:{urllib.parse.quote(str(self.path.absolute()))}"
+        db = sqlite3.connect(f"{base}?mode=ro", uri=True, check_same_thread=False, timeout=30, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL and its index now
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if not _is_os_error(e) or not self._cannot_write_here():
+                raise
+            wal = self.path.with_name(DB_NAME + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(f"cannot read {self.path} here ({e}): its directory cannot be written (read-only, "
+                                 f"or a full disk) and its write-ahead log {wal.name} holds data SQLite can read "
+                                 f"only with its index beside it; copy the run directory somewhere writable and "
+                                 f"read the copy") from None
+        return sqlite3.connect(f"{base}?immutable=1", uri=True, check_same_thread=False, timeout=30,
+                               isolation_level=None)
+
+    def _cannot_write_here(self) -> bool:
+        """The run directory is read-only (a read-only file system, no permission) or its disk is full: only
+        then may a reader take the database file alone (`immutable`), since no writer can be adding to it."""
+        try:
+            return not os.access(self.dir, os.W_OK) or os.statvfs(self.dir).f_bavail == 0
+        except OSError:
+            return True
+
+    def _open_error(self, e: sqlite3.Error) -> StoreError:
+        """What went wrong opening the store, said as it is: a full disk or an unwritable directory is not
+        "not a run store"."""
+        what = "read" if self.readonly else "open"
+        if _errorname(e).startswith("SQLITE_FULL"):
+            return StoreError(f"cannot {what} {self.path}: the disk is full ({e}); free some space and run the "
+                              f"same command again")
+        if _is_os_error(e):
+            return StoreError(f"cannot {what} {self.path} ({e}): check that its directory exists, is readable"
+                              + ("" if self.readonly else " and writable") + " and its disk is not full")
+        return StoreError(f"{self.path} is not an Evolve run store ({e}); "
+                          + ("give the --out directory of an `evolve run`" if self.readonly
+                             else "give another --out directory"))
 
     def _refuse_foreign(self) -> None:
         """Never write Evolve's tables into someone else's database: a file with tables but no Evolve
@@ -144,7 +257,7 @@ class RunStore:
         try:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path} is not an Evolve run store: {e}") from None
+            raise self._open_error(e) from None
         if row is None or int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {row and row[0]}, this Evolve reads "
                              f"up to {SCHEMA_VERSION}: upgrade Evolve")
@@ -161,8 +274,24 @@ class RunStore:
 
     # --- low level ------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple = ()) -> None:
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(sql, args)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: a failed one leaves no transaction open, and an error of the disk or the
+        directory (full, read-only, I/O) becomes a one-line `StoreWriteError` that says what to do."""
+        try:
+            yield
+        except BaseException as e:
+            if self._db.in_transaction:
+                try:  # SQLite may have rolled back already (a full disk): the write's own error is the story
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error as again:
+                    log.debug("rollback after a failed write of %s: %s", self.path, again)
+            if isinstance(e, sqlite3.Error) and _is_os_error(e) and not self.readonly:  # (a reader never writes)
+                raise StoreWriteError(self.path, e) from None
+            raise
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -205,20 +334,16 @@ class RunStore:
     def put_trajectory(self, traj: Trajectory) -> None:
         """Insert or update a trajectory's header and every step it holds."""
         header = traj.model_dump_json(exclude={"steps"})
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN")
-            try:
-                self._db.execute(
-                    "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                    "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
-                    (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
-                     traj.created_at, traj.finished_at))
-                self._db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?)",
-                                     [(traj.id, s.index, s.model_dump_json()) for s in traj.steps])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._db.execute(
+                "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
+                (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
+                 traj.created_at, traj.finished_at))
+            self._db.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?)",
+                                 [(traj.id, s.index, s.model_dump_json()) for s in traj.steps])
+            self._db.execute("COMMIT")
 
     def append_step(self, trajectory_id: str, step: Step) -> None:
         """Store one step as soon as it is done (one transaction)."""
@@ -320,7 +445,7 @@ class RunStore:
                     trajectory_id: str | None, started_at: float, finished_at: float, **data: Any) -> int:
         """Append one evaluation of `node_id` on `task_id`. `status` is `pass`, `fail`, `infra_error` or
         `timeout`; `resolved` is None when the agent was not judged (an infrastructure error). Returns its id."""
-        with self._lock:
+        with self._lock, self._writing():
             cur = self._db.execute("INSERT INTO outcomes (run_id, node_id, task_id, status, resolved, trajectory_id,"
                                    " data, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
                                    (run_id, node_id, task_id, status, None if resolved is None else int(resolved),
@@ -349,14 +474,36 @@ class RunStore:
         rows = self._rows("SELECT data FROM documents WHERE kind=? AND key=?", (kind, key))
         return json.loads(rows[0][0]) if rows else None
 
-    def documents(self, kind: str, run_id: str | None = None, key_prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
-        """(key, document) pairs of one kind, oldest first; `key_prefix` narrows by key."""
+    def documents(self, kind: str, run_id: str | list[str] | None = None,
+                  key_prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """(key, document) pairs of one kind, oldest first; `key_prefix` narrows by key; `run_id` may be a list."""
         sql, args = "SELECT key, data FROM documents WHERE kind=? AND key LIKE ? ESCAPE '\\'", \
             [kind, key_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]
-        if run_id is not None:
+        if isinstance(run_id, (list, tuple)):
+            sql += f" AND run_id IN ({','.join('?' * len(run_id))})"
+            args += list(run_id)
+        elif run_id is not None:
             sql += " AND run_id=?"
             args.append(run_id)
         return [(r[0], json.loads(r[1])) for r in self._rows(sql + " ORDER BY created_at, rowid", tuple(args))]
+
+    def document_keys(self, kind: str, run_id: str | list[str] | None = None) -> list[tuple[str, float]]:
+        """(key, stored at) of every document of one kind, oldest first (without reading the documents)."""
+        sql, args = "SELECT key, created_at FROM documents WHERE kind=?", [kind]
+        if run_id is not None:
+            ids = [run_id] if isinstance(run_id, str) else list(run_id)
+            sql += f" AND run_id IN ({','.join('?' * len(ids))})"
+            args += ids
+        return [(r[0], r[1]) for r in self._rows(sql + " ORDER BY created_at, rowid", tuple(args))]
+
+    def document_kinds(self, run_id: str | list[str] | None = None) -> dict[str, int]:
+        """How many documents of each kind are stored (for one run, or a run's family)."""
+        sql, args = "SELECT kind, COUNT(*) FROM documents", []
+        if run_id is not None:
+            ids = [run_id] if isinstance(run_id, str) else list(run_id)
+            sql += f" WHERE run_id IN ({','.join('?' * len(ids))})"
+            args += ids
+        return dict(self._rows(sql + " GROUP BY kind ORDER BY kind", tuple(args)))
 
     # --- requests from other processes (the TUI's stop button) -------------------------------------
     def request_stop(self, run_id: str, reason: str = "stop requested") -> None:
@@ -387,44 +534,133 @@ class RunStore:
         """A number that changes whenever another connection commits: a free "anything new?" check."""
         return int(self._rows("PRAGMA data_version")[0][0])
 
-    def run_overview(self, run_id: str, recent: int = 20) -> dict[str, Any]:
-        """Counts a dashboard needs, in a few aggregate queries: instances and trajectories by status,
-        graded/resolved counts, the last `recent` finish times (for an ETA) and the last activity time."""
-        inst = dict(self._rows("SELECT status, COUNT(*) FROM instances WHERE run_id=? GROUP BY status", (run_id,)))
-        trajs = dict(self._rows("SELECT status, COUNT(*) FROM trajectories WHERE run_id=? GROUP BY status", (run_id,)))
+    _SHOWN_STATUS = ("CASE WHEN t.status='error' AND json_extract(t.header, '$.error') LIKE 'interrupted%' "
+                     "THEN 'interrupted' ELSE t.status END")
+    """A trajectory's status as monitors show it: an episode cut by a stop (status `error`, error `interrupted
+    ...`) is `interrupted`, not the agent's error."""
+
+    def run_overview(self, run_id: str | list[str], recent: int = 20) -> dict[str, Any]:
+        """Counts a dashboard needs, in a few aggregate queries, for one run (or the run ids of a run's family,
+        `run_family`): instances and trajectories by status (`interrupted` apart from `error`), graded/resolved
+        counts, the durations of the last `recent` completed episodes and the start times of the running ones
+        (for an ETA: interrupted and infrastructure-failed episodes are not completed work), and the last
+        activity time, new steps included."""
+        ids = [run_id] if isinstance(run_id, str) else list(run_id)
+        marks = ",".join("?" * len(ids))
+        inst = dict(self._rows(f"SELECT status, COUNT(*) FROM instances WHERE run_id IN ({marks}) GROUP BY status",
+                               tuple(ids)))
+        trajs = dict(self._rows(f"SELECT {self._SHOWN_STATUS} AS s, COUNT(*) FROM trajectories t "
+                                f"WHERE t.run_id IN ({marks}) GROUP BY s", tuple(ids)))
         graded, resolved = self._rows(
             "SELECT COUNT(*), COALESCE(SUM(r.resolved), 0) FROM test_reports r JOIN trajectories t "
-            "ON t.id=r.trajectory_id WHERE t.run_id=?", (run_id,))[0]
-        finishes = [r[0] for r in self._rows(
-            "SELECT finished_at FROM trajectories WHERE run_id=? AND finished_at IS NOT NULL "
-            "ORDER BY finished_at DESC LIMIT ?", (run_id, recent))][::-1]
-        last = self._rows("SELECT MAX(x) FROM (SELECT MAX(updated_at) AS x FROM runs WHERE id=? UNION ALL "
-                          "SELECT MAX(updated_at) FROM instances WHERE run_id=? UNION ALL "
-                          "SELECT MAX(COALESCE(finished_at, created_at)) FROM trajectories WHERE run_id=?)",
-                          (run_id, run_id, run_id))[0][0]
-        return dict(instances=inst, trajectories=trajs, graded=graded, resolved=resolved,
-                    recent_finishes=finishes, last_update=last)
+            f"ON t.id=r.trajectory_id WHERE t.run_id IN ({marks})", tuple(ids))[0]
+        durations = [r[0] for r in self._rows(
+            f"SELECT t.finished_at - t.created_at FROM trajectories t WHERE t.run_id IN ({marks}) "
+            f"AND t.finished_at IS NOT NULL AND {self._SHOWN_STATUS} NOT IN ('running', 'interrupted', 'infra_error') "
+            "ORDER BY t.finished_at DESC LIMIT ?", (*ids, recent))][::-1]
+        running = [r[0] for r in self._rows(
+            f"SELECT created_at FROM trajectories WHERE run_id IN ({marks}) AND status='running'", tuple(ids))]
+        last = self._rows(
+            f"SELECT MAX(x) FROM (SELECT MAX(updated_at) AS x FROM runs WHERE id IN ({marks}) UNION ALL "
+            f"SELECT MAX(updated_at) FROM instances WHERE run_id IN ({marks}) UNION ALL "
+            f"SELECT MAX(COALESCE(finished_at, created_at)) FROM trajectories WHERE run_id IN ({marks}) UNION ALL "
+            "SELECT MAX(json_extract(s.data, '$.started_at') + json_extract(s.data, '$.policy_seconds') + "
+            "json_extract(s.data, '$.tool_seconds')) FROM steps s JOIN trajectories t ON t.id=s.trajectory_id "
+            f"WHERE t.run_id IN ({marks}) AND t.status='running')", tuple(ids) * 4)[0][0]
+        run = self._rows(f"SELECT status, config FROM runs WHERE id=?", (ids[0],))
+        return dict(instances=inst, trajectories=trajs, graded=graded, resolved=resolved, durations=durations,
+                    running_since=running, last_update=last, status=run[0][0] if run else None,
+                    workers=(json.loads(run[0][1]).get("workers") if run else None))
 
-    def trajectory_page(self, run_id: str | None = None, *, parent_id: str | None = None, search: str = "",
+    def trajectory_costs(self, ids: list[str]) -> dict[str, tuple[int, int, float, float]]:
+        """(prompt tokens, completion tokens, policy seconds, sandbox seconds) of each trajectory in `ids`, summed over
+        its steps (sandbox seconds: the time its tools ran in the sandbox)."""
+        out: dict[str, tuple[int, int, float, float]] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            for tid, p, c, ps, ts in self._rows(
+                    "SELECT trajectory_id, SUM(COALESCE(json_extract(data, '$.prompt_tokens'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.completion_tokens'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.policy_seconds'), 0)), "
+                    "SUM(COALESCE(json_extract(data, '$.tool_seconds'), 0)) FROM steps "
+                    f"WHERE trajectory_id IN ({','.join('?' * len(chunk))}) GROUP BY trajectory_id", tuple(chunk)):
+                out[tid] = (int(p or 0), int(c or 0), float(ps or 0.0), float(ts or 0.0))
+        return out
+
+    def finished_ids(self, run_ids: list[str]) -> list[str]:
+        """Ids of the run's trajectories that are no longer running (their costs no longer change)."""
+        return [r[0] for r in self._rows(f"SELECT id FROM trajectories WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                                         "AND status != 'running'", tuple(run_ids))]
+
+    def running_ids(self, run_ids: list[str]) -> list[str]:
+        return [r[0] for r in self._rows(f"SELECT id FROM trajectories WHERE run_id IN ({','.join('?' * len(run_ids))}) "
+                                         "AND status = 'running'", tuple(run_ids))]
+
+    def recent_completion_tokens(self, run_ids: list[str], since: float) -> int:
+        """Completion tokens of the steps of the run's trajectories that started after `since` (for tokens/s)."""
+        return int(self._rows(
+            "SELECT COALESCE(SUM(json_extract(s.data, '$.completion_tokens')), 0) FROM steps s JOIN trajectories t "
+            f"ON t.id=s.trajectory_id WHERE t.run_id IN ({','.join('?' * len(run_ids))}) "
+            "AND (t.status='running' OR t.finished_at >= ?) AND json_extract(s.data, '$.started_at') >= ?",
+            (*run_ids, since, since))[0][0])
+
+    def run_family(self, run_id: str) -> list[str]:
+        """`run_id` and the run ids its command stored trajectories under (`RUN-it1`, `RUN-eval0`, ...: Agent-R's
+        iterations and evaluations), except those that are runs of their own in this store."""
+        own = {r[0] for r in self._rows("SELECT id FROM runs")}
+        like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"
+        found = [r[0] for r in self._rows("SELECT DISTINCT run_id FROM trajectories WHERE run_id LIKE ? ESCAPE '\\'",
+                                          (like,))]
+        return [run_id] + sorted(r for r in found if r not in own)
+
+    PAGE_SORTS = {
+        "instance": "t.instance_id", "status": _SHOWN_STATUS, "time": "COALESCE(t.finished_at, 1e18) - t.created_at",
+        "res": "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id)",
+        "steps": "(SELECT COUNT(*) FROM steps s WHERE s.trajectory_id=t.id)",
+        "tokens": "(SELECT SUM(COALESCE(json_extract(s.data, '$.prompt_tokens'), 0) + COALESCE(json_extract(s.data, "
+                  "'$.completion_tokens'), 0)) FROM steps s WHERE s.trajectory_id=t.id)",
+        "reward": "(SELECT w.total FROM rewards w WHERE w.trajectory_id=t.id ORDER BY w.name != 'combined', w.name "
+                  "LIMIT 1)",
+        "run": "t.run_id", "started": "t.created_at"}
+    """Orders `trajectory_page` can sort by (a column of the TUI's trajectory table)."""
+
+    def trajectory_page(self, run_id: str | list[str] | None = None, *, parent_id: str | None = None,
+                        search: str = "", status: str | None = None, sort: str | None = None, descending: bool = False,
                         offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
-        """(total, rows): one page of trajectories in the order they were stored (no sort), each with its step count, tokens, time,
-        resolution and rewards (`{name: {"total", "parts"}}`); `search` matches the instance id or trajectory id."""
+        """(total, rows): one page of trajectories, in the order they were stored unless `sort` names one of
+        `PAGE_SORTS`; each row with its step count, tokens, time, resolution, rewards (`{name: {"total", "parts"}}`),
+        its error and `shown` (the status as monitors show it: `interrupted` apart). `run_id` may be a list (a run's
+        family); `search` matches the instance id or trajectory id; `status` keeps one shown status."""
         where, args = " WHERE 1=1", []
-        for col, val in (("run_id", run_id), ("parent_id", parent_id)):
-            if val is not None:
-                where += f" AND t.{col}=?"
-                args.append(val)
+        if isinstance(run_id, (list, tuple)):
+            where += f" AND t.run_id IN ({','.join('?' * len(run_id))})"
+            args += list(run_id)
+        elif run_id is not None:
+            where += " AND t.run_id=?"
+            args.append(run_id)
+        if parent_id is not None:
+            where += " AND t.parent_id=?"
+            args.append(parent_id)
         if search:
             where += " AND (t.instance_id LIKE ? OR t.id LIKE ?)"
             args += [f"%{search}%"] * 2
+        if status:
+            where += f" AND {self._SHOWN_STATUS}=?"
+            args.append(status)
         total = self._rows("SELECT COUNT(*) FROM trajectories t" + where, tuple(args))[0][0]
+        order = "t.rowid"
+        if sort:
+            if sort not in self.PAGE_SORTS:
+                raise ValueError(f"cannot sort trajectories by {sort!r}: one of {', '.join(self.PAGE_SORTS)}")
+            order = f"{self.PAGE_SORTS[sort]} {'DESC' if descending else 'ASC'}, t.rowid"
         rows = self._rows(
             "SELECT t.id, t.run_id, t.instance_id, t.status, t.parent_id, t.created_at, t.finished_at, "
-            "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id) FROM trajectories t" + where +
-            " ORDER BY t.rowid LIMIT ? OFFSET ?", (*args, limit, offset))
+            "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id), json_extract(t.header, '$.error'), "
+            f"{self._SHOWN_STATUS} FROM trajectories t" + where + f" ORDER BY {order} LIMIT ? OFFSET ?",
+            (*args, limit, offset))
         out = {r[0]: dict(id=r[0], run_id=r[1], instance_id=r[2], status=r[3], parent_id=r[4], created_at=r[5],
-                          finished_at=r[6], resolved=None if r[7] is None else bool(r[7]), steps=0, tokens=0,
-                          rewards={}) for r in rows}
+                          finished_at=r[6], resolved=None if r[7] is None else bool(r[7]), error=r[8], shown=r[9],
+                          steps=0, tokens=0, rewards={}) for r in rows}
         if out:
             marks = ",".join("?" * len(out))
             for tid, n, tok in self._rows(
@@ -437,11 +673,30 @@ class RunStore:
                 out[tid]["rewards"][name] = dict(total=total_, parts=json.loads(data).get("parts", {}))
         return total, list(out.values())
 
-    def reward_totals(self, run_id: str) -> dict[str, list[float]]:
-        """Every stored reward total of the run's trajectories, by reward name (for a histogram)."""
+    def step_totals(self, run_id: str | None = None, since: float = 0.0) -> dict[str, float]:
+        """Sums over the steps of the trajectories of `run_id` (every run when None) created at or after `since`,
+        in one query: `trajectories`, `tokens` (prompt + completion), `policy_seconds`, `tool_seconds`."""
+        where, args = " WHERE t.created_at >= ?", [since]
+        if run_id is not None:
+            where += " AND t.run_id = ?"
+            args.append(run_id)
+        n = self._rows("SELECT COUNT(*) FROM trajectories t" + where, tuple(args))[0][0]
+        tok, pol, tool = self._rows(
+            "SELECT COALESCE(SUM(COALESCE(json_extract(s.data, '$.prompt_tokens'), 0) + "
+            "COALESCE(json_extract(s.data, '$.completion_tokens'), 0)), 0), "
+            "COALESCE(SUM(COALESCE(json_extract(s.data, '$.policy_seconds'), 0)), 0), "
+            "COALESCE(SUM(COALESCE(json_extract(s.data, '$.tool_seconds'), 0)), 0) "
+            "FROM steps s JOIN trajectories t ON t.id = s.trajectory_id" + where, tuple(args))[0]
+        return {"trajectories": float(n), "tokens": float(tok), "policy_seconds": float(pol),
+                "tool_seconds": float(tool)}
+
+    def reward_totals(self, run_id: str | list[str]) -> dict[str, list[float]]:
+        """Every stored reward total of the run's trajectories (or its family's), by reward name (for a histogram)."""
+        ids = [run_id] if isinstance(run_id, str) else list(run_id)
         out: dict[str, list[float]] = {}
         for name, total in self._rows("SELECT r.name, r.total FROM rewards r JOIN trajectories t ON "
-                                      "t.id=r.trajectory_id WHERE t.run_id=?", (run_id,)):
+                                      f"t.id=r.trajectory_id WHERE t.run_id IN ({','.join('?' * len(ids))})",
+                                      tuple(ids)):
             out.setdefault(name, []).append(total)
         return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evolve.markup import cells, esc
 from evolve.store import RunStore
+from evolve.trajectories import export_trajectories
 
 console = Console()
 
@@ -26,7 +27,8 @@ def trajectories_cmd(
     with RunStore(run_dir, readonly=True) as store:
         if export is not None:
             n = export_trajectories(store, export, instance, include_infra=all_)
-            console.print(f"{n} trajectories written to {export}; replay them with --policy replay:{export}")
+            console.print(f"{n} trajectories written to {esc(export)}; replay them with --policy "
+                          f"replay:{esc(export)}")
             return
         columns = ("id", "instance", "status", "steps", "resolved", "rewards", "parent")
         rows = [(r["id"], r["instance_id"], r["status"], str(r["steps"]), str(r["resolved"]),
@@ -36,48 +38,9 @@ def trajectories_cmd(
         for row in (columns, *rows):
             console.out("\t".join(row), highlight=False)
         return
-    t = Table(title=f"trajectories in {run_dir}")
+    t = Table(title=f"trajectories in {esc(run_dir)}")
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*cells(*row))
     console.print(t)
-
-
-def export_trajectories(store: RunStore, path: Path, instance: str | None = None,
-                        include_infra: bool = False) -> int:
-    """Write the store's trajectories (of one instance, or all) as JSONL, atomically. Returns how many.
-    Infrastructure errors and interrupted episodes are left out unless `include_infra`.
-
-    `ConfigError` when `path` cannot be that file (a directory, a file above it, no permission); nothing
-    is left behind then."""
-    from evolve.errors import ConfigError
-
-    if path.is_dir():
-        raise ConfigError(f"--export {path} is a directory; give a file name, e.g. {path / 'trajectories.jsonl'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--export {path}: cannot create {path.parent}: {e.strerror or e}") from None
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    n = 0
-    try:
-        with tmp.open("w") as f:
-            for traj in store.trajectories(instance_id=instance):
-                if traj.infra_failure and not include_infra:
-                    continue
-                f.write(traj.model_dump_json() + "\n")
-                n += 1
-        tmp.replace(path)
-    except OSError as e:
-        raise ConfigError(f"--export {path}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
-
-
-def load_stored_trajectories(run_dir: Path) -> list:
-    """Every trajectory of a run directory, for `replay:RUN_DIR`, except infrastructure errors and
-    interrupted episodes (replaying a cut episode would not reproduce the run)."""
-    with RunStore(run_dir, readonly=True) as store:
-        return [t for t in store.trajectories() if not t.infra_failure]

@@ -31,9 +31,13 @@ class PolicyVersion(BaseModel):
     data: list[str] = Field(default_factory=list)
     """Run ids (or trajectory ids) it was trained on."""
     metrics: dict[str, float] = Field(default_factory=dict)
-    """Final training metrics."""
+    """Final training metrics (while it trains: the latest step's)."""
+    status: str = "ready"
+    """`training` while its training runs (stored when it starts, so its curves can be watched), `stopped` when a
+    stop ended the training early (the same command resumes it), `failed` when it ended in an error, `ready` once
+    its weights are saved. Only a `ready` version loads."""
     created_at: float = Field(default_factory=time.time)
-    """Unix time it was stored."""
+    """Unix time it was stored (for a ready version: when its training finished)."""
 
 
 class TrainStep(BaseModel):

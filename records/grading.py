@@ -47,15 +47,20 @@ class TestReport(BaseModel):
     log_tail: str = ""
     """Last part of the evaluation log, for people."""
     error: str | None = None
-    """Grading error (timeout, dead sandbox), if any; then `resolved` is False."""
+    """What kept the tests from giving a clean verdict, if anything (the patch did not apply, the tests timed out or
+    gave no results with it); then `resolved` is False. The patch's failure unless `infra_error` is set too."""
     infra_error: str | None = None
-    """Set when the verdict cannot be trusted because the grading environment failed, not the patch (e.g. the
-    eval script's reinstall of the repository failed offline, or swebench's log classification finds an
-    environment fault); such a report is an infrastructure error, not a plain unresolved."""
+    """Set when the verdict cannot be trusted because the grading environment failed, not the patch: the same eval
+    script fails the same way on the unpatched repository (e.g. its reinstall of the repository fails offline, or
+    it gives no test results); such a report is an infrastructure error, not a plain unresolved."""
     tampering: list[str] = Field(default_factory=list)
-    """Files of the patch that change how the tests run (conftest.py, pytest configuration or plugin entry
-    points, start-up files, modules shadowing installed ones), one line each; they were restored before the
-    tests ran, and a tampered patch is never resolved."""
+    """How the patch changes how the tests run, one line each: files restored before the tests ran (conftest.py,
+    pytest configuration or plugin entry points, distribution metadata, start-up files, modules shadowing
+    installed ones, the runner script), changed code that reaches into the test machinery, and disagreements
+    between the log and the grading witness. A tampered patch is never resolved."""
+    checks: list[str] = Field(default_factory=list)
+    """What the cross-check of the log against the grading witness noted without deciding the verdict (e.g. that
+    it could not cross-check, or machinery changed by code the patch did not change)."""
     ignored_files: list[str] = Field(default_factory=list)
     """Test files the patch changed (new test files, files in the test patch's test directories); restored
     before the tests ran, without blame: tests the agent wrote do not grade it."""

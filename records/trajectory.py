@@ -79,6 +79,9 @@ class TrajectoryStatus(str, Enum):
     missing, or grading could not give a verdict. Never a reward, never training data; the run retries it."""
 
 
+SANDBOX_ENDED_BY_AGENT = "the agent ended its sandbox"
+"""Start of `Trajectory.error` (status `error`) when the sandbox's command server was killed, stalled or impersonated from
+inside the sandbox after the agent acted there: the agent's failure, graded and rewarded as such, never retried."""
 INTERRUPTED = "interrupted (the run was stopped)"
 """`Trajectory.error` of an episode cut short by Ctrl-C, a stop request or a killed run (status `error`)."""
 
@@ -141,6 +144,11 @@ class Trajectory(BaseModel):
         of the run. Such trajectories are kept for inspection but never rewarded or trained on."""
         return self.status == TrajectoryStatus.infra_error or (
             self.status == TrajectoryStatus.error and (self.error or "").startswith("interrupted"))
+
+    @property
+    def sandbox_ended_by_agent(self) -> bool:
+        """True when the agent's own actions ended its sandbox (its failure, not the infrastructure's)."""
+        return self.status == TrajectoryStatus.error and (self.error or "").startswith(SANDBOX_ENDED_BY_AGENT)
 
     @property
     def completion_tokens(self) -> int:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from sandbox.base import WORKDIR, ExecResult, Sandbox, SandboxDied, SandboxError
 from sandbox.config import BASE_IMAGE, SandboxConfig
+from sandbox.docker import DockerSandbox
+from sandbox.local import LocalSandbox
 from sandbox.prune import prune_orphans
 
 __all__ = ["WORKDIR", "BASE_IMAGE", "ExecResult", "Sandbox", "SandboxConfig", "SandboxDied", "SandboxError",
@@ -17,9 +19,5 @@ def start_sandbox(config: SandboxConfig | None = None, image: str | None = None,
     """Start a sandbox with the configured backend (`docker` or `local`)."""
     config = config or SandboxConfig()
     if config.backend == "local":
-        from sandbox.local import LocalSandbox
-
         return LocalSandbox.start(config, image=image, workspace=workspace)
-    from sandbox.docker import DockerSandbox
-
     return DockerSandbox.start(config, image=image, workspace=workspace)

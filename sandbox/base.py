@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -10,6 +9,8 @@ WORKDIR = "/testbed"
 """Where the task repository lives inside every sandbox, as in SWE-bench images."""
 MAX_PATCH_BYTES = 64 << 20
 """The largest patch `diff()` returns; a larger one is an error, never a patch cut in the middle."""
+MAX_READ_BYTES = 64 << 20
+"""The most bytes `read_file` returns unless told otherwise; a larger file is an error, never cut."""
 
 
 class SandboxError(RuntimeError):
@@ -17,7 +18,15 @@ class SandboxError(RuntimeError):
 
 
 class SandboxDied(SandboxError):
-    """The sandbox's container or process is gone (killed from outside, OOM, crashed)."""
+    """The sandbox's container or process is gone (killed from outside, OOM, crashed), or its command server
+    stopped answering or answered out of turn."""
+
+    def __init__(self, message: str, *, inside: bool = False):
+        super().__init__(message)
+        self.inside = inside
+        """True when the evidence says something inside the sandbox ended it: the command server ended, stalled or
+        was impersonated while the sandbox itself (container, bubblewrap) kept running and no out-of-memory kill was
+        recorded. False when it was stopped or removed from outside, ran out of memory, or the daemon failed."""
 
 
 @dataclass
@@ -62,8 +71,9 @@ class Sandbox(ABC):
 
     # --- files ----------------------------------------------------------------------------------
     @abstractmethod
-    def read_file(self, path: str) -> bytes:
-        """Bytes of a file inside the sandbox (relative paths are under `workdir`)."""
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Bytes of a regular file inside the sandbox (relative paths are under `workdir`). A FIFO, device, socket or
+        directory, a file over `max_bytes`, or a read that does not finish in 30 s raises SandboxError."""
 
     @abstractmethod
     def write_file(self, path: str, data: bytes | str) -> None:
@@ -78,18 +88,11 @@ class Sandbox(ABC):
         """Copy a file or directory from the sandbox to `host_path` on the host."""
 
     # --- repository state -----------------------------------------------------------------------
+    @abstractmethod
     def diff(self) -> str:
-        """The patch the workspace holds against its base commit (new files included). A patch over
-        `MAX_PATCH_BYTES` raises SandboxError: a truncated patch would apply as a different change."""
-        q = shlex.quote(self.workdir)
-        r = self.exec(f"cd {q} && git add -A && git -c core.quotepath=off diff --cached --no-color "
-                      f"{self.base_commit or 'HEAD'}", timeout=120, max_output=MAX_PATCH_BYTES)
-        if r.truncated:
-            raise SandboxError(f"the patch in {self.workdir} is {r.total_bytes} bytes, over the limit of "
-                               f"{MAX_PATCH_BYTES} bytes: not stored (large generated or binary files added?)")
-        if r.exit_code != 0:
-            raise SandboxError(f"git diff failed in {self.workdir}: {r.output[-500:]}")
-        return r.output
+        """The patch the workspace holds against its base commit (new files included), as text that `git apply`
+        turns back into exactly the bytes the agent left (`sandbox.patch`). A patch over `MAX_PATCH_BYTES` raises
+        SandboxError: a truncated patch would apply as a different change."""
 
     @abstractmethod
     def reset(self) -> None:

@@ -7,8 +7,10 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import tarfile
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -28,10 +30,40 @@ LABEL = "evolve.sandbox"
 BASE_FILE = "/.evolve-base-commit"
 """Where a sandbox records its base commit, so snapshots keep diffing against the original base."""
 CHANNEL_DIR = "/.evolve-channel"
-"""Where the container sees its channel directory (`SandboxConfig.direct_channel`)."""
+"""Where the container sees its channel directory (`SandboxConfig.direct_channel`), read-only: the host listens
+on a unix socket there and the server connects; the container can create, change or chmod nothing on the host."""
+SOCKET_NAME = "host.sock"
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"]
+"""The only capabilities a sandbox keeps (root in a container is the host's uid 0): what package installs, file
+ownership and test suites that switch users need. Dropped from Docker's default set: MKNOD (device files),
+FSETID, SETFCAP, SETPCAP, NET_RAW, NET_BIND_SERVICE, SYS_CHROOT, AUDIT_WRITE."""
+SECURITY_OPT = ["no-new-privileges"]
+"""No setuid binary or file capability raises a process's privileges inside the sandbox."""
 CHANNEL_PREFIX = "evolve-channel-"
 CHANNEL_LABEL = "evolve.channel"
 """Label naming the host directory of a container's channel."""
+
+INIT_PY = """import ctypes, os, signal
+from time import sleep
+try:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+except Exception:
+    pass
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+while True:
+    sleep(1)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+"""
+INIT_ARGV = ["/bin/sh", "-c", 'command -v python3 >/dev/null 2>&1 && exec python3 -c "$1"; exec sleep infinity',
+             "evolve-init", INIT_PY]
+"""The container's first process: it reaps orphans and nothing inside can end it. The kernel drops every signal sent
+to a pid namespace's init from inside unless the init handles it, and this one handles none (Python's SIGINT handler
+is reset); it is non-dumpable, so no ptrace either. So a command cannot stop its container and pass the stop off as
+the infrastructure's failure. Without python3 in the image, `sleep infinity` (the server cannot run there anyway)."""
 
 _client: docker.DockerClient | None = None
 
@@ -60,9 +92,8 @@ class DockerSandbox(ServedSandbox):
         self.id = container.id[:12]
         self.channel_dir = channel_dir
         self._client = self._connect()
-        self.direct = channel_dir is not None and self._client.upgrade(f"{CHANNEL_DIR}/server.sock",
-                                                                       channel_dir / "server.sock")
-        """Whether commands go over the shared unix socket (else through the daemon's exec stream)."""
+        self.direct = channel_dir is not None and self._upgrade(channel_dir)
+        """Whether commands go over the host's unix socket (else through the daemon's exec stream)."""
         self.base_commit = self._init_base()
 
     # --- start ----------------------------------------------------------------------------------
@@ -77,7 +108,7 @@ class DockerSandbox(ServedSandbox):
         labels = {LABEL: "1", "evolve.run": config.run_id, **owner_labels(), **config.labels}
         memory = parse_memory(config.memory)
         channel_dir = Path(tempfile.mkdtemp(prefix=CHANNEL_PREFIX)) if config.direct_channel else None
-        volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "rw"}} if channel_dir else None
+        volumes = {str(channel_dir): {"bind": CHANNEL_DIR, "mode": "ro"}} if channel_dir else None
         if channel_dir is not None:
             labels[CHANNEL_LABEL] = str(channel_dir)  # `prune` removes it with a dead owner's container
         cname = name or f"evolve-{uuid.uuid4().hex[:10]}"
@@ -85,11 +116,11 @@ class DockerSandbox(ServedSandbox):
             try:
                 client.images.get(image)  # never let `run` try a registry pull
                 container = client.containers.run(
-                    image, ["sleep", "infinity"], detach=True, init=True, labels=labels, name=cname,
+                    image, INIT_ARGV, detach=True, init=False, labels=labels, name=cname,
                     network_mode="bridge" if config.network else "none",
                     nano_cpus=int(config.cpus * 1e9), mem_limit=memory, memswap_limit=memory,
                     pids_limit=config.pids_limit, environment={"PAGER": "cat", "GIT_PAGER": "cat"},
-                    volumes=volumes,
+                    volumes=volumes, cap_drop=["ALL"], cap_add=CAPABILITIES, security_opt=SECURITY_OPT,
                 )
             except docker.errors.ImageNotFound:
                 hint = ("build it with `evolve sandbox build-base`" if image.startswith("evolve-")
@@ -133,7 +164,21 @@ class DockerSandbox(ServedSandbox):
             raise self._died(f"could not start the command server: {e.explanation or e}") from None
         sock = getattr(raw, "_sock", raw)
         sock.settimeout(None)
-        return ServerClient(FramedSocketChannel(sock), describe_death=lambda: str(self._died()))
+        return ServerClient(FramedSocketChannel(sock), describe_death=self._died)
+
+    def _upgrade(self, channel_dir: Path) -> bool:
+        """Listen on a unix socket in the channel directory, which the container sees read-only, and let the
+        server connect to it once; the socket is gone before anything untrusted runs."""
+        path = channel_dir / SOCKET_NAME
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, 0o600)
+            listener.listen(1)
+            return self._client.upgrade(f"{CHANNEL_DIR}/{SOCKET_NAME}", listener)
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
 
     def _init_base(self) -> str:
         q = shlex.quote(WORKDIR)
@@ -186,15 +231,33 @@ class DockerSandbox(ServedSandbox):
         return not self._client.dead and self._client.ping()
 
     def _died(self, detail: str = "") -> SandboxDied:
+        """Why the sandbox cannot answer. Inside: the container still runs and recorded no out-of-memory kill, so its
+        command server was ended (or stalled) from inside; the container's first process cannot be signalled from
+        inside (`INIT_ARGV`), so a stopped container was stopped from outside."""
+        inside = False
         try:
             self.container.reload()
+            if self.container.attrs["State"].get("Running"):  # the daemon's view lags a kill from outside:
+                inside = self._standing()  # a new process must start there, after the server ended
+                self.container.reload()
             state = self.container.attrs["State"]
             why = "out of memory" if state.get("OOMKilled") else f"status {state['Status']}, exit {state.get('ExitCode')}"
+            inside = inside and bool(state.get("Running")) and not state.get("OOMKilled")
         except docker.errors.NotFound:
             why = "container removed"
         except docker.errors.DockerException as e:
             why = f"daemon error: {e}"
-        return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}")
+        return SandboxDied(f"sandbox {self.id} died ({why}){': ' + detail if detail else ''}", inside=inside)
+
+    def _standing(self) -> bool:
+        """True when the container still runs a new command: its first process outlived the server. A kill or removal
+        from outside ends that process first (the rest of the container dies with it), so no command starts then."""
+        try:
+            ok = self.container.exec_run(["true"]).exit_code == 0
+        except docker.errors.DockerException:
+            return False
+        time.sleep(0.5)  # an out-of-memory kill is recorded by an event that may trail the kill itself
+        return ok
 
     def stop(self) -> None:
         self._client.close()

@@ -105,6 +105,20 @@ class Limits:
             _write(cg / "memory.memsw.limit_in_bytes", str(self.memory))
         return True
 
+    def oom_kills(self) -> int | None:
+        """Processes of the sandbox the kernel killed for want of memory so far; None where no cgroup counts them."""
+        if self.cgroup is None:
+            return None
+        name = "memory.events" if self.kind == "cgroup2" else "memory.oom_control"
+        try:
+            for line in (self.cgroup / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return None
+
     def child_setup(self) -> None:
         """In the sandbox's first process, before exec (still with the host's privileges)."""
         if self.cgroup is not None:

@@ -11,6 +11,10 @@ by `sandbox.limits` (cgroups where writable, else rlimits; `sandbox.limits` says
 with the process that started it. Where the host cannot give all this (bubblewrap missing, user
 namespaces disabled), starting fails with a `SandboxError`: it never runs unconfined.
 
+The command server is the sandbox's pid 1 (`--as-pid-1`: no bubblewrap init holding copies of the host's pipes),
+so the kernel drops the signals a command sends it (`kill -9 $PPID` does nothing), and it makes itself
+non-dumpable, so commands of its uid cannot ptrace it or take its descriptors (`pidfd_getfd`, `/proc/1/fd`).
+
 Workspaces and snapshots live under `sandbox_root()` with an `owner.json` naming the owning process;
 `stop()` removes the workspace, the owner's exit removes its snapshots, and `prune_local()` removes what
 dead owners left.
@@ -35,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from sandbox.base import WORKDIR, SandboxError
+from sandbox.base import WORKDIR, SandboxDied, SandboxError
 from sandbox.channel import SERVER_ARGV, PipeChannel, ServerClient
 from sandbox.config import SandboxConfig, parse_memory
 from sandbox.limits import Limits, prune_cgroups
@@ -212,7 +216,7 @@ class LocalSandbox(ServedSandbox):
 
     def _argv(self, mem: int, data_fds: list[int]) -> list[str]:
         argv = [bwrap_path(), "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--uid", "0", "--gid", "0",
-                "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
+                "--hostname", "sandbox", "--die-with-parent", "--new-session", "--as-pid-1", "--clearenv",
                 "--setenv", "PATH", PATH, "--setenv", "HOME", "/root", "--setenv", "LANG", "C.UTF-8",
                 "--setenv", "PAGER", "cat", "--setenv", "GIT_PAGER", "cat"]
         if self.config.network:
@@ -226,7 +230,11 @@ class LocalSandbox(ServedSandbox):
             argv += ["--ro-bind-data", str(fd), dest]
         return argv + ["--remount-ro", "/", "--chdir", WORKDIR] + SERVER_ARGV
 
-    def _describe_death(self) -> str:
+    def _describe_death(self) -> SandboxDied:
+        """Why the server is gone. Inside: bubblewrap exited by itself (it follows its child, the server) or still
+        runs with a server that stopped answering, and the cgroup recorded no out-of-memory kill; the host's own
+        kill of bubblewrap (stop, Ctrl-C) shows as a negative exit code. Nothing in the sandbox can signal
+        bubblewrap's outer process: it is outside the sandbox's pid namespace."""
         try:
             code = self._proc.wait(timeout=2)  # it is ending: its last words are on stderr
         except subprocess.TimeoutExpired:
@@ -234,7 +242,11 @@ class LocalSandbox(ServedSandbox):
         err = b""
         if code is not None and self._proc.stderr is not None:
             err = self._proc.stderr.read() or b""
-        return f"local sandbox {self.id} died (exit {code}){': ' + err.decode(errors='replace')[-300:] if err else ''}"
+        oom = bool(self.limits.oom_kills())
+        inside = not oom and (code is None or code >= 0)
+        why = "out of memory" if oom else "still running" if code is None else f"exit {code}"
+        return SandboxDied(f"local sandbox {self.id} died ({why}){': ' + err.decode(errors='replace')[-300:] if err else ''}",
+                           inside=inside)
 
     def _init_base(self) -> str:
         mark = ".git/evolve-base-commit"  # kept across snapshots, so diffs stay against the original base

@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 
 from sandbox.base import SandboxError
+from sandbox.docker import prune as prune_docker
+from sandbox.local import prune_local
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,10 @@ class Pruned:
 def prune(run_id: str | None = None, force: bool = False, docker: bool = True) -> Pruned:
     """Remove the leftovers of dead owners (all leftovers with `force`), only `run_id`'s when given.
     Local leftovers are always looked at; Docker's when `docker` and the daemon answers."""
-    from sandbox.local import prune_local
-
     out = Pruned()
     out.workspaces, out.snapshots = prune_local(run_id, force)
     if docker:
         try:
-            from sandbox.docker import prune as prune_docker
-
             out.containers, out.images, out.kept = prune_docker(run_id, force)
         except SandboxError as e:
             out.docker_error = str(e)

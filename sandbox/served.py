@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shlex
 
-from sandbox.base import ExecResult, Sandbox, SandboxError
+from sandbox.base import MAX_READ_BYTES, ExecResult, Sandbox, SandboxError
 from sandbox.channel import ServerClient
 from sandbox.config import SandboxConfig
+from sandbox.patch import workspace_patch
 
 
 class ServedSandbox(Sandbox):
@@ -24,11 +25,14 @@ class ServedSandbox(Sandbox):
     def _abs(self, path: str) -> str:
         return path if path.startswith("/") else f"{self.workdir}/{path}"
 
-    def read_file(self, path: str) -> bytes:
-        return self._client.read(self._abs(path))
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        return self._client.read(self._abs(path), max_bytes)
 
     def write_file(self, path: str, data: bytes | str) -> None:
         self._client.write(self._abs(path), data.encode() if isinstance(data, str) else data)
+
+    def diff(self) -> str:
+        return workspace_patch(self)
 
     def reset(self) -> None:
         base = shlex.quote(self.base_commit or "HEAD")

@@ -2,10 +2,15 @@
 
 It reads one JSON request per line on stdin and writes one JSON reply per line on stdout, so a command
 costs a pipe round trip and a fork, not a `docker exec` (an HTTP round trip to the daemon and a new
-process namespace entry). A `listen` request moves the conversation onto a unix socket in a directory the
-host shares with the sandbox, which skips the daemon's relay of stdin/stdout (see `sandbox/docker.py`). It keeps output bounded (head + tail), kills a timed-out command's whole
+process namespace entry). A `connect` request moves the conversation onto a unix socket the host listens
+on, in a directory it shares read-only with the sandbox, which skips the daemon's relay of stdin/stdout
+(see `sandbox/docker.py`). It keeps output bounded (head + tail), kills a timed-out command's whole
 process group, keeps `cd`/`export` state per named shell session, and kills stray processes on reset.
 Commands run in the environment of an interactive shell of the image (see `_capture_user_env`).
+
+Against its own commands: the server is non-dumpable (`_guard`: no ptrace, `pidfd_getfd` or /proc/PID/fd of it by
+processes without CAP_SYS_PTRACE), echoes each request's random `id` in its reply, and reads or writes only regular
+files, never blocking on a FIFO, at most `max_bytes`, within `FILE_SECONDS`.
 
 Stdlib only and Python >= 3.6 syntax: it runs on whatever python3 the task image has.
 """
@@ -16,6 +21,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -179,18 +185,100 @@ def handle_exec(req):
             "timed_out": timed_out, "total_bytes": total, "seconds": time.monotonic() - start}
 
 
+FILE_SECONDS = 30.0
+"""A file read or write that takes longer is cut (SIGALRM) and reported as an error."""
+MAX_READ = 64 << 20
+"""Bytes a read returns when the request names no bound."""
+
+
+ARMED = []  # non-empty while a timed file operation runs
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    if ARMED:  # a SIGALRM a command sends at another time changes nothing
+        raise _Deadline()
+
+
+def _within(seconds, fn, *args):
+    """`fn(*args)` cut off by SIGALRM after `seconds` (a blocked read of a file that never ends or answers)."""
+    ARMED.append(True)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    except _Deadline:
+        raise TimeoutError("gave up after %.0f s" % seconds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        del ARMED[:]
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path, flags):
+    """A descriptor of `path` only when it is a regular file. Checked before opening (opening a device can act) and
+    again on the open descriptor (the path may be swapped meanwhile); O_NONBLOCK keeps a FIFO from blocking."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        if not stat.S_ISREG(mode):
+            raise ValueError("%s is %s, not a regular file" % (path, _kind(mode)))
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0), 0o644)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError("%s is %s, not a regular file" % (path, _kind(mode)))
+    return fd
+
+
+def _read_bounded(path, limit):
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        size = os.fstat(fd).st_size
+        raise ValueError("%s is %s bytes, over the limit of %d bytes for one read"
+                         % (path, size if size > limit else "more than %d" % limit, limit))
+    finally:
+        os.close(fd)
+
+
 def handle_read(req):
-    with open(req["path"], "rb") as f:
-        return {"data": base64.b64encode(f.read()).decode()}
+    limit = int(req.get("max_bytes") or MAX_READ)
+    return {"data": base64.b64encode(_within(FILE_SECONDS, _read_bounded, req["path"], limit)).decode()}
 
 
-def handle_write(req):
-    path = req["path"]
+def _write(path, data):
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(base64.b64decode(req["data"]))
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def handle_write(req):
+    _within(FILE_SECONDS, _write, req["path"], base64.b64decode(req["data"]))
     return {}
 
 
@@ -204,8 +292,7 @@ def handle_reset(req):
 
 
 HANDLERS = {"exec": handle_exec, "read": handle_read, "write": handle_write, "reset": handle_reset,
-            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()},
-            "stay": lambda req: {}}
+            "ping": lambda req: {"pid": os.getpid()}, "env": lambda req: {"env": user_env()}}
 
 
 def _send(out, reply):
@@ -213,35 +300,44 @@ def _send(out, reply):
     out.flush()
 
 
-def _listen(path, inp, out, timeout=30.0):
-    """Offer a unix socket at `path` (after replying `listening`); the accepted connection, or None when the
-    host answers on the current channel instead (it cannot reach the socket: a remote Docker daemon)."""
+def _connect(path, token, out, timeout=10.0):
+    """Connect to the unix socket the host listens on at `path` (a read-only directory the host shares with
+    the sandbox) and introduce this server with `token`; the connection, or None (after saying why on the
+    current channel) where the host's socket cannot be reached (e.g. a Docker daemon on another machine)."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
     try:
-        if os.path.exists(path):
-            os.unlink(path)
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(path)
-        os.chmod(path, 0o666)
-        srv.listen(1)
+        conn.connect(path)
+        conn.sendall(token.encode() + b"\n")
     except OSError as e:
-        _send(out, {"error": "listen: %s" % e})
+        conn.close()
+        _send(out, {"connected": False, "error": "connect: %s" % e})
         return None
-    _send(out, {"listening": True})
+    conn.settimeout(None)
+    _send(out, {"connected": True})
+    return conn
+
+
+def _guard():
+    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): the kernel then refuses ptrace, pidfd_getfd,
+    process_vm_readv/writev and /proc/PID/{mem,fd,environ,...} on it to every process without CAP_SYS_PTRACE,
+    which no sandbox grants, so a command of the same uid can neither read the server's requests nor write into
+    its channel. Children get their dumpable flag back when they exec. True when it took effect."""
     try:
-        ready = select.select([srv, inp.fileno()], [], [], timeout)[0]
-        if srv not in ready:
-            return None  # the host's next request arrives here ("stay"), or it never connected
-        conn, _ = srv.accept()
-        return conn
-    finally:
-        srv.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0 and libc.prctl(3, 0, 0, 0, 0) == 0  # PR_SET/GET_DUMPABLE
+    except Exception:  # no ctypes in this image's python: the request ids still tie replies to requests
+        return False
 
 
 def main():
+    guarded = _guard()
+    # As the local sandbox's pid 1 the kernel drops every signal a command sends unless a handler exists: no
+    # KeyboardInterrupt handler, and the SIGALRM one acts only while armed.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, _alarm)
     PROTECTED.update(_pids())
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
@@ -249,7 +345,7 @@ def main():
         pass
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    _send(out, {"ready": True})
+    _send(out, {"ready": True, "guarded": guarded})
     while True:
         line = inp.readline()
         if not line:
@@ -258,8 +354,8 @@ def main():
             continue
         try:
             req = json.loads(line)
-            if req.get("op") == "listen":
-                conn = _listen(req["path"], inp, out)
+            if req.get("op") == "connect":
+                conn = _connect(req["path"], req["token"], out)
                 if conn is not None:  # from here on the socket carries the conversation
                     inp, out = conn.makefile("rb"), conn.makefile("wb")
                 continue
@@ -267,6 +363,8 @@ def main():
         except Exception as e:  # reported to the host as an error reply, the server keeps going
             reply = {"error": "%s: %s" % (type(e).__name__, e)}
         _reap()
+        if isinstance(req, dict) and "id" in req:  # the reply names the request it answers
+            reply["id"] = req["id"]
         _send(out, reply)
 
 

@@ -19,6 +19,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# `evolve tasks --build --task-repo` runs swebench's image builder, which uses `docker buildx` where it is
+# installed (Debian packages it as docker-buildx from trixie on; elsewhere the daemon's classic builder is used)
+if ! docker buildx version >/dev/null 2>&1 && apt-cache show docker-buildx >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-buildx >/dev/null || log "could not install docker-buildx"
+fi
+
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (no bridge network: sandboxes run with network_mode=none)"
   nohup dockerd --bridge=none --iptables=false >/var/log/evolve-dockerd.log 2>&1 &

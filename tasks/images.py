@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import tarfile
 import tempfile
 from pathlib import Path
@@ -81,7 +82,7 @@ PULL_TIMEOUT = 30.0
 def swebench_image_candidates(instance: TaskInstance) -> list[str]:
     """Names an instance's image can have here: the row's own, swebench's published name (what `docker pull`
     and `docker load` of an official image give) and the name of a local build by swebench's image builder."""
-    from tasks.spec import instance_image_key
+    from tasks.spec import instance_image_key  # loads swebench and datasets (seconds)
 
     names = [instance.image, instance_image_key(instance.instance_id, "swebench"),
              instance_image_key(instance.instance_id, None)]
@@ -109,8 +110,11 @@ def pull_image(name: str, timeout: float = PULL_TIMEOUT) -> str | None:
 
 def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) -> list[str]:
     """Build instance images with swebench's own image builder from a swebench task repository (one
-    `tasks/<instance_id>/Dockerfile` each; `swebench.task.repo`), named as published. Needs `docker buildx`
-    and whatever the Dockerfiles download. Returns the names built; raises `SandboxError` saying why not."""
+    `tasks/<instance_id>/Dockerfile` each; `swebench.task.repo`), named as published. The builder runs `docker
+    buildx build`; where `docker buildx` is not installed (Debian bookworm does not package it), the same
+    Dockerfile and context are built by the daemon's classic builder instead (it lacks BuildKit-only Dockerfile
+    features). Needs whatever the Dockerfiles download. Returns the names built; raises `SandboxError` saying why
+    not."""
     import shutil
     import subprocess
 
@@ -118,10 +122,8 @@ def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) 
     from swebench.image_builder.image_spec import make_image_spec
     from swebench.task.repo import load_dockerfiles, load_task_repo, task_paths
 
-    if not shutil.which("docker") or subprocess.run(["docker", "buildx", "version"],
-                                                    capture_output=True).returncode != 0:
-        raise SandboxError("swebench's image builder runs `docker buildx build`, and `docker buildx` is not "
-                           "installed here (Debian: apt-get install docker-buildx)")
+    buildx = bool(shutil.which("docker")) and subprocess.run(["docker", "buildx", "version"],
+                                                             capture_output=True).returncode == 0
     ids = [i.instance_id for i in instances]
     task_repo = Path(task_repo).resolve()
     try:
@@ -137,12 +139,31 @@ def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) 
             spec = make_image_spec(row, dockerfiles[row["instance_id"]], namespace="swebench",
                                    context_dir=Path(contexts[row["instance_id"]]).resolve())
             try:
-                build_instance_image(spec, docker_client(), None, nocache=False)
+                if buildx:
+                    build_instance_image(spec, docker_client(), None, nocache=False)
+                else:
+                    _classic_build(spec.dockerfile, Path(spec.context_dir), spec.name, spec.platform)
             except BuildImageError as e:
                 raise SandboxError(f"swebench's builder could not build {spec.name}: "
                                    f"{str(e).splitlines()[0][:200]} (logs in {logs})") from None
             built.append(spec.name)
     return built
+
+
+def _classic_build(dockerfile: str, context: Path, tag: str, platform: str | None) -> None:
+    """Build ``dockerfile`` (its text) in ``context`` with the daemon's classic builder, as ``tag``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".Dockerfile", delete=False) as f:
+        f.write(dockerfile)
+    try:
+        docker_client().images.build(path=str(context), dockerfile=f.name, tag=tag, rm=True,
+                                     **({"platform": platform} if platform else {}))
+    except docker.errors.BuildError as e:
+        raise SandboxError(f"the daemon's classic builder could not build {tag} (no `docker buildx` here: "
+                           f"apt-get install docker-buildx where the distribution has it): {e.msg}") from None
+    except docker.errors.APIError as e:
+        raise SandboxError(f"the daemon's classic builder could not build {tag}: {e.explanation or e}") from None
+    finally:
+        os.unlink(f.name)
 
 
 def ensure_swebench_images(instances: list[TaskInstance], *, pull: bool = True,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from tasks.bundled_images import BundledImageSuite
 from tasks.suite import Suite, SuiteUnavailable
+from tasks.synth.suite import SynthSuite
+from tasks.toolcall.suite import ToolCallSuite
 
 
 def suite_names() -> list[str]:
@@ -12,15 +15,14 @@ def suite_names() -> list[str]:
 def get_suite(name: str, **options: str) -> Suite:
     """The suite called `name`; `options` go to suites that take them (e.g. `dataset=FILE`)."""
     if name == "bundled":
-        from tasks.bundled_images import BundledImageSuite
-
         return BundledImageSuite()
     if name == "toolcall":
-        from tasks.toolcall.suite import ToolCallSuite
-
         return ToolCallSuite()
     if name in ("swe-bench-verified", "swe-bench-lite"):
-        from tasks.swebench_suite import SWEBenchSuite
+        from tasks.swebench_suite import SWEBenchSuite  # loads swebench and datasets (seconds)
 
         return SWEBenchSuite(name, dataset=options.get("dataset"))
-    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}")
+    if name.startswith("synth:"):
+        return SynthSuite(name.split(":", 1)[1])
+    raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}, and synth:FILE "
+                           "(a file `evolve tasks synthesize` wrote)")

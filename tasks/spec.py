@@ -23,7 +23,7 @@ from swebench.harness.utils import make_test_spec
 from swebench.types import TestSpec
 
 from records import TaskInstance
-from tasks.suite import SuiteUnavailable
+from tasks.errors import SuiteUnavailable
 
 HEREDOC = "EOF_114329324912"  # SWE-bench's heredoc delimiter
 EVAL_TYPES = tuple(e.value for e in EvalType)
@@ -116,8 +116,9 @@ def problems(instance: TaskInstance) -> list[str]:
         out.append("no `FAIL_TO_PASS` tests (nothing would decide whether a patch resolved it)")
     if not data.get("eval_script"):
         out.append("no `eval_script` (swebench 5.0.2 reads each instance's eval script from the dataset and no "
-                   "longer derives one from repo/version; use the current SWE-bench rows, which carry `image`, "
-                   "`eval_script`, `log_parser` and `eval_type`)")
+                   "longer derives one from repo/version): adding an `eval_script` column to this row is enough "
+                   "(`image`, `log_parser` and `eval_type` are derived for a classic row), or use the current "
+                   "SWE-bench rows, which carry all four")
     elif START_TEST_OUTPUT not in data["eval_script"] or END_TEST_OUTPUT not in data["eval_script"]:
         out.append(f"`eval_script` lacks swebench's '{START_TEST_OUTPUT}' / '{END_TEST_OUTPUT}' markers")
     parser = data.get("log_parser")

@@ -56,3 +56,13 @@ def bwrap_works() -> bool:
                               capture_output=True).returncode == 0
     except FileNotFoundError:
         return False
+
+
+@pytest.fixture(scope="session")
+def loop_warm_model(tmp_path_factory) -> Path:
+    """The tiny model warm-started on three toolcall answers (`tests/loop_helpers.py`) for the `evolve loop` tests,
+    built once per machine into the test cache (`$EVOLVE_TEST_CACHE`, default `~/.cache/evolve/tests`)."""
+    from tests.loop_helpers import warm_tiny_model
+
+    cache = Path(os.environ.get("EVOLVE_TEST_CACHE") or Path.home() / ".cache" / "evolve" / "tests")
+    return warm_tiny_model(cache / "loop-warm")

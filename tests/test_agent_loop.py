@@ -104,7 +104,8 @@ def test_dead_sandbox_ends_the_episode_with_an_error(repo: Path, docker_ready):
     traj = Agent(ScriptedPolicy(steps), on_step=kill_after_first).run(INSTANCE, sb)
     sb.stop()
     assert traj.status == TrajectoryStatus.error and "died" in (traj.error or "")
-    assert len(traj.steps) == 1
+    assert len(traj.steps) == 2 and "the sandbox died" in traj.steps[1].observation.content  # the step it ended
+    assert not traj.sandbox_ended_by_agent  # killed from outside: not the agent's doing
 
 
 @pytest.mark.parametrize("text,names,error", [

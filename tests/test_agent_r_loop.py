@@ -23,7 +23,8 @@ HELD_OUT = "bundled__linediff-1"
 @pytest.mark.docker
 @pytest.mark.slow
 def test_loop_stops_resumes_trains_and_evaluates(tmp_path, docker_ready):
-    from evolve.run_cli import load_policy_spec
+    from agent.policy import load_policy
+    from evolve.policies import RunsRoot
     from tasks.registry import get_suite
     from tests.test_agent_r_docker import INSTANCE, MenuPolicy
 
@@ -40,7 +41,7 @@ def test_loop_stops_resumes_trains_and_evaluates(tmp_path, docker_ready):
         if spec == "menu":
             menus.append(MenuPolicy())
             return menus[-1]
-        return load_policy_spec(spec, out)
+        return load_policy(spec, runs=RunsRoot(out))
 
     def stop_when_searching(text: str) -> None:
         if "searching" in text:

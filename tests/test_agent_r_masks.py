@@ -4,6 +4,8 @@ bad prefix is never supervised, the revision turn and the good continuation alwa
 
 from __future__ import annotations
 
+import re
+
 import random
 import sys
 from pathlib import Path
@@ -63,7 +65,9 @@ def test_masks_survive_export_and_the_data_loader(data):
         if traj.origin == "agent-r:splice":
             k = traj.branch_step
             assert k >= 1 and all(not s.response.train for s in traj.steps[:k])
-            assert all(s.response.train for s in traj.steps[k:]) and "undo 1" in traj.steps[k].response.content
+            # the revision turn undoes the bad step, and any leading undos of the good path folded into it (#18.17)
+            assert all(s.response.train for s in traj.steps[k:])
+            assert re.search(r"\bundo [1-9]\d*$", traj.steps[k].response.content), traj.steps[k].response.content
             context = tok.decode([i for i, m in zip(seq.input_ids, seq.loss_mask) if not m])
             for s in traj.steps[:k]:
                 assert s.response.content in context

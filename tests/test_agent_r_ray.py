@@ -19,7 +19,7 @@ import pytest
 from evolve.agent_r.build import BuildResult, build_instance
 from evolve.agent_r.config import AgentRConfig
 from evolve.agent_r.verifier import policy_ask
-from evolve.executor import Executor, LocalExecutor
+from evolve.run.executor import Executor, LocalExecutor
 from evolve.store import RunStore
 
 INSTANCE = "bundled__unitconv-1"
@@ -98,7 +98,7 @@ def search_killing(base: Path, name: str, executor: Executor, enough: Callable[[
 def cluster():
     """One Ray cluster on 127.0.0.1 (2 CPUs) for the module, owned by this executor (max 3 reruns a task)."""
     pytest.importorskip("ray", reason="Ray is the optional extra `evolve[ray]`")
-    from evolve.executor import ExecutorConfig, RayExecutor
+    from evolve.run.executor import ExecutorConfig, RayExecutor
     from sandbox import prune_orphans
 
     with RayExecutor(ExecutorConfig(backend="ray", num_cpus=2)) as executor:
@@ -138,7 +138,7 @@ def test_ray_branches_give_the_local_tree_even_with_a_killed_worker(tmp_path, do
 def test_a_branch_lost_beyond_reruns_is_left_out_and_the_search_goes_on(tmp_path, docker_ready, cluster, caplog):
     """No reruns (`max_retries=0`, on the same cluster): the killed worker's branch (or splice replay) is lost,
     which drops that child (or splice) with a warning; the search itself finishes and is stored."""
-    from evolve.executor import ExecutorConfig, RayExecutor
+    from evolve.run.executor import ExecutorConfig, RayExecutor
 
     no_retries = RayExecutor(ExecutorConfig(backend="ray", max_retries=0))  # joins the running cluster
     lost = lambda: [r for r in caplog.records if "could not run" in r.getMessage()]  # noqa: E731
@@ -170,7 +170,7 @@ def test_cli_executor_option_errors(args, msg, tmp_path):
 def test_executor_option_reaches_the_run_config():
     from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
     from evolve.errors import ConfigError
-    from evolve.executor import parse_executor
+    from evolve.run.executor import parse_executor
 
     cfg = AgentRRunConfig(executor=parse_executor("ray=10.0.0.1:6379"))
     assert (cfg.executor.backend, cfg.executor.address) == ("ray", "10.0.0.1:6379")

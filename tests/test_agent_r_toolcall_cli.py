@@ -37,7 +37,7 @@ def _start_policy(base: Path) -> Path:
     with RunStore(gold) as store:
         for inst in get_suite("toolcall").select(TRAIN):
             store.put_trajectory(Trajectory(
-                run_id="gold", instance_id=inst.instance_id, status=TrajectoryStatus.submitted,
+                run_id="gold", instance_id=inst.instance_id, status=TrajectoryStatus.submitted, origin="reference",
                 prompt=build_messages(inst),
                 steps=[Step(index=0, response=Message(role="assistant", content=inst.extra["answer"]))]))
     version = train_sft(SFTConfig(policy=f"hf:{model}", lora=None, lr=1e-2, warmup_steps=3, batch_size=3,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig, LocalExecutor, make_executor, parse_executor
+from evolve.run.executor import ExecutorConfig, LocalExecutor, make_executor, parse_executor
 
 
 def test_executor_option_syntax():
@@ -60,6 +60,46 @@ def test_ray_runs_functions_in_worker_processes(ray_executor):
     assert [f.result(timeout=120) for f in futures] == [0, 1, 4, 9, 16, 25]
     with pytest.raises(ValueError, match="own error"):  # not retried: the function's answer
         ray_executor.submit(_fail).result(timeout=60)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += children.get(p, [])
+    return out
+
+
+def test_the_one_machine_cluster_listens_on_loopback_only(ray_executor):
+    """Issue 18 item 12: no process of the cluster this run started (GCS, raylet, agents, workers) listens on an
+    address another machine can reach."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is not installed")
+    assert ray_executor.submit(_square, 3).result(timeout=120) == 9  # a worker is up
+    ours = _descendants(os.getpid())
+    rows = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout.splitlines()
+    listening = []
+    for row in rows:
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", row)}
+        if pids & ours:
+            listening.append((row.split()[4], row))
+    assert len(listening) >= 3, rows  # GCS, raylet, a worker at least: the check sees the cluster
+    loopback = re.compile(r"^(127\.\d+\.\d+\.\d+|\[::ffff:127\.\d+\.\d+\.\d+\]|\[::1\]|localhost):\d+$")
+    exposed = [row for address, row in listening if not loopback.match(address)]
+    assert not exposed, "\n".join(exposed)
 
 
 def test_ray_reruns_a_task_whose_worker_was_killed(ray_executor, tmp_path: Path):

@@ -136,9 +136,10 @@ def test_a_killed_driver_resumes_with_the_same_command(pair, tmp_path: Path):
 def test_a_judge_scores_ray_episodes_on_the_driver(pair, tmp_path: Path):
     """`--judge` with `--executor ray`: the workers run and grade the episodes, the driver judges each returned
     trajectory and stores `judge` and a `combined` reward that weighs both, exactly as a local run does."""
-    from evolve.executor import ExecutorConfig
-    from evolve.run_cli import load_policy_spec
-    from evolve.runner import RunConfig, run_swe
+    from evolve.run.executor import ExecutorConfig
+    from agent.policy import load_policy
+    from evolve.policies import RunsRoot
+    from evolve.run.runner import RunConfig, run_swe
     from rewards.combine import RewardWeights
 
     policy = replay_file(tmp_path / "replay.jsonl", pair)
@@ -150,7 +151,7 @@ def test_a_judge_scores_ray_episodes_on_the_driver(pair, tmp_path: Path):
                         rewards=RewardWeights(weights={"swe": 1.0, "judge": 0.5}),
                         executor=ExecutorConfig(backend=executor, num_cpus=2 if executor == "ray" else None))
         judge = ScriptedPolicy(["Plausible.\nSCORE: 6/10"] * 8)
-        run_swe(cfg, pair, load_policy_spec(f"replay:{policy}", tmp_path), judge_policy=judge)
+        run_swe(cfg, pair, load_policy(f"replay:{policy}", runs=RunsRoot(tmp_path)), judge_policy=judge)
         with RunStore(out, readonly=True) as store:
             events = [e for e in store.events() if e["kind"] == "ray_episode"]
             assert len(events) == (2 if executor == "ray" else 0)

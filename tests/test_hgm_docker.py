@@ -152,8 +152,8 @@ def test_hgm_repairs_a_broken_tool_and_picks_the_child(tmp_path, docker_ready, e
         world = DockerWorld(instances, root_dir, TaskPolicy(instances), meta, SandboxConfig(run_id=run_id), store,
                             run_id, tmp_path / "run", RealWorldConfig(smoke=True, topic_probs={}))
         if executor == "ray":
-            from evolve.executor import ExecutorConfig
-            from evolve.remote_episode import RayEpisodes
+            from evolve.run.executor import ExecutorConfig
+            from evolve.run.remote_episode import RayEpisodes
 
             world.episodes = RayEpisodes(ExecutorConfig(backend="ray", num_cpus=2), world.task_policy, "scripted-task")
         sched = open_search(cfg, world, store, run_id)

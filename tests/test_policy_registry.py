@@ -34,10 +34,15 @@ def test_default_policy_is_the_embedded_gemma() -> None:
     assert parse_spec(DEFAULT_POLICY)[1] in embedded.EMBEDDED_GGUF
 
 
-@pytest.mark.parametrize("spec", ["gpt4", "torch:model", "hf:", "version:abc", ""])
+@pytest.mark.parametrize("spec", ["gpt4", "torch:model", "hf:", "version:", ""])
 def test_unknown_or_empty_spec_lists_the_valid_prefixes(spec: str) -> None:
     with pytest.raises(PolicyError, match="hf:.*openai:.*vllm:"):
         load_policy(spec)
+
+
+def test_a_version_spec_needs_run_directories() -> None:
+    with pytest.raises(PolicyError, match="run directories"):
+        load_policy("version:abc")
 
 
 def test_bad_adapter_syntax_and_conflicts() -> None:

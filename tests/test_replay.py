@@ -10,7 +10,7 @@ import pytest
 from agent.policy import PolicyError, load_policy
 from agent.policy.base import SamplingParams
 from agent.replay import ReplayPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from evolve.store import RunStore
 from records import Message, Step, Trajectory
 from tests.test_cli_run import evolve

@@ -34,6 +34,9 @@ CASES = [
     ("applied, nothing passes", dict(fail_to_pass_failure=["a"], pass_to_pass_success=["p"], **APPLIED), 0.0,
      {"resolved": 0.0, "patch_applied": 1.0}),
     ("grading error", dict(error="timeout", fail_to_pass_failure=["a"], **APPLIED), 0.0, {"grading_error": 1.0}),
+    # the tests said every test passed, but the patch gamed them: never more than a failure
+    ("tampering", dict(tampering=["pkg/__init__.py: the code under test patches builtins"],
+                       fail_to_pass_success=["a"], pass_to_pass_success=["p"], **APPLIED), -1.0, {"tampering": 1.0}),
 ]
 
 
@@ -48,7 +51,7 @@ def test_default_shaping(fields: dict, total: float, parts: dict[str, float]) ->
 
 def test_every_part_present() -> None:
     r = swe_reward(report(**APPLIED))
-    assert set(r.parts) == {"resolved", "patch_applied", "empty_patch", "grading_error", "f2p_fraction",
+    assert set(r.parts) == {"resolved", "patch_applied", "empty_patch", "grading_error", "tampering", "f2p_fraction",
                             "p2p_fraction", "p2p_regressions", "p2p_regression_fraction"}
     assert r.parts == swe_parts(report(**APPLIED))
 
@@ -60,6 +63,7 @@ def test_every_part_present() -> None:
      dict(**F2P_2_OF_4, **P2P_1_OF_4_BROKEN, **APPLIED), -0.2 + 0.25 - 0.25),
     (SweRewardConfig(resolved_reward=5.0), dict(resolved=True, **APPLIED), 5.0),
     (SweRewardConfig(failed_patch_reward=0.0), dict(empty_patch=True), 0.0),
+    (SweRewardConfig(tampering_reward=-2.0), dict(tampering=["x"], resolved=True, **APPLIED), -2.0),
 ])
 def test_configured_shaping(config: SweRewardConfig, fields: dict, total: float) -> None:
     assert swe_reward(report(**fields), config).total == pytest.approx(total)

@@ -19,8 +19,8 @@ import pytest
 
 from agent.replay import ScriptedPolicy
 from evolve.errors import ConfigError
-from evolve.run_lock import RunLock
-from evolve.runner import RunConfig, report_ok, run_swe
+from evolve.run.run_lock import RunLock
+from evolve.run.runner import RunConfig, report_ok, run_swe
 from evolve.store import RunStore
 from evolve.train.data import load_trajectories
 from records import Message, TrajectoryStatus
@@ -277,7 +277,7 @@ from tests.test_run_robustness import policy_for
 from tasks.registry import get_suite
 insts = get_suite("bundled").instances()[:2]
 sleepers = [insts[0].instance_id] if os.environ["SCRIPT"] == "sleep" else []
-rc.load_policy_spec = lambda spec, root: policy_for(insts, sleepers=sleepers, sleep_episodes=99)
+rc.load_policy = lambda spec, runs=None: policy_for(insts, sleepers=sleepers, sleep_episodes=99)
 from evolve.cli import main
 sys.argv = ["evolve", *sys.argv[1:]]
 main()

@@ -20,7 +20,7 @@ import pytest
 
 from evolve.errors import ConfigError
 from evolve.run_cli import parse_weights
-from evolve.run_lock import LOCK_NAME, RunLock, RunLocked
+from evolve.run.run_lock import LOCK_NAME, RunLock, RunLocked
 from evolve.store import DB_NAME, RunStore, StoreError
 from records import Reward, Trajectory, TrajectoryStatus
 from rewards.combine import RewardWeights, combine
@@ -154,7 +154,7 @@ def test_export_to_a_directory_is_refused_without_leaving_a_temp_file(tmp_path: 
     assert [p.name for p in target.iterdir()] == ["t.jsonl"]
     ok = evolve("trajectories", str(run), "--export", str(target / "t.jsonl"), "--all")
     assert ok.returncode == 0 and len((target / "t.jsonl").read_text().splitlines()) == 2
-    from evolve.trajectories_cli import load_stored_trajectories
+    from evolve.trajectories import load_stored_trajectories
 
     assert [t.status for t in load_stored_trajectories(run)] == [TrajectoryStatus.submitted]
 
@@ -163,7 +163,7 @@ def test_export_to_a_directory_is_refused_without_leaving_a_temp_file(tmp_path: 
 
 HOLD = """
 import sys, time
-from evolve.run_lock import RunLock
+from evolve.run.run_lock import RunLock
 RunLock(sys.argv[1], "holder for a test").acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -198,7 +198,7 @@ def test_a_second_process_on_a_run_directory_is_refused_until_the_first_dies(tmp
 def test_the_lock_is_exclusive_between_processes_not_threads_of_one(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with RunLock(out):
-        script = ("import sys\nfrom evolve.run_lock import RunLock, RunLocked\n"
+        script = ("import sys\nfrom evolve.run.run_lock import RunLock, RunLocked\n"
                   "try:\n    RunLock(sys.argv[1]).acquire()\nexcept RunLocked as e:\n    print('refused:', e)\n")
         r = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=60)
         assert "refused:" in r.stdout and str(os.getpid()) in r.stdout, r.stdout + r.stderr
@@ -240,7 +240,7 @@ def free_port() -> int:
 def test_an_unreachable_judge_is_found_before_any_episode(tmp_path: Path) -> None:
     from agent.policy import load_policy
     from agent.replay import ScriptedPolicy
-    from evolve.runner import RunConfig, run_swe
+    from evolve.run.runner import RunConfig, run_swe
     from tasks.registry import get_suite
 
     inst = get_suite("bundled").instances()[0]

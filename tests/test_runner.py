@@ -16,7 +16,7 @@ import pytest
 from agent.batching import BatchingPolicy
 from agent.policy.base import SamplingParams
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from evolve.store import RunStore
 from records import Message
 from tasks.registry import get_suite
@@ -67,7 +67,7 @@ def test_empty_patch_is_not_resolved(instance, tmp_path: Path):
 KILLED_RUN = """
 import json, sys
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from tasks.registry import get_suite
 inst = get_suite("bundled").instances()[0]
 cfg = RunConfig(suite="bundled", instances=[inst.instance_id], out=sys.argv[1], workers=1)
@@ -183,3 +183,19 @@ def test_every_attempt_of_a_multi_attempt_variant_is_a_stored_trajectory(instanc
         graded = [r for r in rows if r["resolved"] is not None]
         assert len(graded) == 1 and graded[0]["id"] == rows[0]["id"] and graded[0]["resolved"]
         assert rows[1]["parent_id"] == rows[0]["id"] and rows[1]["steps"] == 2
+
+
+def test_attempts_give_k_graded_trajectories_per_instance_and_a_resume_runs_only_the_missing(instance, tmp_path):
+    """`evolve run --attempts K`: K episodes of the instance, each its own graded, rewarded trajectory (GRPO's
+    group); asked for more later, the run adds only the attempts it lacks."""
+    cfg = RunConfig(suite="bundled", instances=[instance.instance_id], out=str(tmp_path / "run"), workers=1,
+                    attempts=2, temperature=0.7)
+    report = run_swe(cfg, [instance], ScriptedPolicy(gold_script(instance)))
+    assert report["resolved"] == 1
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        rows = store.trajectory_summaries()
+        assert [r["resolved"] for r in rows] == [True, True] and all(r["rewards"]["swe"].total == 1.0 for r in rows)
+        assert store.instance_status(rows[0]["run_id"])[instance.instance_id] == "done"
+    run_swe(cfg.model_copy(update={"attempts": 3}), [instance], ScriptedPolicy([call("submit")]))
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        assert [r["resolved"] for r in store.trajectory_summaries()] == [True, True, False]  # one more, not three

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.graph import Agent
+from agent.replay import ScriptedPolicy
 from sandbox import SandboxConfig, SandboxDied, SandboxError
+from tests.test_agent_loop import INSTANCE, call
 from sandbox.docker import DockerSandbox, docker_client
 from sandbox.pool import SandboxPool
 
@@ -60,12 +63,62 @@ def test_commands_go_over_the_channel_the_config_names(repo: Path, direct: bool)
 
 
 def test_an_unreachable_socket_keeps_the_relay(repo: Path, tmp_path: Path):
-    """A daemon on another machine: the server offers its socket, the host cannot connect (the shared
-    directory is not the host's), says so on the relay, and every command still runs there."""
+    """A daemon on another machine: the host listens on a socket the server cannot reach (the directory is not
+    shared), the server says so on the relay, and every command still runs there."""
+    import socket
+
     with DockerSandbox.start(SandboxConfig(direct_channel=False), workspace=repo) as sb:
-        assert sb._client.upgrade("/tmp/evolve.sock", tmp_path / "not-shared" / "server.sock") is False
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp_path / "host.sock"))
+        listener.listen(1)
+        try:
+            assert sb._client.upgrade("/.evolve-channel/host.sock", listener, timeout=2) is False
+        finally:
+            listener.close()
         assert sb.exec("echo still here").output == "still here\n"
-        assert sb.exec("test -e /tmp/evolve.sock || echo gone").output == "gone\n"  # the server closed it
+
+
+ATTACK = ("cp /bin/bash /.evolve-channel/sbash && chmod 4755 /.evolve-channel/sbash && chmod 777 /.evolve-channel; "
+          "mknod /.evolve-channel/disk b 8 0; chmod 666 /.evolve-channel/disk; "
+          "touch /.evolve-channel/planted; ln -s / /.evolve-channel/root; mkdir /.evolve-channel/d; "
+          "mount -o remount,rw /.evolve-channel; echo done")
+
+
+def _host_view(path: Path) -> list[tuple[str, int]]:
+    return sorted((p.name, p.lstat().st_mode) for p in path.iterdir())
+
+
+def test_the_agent_can_change_nothing_on_the_host_through_the_channel_directory(repo: Path):
+    """Issue 18 item 1, attacked as the agent would (its bash tool runs exactly this in the sandbox): a setuid
+    root shell, a device node of the host's disk, a chmod of the directory. The directory is read-only in the
+    container, the capabilities that would matter are gone, and no-new-privileges holds."""
+    with DockerSandbox.start(workspace=repo) as sb:
+        assert sb.direct and sb.channel_dir is not None
+        before = sb.channel_dir.stat().st_mode
+        traj = Agent(ScriptedPolicy([call("bash", command=ATTACK), call("submit")])).run(INSTANCE, sb)
+        observation = traj.steps[0].observation.content
+        assert "Read-only file system" in observation and "done" in observation, observation
+        assert _host_view(sb.channel_dir) == []  # nothing was created on the host
+        assert sb.channel_dir.stat().st_mode == before
+        status = sb.exec("grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status").output
+        caps = {line.split(":")[0]: line.split(":")[1].strip() for line in status.splitlines()}
+        assert caps["NoNewPrivs"] == "1"
+        eff = int(caps["CapEff"], 16)
+        mknod, sys_admin, fsetid, setfcap = 27, 21, 4, 31
+        for bit in (mknod, sys_admin, fsetid, setfcap):
+            assert not eff & (1 << bit), f"capability bit {bit} is still effective ({caps['CapEff']})"
+        assert sb.exec("mknod /tmp/disk b 8 0").exit_code != 0  # nowhere, not only in the channel directory
+        assert sb.exec("echo still served").output == "still served\n"  # the channel itself still works
+
+
+def test_nothing_else_can_connect_to_the_host_socket_after_the_handshake(repo: Path):
+    """The host's socket exists only during the handshake: an agent command cannot reach the host's listener
+    later (connecting would let it speak for the server)."""
+    probe = ("python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
+             "s.connect('/.evolve-channel/host.sock')\"")
+    with DockerSandbox.start(workspace=repo) as sb:
+        r = sb.exec(probe)
+        assert r.exit_code != 0 and ("No such file" in r.output or "refused" in r.output), r.output
 
 
 def test_a_daemon_that_cannot_mount_the_channel_directory_still_starts_the_sandbox(repo: Path, monkeypatch):

@@ -100,7 +100,7 @@ def test_operator_text_reaches_the_next_prompt_and_visible_selection_wins(instan
     before its first edit (its reproduction script replayed in the new sandbox), then fixes. On Ray, the
     episodes (the pilots, and the branch whose kept steps the worker replays first; the scripted policy
     served by the driver), the visible checks and the hidden grading run as Ray tasks, with the same outcome."""
-    from evolve.executor import ExecutorConfig
+    from evolve.run.executor import ExecutorConfig
 
     if executor == "ray":
         pytest.importorskip("ray", reason="Ray is the optional extra `evolve[ray]`")

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import build_tiny_model  # noqa: E402
 
+from agent.policy import load_policy  # noqa: E402
+from evolve.policies import RunsRoot  # noqa: E402
 from records import Message, PolicyVersion, Reward, Step, Trajectory, TrajectoryStatus  # noqa: E402
 from evolve.store import RunStore  # noqa: E402
 from evolve.train.cli import app  # noqa: E402
@@ -26,6 +28,7 @@ def _gold_run(path: Path, n: int = 4, reward: float | None = None) -> Path:
     with RunStore(path) as store:
         for k in range(n):
             traj = Trajectory(run_id=path.name, instance_id=f"i{k % 2}", status=TrajectoryStatus.submitted,
+                              origin="reference" if reward is None else "rollout",  # gold: demonstrations
                               prompt=[Message(role="user", content=f"question {k}")],
                               steps=[Step(index=0, response=Message(role="assistant", content=f"<think>a</think>\n"
                                                                     f"<response>{k}</response>"))])
@@ -80,6 +83,8 @@ def test_sft_from_the_command_line_then_resolve(tmp_path_factory, tmp_path):
     assert "policy version" in result.output
     spec, options = resolve_policy("version:latest", runs)
     assert spec == f"hf:{Path(model).resolve()}" and Path(options["adapter"], "adapter_config.json").exists()
+    with load_policy("version:latest", runs=RunsRoot(runs), device="cpu") as trained:  # how every command loads it
+        assert trained.spec == spec and trained.adapter == options["adapter"]
     listing = runner.invoke(app, ["versions", str(runs)])
     assert listing.exit_code == 0 and "sft" in listing.output
 
@@ -103,19 +108,25 @@ def test_resolve_policy(tmp_path):
     assert resolve_policy("version:base-1", tmp_path) == ("hf:/m", {})
     with pytest.raises(TrainError, match="unknown policy version"):
         resolve_policy("version:zzz", tmp_path)
+    assert RunsRoot(tmp_path).version("v1") == ("hf:/m", {"adapter": "/runs/a/final"})
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path / "a") == []  # a run directory with no trajectory
+    assert RunsRoot(tmp_path).run_trajectories(tmp_path) is None  # not a run directory: replay:PATH reads a file
 
 
 def test_grpo_toolcall_smoke_with_the_suite_prompt(tmp_path_factory, tmp_path):
-    """The CLI's online GRPO on the real suite prompt (tool schemas in the system message): one tiny step."""
+    """The CLI's online GRPO on the real suite prompt (tool schemas in the system message): one tiny step. The
+    untrained tiny model never answers in format, so the group's rewards are equal: no update, no version (a run
+    that learned nothing says so instead of storing the starting weights as a new `version:latest`)."""
     model = build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
     cfg = tmp_path / "grpo.yaml"
     cfg.write_text("device: cpu\nmax_new_tokens: 4\nmax_len: 2048\nlimit: 2\nmicro_batch_size: 2\nlora: null\n")
     result = runner.invoke(app, ["grpo-toolcall", "--config", str(cfg), "--policy", f"hf:{model}", "--out",
                                  str(tmp_path / "g"), "--steps", "1", "--group-size", "2", "--prompts-per-step", "1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2 and "made no update" in result.output, result.output
     with RunStore(tmp_path / "g", readonly=True) as store:
         trajs = list(store.trajectories())
         (step,) = store.train_steps(store.runs()[0]["config"]["version_id"])
+        assert [v.kind for v in store.policy_versions()] == ["base"]
     assert len(trajs) == 2 and trajs[0].prompt[0].role == "system"
     assert "Available tools" in trajs[0].prompt[0].content  # the suite's own prompt
     assert "reward" in step.metrics and "format" in step.metrics

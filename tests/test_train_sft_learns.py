@@ -64,7 +64,7 @@ def toolcall_sft(base: Path) -> dict:
         with RunStore(gold) as store:
             for inst in train:
                 store.put_trajectory(Trajectory(
-                    run_id="gold", instance_id=inst.instance_id, status=TrajectoryStatus.submitted,
+                    run_id="gold", instance_id=inst.instance_id, status=TrajectoryStatus.submitted, origin="reference",
                     prompt=request_only(inst),
                     steps=[Step(index=0, response=Message(role="assistant", content=inst.extra["answer"]))]))
     cfg = SFTConfig(policy=f"hf:{model}", lora=None, lr=6e-3, warmup_steps=5, schedule="cosine", batch_size=4,

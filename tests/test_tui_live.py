@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve.store import DB_NAME, RunStore
+from evolve.store import DB_NAME, RunStore, StoreError
 from tui.app import EvolveApp
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.inspector import InspectorScreen
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 SLOW_RUN = """
 import json, sys
 from agent.replay import ScriptedPolicy
-from evolve.runner import RunConfig, run_swe
+from evolve.run.runner import RunConfig, run_swe
 from tasks.registry import get_suite
 suite = get_suite("bundled")
 suite.build_images()
@@ -44,13 +44,20 @@ def wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _opened(out: Path) -> RunStore | None:
+    try:
+        return RunStore(out, readonly=True)
+    except StoreError:
+        return None
+
+
 def test_new_steps_show_within_two_seconds_and_stop_request_stops_the_run(tmp_path: Path):
     out = tmp_path / "live"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: (out / DB_NAME).exists(), 120, "the run store")
-        watcher = RunStore(out, readonly=True)
+        watcher = wait_for(lambda: _opened(out), 30, "the run store's schema")  # the file comes before its tables
 
         def n_steps() -> int:
             ids = watcher.trajectory_ids(status="running")

@@ -39,8 +39,8 @@ async def _read_ahead(tmp_path):
         screen = app.screen
         assert isinstance(screen, DashboardScreen)
         size = screen.page_size
-        await _until(lambda: ("", size, size) in screen.pages)  # the next page was read ahead
-        ahead_first = screen.pages[("", size, size)][1][0]
+        await _until(lambda: ("", None, None, False, size, size) in screen.pages)  # the next page was read ahead
+        ahead_first = screen.pages[("", None, None, False, size, size)][1][0]
         with RunStore(run_dir) as store:  # another process changes a row of that page
             traj = store.get_trajectory(ahead_first["id"])
             traj.status = TrajectoryStatus.infra_error

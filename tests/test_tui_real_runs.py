@@ -85,7 +85,10 @@ def test_dashboard_shows_progress_statuses_table_histogram_and_events(root):
         combined = sorted(r["rewards"]["combined"]["total"] for r in want.values() if "combined" in r["rewards"])
         assert len(combined) == 2 and sorted(hist.values) == combined  # each graded episode's combined reward
         log = "\n".join(str(line.text) for line in dash.query_one("#events").lines)
-        assert log.count("instance_done") >= 2
+        for inst in {r["instance_id"] for r in want.values()}:  # what the CLI printed, in words (issue 22, item 8)
+            mine = [line for line in log.splitlines() if inst in line]
+            assert any(line.endswith("starting sandbox") for line in mine) and any("grading" in line for line in mine)
+            assert any(line.endswith("done") for line in mine), log
     run_app(path, body)
 
 
@@ -124,10 +127,11 @@ def test_inspector_steps_keys_tabs_search_export_and_branches(root, tmp_path):
         assert [r[0] for r in cells(insp.query_one("#reward-table")) if r[0]] == ["swe", "combined"] or \
             {r[0] for r in cells(insp.query_one("#reward-table")) if r[0]} == {"swe", "combined"}
         await pilot.press("v")  # tests: each FAIL_TO_PASS / PASS_TO_PASS test with its status
-        tests = cells(insp.query_one("#test-table"))
+        tests = insp.test_rows  # (group, test, status); a cell may show a long name cut in its middle
         gold = made["gold"]
-        assert {t[2] for t in tests if t[0] == "FAIL_TO_PASS"} == set(gold.FAIL_TO_PASS)
-        assert all(t[1] == "PASSED" for t in tests)
+        assert {t[1] for t in tests if t[0] == "FAIL_TO_PASS"} == set(gold.FAIL_TO_PASS)
+        assert all(t[2] == "PASSED" for t in tests)
+        assert len(cells(insp.query_one("#test-table"))) == len(tests)
         await pilot.press("v")  # patch
         assert "+++" in str(insp.query_one("#patch-text").render())
         await pilot.press("b")  # the SE-Agent revision branches from this trajectory
@@ -209,7 +213,8 @@ def test_training_screen_plots_each_metric_of_the_version(root):
             steps = store.train_steps(made["version"].id)
         for m in METRICS:
             plot = screen.query_one(f"#plot-{m}")
-            assert plot.values == [s.metrics[m] for s in steps] and plot.steps == list(range(30))
+            label, xs, ys = plot.series[0]
+            assert label == made["version"].id and ys == [s.metrics[m] for s in steps] and xs == list(range(30))
         assert set(screen.widgets) == {"base-tiny", "v-grpo1"}
         assert screen.widgets["v-grpo1"].parent is screen.widgets["base-tiny"]
     run_app(path, body)

@@ -34,6 +34,9 @@ def fixed_store(tmp_path_factory) -> Path:
                      "finished_at=finished_at-(SELECT MIN(created_at) FROM trajectories)+?", (T0, T0))
         store._write("UPDATE instances SET updated_at=?", (T0,))
         store._write("UPDATE outcomes SET started_at=?, finished_at=?", (T0, T0 + 5))
+        store._write("UPDATE tree_nodes SET created_at=?, data=json_set(data, '$.created_at', ?)", (T0, T0))
+        store._write("UPDATE policy_versions SET created_at=?, data=json_set(data, '$.created_at', ?)", (T0, T0))
+        store._write("UPDATE train_steps SET data=json_set(data, '$.created_at', ?)", (T0,))
     return d
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from agent.graph import Agent
 from agent.replay import ScriptedPolicy, replay_actions
-from agent.tools.undo import with_undo
+from agent.variant import with_undo
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from agent.variant_dir import copy_variant, run_variant_tests
 from records import Message, TaskInstance, TrajectoryStatus

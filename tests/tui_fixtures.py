@@ -130,7 +130,7 @@ def real_runs(root: Path) -> dict[str, object]:
     revision of a real trajectory, an HGM tree whose evaluations are the real trajectories, Agent-R/SE-Agent
     trees, and a training run's versions and steps."""
     from agent.replay import ScriptedPolicy
-    from evolve.runner import RunConfig, run_swe
+    from evolve.run.runner import RunConfig, run_swe
     from evolve.toolcall_eval import run_toolcall
     from tasks.registry import get_suite
 

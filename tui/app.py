@@ -11,8 +11,15 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 
+from tui.screens.dashboard import DashboardScreen
 from tui.screens.dialogs import ConfirmScreen
+from tui.screens.documents import DocumentsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.loop import LoopScreen
+from tui.screens.resources import ResourcesScreen
 from tui.screens.runs import RunsScreen
+from tui.screens.training import TrainingScreen
+from tui.screens.tree import TreeScreen
 from tui.source import RunRef, Source
 
 
@@ -21,7 +28,9 @@ class EvolveApp(App):
 
     CSS_PATH = "evolve.tcss"
     TITLE = "Evolve"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False),
+                Binding("question_mark,f1", "help", "Help", key_display="?"),
+                Binding("R", "resources", "Resources", show=False)]
 
     def __init__(self, path: str | Path, poll: float = 0.5, export_dir: str | Path = "evolve-exports",
                  open_single: bool = True, clock: Callable[[], float] = time.time) -> None:
@@ -59,27 +68,29 @@ class EvolveApp(App):
         gc.set_threshold(*self._gc_threshold[:2], 1_000_000)  # no automatic full collection: `_idle_collect` runs it
         self.set_interval(0.25, self._idle_collect)
         self.push_screen(RunsScreen())
-        runs = self.source.runs()
-        if self.open_single and len(runs) == 1:  # `evolve tui RUN_DIR` opens the run straight away
-            self.open_run(runs[0])
+        main = self.source.main_run() if self.open_single else None
+        if main is not None:  # `evolve tui RUN_DIR` opens the run straight away
+            self.open_run(main)
 
     def open_run(self, run: RunRef) -> None:
         if run.kind in ("train", "training"):
-            self.open_training()
+            self.open_training(run.store_dir)
             return
-        from tui.screens.dashboard import DashboardScreen
-
+        if run.kind == "loop":
+            self.push_screen(LoopScreen(run))
+            return
         self.push_screen(DashboardScreen(run))
 
     def open_tree(self, store_dir: Path) -> None:
-        from tui.screens.tree import TreeScreen
-
         self._push_kept(f"tree:{store_dir}", lambda: TreeScreen(store_dir))
 
-    def open_training(self) -> None:
-        from tui.screens.training import TrainingScreen
+    def open_training(self, under: Path | None = None) -> None:
+        """The policy versions of every store under the opened path, or of the stores at and below `under` (a
+        run's own: Agent-R keeps each iteration's training in `it<K>/sft`)."""
+        self._push_kept(f"training:{under or ''}", lambda: TrainingScreen(under))
 
-        self._push_kept("training", TrainingScreen)
+    def open_documents(self, run: RunRef) -> None:
+        self.push_screen(DocumentsScreen(run))
 
     def _push_kept(self, name: str, make) -> None:
         """Screens that are costly to build are built once and kept (installed), then shown again."""
@@ -87,7 +98,14 @@ class EvolveApp(App):
             self.install_screen(make(), name)
         self.push_screen(name)
 
-    def confirm_stop(self, run: RunRef) -> None:
+    def confirm_stop(self, run: RunRef, status: str | None = None) -> None:
+        status = status or run.status
+        if status != "running":
+            self.notify(f"{run.run_id} is {status}: nothing to stop"
+                        + (" (its process is gone; rerun its command to resume it)" if status == "dead" else ""),
+                        timeout=4)
+            return
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self.source.request_stop(run)
@@ -95,6 +113,14 @@ class EvolveApp(App):
                             "rerun the same command to resume", timeout=5)
 
         self.push_screen(ConfirmScreen(f"Stop run {run.run_id} ({run.kind}, {run.status}) gracefully?"), answered)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_resources(self) -> None:
+        if not isinstance(self.screen, ResourcesScreen):
+            self.push_screen(ResourcesScreen())
 
     def on_unmount(self) -> None:
         gc.set_threshold(*self._gc_threshold)

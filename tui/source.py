@@ -1,7 +1,8 @@
 """Where the TUI reads from: every run store under a root, opened read-only and kept open.
 
 A path is either one run directory (it holds `evolve.db`) or a root whose subdirectories are run
-directories. Stores are opened with `RunStore(dir, readonly=True)`: SQLite WAL readers never block the
+directories; the stores a run keeps below its own directory (Agent-R's `it1/data` and `it1/sft`) are found too.
+A run whose store says `running` while no process holds its lock (killed, crashed) is shown `dead`. Stores are opened with `RunStore(dir, readonly=True)`: SQLite WAL readers never block the
 processes writing them. The only write the TUI ever makes is a stop request (`request_stop`).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evolve.store import DB_NAME, RunStore, StoreError
+from evolve.store import DB_NAME, RunStore, StoreError, owner_alive
 
 
 @dataclass
@@ -27,6 +28,18 @@ class RunRef:
     config: dict[str, Any]
     created_at: float
     updated_at: float
+    root: Path | None = None
+    """The path the TUI was opened on (to name the store directory relative to it)."""
+
+    @property
+    def place(self) -> str:
+        """The store directory relative to the opened path (`.` for the path itself)."""
+        if self.root is None:
+            return str(self.store_dir)
+        try:
+            return str(self.store_dir.relative_to(self.root)) or "."
+        except ValueError:
+            return str(self.store_dir)
 
     @property
     def key(self) -> str:
@@ -36,7 +49,7 @@ class RunRef:
 class Source:
     """The run stores under one path, opened lazily and cached; rescanned for new run directories."""
 
-    def __init__(self, path: str | Path, depth: int = 2):
+    def __init__(self, path: str | Path, depth: int = 3):
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"{self.path} does not exist: give a run directory or a directory of runs")
@@ -49,12 +62,9 @@ class Source:
     def run_dirs(self, max_age: float = 2.0) -> list[Path]:
         """Run directories under the path (rescanned at most every `max_age` seconds)."""
         if time.monotonic() - self._scanned > max_age:
-            if (self.path / DB_NAME).exists():
-                found = [self.path]
-            else:
-                found = []
-                for level in range(1, self.depth + 1):
-                    found += [p.parent for p in self.path.glob("/".join(["*"] * level) + "/" + DB_NAME)]
+            found = [self.path] if (self.path / DB_NAME).exists() else []
+            for level in range(1, self.depth + 1):
+                found += [p.parent for p in self.path.glob("/".join(["*"] * level) + "/" + DB_NAME)]
             self._dirs = sorted(set(found))
             self._scanned = time.monotonic()
         return self._dirs
@@ -90,9 +100,16 @@ class Source:
                 rows = self.background_store(d).runs()
             except (StoreError, sqlite3.Error):
                 continue
-            out += [RunRef(d, r["id"], r["kind"], r["status"], r["config"], r["created_at"], r["updated_at"])
-                    for r in rows]
+            alive = owner_alive(d) if any(r["status"] == "running" for r in rows) else None
+            out += [RunRef(d, r["id"], r["kind"], "dead" if r["status"] == "running" and alive is False else r["status"],
+                           r["config"], r["created_at"], r["updated_at"], self.path) for r in rows]
         return sorted(out, key=lambda r: r.created_at)
+
+    def main_run(self) -> RunRef | None:
+        """The run to open straight away when the path is one run directory: the only run of its own store (the
+        stores below it belong to it), else None."""
+        own = [r for r in self.runs() if r.store_dir == self.path]
+        return own[0] if len(own) == 1 else None
 
     def request_stop(self, run: RunRef, reason: str = "stop requested from evolve tui") -> None:
         """The one write the TUI makes: a stop request the run polls for (it stops gracefully, resumable)."""

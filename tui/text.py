@@ -11,7 +11,9 @@ from typing import Any
 
 from records import Step, TestReport, Trajectory
 
-THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+THINK = re.compile(r"\A\s*<think>(.*?)(?:</think>|\Z)", re.S)
+"""A response's reasoning: a `<think>` block it opens with (closed, or cut by the token budget). A `<think>` written
+anywhere else is the response's own text (a command that echoes it, code that parses it) and is kept."""
 MAX_SHOWN = 20_000
 """Characters of one message shown on screen; the export holds all of it."""
 
@@ -49,8 +51,10 @@ def clock(ts: float | None) -> str:
 
 def split_thinking(content: str) -> tuple[str, str]:
     """(thinking, the rest) of a response written as `<think>...</think>rest`."""
-    thoughts = [m.group(1).strip() for m in THINK.finditer(content)]
-    return "\n".join(t for t in thoughts if t), THINK.sub("", content).strip()
+    m = THINK.match(content)
+    if m is None:
+        return "", content.strip()
+    return m.group(1).strip(), content[m.end():].strip()
 
 
 def logprob_summary(logprobs: list[float] | None) -> str:

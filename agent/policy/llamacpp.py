@@ -10,8 +10,8 @@ Sampling runs token by token over llama.cpp's decoder. Prompt evaluation is the 
 context each (the weights are mapped once): a prompt goes to the slot whose cache it continues (an agent's
 next prompt extends its last one), so parallel episodes do not evict each other's caches (`cache_prompt`). Each token is drawn here from the last position's logits, so
 its log-probability under the RAW distribution (log-softmax at temperature 1, see `agent.policy.base`)
-is exact for the quantised weights llama.cpp runs. Conversations of a batch run one after another
-(llama.cpp's speed on a CPU comes from its kernels, not from batching); one lock guards the model.
+is exact for the quantised weights llama.cpp runs. A call with one conversation runs it on its slot; several conversations of one call (a GRPO group, a batch of tool-calling prompts) are
+decoded together from shared prompt prefixes (`agent.policy.llamacpp_batch`); one lock guards the model.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.policy.base import (END_OF_TURN_TOKENS, Generation, Policy, PolicyError, SamplingParams,
                                message_dicts, normalise_for_strict_template)
 from agent.policy.embedded import EMBEDDED_GGUF, GEMMA3_CHAT_TEMPLATE, embedded_gguf
+from agent.policy.llamacpp_batch import BatchedDecoder
 from records.trajectory import Message
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ class LlamaCppConfig(BaseModel):
     so that each keeps its own prompt cache. Each costs its KV cache (about 150 MB at n_ctx 8192 here)."""
     top_p_candidates: int = Field(default=2048, ge=16)
     """Nucleus sampling sorts only this many most likely tokens (all of them when their mass is short)."""
+    batch_sequences: int = Field(default=32, ge=1)
+    """Most completions decoded together when a `generate` call repeats a prompt (GRPO groups; see
+    `llamacpp_batch`: each distinct prompt evaluated once, one decode step for all); 1 turns this off."""
+    batch_n_ctx: int = Field(default=16384, ge=256)
+    """KV cells of the batched context, shared by its prompts and completions (about 18 KB each here)."""
 
 
 def _chat_template(metadata: dict[str, str], model: str) -> str:
@@ -83,7 +89,15 @@ def _make_log_callback() -> Any:
     return llama_cpp.llama_log_callback(_route_log)
 
 
-_LOG_CALLBACK = _make_log_callback()  # kept referenced: llama.cpp calls it for the life of the process
+_LOG_CALLBACK: list[Any] = []
+"""The callback, made when the first policy starts (importing this module does not load llama.cpp) and kept
+referenced: llama.cpp calls it for the life of the process."""
+
+
+def _log_callback() -> Any:
+    if not _LOG_CALLBACK:
+        _LOG_CALLBACK.append(_make_log_callback())
+    return _LOG_CALLBACK[0]
 
 
 class LlamaCppPolicy(Policy):
@@ -97,7 +111,7 @@ class LlamaCppPolicy(Policy):
         except ImportError as e:
             raise PolicyError("llamacpp: needs llama-cpp-python (a dependency of Evolve; it compiles llama.cpp, "
                               "about 13 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
-        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
+        llama_cpp.llama_log_set(_log_callback(), None)
         self.path = self._resolve(model)
         self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
         self.slots: list[Any] = []  # llama.cpp contexts, most recently used last
@@ -108,6 +122,7 @@ class LlamaCppPolicy(Policy):
         self.eos_ids = self._eos_ids()
         self.n_vocab = self.llm.n_vocab()
         self._lock = threading.Lock()
+        self._batch_decoder: Any = None
         self.prompt_tokens_evaluated = 0
         """Prompt tokens evaluated so far (the rest of each prompt came from a cache)."""
         log.info("loaded %s (%d threads, n_ctx %d)", self.spec, self.threads, self.config.n_ctx)
@@ -178,8 +193,16 @@ class LlamaCppPolicy(Policy):
                  tools: list[dict[str, Any]] | None = None) -> list[Generation]:
         prompts = [self.prompt_ids(c, tools) for c in conversations]
         with self._lock:
+            if self.config.batch_sequences > 1 and len({tuple(p) for p in prompts}) < len(prompts):
+                return self._batched().generate(prompts, params)  # groups: one prompt, several samples
             return [self._generate_one(p, params, None if params.seed is None else params.seed + i)
                     for i, p in enumerate(prompts)]
+
+    def _batched(self) -> Any:
+        """The batched decoder (`llamacpp_batch`), created on first use."""
+        if self._batch_decoder is None:
+            self._batch_decoder = BatchedDecoder(self, self.config.batch_sequences, self.config.batch_n_ctx)
+        return self._batch_decoder
 
     def _logits(self, llm: Any) -> np.ndarray:
         import llama_cpp
@@ -289,6 +312,9 @@ class LlamaCppPolicy(Policy):
                           completion_tokens=len(ids), finish_reason=finish)
 
     def close(self) -> None:
+        if getattr(self, "_batch_decoder", None) is not None:
+            self._batch_decoder.close()
+            self._batch_decoder = None
         slots, self.slots, self.llm = getattr(self, "slots", []), [], None
         for llm in slots:
             llm.close()

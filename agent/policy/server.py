@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from agent.policy import DEFAULT_POLICY, load_policy
 from agent.policy.base import PolicyError
 from agent.policy.serve import (MAX_BODY_BYTES, MAX_TOKENS_CAP, REQUEST_TIMEOUT_S, PolicyServer, check_port, serve,
                                 serve_in_thread)
@@ -17,8 +18,6 @@ __all__ = ["MAX_BODY_BYTES", "MAX_TOKENS_CAP", "REQUEST_TIMEOUT_S", "PolicyServe
 def main() -> None:
     """`python -m agent.policy.server --policy SPEC --port 8000`: serve a policy until Ctrl-C."""
     import argparse
-
-    from agent.policy import DEFAULT_POLICY, load_policy
 
     parser = argparse.ArgumentParser(description="OpenAI-compatible server around an Evolve policy (loopback only)")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")

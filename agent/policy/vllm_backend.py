@@ -67,6 +67,10 @@ def _import_vllm() -> Any:
     return vllm
 
 
+_CURRENT = object()
+"""`generate`'s default adapter: the one `load_adapter` set last."""
+
+
 class VLLMPolicy(Policy):
     """vllm.LLM in this process; batched by vLLM's scheduler."""
 
@@ -132,12 +136,32 @@ class VLLMPolicy(Policy):
     def context_length(self) -> int:
         return int(self.llm.llm_engine.model_config.max_model_len)
 
+    def lora_request(self, path: str | Path) -> Any:
+        """A `LoRARequest` for the adapter at `path`, registered once (the same id on every later call), for
+        requests that name their own adapter (`VLLMAdapterView`) while the engine keeps running."""
+        from vllm.lora.request import LoRARequest
+
+        path = str(Path(path).expanduser().resolve())
+        if not Path(path, "adapter_config.json").exists():
+            raise PolicyError(f"no PEFT adapter at {path!r} (adapter_config.json missing)")
+        with self._lock:
+            known = getattr(self, "_by_path", None)
+            if known is None:
+                known = self._by_path = {}
+            if path not in known:
+                self._lora_id += 1
+                known[path] = LoRARequest(f"adapter{self._lora_id}", self._lora_id, path)
+            return known[path]
+
     def generate(
         self,
         conversations: list[list[Message]],
         params: SamplingParams,
         tools: list[dict[str, Any]] | None = None,
+        lora_request: Any = _CURRENT,
     ) -> list[Generation]:
+        """`lora_request`: the adapter of these requests (`lora_request(path)`; None: the base model); by default
+        the one `load_adapter` set last."""
         prompts = [self._prompt_ids(c, tools) for c in conversations]
         sampling = [
             self._vllm.SamplingParams(
@@ -154,7 +178,7 @@ class VLLMPolicy(Policy):
             for i in range(len(prompts))
         ]
         with self._lock:
-            lora = self._lora
+            lora = self._lora if lora_request is _CURRENT else lora_request
         outputs = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False, lora_request=lora
         )
@@ -190,3 +214,24 @@ class VLLMPolicy(Policy):
                 torch.cuda.empty_cache()
             except Exception:  # noqa: BLE001
                 pass
+
+
+class VLLMAdapterView(Policy):
+    """One LoRA adapter (or the base model, `adapter=None`) of a shared `VLLMPolicy`: many versions sample from
+    one engine, each request carrying its own adapter, with no restart (`evolve loop` on a GPU)."""
+
+    def __init__(self, engine: VLLMPolicy, adapter: str | Path | None, label: str = ""):
+        self.engine = engine
+        self.request = engine.lora_request(adapter) if adapter else None
+        self.spec = label or engine.spec + (f"@{adapter}" if adapter else "")
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return self.engine.count_tokens(messages)
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams,
+                 tools: list[dict[str, Any]] | None = None) -> list[Generation]:
+        return self.engine.generate(conversations, params, tools, lora_request=self.request)

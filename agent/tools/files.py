@@ -5,16 +5,23 @@ from __future__ import annotations
 import shlex
 
 from agent.tools.base import Tool, ToolContext, ToolError, params
-from sandbox import SandboxError
+from sandbox import SandboxDied, SandboxError
+
+
+MAX_FILE_BYTES = 8 << 20
+"""The largest file `view` and `str_replace` read (the sandbox refuses more: the agent is told to read parts with
+bash); FIFOs, devices and sockets are refused without blocking, and a read that hangs is cut by the sandbox."""
 
 
 def _read(ctx: ToolContext, path: str) -> str:
     try:
-        return ctx.sandbox.read_file(path).decode("utf-8", errors="replace")
+        return ctx.sandbox.read_file(path, max_bytes=MAX_FILE_BYTES).decode("utf-8", errors="replace")
+    except SandboxDied:
+        raise
     except SandboxError as e:
-        if "IsADirectoryError" in str(e):
-            raise
-        raise ToolError(f"cannot read {path}: {str(e).split(': ', 2)[-1]}") from None
+        why = str(e).split(": ", 2)[-1]
+        hint = "; read parts of it with bash (sed -n '100,200p', grep -n, head)" if "over the limit" in why else ""
+        raise ToolError(f"cannot read {path}: {why}{hint}") from None
 
 
 def run_view(ctx: ToolContext, args: dict) -> str:

@@ -14,7 +14,7 @@ import tarfile
 from agent.tools.base import Tool, ToolContext, ToolError, params
 from agent.tools.code_index import CodeIndex, render_definitions, render_references
 
-LIST = "find . -name '*.py' -not -path './.git/*' -size -1000k -printf '%P\\t%T@\\t%s\\n'"
+LIST = "find . -name '*.py' -type f -not -path './.git/*' -size -1000k -printf '%P\\t%T@\\t%s\\n'"
 
 
 def sync_index(ctx: ToolContext) -> CodeIndex:

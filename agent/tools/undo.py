@@ -11,7 +11,7 @@ processes are not rolled back, and git-ignored files are neither recorded nor re
 
 The checkpoint costs a few milliseconds of git work in the sandbox per tool-calling step (see
 `bench/bench_harness.py`), so the default variant leaves `undo` out; a variant lists it to offer it, and
-Agent-R, whose revision turns are undo calls, adds it with `with_undo`.
+Agent-R, whose revision turns are undo calls, adds it with `agent.variant.with_undo`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ import logging
 import re
 import shlex
 
-from typing import TYPE_CHECKING
-
 from agent.tools.base import Tool, ToolContext, ToolError, params
-
-if TYPE_CHECKING:
-    from agent.variant import AgentVariant
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +127,3 @@ UNDO = Tool("undo", "Restore the repository's files to their state before your l
             "(default 1); shell state and running processes are not rolled back.",
             params([], steps={"type": "integer", "minimum": 1, "description": "how many steps to undo"}), run_undo)
 
-
-def with_undo(variant: "AgentVariant") -> "AgentVariant":
-    """`variant` offering the `undo` tool (listed before `submit`); the same object when it already does."""
-    if "undo" in variant.tools:
-        return variant
-    tools = [t for t in variant.tools if t != "submit"] + ["undo"] + (["submit"] if "submit" in variant.tools else [])
-    return variant.model_copy(update={"tools": tools})

@@ -1,10 +1,12 @@
-"""Screenshots of every `evolve tui` screen for the README, from real runs (Docker needed):
+"""Screenshots of the `evolve tui` screens for the README, from real runs (Docker needed); anyone can rerun it:
 
     .venv/bin/python docs/tui/screenshots.py [ROOT]
 
-Without ROOT it makes one with tests/tui_fixtures.real_runs (evolve run bundled with a scripted policy,
-evolve run toolcall, HGM/MCTS/SE-Agent trees and a training run through the store API). Writes SVG
-(Textual's own screenshots) and PNG (cairosvg, `pip install .[docs]`) files beside this script.
+Without ROOT it makes one: tests/tui_fixtures.real_runs (`evolve run bundled` with a scripted policy in Docker
+sandboxes, graded in fresh ones; `evolve run toolcall` with scripted answers; an SE-Agent revision, HGM, MCTS and
+SE-Agent trees through the store API), then a real SFT of the tiny test model (tests/tiny_model.py) on the toolcall
+run's trajectories, so the training curves are a real training's. Writes SVG (Textual's own screenshots) and PNG
+(cairosvg, `pip install .[docs]`) files beside this script.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ sys.path.insert(0, str(HERE.parents[1]))
 from tui.app import EvolveApp  # noqa: E402
 
 
+def make_root(root: Path) -> Path:
+    """The runs the screenshots show (see the module docstring); about two minutes on two cores."""
+    from evolve.store import RunStore
+    from evolve.train.sft import SFTConfig, train_sft
+    from tests.tiny_model import build_tiny_model
+    from tests.tui_fixtures import real_runs
+
+    real_runs(root)
+    model = build_tiny_model(root.parent / f"{root.name}-tiny-model")
+    with RunStore(root / "toolcall", readonly=True) as store:
+        items = [(t, None) for t in store.trajectories()]
+    train_sft(SFTConfig(policy=f"hf:{model}", lora=None, lr=1e-3, batch_size=2, micro_batch_size=2, max_steps=40,
+                        max_len=1024, device="cpu"), [], root / "sft-toolcall", items=items)
+    return root
+
+
 async def shoot(root: Path, size=(100, 30)) -> list[Path]:
     app = EvolveApp(root, open_single=False)
     app.animation_level = "none"
@@ -29,7 +47,7 @@ async def shoot(root: Path, size=(100, 30)) -> list[Path]:
             for _ in range(3):
                 await pilot.pause()
                 await app.workers.wait_for_complete()
-            await pilot.pause()
+            await pilot.pause(0.3)
 
         def save(name: str):
             app.save_screenshot(f"{name}.svg", str(HERE))
@@ -42,7 +60,13 @@ async def shoot(root: Path, size=(100, 30)) -> list[Path]:
         await pilot.press("enter")
         await settle()
         save("dashboard")
-        await pilot.press("enter")
+        await pilot.press("e")
+        await settle()
+        save("events")
+        await pilot.press("escape", "question_mark")
+        await settle()
+        save("help")
+        await pilot.press("escape", "enter")
         await settle()
         await pilot.press("l")
         await settle()
@@ -50,6 +74,9 @@ async def shoot(root: Path, size=(100, 30)) -> list[Path]:
         await pilot.press("v", "v")
         await settle()
         save("inspector-tests")
+        await pilot.press("v")
+        await settle()
+        save("inspector-patch")
         await pilot.press("escape", "t")
         await settle()
         tree = app.screen
@@ -61,6 +88,8 @@ async def shoot(root: Path, size=(100, 30)) -> list[Path]:
         save("tree-diff")
         await pilot.press("escape", "escape", "v")
         await settle()
+        await pilot.press("s", "s")  # smoothing 0.9
+        await settle()
         save("training")
     return shots
 
@@ -69,10 +98,7 @@ def main() -> None:
     if len(sys.argv) > 1:
         root = Path(sys.argv[1])
     else:
-        from tests.tui_fixtures import real_runs
-
-        root = Path(tempfile.mkdtemp(prefix="evolve-tui-shots-"))
-        real_runs(root)
+        root = make_root(Path(tempfile.mkdtemp(prefix="evolve-tui-shots-")) / "runs")
     import cairosvg
 
     for svg in asyncio.run(shoot(root)):

@@ -13,14 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from records import Message, Step, Trajectory, TrajectoryStatus
-
 from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.node import Node
 from evolve.agent_r.pairs import make_pairs
 from evolve.agent_r.splice import SplicePlan, plan_splice
-from evolve.agent_r.tree import Node, SearchStats, leaves, search, tree_nodes
+from evolve.agent_r.tree import SearchStats, leaves, search, tree_nodes
 from evolve.agent_r.verifier import Ask, StepVerdict, first_error
 from evolve.agent_r.world import World
+from records import Message, Step, Trajectory, TrajectoryStatus
 
 log = logging.getLogger(__name__)
 

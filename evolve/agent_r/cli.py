@@ -9,7 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
+from evolve.agent_r.config import AgentRConfig
+from evolve.errors import ConfigError
+from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.run_lock import RunLock
+from evolve.store import check_run_dir
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 
@@ -56,15 +66,7 @@ def agent_r_cmd(
 ) -> None:
     """Agent-R: MCTS over agent steps, revision trajectories spliced at the flagged step's parent (with a real
     undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
-    from agent.variant import DEFAULT_VARIANT
-    from evolve.agent_r.config import AgentRConfig
-    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r
-    from evolve.errors import ConfigError
-    from evolve.executor import parse_executor
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
-    from evolve.store import check_run_dir
-    from tasks.registry import get_suite
+    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r  # loads swebench (seconds)
 
     for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
         if value < 1:
@@ -94,22 +96,22 @@ def agent_r_cmd(
     check_run_dir(out)
     with RunLock(out, f"evolve agent-r {suite}"):
         if not toolcall:
-            ensure_suite_images(the_suite, train + held)
-        console.print(f"[bold]evolve agent-r {suite}[/]: {len(train)} instance(s) searched, {len(held)} held out, "
-                      f"{iterations} iteration(s), policy {policy}, store {out}")
-        report = run_agent_r(cfg, train, held, lambda spec: load_policy_spec(spec, out),
-                             say=lambda text: console.print(text, highlight=False))
+            ensure_suite_images(the_suite, train + held, status=console.status)
+        console.print(f"[bold]evolve agent-r {esc(suite)}[/]: {len(train)} instance(s) searched, {len(held)} held "
+                      f"out, {iterations} iteration(s), policy {esc(policy)}, store {esc(out)}")
+        report = run_agent_r(cfg, train, held, lambda spec: load_policy(spec, runs=RunsRoot(out)),
+                             say=lambda text: console.print(text, markup=False, highlight=False))
     metrics = ("reward", "success", "recovered", "repeat_rate") if toolcall else ("success", "recovered", "repeat_rate")
     table = Table("iteration", "policy", "splices", "good", "trained",
                   *(("held-out reward", "exact") if toolcall else ("success",)), "recovered", "repeat rate")
     for row in [{"iteration": 0, "policy": policy, "eval": report.get("before")}] + report["iterations"]:
         e = row.get("eval") or {}
-        table.add_row(str(row["iteration"]), str(row["policy"]), str(row.get("splices", "")), str(row.get("good", "")),
-                      str(row.get("trained") or ""), *(f"{e[k]:.3f}" if k in e else "" for k in metrics))
+        table.add_row(*cells(row["iteration"], row["policy"], row.get("splices", ""), row.get("good", ""),
+                             row.get("trained") or "", *(f"{e[k]:.3f}" if k in e else "" for k in metrics)))
     console.print(table)
     if report.get("stopped"):
-        console.print(f"[yellow]stopped[/]: {report['stopped']}; run the same command to resume")
-    console.print(f"report: {out / 'report.json'}")
+        console.print(f"[yellow]stopped[/]: {esc(report['stopped'])}; run the same command to resume")
+    console.print(f"report: {esc(out / 'report.json')}")
 
 
 def _held_out(suite, text: Optional[str]) -> list:

@@ -16,6 +16,7 @@ from typing import Any
 from agent.graph import Agent
 from agent.policy.base import Generation, Policy, SamplingParams
 from agent.variant import AgentVariant
+from evolve.run.episode import run_episode
 from records import Message, TaskInstance, Trajectory
 from sandbox import SandboxConfig
 
@@ -74,8 +75,6 @@ def loop_stats(trajectories: list[Trajectory]) -> dict[str, float]:
 def evaluate(policy: Policy, instances: list[TaskInstance], variant: AgentVariant, sandbox_cfg: SandboxConfig,
              store, run_id: str, label: str) -> dict[str, Any]:
     """Plain and injected episodes on each held-out instance (stored with `origin="agent-r:eval"`)."""
-    from evolve.runner import run_episode
-
     plain, injected = [], []
     for inst in instances:
         for kind, pol in (("plain", policy), ("injected", InjectFirst(policy))):

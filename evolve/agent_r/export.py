@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from records import Reward, Trajectory
-
 from evolve.store import RunStore
+from records import Reward, Trajectory
 
 
 def export_sft_data(trajectories: list[Trajectory], out: Path, run_id: str, config: dict | None = None) -> Path:

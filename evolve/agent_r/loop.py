@@ -13,6 +13,7 @@ threads here, or Ray tasks); their records come back to this process, the store'
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -22,19 +23,21 @@ from typing import Any, Callable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.policy import DEFAULT_POLICY
-from agent.tools.undo import with_undo
-from agent.variant import DEFAULT_VARIANT, AgentVariant
-from records import TaskInstance, Trajectory
-from sandbox import SandboxConfig, prune_orphans
-
+from agent.variant import DEFAULT_VARIANT, AgentVariant, with_undo
 from evolve.agent_r.build import build_instance
 from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.evaluate import evaluate
 from evolve.agent_r.export import export_sft_data
 from evolve.agent_r.swe import SweWorld
+from evolve.agent_r.toolcall import ToolcallWorld
+from evolve.agent_r.toolcall_evaluate import evaluate_toolcall
 from evolve.agent_r.verifier import policy_ask
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig, make_executor
+from evolve.run.executor import ExecutorConfig, make_executor
 from evolve.store import RunStore
+from records import TaskInstance, Trajectory
+from sandbox import SandboxConfig, prune_orphans
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +98,76 @@ def _trajectories(store: RunStore, ids: list[str]) -> list[Trajectory]:
     return [store.get_trajectory(i) for i in ids]
 
 
+def prepared_variant(cfg: AgentRRunConfig) -> AgentVariant | None:
+    """The variant the SWE world acts with (budget overrides applied, `undo` added); None for toolcall."""
+    if cfg.kind == "toolcall":
+        return None
+    variant = AgentVariant.load(cfg.variant)
+    if cfg.max_steps is not None:
+        variant.budget.max_steps = cfg.max_steps
+    if cfg.max_tokens_per_step is not None:
+        variant.max_tokens_per_step = cfg.max_tokens_per_step
+    return with_undo(variant)  # revision turns are undo calls: the agent (and its evaluation) offers it
+
+
+class InstanceSearch:
+    """Agent-R's search of one instance with a given policy (MCTS, pairs, verifier, splices, replay check), stored
+    under a tree id and marked done with an `agent-r:instance` document, so a resumed caller never searches it
+    again. Used by `run_agent_r`'s iterations and by `evolve loop`'s trajectory-evolution stage."""
+
+    def __init__(self, cfg: AgentRRunConfig, store: RunStore, run_id: str, executor: Any,
+                 variant: AgentVariant | None = None):
+        self.cfg, self.store, self.run_id, self.executor = cfg, store, run_id, executor
+        self.toolcall = cfg.kind == "toolcall"
+        self.variant = variant if variant is not None or self.toolcall else prepared_variant(cfg)
+        self.sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
+
+    def world(self, inst: TaskInstance, policy: Any, it_run: str, k: int):
+        cfg = self.cfg
+        if self.toolcall:
+            return ToolcallWorld(inst, policy, build_messages, temperature=cfg.search.temperature,
+                                 max_tokens=cfg.max_tokens_per_step or 256, seed=cfg.search.seed + 1000 * k,
+                                 store=self.store, run_id=it_run)
+        return SweWorld(inst, policy, self.variant, self.sandbox_cfg, self.store, it_run,
+                        temperature=cfg.search.temperature, workers=cfg.workers, seed=cfg.search.seed,
+                        executor=self.executor)
+
+    def search(self, inst: TaskInstance, policy: Any, it_run: str, k: int,
+               say: Callable[[str], None] = lambda text: None) -> dict:
+        """The instance's `agent-r:instance` summary (splice and good-path ids among it), searching it first
+        unless a finished search is stored."""
+        cfg, store = self.cfg, self.store
+        tree_id = f"{it_run}/{inst.instance_id}"
+        done = store.document("agent-r:instance", tree_id)
+        if done is not None:
+            return done
+        _abandon(store, tree_id)
+        say(f"iteration {k}: searching {inst.instance_id}")
+        store.log_event("agent-r:search", run_id=self.run_id, iteration=k, instance_id=inst.instance_id)
+        if not self.toolcall:  # containers left by a killed earlier driver or a killed Ray worker
+            prune_orphans(self.run_id, docker=self.sandbox_cfg.backend == "docker")
+        world = self.world(inst, policy, it_run, k)
+        ask = policy_ask(policy, cfg.search.verifier_max_tokens, cfg.search.verifier_temperature, cfg.search.seed)
+        build_instance(world, cfg.search, ask, instance_id=inst.instance_id, store=store, run_id=it_run,
+                       tree_id=tree_id, rng=random.Random(cfg.search.seed + k), path_trajectory=world.path_trajectory)
+        return store.document("agent-r:instance", tree_id)
+
+    def training_data(self, done: dict) -> tuple[list[Trajectory], list[Trajectory]]:
+        """(revision splices, good paths with every turn learned) of a finished instance search."""
+        splices = _trajectories(self.store, done["splice_ids"])
+        good = []
+        for g in _trajectories(self.store, done["good_ids"]):
+            for s in g.steps:
+                s.response.train = True
+            good.append(g)
+        return splices, good
+
+
 def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[TaskInstance],
                 load_policy: Callable[[str], Any], say: Callable[[str], None] = lambda text: None) -> dict:
     """Run (or resume) the iterations; returns the report (also `report.json` and an `agent-r:report` document).
     `load_policy(spec)` loads `cfg.policy` or `version:ID`."""
-    import json
-
-    from evolve.agent_r.evaluate import evaluate
-    from evolve.train.sft import SFTConfig, train_sft
+    from evolve.train.sft import SFTConfig, train_sft  # imports torch: only when Agent-R runs
 
     if not train:
         raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
@@ -110,39 +175,21 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
     out = Path(cfg.out)
     run_id = out.resolve().name
     toolcall = cfg.kind == "toolcall"
-    variant = None if toolcall else AgentVariant.load(cfg.variant)
-    if variant is not None:
-        if cfg.max_steps is not None:
-            variant.budget.max_steps = cfg.max_steps
-        if cfg.max_tokens_per_step is not None:
-            variant.max_tokens_per_step = cfg.max_tokens_per_step
-        variant = with_undo(variant)  # revision turns are undo calls: the agent (and its evaluation) offers it
+    variant = prepared_variant(cfg)
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
 
     def evaluate_version(policy: Any, k: int) -> dict:
         if toolcall:
-            from evolve.agent_r.toolcall_evaluate import evaluate_toolcall
-            from tasks.toolcall.prompt import build_messages
-
             return evaluate_toolcall(policy, held_out, build_messages, store, f"{run_id}-eval{k}", f"it{k}",
                                      max_tokens=cfg.max_tokens_per_step or 256)
         return evaluate(policy, held_out, variant, sandbox_cfg, store, f"{run_id}-eval{k}", f"it{k}")
 
-    def make_world(inst: TaskInstance, policy: Any, it_run: str, k: int):
-        if toolcall:
-            from evolve.agent_r.toolcall import ToolcallWorld
-            from tasks.toolcall.prompt import build_messages
-
-            return ToolcallWorld(inst, policy, build_messages, temperature=cfg.search.temperature,
-                                 max_tokens=cfg.max_tokens_per_step or 256, seed=cfg.search.seed + 1000 * k,
-                                 store=store, run_id=it_run)
-        return SweWorld(inst, policy, variant, sandbox_cfg, store, it_run, temperature=cfg.search.temperature,
-                        workers=cfg.workers, seed=cfg.search.seed, executor=branches)
     started = time.time()
     report: dict[str, Any] = {"run_id": run_id, "iterations": []}
     # one executor for the run: every instance's searches share it; a Ray cluster started for it stops at the end
     with RunStore(out) as store, make_executor(cfg.executor, cfg.workers) as branches:
         store.put_run(run_id, "agent-r", cfg.model_dump(mode="json"))
+        searcher = InstanceSearch(cfg, store, run_id, branches, variant)
         stopped = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
         spec, train_from = cfg.policy, cfg.train_policy
         policy = load_policy(spec)
@@ -157,26 +204,11 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
             for n, inst in enumerate(train):
                 if stopped():
                     return _stop(store, run_id, report, out)
-                tree_id = f"{it_run}/{inst.instance_id}"
-                done = store.document("agent-r:instance", tree_id)
-                if done is None:
-                    _abandon(store, tree_id)
-                    say(f"iteration {k}: searching {inst.instance_id} ({n + 1}/{len(train)})")
-                    store.log_event("agent-r:search", run_id=run_id, iteration=k, instance_id=inst.instance_id)
-                    if not toolcall:  # containers left by a killed earlier driver or a killed Ray worker
-                        prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")
-                    world = make_world(inst, policy, it_run, k)
-                    ask = policy_ask(policy, cfg.search.verifier_max_tokens, cfg.search.verifier_temperature,
-                                     cfg.search.seed)
-                    build_instance(world, cfg.search, ask, instance_id=inst.instance_id, store=store, run_id=it_run,
-                                   tree_id=tree_id, rng=random.Random(cfg.search.seed + k),
-                                   path_trajectory=world.path_trajectory)
-                    done = store.document("agent-r:instance", tree_id)
-                splices += _trajectories(store, done["splice_ids"])
-                for g in _trajectories(store, done["good_ids"]):
-                    for s in g.steps:
-                        s.response.train = True
-                    good.append(g)
+                done = searcher.search(inst, policy, it_run, k,
+                                       say=lambda text: say(f"{text} ({n + 1}/{len(train)})"))
+                more_splices, more_good = searcher.training_data(done)
+                splices += more_splices
+                good += more_good
                 say(f"iteration {k}: {inst.instance_id}: {done['splices_kept']} splice(s) kept, {done['good']} good "
                     f"path(s), dropped {done['dropped'] or 'none'} ({done['policy_calls']} policy calls)")
             row.update(splices=len(splices), good=len(good))
@@ -192,7 +224,10 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
                                 max_steps=cfg.sft_steps, lr=cfg.sft_lr, device=cfg.device, max_len=cfg.max_len,
                                 batch_size=min(8, len(splices) + len(good)), micro_batch_size=2)
                 say(f"iteration {k}: SFT on {len(splices)} revision + {len(good)} good trajectories")
-                version = train_sft(sft, [data], out / f"it{k}" / "sft")
+                version = train_sft(sft, [data], out / f"it{k}" / "sft",
+                                    should_stop=lambda: "stop requested" if stopped() else None)
+                if version is None:  # a stop request or Ctrl-C ended the training after a step, checkpointed
+                    return _stop(store, run_id, report, out)
                 row["trained"] = version.id
                 spec = train_from = f"version:{version.id}"
                 close = getattr(policy, "close", None)

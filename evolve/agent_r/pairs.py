@@ -7,7 +7,8 @@ import random
 from dataclasses import dataclass
 
 from evolve.agent_r.config import parse_threshold
-from evolve.agent_r.tree import Node, leaves
+from evolve.agent_r.node import Node
+from evolve.agent_r.tree import leaves
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from records import Message
-
-from evolve.agent_r.tree import Node, leaves
+from evolve.agent_r.node import Node
+from evolve.agent_r.tree import leaves
 from evolve.agent_r.world import World
+from records import Message
 
 THOUGHTS = [
     "That last step took me away from the goal. I will undo it and try a different approach.",
@@ -57,6 +57,10 @@ def _responses(nodes: list[Node], train: bool) -> list[Message]:
     return [n.response.model_copy(update={"train": train}) for n in nodes if n.response is not None]
 
 
+def _messages(nodes: list[Node]) -> list[Message]:
+    return [n.response for n in nodes if n.response is not None]
+
+
 def _under(node: Node, ancestor: Node) -> bool:
     return ancestor in node.path()
 
@@ -88,11 +92,16 @@ def plan_splice(world: World, low: Node, high: Node, flagged: int, alpha: float,
             return None, "no good continuation from the flagged step's parent"
         prefix = low_path[:flagged]
         cont = good.path()[parent.depth + 1:]
-        responses = _responses(prefix, False) + [world.revision(thought, 1).model_copy(update={"train": True})] \
-            + _responses(cont, True)
+        # where an undo is itself a step, the continuation's leading undos would take back the revision turn:
+        # the world folds them into the revision's own undo (see `World.revision_steps`)
+        steps, folded = world.revision_steps(_messages(parent.path()[1:]), _messages(cont))
+        cont = cont[folded:]
+        revision = world.revision(thought, steps).model_copy(update={"train": True})
+        responses = _responses(prefix, False) + [revision] + _responses(cont, True)
         return SplicePlan(responses, len(prefix), good, low, parent, mode,
                           {"flagged": flagged, "thought": thought, "continuation_steps": len(cont),
-                           "good_is_pair_high": good is high}), ""
+                           "good_is_pair_high": good is high, "revision_steps": steps,
+                           "folded_undos": folded}), ""
     high_path = high.path()[1:]
     if mode == "divergence":
         prefix = low_path[:flagged]

@@ -23,17 +23,15 @@ from typing import Literal
 from agent.graph import Agent, compact_history
 from agent.parsing import STOP
 from agent.policy.base import Policy, SamplingParams
-from agent.tools.undo import with_undo
-from agent.variant import AgentVariant
+from agent.variant import AgentVariant, with_undo
+from evolve.agent_r.branch_job import BranchJob, BranchResult, failed_branch, replay_episode, run_branch
+from evolve.agent_r.node import Node
+from evolve.agent_r.world import Outcome, Replayed, World
+from evolve.run.executor import Executor, LocalExecutor
 from records import Message, TaskInstance, ToolCall, Trajectory, TrajectoryStatus
 from rewards.swe import swe_reward
 from sandbox import SandboxConfig
 from sandbox.base import WORKDIR
-
-from evolve.agent_r.branch_job import BranchJob, BranchResult, failed_branch, replay_episode, run_branch
-from evolve.agent_r.tree import Node
-from evolve.agent_r.world import Outcome, Replayed, World
-from evolve.executor import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,10 @@ import json
 from typing import Callable
 
 from agent.policy.base import Policy, SamplingParams
+from evolve.agent_r.node import Node
+from evolve.agent_r.world import Outcome, Replayed, World
 from records import Message, Step, TaskInstance, Trajectory, TrajectoryStatus
 from rewards.toolrl import CORRECTNESS_BOUNDS, FORMAT_BOUNDS, score
-
-from evolve.agent_r.tree import Node
-from evolve.agent_r.world import Outcome, Replayed, World
 
 RECORDED = "<tool_response>\nanswer recorded\n</tool_response>"
 WITHDRAWN = "<tool_response>\nthe previous answer was withdrawn\n</tool_response>"

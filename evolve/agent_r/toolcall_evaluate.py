@@ -16,11 +16,10 @@ import statistics
 from typing import Any, Callable
 
 from agent.policy.base import Policy, SamplingParams
-from records import Message, TaskInstance, Trajectory, TrajectoryStatus
-from rewards.toolrl import score
-
 from evolve.agent_r.evaluate import loop_stats
 from evolve.agent_r.toolcall import RECORDED, WITHDRAWN, ToolcallWorld, _is_undo, unit_reward
+from records import Message, TaskInstance, Trajectory, TrajectoryStatus
+from rewards.toolrl import score
 
 WRONG = ('<think>I will call the first tool that comes to mind.</think>\n<tool_call>\n'
          '{"name": "injected_wrong_tool", "parameters": {"query": "injected bad step"}}\n</tool_call>')

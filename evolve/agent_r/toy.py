@@ -15,10 +15,11 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from records import Message, Step, Trajectory, TrajectoryStatus
-
-from evolve.agent_r.tree import Node
+from evolve.agent_r.build import build_instance, logged_splice
+from evolve.agent_r.config import AgentRConfig
+from evolve.agent_r.node import Node
 from evolve.agent_r.world import Outcome, Replayed, World
+from records import Message, Step, Trajectory, TrajectoryStatus
 
 ACTIONS = ("+1", "+2", "back", "undo")
 POSITION = re.compile(r"position (-?\d+)")
@@ -42,8 +43,7 @@ class Line:
             if self.moves:
                 self.pos -= self.moves.pop()
         elif action.startswith("undo"):
-            parts = action.split()
-            k = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 1
+            k = undo_count(action) or 1
             mine = self.before.pop()  # the undo is a step too: a later undo can take it back
             for _ in range(min(k, len(self.before))):
                 self.pos, moves = self.before.pop()
@@ -55,6 +55,14 @@ class Line:
     @property
     def reward(self) -> float:
         return 1.0 if self.pos == self.goal else (-1.0 if self.pos > self.goal else 0.0)
+
+
+def undo_count(action: str) -> int | None:
+    """k for `undo` / `undo k` (as `Line.step` reads it), None for any other action."""
+    parts = action.split()
+    if not parts or not parts[0].startswith("undo"):
+        return None
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 1
 
 
 def action_of(text: str) -> str:
@@ -146,6 +154,29 @@ class NumberLineWorld(World):
     def noop_revision(self, thought: str) -> Message:
         return Message(role="assistant", content=f"{thought}\nwait")
 
+    def revision_steps(self, to_parent: list[Message], continuation: list[Message]) -> tuple[int, int]:
+        """Here an undo is itself a step (a later undo takes it back), so a continuation that starts with undos
+        would take back the revision turn. They are folded into it: the revision's undo goes straight to the
+        state they reach (found among the states before the parent's steps, the parent's own, by simulation),
+        and the continuation resumes after them. (1, 0) when it starts with no undo."""
+        actions = [action_of(m.content) for m in to_parent]
+        lead = 0
+        while lead < len(continuation) and undo_count(action_of(continuation[lead].content)) is not None:
+            lead += 1
+        if not lead:
+            return 1, 0
+        target = self._run(actions + [action_of(m.content) for m in continuation[:lead]])
+        line = Line(self.goal)
+        states = [(line.pos, tuple(line.moves))]
+        for a in actions:
+            line.step(a)
+            states.append((line.pos, tuple(line.moves)))
+        want = (target.pos, tuple(target.moves))
+        # states[j] is the state after j of the parent's steps; the bad step makes one more, so undoing
+        # 1 + (len(actions) - j) steps after it restores states[j] (the latest match: the fewest steps undone)
+        j = next((j for j in range(len(states) - 1, -1, -1) if states[j] == want), None)
+        return (1, 0) if j is None else (1 + len(actions) - j, lead)
+
     def prompt(self) -> list[Message]:
         return [Message(role="user", content=f"{self.task}\nposition 0")]
 
@@ -209,9 +240,6 @@ def toy_iterations(seed: int, mode: str = "parent", iterations: int = 3, goals: 
     build revision + good data, "fine-tune" (add counts), and measure the mean recovery rate. `mode="parent"`
     keeps replay-checked splices; the controls (`direct`, `divergence`) keep upstream's logged samples, unchecked.
     Returns the recovery rate before training and after each iteration."""
-    from evolve.agent_r.build import build_instance, logged_splice
-    from evolve.agent_r.config import AgentRConfig
-
     cfg = AgentRConfig(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, splice=mode)  # type: ignore[arg-type]
     policy, rng = TabularPolicy(), random.Random(seed)
     goal_of = {f"line-{g}": g for g in goals}

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from agent.policy.base import SamplingParams
 from records import Message
 
 Verdict = Literal["good", "bad", "uncertain", "invalid"]
@@ -87,8 +88,6 @@ def first_error(task: str, steps: list[tuple[str, str]], ask: Ask, k: int = 1) -
 
 def policy_ask(policy, max_tokens: int = 256, temperature: float = 0.7, seed: int = 0) -> Ask:
     """An `Ask` through a `Policy`: greedy for k=1, k samples at `temperature` otherwise (batched)."""
-    from agent.policy.base import SamplingParams
-
     def ask(messages: list[Message], k: int) -> list[str]:
         if k == 1:
             params = SamplingParams(max_tokens=max_tokens, temperature=0.0)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evolve.agent_r.node import Node
 from records import Message, Trajectory
-
-if TYPE_CHECKING:
-    from evolve.agent_r.tree import Node
 
 
 @dataclass
@@ -58,7 +56,7 @@ class World(ABC):
     submit cannot), i.e. whether such a step may be the flagged step of a splice."""
 
     @abstractmethod
-    def expand(self, path: list["Node"], n: int, final: bool) -> list[Outcome]:
+    def expand(self, path: list[Node], n: int, final: bool) -> list[Outcome]:
         """Sample `n` responses after the root-to-node `path` and execute each in its own branch of the node's
         state. `final`: the children are at the depth limit, so each must come back with a reward."""
 
@@ -69,6 +67,18 @@ class World(ABC):
     @abstractmethod
     def revision(self, thought: str, steps: int = 1) -> Message:
         """The revision turn: `thought`, then the `undo` action restoring the state before the last `steps` steps."""
+
+    def revision_steps(self, to_parent: list[Message], continuation: list[Message]) -> tuple[int, int]:
+        """How the revision turn of a splice returns to the state the good `continuation` acts from:
+        (steps the revision's undo takes back, leading continuation responses it replaces). `to_parent` are
+        the responses from the start to the splice's parent; the bad step follows them.
+
+        Default (1, 0): undo the bad step, then the whole continuation. That replays wherever an undo leaves
+        no record of itself, as the agent's `undo` tool does (after the revision turn the history is the
+        parent's again, so a continuation's own undo acts as it did in the tree). A world whose undo IS a
+        step a later undo takes back overrides this: there a continuation's leading undo would take back the
+        revision turn itself, so it is folded into the revision turn's count."""
+        return 1, 0
 
     def noop_revision(self, thought: str) -> Message:
         """Upstream's revision turn: the thought and an action that changes nothing (a control)."""

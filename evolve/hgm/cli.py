@@ -13,9 +13,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from agent.policy import DEFAULT_POLICY
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT, AgentVariant
+from agent.variant_dir import copy_variant, variant_diff
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
+from evolve.hgm.search import open_search, run_search
+from evolve.hgm.view import find_node, hgm_run_id, tree_summary
+from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.run.run_lock import RunLock
+from evolve.store import RunStore, check_run_dir
+from sandbox.prune import prune_orphans
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 tree_app = typer.Typer(help="Inspect the tree of an `evolve hgm` run.", no_args_is_help=True)
@@ -76,14 +88,8 @@ def hgm_cmd(
     """Search a tree of self-modified agents (the Huxley-Gödel Machine). Resumable after any kill."""
     from pydantic import ValidationError
 
-    from evolve.hgm.real import DockerWorld, RealWorldConfig
-    from evolve.hgm.search import open_search, run_search
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.run_lock import RunLock
-    from evolve.store import RunStore, check_run_dir
-    from sandbox import SandboxConfig
-    from sandbox.prune import prune_orphans
-    from tasks.registry import get_suite
+    # loads swebench and datasets (seconds)
+    from evolve.hgm.run import build_report, check_resume, close_interrupted, evaluate_holdout, open_world
 
     try:
         cfg = HGMConfig(budget=budget, alpha=alpha, expansion_rule=expansion_rule, dgm_method=dgm_method,
@@ -94,8 +100,6 @@ def hgm_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    from evolve.executor import parse_executor
-
     executor_cfg = parse_executor(executor)
     out = out or Path("runs") / f"hgm-{suite}"
     check_run_dir(out, create=False)
@@ -106,8 +110,6 @@ def hgm_cmd(
     chosen, held = _split_holdout(the_suite.select(ids, limit), holdout, the_suite)
     if not chosen:
         raise ConfigError("no instances to search on: the selection is empty")
-    from agent.variant import DEFAULT_VARIANT, AgentVariant
-
     root_dir = root_variant or DEFAULT_VARIANT
 
     AgentVariant.load(root_dir)  # a bad root variant is a user error, before anything starts
@@ -117,41 +119,24 @@ def hgm_cmd(
               "privileged_diagnosis": privileged_diagnosis, "workers": workers, "smoke": smoke,
               "search": cfg.model_dump(mode="json")}
     check_run_dir(out)
-    ensure_suite_images(the_suite, chosen + held)
+    ensure_suite_images(the_suite, chosen + held, status=console.status)
     with RunLock(out, f"evolve hgm {suite}"), RunStore(out) as store:
-        _check_resume(store, run_id, config)
+        check_resume(store, run_id, config)
         prune_orphans(run_id)
         store.put_run(run_id, "hgm", config)
-        _close_interrupted(store, run_id)
+        close_interrupted(store, run_id)
         with console.status("loading policies"):
-            task_pol = load_policy_spec(policy, out.parent)
-            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy_spec(meta_policy, out.parent)
-        loaded_task_pol = task_pol
-        if workers > 1:  # parallel episodes share batched policy calls (and never call one backend concurrently)
-            from agent.batching import BatchingPolicy
-
-            shared = meta_pol is task_pol
-            task_pol = BatchingPolicy(task_pol, max_batch=workers)
-            task_pol.active = workers
-            meta_pol = task_pol if shared else BatchingPolicy(meta_pol, max_batch=workers)
-            meta_pol.active = workers
-        world = DockerWorld(chosen + held, root_dir, task_pol, meta_pol, SandboxConfig(run_id=run_id), store, run_id,
-                            out, RealWorldConfig(privileged_diagnosis=privileged_diagnosis, smoke=smoke), seed=seed)
-        world.task_ids = [i.instance_id for i in chosen]  # held-out tasks are never offered to the search
-        if executor_cfg.backend == "ray":
-            from evolve.remote_episode import RayEpisodes
-
-            world.episodes = RayEpisodes(executor_cfg, loaded_task_pol, policy)
-            try:  # a meta policy the workers cannot reach is refused now, not at every expansion
-                world.meta_worker_spec()
-            except BaseException:
-                world.close()
-                raise
+            runs = RunsRoot(out.parent)
+            task_pol = load_policy(policy, runs=runs)
+            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy(meta_policy, runs=runs)
+        world = open_world(chosen, held, root_dir, task_pol, meta_pol, store, run_id, out, workers=workers,
+                           executor=executor_cfg, policy_spec=policy, privileged_diagnosis=privileged_diagnosis,
+                           smoke=smoke, seed=seed)
         sched = open_search(cfg, world, store, run_id)
         started = time.time()
-        console.print(f"[bold]evolve hgm {suite}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget {budget}, "
-                      f"{workers} worker(s), policy {policy}, meta {meta_policy or policy}"
-                      + (", [yellow]privileged diagnosis[/]" if privileged_diagnosis else "") + f", store {out}")
+        console.print(f"[bold]evolve hgm {esc(suite)}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget "
+                      f"{budget}, {workers} worker(s), policy {esc(policy)}, meta {esc(meta_policy or policy)}"
+                      + (", [yellow]privileged diagnosis[/]" if privileged_diagnosis else "") + f", store {esc(out)}")
         stop = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
         with Live(_progress(sched, started), console=console, refresh_per_second=1, transient=False) as live:
             def on_complete(action, result, t0, t1) -> None:
@@ -162,46 +147,19 @@ def hgm_cmd(
                            f"{'accepted' if result.accepted else 'rejected (' + result.reason[:60] + ')'}"))
                 store.log_event("hgm", run_id=run_id, what=what)
                 if not console.is_terminal:
-                    console.print(f"{time.time() - started:7.0f} s  {what}")
+                    console.print(f"{time.time() - started:7.0f} s  {esc(what)}")
 
             try:
                 run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
                 stopped = stop()
-                holdout_rows = _holdout(world, sched, store, run_id, held, holdout_top) if held and not stopped else []
+                holdout_rows = [] if not held or stopped else evaluate_holdout(
+                    world, sched, store, run_id, held, holdout_top, status=lambda what: console.status(esc(what)))
             finally:
                 world.close()
-        report = _report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
+        report = build_report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         store.set_run_status(run_id, "stopped" if stopped else "finished")
     _print_report(report, out)
-
-
-def _close_interrupted(store, run_id: str) -> None:
-    """Trajectories a killed run left `running` are marked interrupted; their decisions are redone."""
-    from records import TrajectoryStatus
-
-    for tid in store.trajectory_ids(run_id=run_id, status=TrajectoryStatus.running.value):
-        traj = store.get_trajectory(tid)
-        traj.status, traj.error = TrajectoryStatus.error, "interrupted (the run was stopped; redone on resume)"
-        store.put_trajectory(traj)
-
-
-def _check_resume(store, run_id: str, config: dict) -> None:
-    """A resumed run must search the same tasks with the same seed and rules (a larger budget is fine)."""
-    old = next((r for r in store.runs() if r["id"] == run_id), None)
-    if old is None:
-        return
-    if old["kind"] != "hgm":
-        raise ConfigError(f"{store.dir} holds a {old['kind']} run, not an HGM run; give another --out")
-    prev, new = old["config"], config
-    for key in ("tasks", "holdout", "root_variant", "privileged_diagnosis"):
-        if prev.get(key) != new.get(key):
-            raise ConfigError(f"{store.dir} was searched with another {key.replace('_', ' ')}; give the same "
-                              f"options to resume, or another --out")
-    for key in ("seed", "alpha", "expansion_rule", "initial_expansions", "tau_schedule", "root_eval_charged"):
-        if prev.get("search", {}).get(key) != new["search"].get(key):
-            raise ConfigError(f"{store.dir} was searched with {key}={prev['search'].get(key)!r}; resume with "
-                              f"the same value, or give another --out")
 
 
 def _progress(sched, started: float) -> Table:
@@ -211,76 +169,33 @@ def _progress(sched, started: float) -> Table:
         t.add_column(col, justify="right")
     best = sched.final_pick()
     bs, bf = sched.stats.own(best)
-    t.add_row(f"{s['reserved']}/{s['budget']}", str(s["accepted"]), str(s["rejected"]), str(s["expanding"]),
-              str(s["in_flight"]), str(s["infra_errors"]), f"{best.rsplit(':', 1)[-1]} ({bs}/{bs + bf})")
+    t.add_row(*cells(f"{s['reserved']}/{s['budget']}", s["accepted"], s["rejected"], s["expanding"], s["in_flight"],
+                     s["infra_errors"], f"{best.rsplit(':', 1)[-1]} ({bs}/{bs + bf})"))
     return t
 
 
-def _holdout(world, sched, store, run_id: str, held: list, top: int) -> list[dict]:
-    """The top nodes re-evaluated on the held-out tasks (rows under run id RUN/holdout; resumable)."""
-    hid = f"{run_id}/holdout"
-    done = {(r["node_id"], r["task_id"]): r for r in store.outcomes(run_id=hid)}
-    rows = []
-    for node in sched.ranking(top):
-        for inst in held:
-            key = (node, inst.instance_id)
-            if key not in done or done[key]["status"] == "infra_error":
-                t0 = time.time()
-                with console.status(f"holdout: {node.rsplit(':', 1)[-1]} on {inst.instance_id}"):
-                    ev = world.evaluate(sched.view(node), inst.instance_id)
-                store.put_outcome(hid, node, inst.instance_id, ev.status, {"pass": True, "fail": False}.get(ev.status),
-                                  ev.trajectory_id, t0, time.time(), info=ev.info)
-                done[key] = {"status": ev.status}
-        passed = sum(done[(node, i.instance_id)]["status"] == "pass" for i in held)
-        judged = sum(done[(node, i.instance_id)]["status"] in ("pass", "fail") for i in held)
-        rows.append({"node": node, "holdout_passed": passed, "holdout_judged": judged, "search_own": sched.stats.own(node)})
-    return rows
-
-
-def _report(store, run_id: str, sched, holdout_rows: list, seconds: float, stopped: bool) -> dict:
-    from collections import Counter
-
-    from evolve.hgm.view import tree_summary
-
-    summary = tree_summary(store, run_id, sched.cfg.quantile)
-    nodes = [n for n in summary["nodes"] if n["parent_id"] is not None]
-    reasons = Counter(n["reason"].split(":")[0] for n in nodes if n["status"] == "rejected")
-    best = sched.final_pick()
-    return {"run_id": run_id, "stopped": stopped, "seconds": round(seconds, 1), "best": best,
-            "best_own": list(sched.stats.own(best)), "root_own": list(sched.stats.own(sched.root_id)),
-            "evaluations": sched.summary()["evaluations"], "budget": sched.cfg.budget,
-            "nodes_attempted": len(nodes), "accepted": sum(n["status"] == "accepted" for n in nodes),
-            "rejected": sum(n["status"] == "rejected" for n in nodes), "rejected_by_reason": dict(reasons),
-            "infra_errors": summary["infra_errors"], "tokens": sched.tokens,
-            "privileged_diagnosis": summary["config"].get("privileged_diagnosis", False),
-            "holdout": holdout_rows}
-
-
 def _print_report(report: dict, out: Path) -> None:
-    console.print(f"best-belief agent: [bold]{report['best']}[/] (own {report['best_own'][0]}/{sum(report['best_own'])}, "
+    console.print(f"best-belief agent: [bold]{esc(report['best'])}[/] (own {report['best_own'][0]}/{sum(report['best_own'])}, "
                   f"root {report['root_own'][0]}/{sum(report['root_own'])}) · {report['nodes_attempted']} children "
                   f"attempted, {report['accepted']} accepted, {report['rejected']} rejected "
-                  f"{report['rejected_by_reason'] or ''} · {report['evaluations']} evaluations · {report['seconds']} s"
+                  f"{esc(report['rejected_by_reason'] or '')} · {report['evaluations']} evaluations · {report['seconds']} s"
                   + (" · [yellow]stopped: run the same command to resume[/]" if report["stopped"] else ""))
     if report["privileged_diagnosis"]:
         console.print("[yellow]diagnoses saw the hidden tests (--privileged-diagnosis)[/]")
     for row in report["holdout"]:
-        console.print(f"holdout: {row['node']} passed {row['holdout_passed']}/{row['holdout_judged']} "
+        console.print(f"holdout: {esc(row['node'])} passed {row['holdout_passed']}/{row['holdout_judged']} "
                       f"(search: {row['search_own'][0]}/{sum(row['search_own'])})")
-    console.print(f"report: {out / 'report.json'} · inspect: evolve tree show {out}")
+    console.print(f"report: {esc(out / 'report.json')} · inspect: evolve tree show {esc(out)}")
 
 
 # --- evolve tree ----------------------------------------------------------------------------------------------
 def _open(run: Path, run_id: Optional[str]):
-    from evolve.hgm.view import hgm_run_id, tree_summary
-    from evolve.store import RunStore
-
     store = RunStore(run, readonly=True)
     return store, tree_summary(store, hgm_run_id(store, run_id))
 
 
 @tree_app.command("show")
-def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve hgm`."),
+def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve hgm` or an `evolve loop`."),
              run_id: Optional[str] = typer.Option(None, help="HGM run id (when the store holds several).")) -> None:
     """The tree: own and clade counts, CMP estimate, 1% quantile, status; ★ marks the best-belief node."""
     store, summary = _open(run, run_id)
@@ -294,14 +209,20 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
         cs, cf = n["clade"]
         cmp_ = "—" if n["cmp"] is None else f"{n['cmp']:.2f}"
         colour = {"accepted": "green", "rejected": "red", "expanding": "yellow"}.get(n["status"], "white")
-        text = (f"{'★ ' if n['best'] else ''}[bold]{n['id'].rsplit(':', 1)[-1]}[/] [{colour}]{n['status']}[/] "
+        name = n["id"].rsplit(":", 1)[-1] if summary["kind"] == "hgm" else n["id"].split(":", 1)[-1]
+        text = (f"{'★ ' if n['best'] else ''}[bold]{esc(name)}[/] [{colour}]{esc(n['status'])}[/] "
                 f"own {s}/{s + f} · clade {cs}/{cs + cf} · CMP {cmp_} · q01 {n['quantile']:.2f}")
+        if summary["kind"] == "loop":  # both kinds of node: a code child changes the variant, a weight child the policy
+            text += f" · [cyan]{esc(n['node_kind'])}[/] {esc(n['policy'])}"
+            if n["champion_of"]:
+                text += f" · [green]champion of g{', g'.join(str(g) for g in n['champion_of'])}[/]"
         note = n["reason"] if n["status"] == "rejected" else n["label"]
-        return text + (f" · {note[:70]}" if note else "")
+        return text + (f" · {esc(note[:70])}" if note else "")
 
     roots = kids.get(None, [])
     cfg = summary["config"]
-    tree = Tree(f"HGM run {summary['run_id']} ({summary['status']}) · suite {cfg.get('suite')} · "
+    tree = Tree(f"{'HGM' if summary['kind'] == 'hgm' else 'loop'} run {esc(summary['run_id'])} "
+                f"({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
                 f"{len(summary['nodes'])} nodes" + (" · privileged diagnosis" if cfg.get("privileged_diagnosis") else ""))
 
     def add(parent_tree, n):
@@ -320,8 +241,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
                                                 "when NODE is written RUN:NODE)."),
              against: str = typer.Option("parent", help="parent (the stored diff) or root.")) -> None:
     """The change a node made (against its parent), or everything it changed against the root."""
-    from evolve.hgm.view import find_node
-
     if against not in ("parent", "root"):
         raise ConfigError(f"--against must be parent or root, not {against!r}")
     if run is None:
@@ -335,8 +254,6 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
     if against == "parent":
         text = stored.info.get("diff", "") if stored.parent_id else ""
     else:
-        from agent.variant_dir import variant_diff
-
         root = next(x for x in summary["nodes"] if x["parent_id"] is None)
         if not n["variant_dir"] or not Path(n["variant_dir"]).is_dir():
             raise ConfigError(f"node {n['id']} has no variant directory (rejected before its patch applied)")
@@ -355,13 +272,11 @@ def best_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
     if summary["best"] is None:
         raise ConfigError(f"run {summary['run_id']} has no evaluated node yet")
     n = next(x for x in summary["nodes"] if x["id"] == summary["best"])
-    console.print(f"best-belief: [bold]{n['id']}[/] own {n['own'][0]}/{sum(n['own'])} · q01 {n['quantile']:.3f} · "
-                  f"{n['variant_dir']}")
+    console.print(f"best-belief: [bold]{esc(n['id'])}[/] own {n['own'][0]}/{sum(n['own'])} · "
+                  f"q01 {n['quantile']:.3f} · {esc(n['variant_dir'])}")
     if export is not None:
-        from agent.variant_dir import copy_variant
-
         copy_variant(n["variant_dir"], export, f"best-belief node {n['id']} of HGM run {summary['run_id']}")
-        console.print(f"exported to {export}: evolve run SUITE --variant {export}")
+        console.print(f"exported to {esc(export)}: evolve run SUITE --variant {esc(export)}")
 
 
 @tree_app.command("export")
@@ -376,4 +291,4 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve
         typer.echo(text)
     else:
         output.write_text(text)
-        console.print(f"wrote {output}")
+        console.print(f"wrote {esc(output)}")

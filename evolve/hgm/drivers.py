@@ -26,6 +26,8 @@ def execute(world: World, sched: Scheduler, action: Action) -> Expansion | Evalu
     """Run one action in `world`; a crash of the world is the infrastructure's, never a node's failure."""
     try:
         if action.kind == "expand":
+            if action.expansion:  # a world with several kinds of expansion (`evolve loop`)
+                return world.expand(sched.view(action.node), action.child, kind=action.expansion)  # type: ignore[call-arg]
             return world.expand(sched.view(action.node), action.child)
         return world.evaluate(sched.view(action.node), action.task)
     except Exception as e:  # noqa: BLE001 - the search goes on; the error is stored with the action

@@ -23,10 +23,13 @@ DECISION = "hgm:decision"
 
 
 class StoreJournal:
-    """Writes the search to a RunStore (thread-safe: the store is)."""
+    """Writes the search to a RunStore (thread-safe: the store is). Decisions and outcomes are keyed by `run_id`;
+    nodes are `TreeNode(kind=kind, tree_id=tree_id)` (default: `hgm` nodes of a tree named `run_id`; `evolve loop`
+    journals each generation's search into its one `loop` tree)."""
 
-    def __init__(self, store: RunStore, run_id: str):
+    def __init__(self, store: RunStore, run_id: str, *, kind: str = "hgm", tree_id: str | None = None):
         self.store, self.run_id = store, run_id
+        self.kind, self.tree_id = kind, tree_id or run_id
         self._lock = threading.Lock()
 
     def key(self, seq: int) -> str:
@@ -34,17 +37,20 @@ class StoreJournal:
 
     # --- writing ----------------------------------------------------------------------------------------
     def root(self, sched: Scheduler, label: str = "root") -> None:
-        if not any(n.id == sched.root_id for n in self.store.tree(tree_id=self.run_id, kind="hgm")):
+        if not any(n.id == sched.root_id for n in self.store.tree(tree_id=self.tree_id, kind=self.kind)):
             r = sched.nodes[sched.root_id]
-            self.store.put_tree_node(TreeNode(id=r.id, parent_id=None, tree_id=self.run_id, kind="hgm", label=label,
+            self.store.put_tree_node(TreeNode(id=r.id, parent_id=None, tree_id=self.tree_id, kind=self.kind, label=label,
                                               status="accepted", variant_dir=r.variant_dir, info=dict(r.info)))
 
     def decided(self, sched: Scheduler, action: Action) -> None:
         self.store.put_document(DECISION, self.key(action.seq), action.to_dict(), run_id=self.run_id)
         if action.kind == "expand":
-            self.store.put_tree_node(TreeNode(id=action.child, parent_id=action.node, tree_id=self.run_id, kind="hgm",
-                                              status="expanding", label=f"child of {action.node}",
-                                              info={"seq": action.seq}))
+            info: dict[str, Any] = {"seq": action.seq, "search": self.run_id}
+            if action.expansion:
+                info["expansion"] = action.expansion
+            self.store.put_tree_node(TreeNode(id=action.child, parent_id=action.node, tree_id=self.tree_id,
+                                              kind=self.kind, status="expanding", label=f"child of {action.node}",
+                                              info=info))
 
     def completed(self, sched: Scheduler, action: Action, result: Expansion | Evaluation, started: float,
                   finished: float) -> None:
@@ -52,10 +58,13 @@ class StoreJournal:
             assert isinstance(result, Expansion)
             info = dict(result.info, seq=action.seq, reason=result.reason, diff=result.diff,
                         diagnosis=result.diagnosis, latency=result.latency, tokens=result.tokens,
-                        started_at=started, finished_at=finished)
-            label = (result.diagnosis.strip().splitlines() or [""])[0][:80] or f"child of {action.node}"
-            self.store.put_tree_node(TreeNode(id=action.child, parent_id=action.node, tree_id=self.run_id,
-                                              kind="hgm", status="accepted" if result.accepted else "rejected",
+                        started_at=started, finished_at=finished, search=self.run_id)
+            if action.expansion:
+                info["expansion"] = action.expansion
+            label = result.info.get("label") or (result.diagnosis.strip().splitlines() or [""])[0][:80] \
+                or f"child of {action.node}"
+            self.store.put_tree_node(TreeNode(id=action.child, parent_id=action.node, tree_id=self.tree_id,
+                                              kind=self.kind, status="accepted" if result.accepted else "rejected",
                                               label=label, variant_dir=result.variant_dir, info=info))
             return
         assert isinstance(result, Evaluation)
@@ -68,7 +77,7 @@ class StoreJournal:
     def refresh_counts(self, sched: Scheduler, node_id: str) -> None:
         """Keep the node record's own counts current for readers (the TUI); the rows stay the truth."""
         with self._lock:
-            nodes = {n.id: n for n in self.store.tree(tree_id=self.run_id, kind="hgm") if n.id == node_id}
+            nodes = {n.id: n for n in self.store.tree(tree_id=self.tree_id, kind=self.kind) if n.id == node_id}
             node = nodes.get(node_id)
             if node is None:
                 return
@@ -86,7 +95,7 @@ class StoreJournal:
         for row in self.store.outcomes(run_id=self.run_id):
             if "seq" in row:
                 outcomes[int(row["seq"])] = row
-        nodes = {n.id: n for n in self.store.tree(tree_id=self.run_id, kind="hgm")}
+        nodes = {n.id: n for n in self.store.tree(tree_id=self.tree_id, kind=self.kind)}
         history: list[tuple[Action, Expansion | Evaluation | None]] = []
         for a in decisions:
             result: Expansion | Evaluation | None = None
@@ -97,7 +106,8 @@ class StoreJournal:
             elif a.kind == "expand" and a.child in nodes and nodes[a.child].status in ("accepted", "rejected"):
                 n = nodes[a.child]
                 info = {k: v for k, v in n.info.items() if k not in ("seq", "reason", "diff", "diagnosis", "latency",
-                                                                     "tokens", "started_at", "finished_at")}
+                                                                     "tokens", "started_at", "finished_at", "search",
+                                                                     "expansion")}
                 result = Expansion(accepted=n.status == "accepted", variant_dir=n.variant_dir,
                                    reason=n.info.get("reason", ""), diff=n.info.get("diff", ""),
                                    diagnosis=n.info.get("diagnosis", ""), info=info, tokens=n.info.get("tokens", 0))

@@ -120,6 +120,11 @@ def _beta_cdf(x: float, a: float, b: float) -> float:
     return front * h
 
 
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """The regularised incomplete beta function I_x(a, b) (the Beta(a, b) CDF at x), for any positive a, b."""
+    return _beta_cdf(x, a, b)
+
+
 def _beta_ppf_bisect(q: float, a: float, b: float) -> float:
     lo, hi = 0.0, 1.0
     for _ in range(100):

@@ -12,7 +12,7 @@ Expansion of a parent (every step stored, the child kept with its diff even when
    sandbox, and one smoke episode ends without an infrastructure error. A failure rejects the child with
    its reason.
 
-Evaluation of (node, task): one episode through `evolve.runner.run_episode` (a fresh sandbox, grading with
+Evaluation of (node, task): one episode through `evolve.run.episode.run_episode` (a fresh sandbox, grading with
 the hidden tests in another fresh one). An infrastructure error is reported as such; the scheduler requeues
 the task and never counts it against the node.
 
@@ -25,25 +25,29 @@ the run store stay on the driver, which stores every returned record.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agent.batching import BatchingPolicy
 from agent.graph import Agent
 from agent.policy.base import Policy
 from agent.variant import AgentVariant, VariantError
+from agent.variant_safety import ALLOWED_MODES, patch_link_problem, unsafe_entry
 from agent.variant_dir import GIT, VariantTestResult, commit_variant, copy_variant, run_variant_tests, variant_diff
 from evolve.hgm.diagnosis import choose_topic, diagnose, diagnosis_messages
+from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit, run_remote_variant_tests
 from evolve.hgm.world import Evaluation, Expansion, NodeView
-from evolve.remote_episode import TaskLost
-from evolve.runner import StopSignal, run_episode
+from evolve.run.episode import EpisodeResult, StopSignal, run_episode
+from evolve.run.remote_episode import WORKER_LOADED, ServedPolicy, TaskLost, worker_policy_spec
 from evolve.store import RunStore
 from records import TaskInstance, Trajectory, TrajectoryStatus
 from rewards.combine import RewardWeights
@@ -87,13 +91,26 @@ class DockerWorld:
         self.cfg = cfg or RealWorldConfig()
         self.seed = seed
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
+        """`evolve.run.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`),
         None: here. On Ray: each evaluation and each child's smoke episode is an episode task; each edit (the
         meta-agent on a copy of the parent's variant, shipped as bytes) and each child's own tests are Ray
         tasks on the same executor. Always here: the diagnosis (a meta-policy call), the variant directories
         (children are made and loaded here) and the run store. The meta policy reaches the workers as the
         task policy does: the same spec when it is the same policy, else loaded by each worker (`openai:`,
         `replay:`) or served by this process. `close()` releases it all."""
+        self.policy_of: Callable[[NodeView], Policy] | None = None
+        """The policy a node acts with (`evolve loop`: each node is a (variant, policy version) pair); None: every
+        node acts with `task_policy`. A child's smoke episode acts with its parent's policy."""
+        self.meta_policy_of: Callable[[NodeView], Policy] | None = None
+        """The meta policy that diagnoses and edits a parent (`evolve loop`: the parent's own policy unless a
+        meta policy is configured); None: `meta_policy`. Only with the local executor."""
+        self.max_steps: int | None = None
+        """Step budget of evaluation episodes over the variants' own (`evolve loop`'s `rollouts.max_steps`)."""
+        self.max_tokens_per_step: int | None = None
+        """Tokens per policy call over the variants' own."""
+        self.outcome_runs: list[str] | None = None
+        """Search ids whose outcome rows describe a parent when choosing what to improve (`evolve loop`: a
+        champion's evaluations of earlier generations too); None: this run's."""
         self._meta_spec: str | None = None
         self._served_meta = None
         self._variants: dict[str, AgentVariant] = {}
@@ -112,18 +129,27 @@ class DockerWorld:
     def variant(self, variant_dir: str) -> AgentVariant:
         with self._lock:
             if variant_dir not in self._variants:
-                self._variants[variant_dir] = AgentVariant.load(variant_dir)
+                v = AgentVariant.load(variant_dir)
+                if self.max_steps is not None:
+                    v.budget.max_steps = self.max_steps
+                if self.max_tokens_per_step is not None:
+                    v.max_tokens_per_step = self.max_tokens_per_step
+                self._variants[variant_dir] = v
             return self._variants[variant_dir]
+
+    def _task_policy(self, node: NodeView) -> Policy:
+        return self.policy_of(node) if self.policy_of is not None else self.task_policy
 
     def evaluate(self, node: NodeView, task_id: str) -> Evaluation:
         inst = self.instances[task_id]
         started = time.time()
-        traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=self.task_policy.spec, origin="hgm:eval")
+        policy = self._task_policy(node)
+        traj = Trajectory(run_id=self.run_id, instance_id=task_id, policy=policy.spec, origin="hgm:eval")
         if self.episodes is not None:
             res = self.episodes.run(inst, self.variant(node.variant_dir), self.sandbox_cfg, self.store, self.run_id,
                                     traj, True, RewardWeights(), StopSignal())
         else:
-            agent = Agent(self.task_policy, self.variant(node.variant_dir))
+            agent = Agent(policy, self.variant(node.variant_dir))
             res = run_episode(inst, agent, self.sandbox_cfg, self.store, self.run_id, grade=True, trajectory=traj)
         info: dict[str, Any] = {"trajectory_status": res.trajectory.status.value}
         tokens = res.trajectory.prompt_tokens + res.trajectory.completion_tokens
@@ -137,7 +163,8 @@ class DockerWorld:
         started = time.time()
         safe = child_id.replace(":", "_").replace("/", "_")
         rng = np.random.default_rng([self.seed, zlib.crc32(child_id.encode())])
-        rows = self.store.outcomes(run_id=self.run_id, node_id=parent.id)
+        rows = [r for run in (self.outcome_runs or [self.run_id])
+                for r in self.store.outcomes(run_id=run, node_id=parent.id)]
         trajs = {r["trajectory_id"]: self.store.get_trajectory(r["trajectory_id"]) for r in rows
                  if r.get("trajectory_id") and r["status"] in ("pass", "fail", "timeout")}
         topic = choose_topic(rows, trajs, rng, self.cfg.topic_probs, self.cfg.topic_min_fraction)
@@ -148,7 +175,8 @@ class DockerWorld:
         traj = trajs.get(topic.trajectory_id or "")
         report = self.store.test_report(traj.id) if traj is not None else None
         messages = diagnosis_messages(topic, parent.variant_dir, inst, traj, report, self.cfg.privileged_diagnosis)
-        problem, reply, tokens = diagnose(self.meta_policy, messages, self.cfg.diagnosis_max_tokens)
+        meta = self.meta_policy_of(parent) if self.meta_policy_of is not None else self.meta_policy
+        problem, reply, tokens = diagnose(meta, messages, self.cfg.diagnosis_max_tokens)
         self.store.put_document("hgm:diagnosis", child_id, {
             "parent": parent.id, "topic": topic.kind, "task_id": topic.task_id, "trajectory_id": topic.trajectory_id,
             "privileged": self.cfg.privileged_diagnosis, "prompt": [m.model_dump() for m in messages],
@@ -159,7 +187,7 @@ class DockerWorld:
                              latency=time.time() - started)
         # 3: the edit, by the parent's own agent, in a sandbox holding only a copy of the parent's variant
         child_dir = self.work / "variants" / safe
-        patch, meta_id, meta_tokens, edit_error = self._edit(parent, child_id, safe, problem)
+        patch, meta_id, meta_tokens, edit_error = self._edit(parent, child_id, safe, problem, meta)
         info["meta_trajectory_id"] = meta_id
         tokens += meta_tokens
         if edit_error:
@@ -176,15 +204,17 @@ class DockerWorld:
             return Expansion(False, reason=apply_error, diff=diff, diagnosis=problem, info=info, tokens=tokens,
                              latency=time.time() - started)
         # 4: validation
-        reason, validation, smoke_tokens = self._validate(child_dir)
+        reason, validation, smoke_tokens = self._validate(child_dir, self._task_policy(parent))
         info["validation"] = validation
         return Expansion(reason is None, variant_dir=str(child_dir) if reason is None else str(child_dir),
                          reason=reason or "validated", diff=diff, diagnosis=problem, info=info,
                          tokens=tokens + smoke_tokens, latency=time.time() - started)
 
     # --- the steps ----------------------------------------------------------------------------------------
-    def _edit(self, parent: NodeView, child_id: str, safe: str, problem: str) -> tuple[str, str, int, str]:
+    def _edit(self, parent: NodeView, child_id: str, safe: str, problem: str,
+              meta: Policy | None = None) -> tuple[str, str, int, str]:
         """Run the parent's agent on a copy of the parent's variant; (patch, meta trajectory id, tokens, error)."""
+        meta = meta or self.meta_policy
         ws = self.work / "edits" / safe
         if ws.exists():
             shutil.rmtree(ws)
@@ -193,13 +223,12 @@ class DockerWorld:
         variant = _keep_files(loaded.model_copy(deep=True), loaded)
         variant.budget.max_steps = min(variant.budget.max_steps, self.cfg.meta_max_steps)
         inst = TaskInstance(instance_id=f"hgm-edit-{safe}", suite="hgm", problem_statement=problem)
-        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.meta_policy.spec,
-                          origin="hgm:meta")
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=meta.spec, origin="hgm:meta")
         self.store.put_trajectory(traj)
         if self.episodes is not None:
             traj, error = self._edit_remote(ws, variant, inst, traj, child_id)
             return traj.patch, traj.id, traj.prompt_tokens + traj.completion_tokens, error
-        agent = Agent(self.meta_policy, variant, on_step=lambda t, s: self.store.append_step(t.id, s))
+        agent = Agent(meta, variant, on_step=lambda t, s: self.store.append_step(t.id, s))
         error = ""
         try:
             with start_sandbox(self.sandbox_cfg, workspace=ws) as sb:
@@ -216,9 +245,6 @@ class DockerWorld:
                      child_id: str) -> tuple[Trajectory, str]:
         """The edit as a Ray task (the workspace shipped as bytes); its trajectory stored here when it returns.
         A task that failed beyond Ray's retries is the edit's error (an infra_error trajectory)."""
-        from evolve.hgm.remote import EditJob, pack_dir, run_remote_edit
-        from evolve.runner import EpisodeResult
-
         try:
             data = pack_dir(ws, with_git=True)
         finally:
@@ -237,8 +263,6 @@ class DockerWorld:
     def meta_worker_spec(self) -> str:
         """The spec a worker loads for the meta policy (served from here when workers cannot load it; a
         ConfigError when a served policy cannot reach a cluster of several machines)."""
-        from evolve.remote_episode import WORKER_LOADED, ServedPolicy, worker_policy_spec
-
         with self._lock:
             if self._meta_spec is None:
                 if self.meta_policy is self.task_policy:
@@ -246,8 +270,6 @@ class DockerWorld:
                 elif self.meta_policy.spec.startswith(WORKER_LOADED):
                     self._meta_spec = worker_policy_spec(self.meta_policy.spec)
                 else:  # served unbatched: the server batches the workers' calls itself
-                    from agent.batching import BatchingPolicy
-
                     meta = self.meta_policy.inner if isinstance(self.meta_policy, BatchingPolicy) else self.meta_policy
                     self._served_meta = ServedPolicy(meta, self.episodes.executor.nodes())
                     self._meta_spec = self._served_meta.spec
@@ -261,8 +283,10 @@ class DockerWorld:
         if self.episodes is not None:
             self.episodes.close()
 
-    def _validate(self, child_dir: Path) -> tuple[str | None, dict[str, Any], int]:
-        """(rejection reason or None, validation log, tokens)."""
+    def _validate(self, child_dir: Path, policy: Policy | None = None) -> tuple[str | None, dict[str, Any], int]:
+        """(rejection reason or None, validation log, tokens); the smoke episode acts with `policy` (default: the
+        task policy)."""
+        policy = policy or self.task_policy
         log_: dict[str, Any] = {}
         try:
             variant = AgentVariant.load(child_dir)
@@ -280,13 +304,12 @@ class DockerWorld:
         if not self.cfg.smoke:
             return None, log_, 0
         inst = self.instances[self.task_ids[0]]
-        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=self.task_policy.spec,
-                          origin="hgm:smoke")
+        traj = Trajectory(run_id=self.run_id, instance_id=inst.instance_id, policy=policy.spec, origin="hgm:smoke")
         if self.episodes is not None:
             res = self.episodes.run(inst, variant, self.sandbox_cfg, self.store, self.run_id, traj, False,
                                     RewardWeights(), StopSignal())
         else:
-            res = run_episode(inst, Agent(self.task_policy, variant), self.sandbox_cfg, self.store, self.run_id,
+            res = run_episode(inst, Agent(policy, variant), self.sandbox_cfg, self.store, self.run_id,
                               grade=False, trajectory=traj)
         log_["smoke"] = {"trajectory_id": res.trajectory.id, "status": res.trajectory.status.value,
                          "infra_error": res.infra_error}
@@ -301,8 +324,6 @@ class DockerWorld:
         """The child's own tests in a fresh sandbox (here, or a Ray task given the directory as bytes);
         (result, '') or (None, why they could not run: its sandbox or its Ray task failed)."""
         if self.episodes is not None:
-            from evolve.hgm.remote import pack_dir, run_remote_variant_tests
-
             fut = self.episodes.executor.submit(run_remote_variant_tests, pack_dir(child_dir), self.sandbox_cfg,
                                                 self.cfg.variant_test_timeout)
             self.store.log_event("ray_task", run_id=self.run_id, job="hgm:variant_tests", variant_dir=str(child_dir))
@@ -324,16 +345,34 @@ def _keep_files(copy: AgentVariant, original: AgentVariant) -> AgentVariant:
 
 
 def _make_child(parent_dir: str, child_dir: Path, patch: str, message: str) -> str:
-    """Copy the parent and apply the edit's patch (git apply writes files, runs nothing); '' or an error."""
+    """Copy the parent and apply the edit's patch (git apply writes files, runs nothing); '' or an error.
+
+    The patch is the agent's: one that would create a symbolic link (or a submodule) is refused before the
+    host's git sees it to apply, both by reading its headers and by git's own summary of it; the applied
+    child is scanned again, so nothing in it can point outside it."""
+    problem = patch_link_problem(patch)
+    if problem:
+        return f"the edit's patch is refused: {problem}"
     copy_variant(parent_dir, child_dir, "parent")
     patch_file = child_dir.parent / f".{child_dir.name}.patch"
     patch_file.write_text(patch if patch.endswith("\n") else patch + "\n")
     try:
+        summary = subprocess.run([*GIT, "apply", "--summary", str(patch_file)], cwd=child_dir,
+                                 capture_output=True, text=True)
+        made = {m.group(1) for line in summary.stdout.splitlines()
+                if (m := re.match(r"\s*(?:create mode|mode change \d+ =>) (\d+) ", line))}
+        if made - set(ALLOWED_MODES):
+            return (f"the edit's patch is refused: it makes an entry of git mode "
+                    f"{', '.join(sorted(made - set(ALLOWED_MODES)))} (a symbolic link or a submodule); "
+                    f"a variant holds only regular files")
         r = subprocess.run([*GIT, "apply", "--whitespace=nowarn", str(patch_file)], cwd=child_dir,
                            capture_output=True, text=True)
     finally:
         patch_file.unlink(missing_ok=True)
     if r.returncode != 0:
         return f"the edit's patch does not apply to the parent: {r.stderr.strip()[-300:]}"
+    problem = unsafe_entry(child_dir)
+    if problem:
+        return f"the edit's patch is refused: {problem}"
     commit_variant(child_dir, message)
     return ""

@@ -19,6 +19,7 @@ from typing import Any
 from agent.graph import Agent
 from agent.variant import AgentVariant
 from agent.variant_dir import VariantTestResult, run_variant_tests
+from evolve.run.remote_episode import step_relay, worker_policy
 from records import TaskInstance, Trajectory, TrajectoryStatus
 from sandbox import SandboxConfig, SandboxError, start_sandbox
 
@@ -63,8 +64,6 @@ class EditJob:
 def run_remote_edit(job: EditJob) -> tuple[Trajectory, str]:
     """Run on a worker: the parent's agent on its own copy of the workspace; (trajectory with its steps,
     error). A sandbox failure is the error (the trajectory then `infra_error`); anything else raises."""
-    from evolve.remote_episode import step_relay, worker_policy
-
     traj = job.trajectory
     agent = Agent(worker_policy(job.policy), job.variant, on_step=step_relay(job.steps))
     with tempfile.TemporaryDirectory(prefix="evolve-hgm-edit-") as tmp:

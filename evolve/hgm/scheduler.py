@@ -39,14 +39,21 @@ class Action:
     charged: bool = False
     """Whether an evaluation counts against the budget."""
     reason: str = ""
+    expansion: str = ""
+    """Which kind of expansion (`evolve loop`: `code`, `sft`, `grpo`), chosen with the decision; empty for a
+    world with one kind (plain HGM)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(kind=self.kind, seq=self.seq, node=self.node, task=self.task, child=self.child,
-                    charged=self.charged, reason=self.reason)
+        d = dict(kind=self.kind, seq=self.seq, node=self.node, task=self.task, child=self.child,
+                 charged=self.charged, reason=self.reason)
+        if self.expansion:
+            d["expansion"] = self.expansion
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Action":
-        return cls(**{k: d[k] for k in ("kind", "seq", "node", "task", "child", "charged", "reason") if k in d})
+        return cls(**{k: d[k] for k in ("kind", "seq", "node", "task", "child", "charged", "reason", "expansion")
+                      if k in d})
 
 
 WAIT = Action("wait")
@@ -82,7 +89,12 @@ class Scheduler:
     """The search state and its decision rule; thread-safe."""
 
     def __init__(self, cfg: HGMConfig, task_ids: list[str], root: NodeView, *,
-                 on_decision: Callable[[Action], None] | None = None, id_prefix: str = ""):
+                 on_decision: Callable[[Action], None] | None = None, id_prefix: str = "",
+                 root_id: str | None = None,
+                 expansion_kind: Callable[["Scheduler", str, np.random.Generator], str] | None = None):
+        """`root_id` names the root (default `<prefix>root`; `evolve loop` roots each generation's search at the
+        champion's node id). `expansion_kind(scheduler, parent, rng)` chooses the kind of each expansion when
+        the world has several (under the lock, with the decision's own random stream)."""
         if not task_ids:
             raise ValueError("the task set is empty")
         if len(set(task_ids)) != len(task_ids):
@@ -94,7 +106,8 @@ class Scheduler:
             else list(self.tasks)
         self._pos = {t: i for i, t in enumerate(self.order)}
         self.prefix = id_prefix
-        self.root_id = id_prefix + "root"
+        self.root_id = root_id or id_prefix + "root"
+        self.expansion_kind = expansion_kind
         self.nodes: dict[str, NodeState] = {}
         self.stats = CladeStats()
         self.lock = threading.RLock()
@@ -211,19 +224,19 @@ class Scheduler:
         if self.reserved >= c.budget:
             return self._finish()
         if self.expansions < c.initial_expansions:
-            return self._expand(seq, self.root_id)
+            return self._expand(seq, self.root_id, rng)
         if self.expansions >= (c.max_expansions or c.budget) and (c.loop == "dgm" or not self._evaluable()):
             return self._finish()  # rejected children never spend the budget: cap the attempts
         if c.loop == "dgm":
             return self._choose_dgm(seq, rng)
         if policy.should_expand(self.reserved, self.nonroot_count(), self.expanding, c.alpha):
-            return self._expand(seq, self._pick_parent(rng))
+            return self._expand(seq, self._pick_parent(rng), rng)
         nodes, ntasks = self.nodes, len(self.tasks)
         cands = [n for n in (nodes[i] for i in self._accepted) if len(n.given) + len(n.dropped) < ntasks]
         if not cands:
             if self.expanding:
                 return WAIT
-            return self._expand(seq, self._pick_parent(rng))  # every node has seen every task: widen
+            return self._expand(seq, self._pick_parent(rng), rng)  # every node has seen every task: widen
         k = policy.thompson_pick(rng, [self.stats.own(n.id) for n in cands], self._tau()) if len(cands) > 1 else 0
         return self._evaluate(seq, cands[k], self._next_task(cands[k], rng), charged=True)
 
@@ -236,7 +249,7 @@ class Scheduler:
         for n in self.nodes.values():
             if n.status == "accepted" and n.quota > 0 and self._tasks_left(n):
                 return self._evaluate(seq, n, self._next_task(n, rng), charged=True)
-        return self._expand(seq, self._pick_parent(rng))
+        return self._expand(seq, self._pick_parent(rng), rng)
 
     def _pick_parent(self, rng: np.random.Generator) -> str:
         c = self.cfg
@@ -259,8 +272,9 @@ class Scheduler:
         s, f = self.stats.own(node_id)
         return s / (s + f) if s + f else 0.0
 
-    def _expand(self, seq: int, parent: str) -> Action:
-        return Action("expand", seq, node=parent, child=f"{self.prefix}n{self.expansions + 1:04d}")
+    def _expand(self, seq: int, parent: str, rng: np.random.Generator) -> Action:
+        kind = self.expansion_kind(self, parent, rng) if self.expansion_kind is not None else ""
+        return Action("expand", seq, node=parent, child=f"{self.prefix}n{self.expansions + 1:04d}", expansion=kind)
 
     def _evaluate(self, seq: int, node: NodeState, task: str, charged: bool) -> Action:
         return Action("evaluate", seq, node=node.id, task=task, charged=charged)
@@ -274,7 +288,8 @@ class Scheduler:
             self.expansions += 1
             parent = self.nodes[a.node]
             parent.attempts += 1
-            self.nodes[a.child] = NodeState(a.child, a.node, parent.depth + 1)
+            self.nodes[a.child] = NodeState(a.child, a.node, parent.depth + 1,
+                                            info={"expansion": a.expansion} if a.expansion else {})
         else:
             n = self.nodes[a.node]
             n.given.add(a.task)
@@ -301,7 +316,7 @@ class Scheduler:
     def _complete_expand(self, a: Action, r: Expansion) -> None:
         self.expanding -= 1
         child = self.nodes[a.child]
-        child.variant_dir, child.info = r.variant_dir, dict(r.info)
+        child.variant_dir, child.info = r.variant_dir, dict(r.info) | ({"expansion": a.expansion} if a.expansion else {})
         child.info.update(reason=r.reason, diagnosis=r.diagnosis, diff=r.diff)
         if r.accepted or self.cfg.count_rejected_in_widening:
             self._widening_nodes += 1
@@ -362,6 +377,18 @@ class Scheduler:
             n.stage, n.quota = nxt, self.cfg.dgm_stages[nxt]
         else:
             n.stage = len(self.cfg.dgm_stages)
+
+    # --- earlier evaluations ---------------------------------------------------------------------------
+    def seed(self, node_id: str, outcomes: list[tuple[str, str]]) -> None:
+        """Count (task, status) outcomes of `node_id` measured before this search (`evolve loop`: the champion's
+        evaluations in earlier generations), uncharged; their tasks are never given to it again. Call before
+        `restore`, with the same rows every time, so a resumed search rebuilds the same state."""
+        with self.lock:
+            n = self.nodes[node_id]
+            for task, status in outcomes:
+                if task in self._pos and task not in n.given:
+                    n.given.add(task)
+                    self.stats.add_outcome(node_id, task, status)
 
     # --- resume --------------------------------------------------------------------------------------
     def restore(self, history: list[tuple[Action, Expansion | Evaluation | None]]) -> None:

@@ -11,9 +11,13 @@ from evolve.hgm.stats import CladeStats
 from evolve.store import RunStore, StoreError
 
 
+TREE_KINDS = ("hgm", "loop")
+"""Run kinds whose store holds a tree of agents: `evolve hgm` (variants) and `evolve loop` (variant, policy) pairs."""
+
+
 def hgm_run_id(store: RunStore, run_id: str | None = None) -> str:
-    """The HGM run in the store (the only one, or the one named)."""
-    runs = [r for r in store.runs() if r["kind"] == "hgm"]
+    """The HGM (or loop) run in the store (the only one, or the one named)."""
+    runs = [r for r in store.runs() if r["kind"] in TREE_KINDS]
     if run_id is not None:
         if not any(r["id"] == run_id for r in runs):
             raise StoreError(f"{store.dir} has no HGM run {run_id!r}; it has {[r['id'] for r in runs] or 'none'}")
@@ -24,15 +28,21 @@ def hgm_run_id(store: RunStore, run_id: str | None = None) -> str:
 
 
 def tree_summary(store: RunStore, run_id: str, quantile: float = 0.01) -> dict[str, Any]:
-    """Nodes (oldest first) with their statistics, the pick, and the run's config."""
-    nodes = store.tree(tree_id=run_id, kind="hgm")
+    """Nodes (oldest first) with their statistics, the pick, and the run's config. A loop's tree (`evolve loop`)
+    counts every generation's search outcomes; its nodes also say their kind (`code`, `sft`, `grpo`, ...), policy,
+    generation and the generations they were champion of."""
+    run = next((r for r in store.runs() if r["id"] == run_id), {})
+    kind = "loop" if run.get("kind") == "loop" else "hgm"
+    nodes = store.tree(tree_id=run_id, kind=kind)
     stats = CladeStats()
     known = set()
     for n in nodes:  # parents are stored before their children
         if n.parent_id is None or n.parent_id in known:
             stats.add_node(n.id, n.parent_id)
             known.add(n.id)
-    for r in store.outcomes(run_id=run_id):
+    rows_ = store.outcomes(run_id=run_id) if kind == "hgm" else \
+        [r for r in store.outcomes() if r["run_id"].startswith(f"{run_id}:g")]
+    for r in rows_:
         if r["node_id"] in known:
             stats.add_outcome(r["node_id"], r["task_id"], r["status"])
     rows = []
@@ -44,14 +54,15 @@ def tree_summary(store: RunStore, run_id: str, quantile: float = 0.01) -> dict[s
                      "variant_dir": n.variant_dir, "own": list(own), "clade": list(clade),
                      "cmp": clade[0] / sum(clade) if sum(clade) else None, "quantile": q,
                      "reason": n.info.get("reason", ""), "topic": n.info.get("topic"),
-                     "privileged": n.info.get("privileged"), "created_at": n.created_at})
+                     "privileged": n.info.get("privileged"), "created_at": n.created_at,
+                     "node_kind": n.info.get("node_kind", "variant"), "policy": n.info.get("policy"),
+                     "generation": n.info.get("generation"), "champion_of": n.info.get("champion_of", [])})
     judged = [r for r in rows if r["status"] == "accepted" and sum(r["own"]) > 0]
     best = max(judged, key=lambda r: r["quantile"])["id"] if judged else None
     for r in rows:
         r["best"] = r["id"] == best
-    run = next((r for r in store.runs() if r["id"] == run_id), {})
-    return {"run_id": run_id, "config": run.get("config", {}), "status": run.get("status"), "best": best,
-            "nodes": rows, "infra_errors": sum(1 for r in store.outcomes(run_id=run_id) if r["status"] == "infra_error")}
+    return {"run_id": run_id, "kind": kind, "config": run.get("config", {}), "status": run.get("status"),
+            "best": best, "nodes": rows, "infra_errors": sum(1 for r in rows_ if r["status"] == "infra_error")}
 
 
 def find_node(summary: dict[str, Any], ref: str) -> dict[str, Any]:

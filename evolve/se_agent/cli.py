@@ -10,11 +10,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY
+from agent.batching import BatchingPolicy
+from agent.policy import DEFAULT_POLICY, load_policy
+from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
-from evolve.executor import parse_executor
+from evolve.markup import cells, esc
+from evolve.policies import RunsRoot
+from evolve.run.executor import parse_executor
+from evolve.se_agent.config import SEAgentConfig
+from evolve.se_agent.operators import OPERATORS
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
+from tasks.suite_images import ensure_suite_images
 
 console = Console()
 
@@ -50,17 +57,11 @@ def se_agent_cmd(
 ) -> None:
     """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
     the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
-    from agent.batching import BatchingPolicy
-    from agent.variant import DEFAULT_VARIANT
-    from evolve.run_cli import ensure_suite_images, load_policy_spec
-    from evolve.se_agent.config import SEAgentConfig
-    from evolve.se_agent.report import FIRST, ORACLE, SELECTED
+    from evolve.se_agent.report import FIRST, ORACLE, SELECTED  # loads swebench and datasets (seconds)
     from evolve.se_agent.run import resolve_out, run_se_agent
 
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
-    from evolve.se_agent.operators import OPERATORS
-
     ops = [] if operators.strip() == "none" else [o.strip() for o in operators.split(",") if o.strip()]
     bad = [o for o in ops if o not in OPERATORS]
     if bad:
@@ -84,33 +85,35 @@ def se_agent_cmd(
     chosen = the_suite.select(ids, limit)
     cfg.instances = [i.instance_id for i in chosen]
     if sandbox == "docker":
-        ensure_suite_images(the_suite, chosen)
+        ensure_suite_images(the_suite, chosen, status=console.status)
     run_dir = resolve_out(cfg.out)
     cfg.out = str(run_dir)
-    console.print(f"[bold]evolve se-agent {suite}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
-                  f"{iterations} iteration(s), operators {','.join(ops) or 'none (re-sampling)'}, store {run_dir}")
+    console.print(f"[bold]evolve se-agent {esc(suite)}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
+                  f"{iterations} iteration(s), operators {esc(','.join(ops) or 'none (re-sampling)')}, "
+                  f"store {esc(run_dir)}")
     with console.status("loading policy"):
-        pol = load_policy_spec(policy, run_dir.parent)
-        op_pol = None if operator_policy in (None, policy) else load_policy_spec(operator_policy, run_dir.parent)
+        runs = RunsRoot(run_dir.parent)
+        pol = load_policy(policy, runs=runs)
+        op_pol = None if operator_policy in (None, policy) else load_policy(operator_policy, runs=runs)
     batching = BatchingPolicy(pol, max_batch=workers)
     batching.active = workers
     started = time.time()
 
     def on_event(instance_id: str, what: str) -> None:
-        console.print(f"{time.time() - started:6.0f} s  {instance_id}: {what}")
+        console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
 
     report = run_se_agent(cfg, chosen, batching, op_pol or batching, on_event=on_event)
     if report.get("stopped"):
-        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({run_dir})")
+        console.print(f"[yellow]stopped[/] on request; run the same command to resume ({esc(run_dir)})")
         return
-    t = Table(title=f"se-agent {suite}: {report['instances']} instance(s), {report['candidates']} candidate(s), "
+    t = Table(title=f"se-agent {esc(suite)}: {report['instances']} instance(s), {report['candidates']} candidate(s), "
                     f"{report['seconds']} s")
     for col in ("instance", "candidates", "selected (method)", "first pilot", "selection", "any candidate"):
         t.add_column(col)
     for r in report["per_instance"]:
-        t.add_row(r["instance_id"], str(r["candidates"]), f"{r['selected']} ({r['selection_method']})",
-                  str(r["first_pilot_resolved"]), str(r["selected_resolved"]), str(r["any_resolved"]))
+        t.add_row(*cells(r["instance_id"], r["candidates"], f"{r['selected']} ({r['selection_method']})",
+                         r["first_pilot_resolved"], r["selected_resolved"], r["any_resolved"]))
     console.print(t)
     for key in (FIRST, SELECTED, ORACLE):
         console.print(f"{key}: {report[key]:.2f}")
-    console.print(f"predictions: {run_dir / 'predictions.jsonl'} · report: {run_dir / 'report.json'}")
+    console.print(f"predictions: {esc(run_dir / 'predictions.jsonl')} · report: {esc(run_dir / 'report.json')}")

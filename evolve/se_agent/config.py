@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from agent.policy import DEFAULT_POLICY
 from agent.variant import DEFAULT_VARIANT
-from evolve.executor import ExecutorConfig
+from evolve.run.executor import ExecutorConfig
 from evolve.se_agent.operators import OPERATORS
 from sandbox import SandboxConfig
 

@@ -1,5 +1,5 @@
 """Where SE-Agent's attempts run. `Environment` is what the driver needs; `SWEEnvironment` runs real
-agent episodes in Docker sandboxes through `evolve.runner.run_episode` (tests use toy environments)."""
+agent episodes in Docker sandboxes through `evolve.run.episode.run_episode` (tests use toy environments)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ from typing import Protocol
 from agent.graph import Agent
 from agent.policy.base import Policy, SeededPolicy
 from agent.variant import AgentVariant
+from evolve.run.episode import StopSignal, run_episode
+from evolve.run.local_tasks import local_instance
+from evolve.se_agent.branch import ContinuingAgent
 from evolve.se_agent.records import DOC_BASELINE, Attempt, VisibleOutcome
+from evolve.se_agent.remote import remote_baseline, remote_grade, remote_visible
 from evolve.se_agent.visible import baseline, visible_outcome
 from evolve.store import RunStore
 from records import Message, TaskInstance, Trajectory
+from rewards.combine import RewardWeights
+from rewards.swe import swe_reward
 from sandbox import WORKDIR, SandboxConfig
+from tasks.grading import grade
 
 
 class Environment(Protocol):
@@ -40,7 +47,7 @@ class SWEEnvironment:
         self.stop = None
         """The run's `StopSignal` (set by the driver): cuts running episodes on a stop request."""
         self.episodes = None
-        """`evolve.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
+        """`evolve.run.remote_episode.RayEpisodes` when the sandbox work runs on a Ray cluster (`--executor ray`);
         None: here. On Ray: every attempt's episode (a branch attempt as a `ContinuingAgent`, which replays the
         kept steps in the worker's fresh sandbox first), the visible baseline and checks and the hidden grading
         (tasks on the same executor, `evolve.se_agent.remote`); their results are stored here."""
@@ -54,8 +61,6 @@ class SWEEnvironment:
             return instance
         with self._lock:
             if instance.instance_id not in self._runnable:
-                from evolve.local_tasks import local_instance
-
                 self._runnable[instance.instance_id] = local_instance(instance, self.store.dir / "workspaces")
             return self._runnable[instance.instance_id]
 
@@ -65,8 +70,6 @@ class SWEEnvironment:
             variant = variant.model_copy(update={"temperature": attempt.temperature})
         policy = self.policy if attempt is None else SeededPolicy(self.policy, attempt.seed)
         if attempt is not None and attempt.branch_step:
-            from evolve.se_agent.branch import ContinuingAgent
-
             return ContinuingAgent(policy, variant)
         return Agent(policy, variant)
 
@@ -74,15 +77,9 @@ class SWEEnvironment:
         return self.agent().prompt(instance, WORKDIR)
 
     def run(self, instance: TaskInstance, attempt: Attempt, trajectory: Trajectory) -> Trajectory:
-        from evolve.runner import run_episode
-
         self.on_event(instance.instance_id, f"iteration {attempt.iteration}: {attempt.origin} running")
         trajectory.policy = trajectory.policy or self.policy.spec
         if self.episodes is not None:
-            from evolve.runner import StopSignal
-            from evolve.se_agent.branch import ContinuingAgent
-            from rewards.combine import RewardWeights
-
             variant = self.variant.model_copy(update={"temperature": attempt.temperature})
             agent_cls = ContinuingAgent if attempt.branch_step else Agent
             result = self.episodes.run(instance, variant, self.sandbox, self.store, self.run_id, trajectory, False,
@@ -98,8 +95,6 @@ class SWEEnvironment:
             self.episodes.close()
 
     def visible(self, instance: TaskInstance, trajectory: Trajectory) -> VisibleOutcome:
-        from evolve.se_agent.remote import remote_baseline, remote_visible
-
         iid, instance = instance.instance_id, self.runnable(instance)
         with self._lock:
             if iid not in self._baselines:
@@ -117,10 +112,6 @@ class SWEEnvironment:
         return visible_outcome(instance, trajectory, self.sandbox, self._baselines[iid])
 
     def hidden(self, instance: TaskInstance, trajectory: Trajectory) -> bool | None:
-        from evolve.se_agent.remote import remote_grade
-        from rewards.swe import swe_reward
-        from tasks.grading import grade
-
         self.on_event(instance.instance_id, f"grading {trajectory.id} (hidden tests, report only)")
         if self.episodes is not None:
             report = self._remote("se-agent:grade", instance.instance_id, trajectory.id, remote_grade,

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from agent.policy.base import Policy
+from evolve.run.episode import StopSignal
 from evolve.se_agent.branch import branch_point, prefix
 from evolve.se_agent.compress import compress, fit
 from evolve.se_agent.config import SEAgentConfig
@@ -59,8 +60,6 @@ class SEAgent:
         self.operator_policy, self.judge, self.on_event = operator_policy, judge, on_event
         self.started = time.time()
         self.by_id = {i.instance_id: i for i in instances}
-        from evolve.runner import StopSignal
-
         self.stopper = StopSignal()
         if hasattr(env, "stop"):
             env.stop = self.stopper

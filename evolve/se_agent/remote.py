@@ -8,10 +8,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from evolve.run.local_tasks import local_instance
 from evolve.se_agent.records import VisibleOutcome
 from evolve.se_agent.visible import baseline, visible_outcome
 from records import TaskInstance, TestReport, Trajectory
 from sandbox import SandboxConfig
+from tasks.grading import grade
 
 
 def worker_instance(instance: TaskInstance, sandbox: SandboxConfig) -> TaskInstance:
@@ -19,8 +21,6 @@ def worker_instance(instance: TaskInstance, sandbox: SandboxConfig) -> TaskInsta
     directory (the driver's, on the same machine; else materialised once by this worker process)."""
     if sandbox.backend != "local":
         return instance
-    from evolve.local_tasks import local_instance
-
     return local_instance(instance, Path(tempfile.gettempdir()) / f"evolve-workspaces-{os.getpid()}")
 
 
@@ -37,6 +37,4 @@ def remote_visible(instance: TaskInstance, trajectory: Trajectory, sandbox: Sand
 
 def remote_grade(instance: TaskInstance, patch: str, sandbox: SandboxConfig, trajectory_id: str) -> TestReport:
     """Run on a worker: the hidden-test grading of `patch` in a fresh sandbox."""
-    from tasks.grading import grade
-
     return grade(worker_instance(instance, sandbox), patch, sandbox, trajectory_id=trajectory_id)

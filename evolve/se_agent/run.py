@@ -10,12 +10,13 @@ from typing import Callable
 from agent.policy.base import Policy
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
+from evolve.run.remote_episode import RayEpisodes
+from evolve.run.run_lock import RunLock
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.env import Environment, SWEEnvironment
 from evolve.se_agent.loop import SEAgent
 from evolve.se_agent.report import build_report, grade_candidates
 from evolve.se_agent.select import Judge, policy_judge
-from evolve.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore, check_run_dir
 from records import TaskInstance
 
@@ -63,8 +64,6 @@ def swe_env(cfg: SEAgentConfig, policy: Policy, on_event) -> Callable[[RunStore,
         sandbox = cfg.sandbox.model_copy(update={"run_id": run_id})
         env = SWEEnvironment(policy, variant, sandbox, store, run_id, on_event)
         if cfg.executor.backend == "ray":
-            from evolve.remote_episode import RayEpisodes
-
             # the driver serves the policy itself (its server batches); a BatchingPolicy would wait for episodes
             env.episodes = RayEpisodes(cfg.executor, getattr(policy, "inner", policy), cfg.policy)
         return env

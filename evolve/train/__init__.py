@@ -9,6 +9,8 @@ Modules, each with one job (nothing heavy is imported here):
 - `grpo`: `GRPOConfig`, `grpo_step`, `train_grpo` (offline, from run directories).
 - `rollout`: `ToolcallGRPOConfig`, `train_grpo_toolcall` (online GRPO on the tool-calling suite).
 - `session`: output directory, checkpoints/resume, policy versions and per-step records.
-- `versions`: `resolve_policy("version:ID", runs_root)` -> a `load_policy` spec and options.
+- `versions`: `resolve_policy("version:ID", runs_root)` -> a `load_policy` spec and options (what
+  `evolve.policies.RunsRoot` gives `agent.policy.load_policy` for `version:` specs).
+- `errors`: `TrainError` (importable without torch).
 - `cli`: the `evolve train` typer sub-app.
 """

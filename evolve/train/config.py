@@ -43,8 +43,14 @@ class TrainConfig(BaseModel):
     """Most tokens of one sequence (longer ones are cut at a turn boundary or dropped, see `overflow`)."""
     overflow: Literal["cut", "drop"] = "cut"
     """Too-long sequences: `cut` after the last whole assistant turn that fits, or `drop`; always counted."""
+    token_mismatch: Literal["retokenize", "refuse"] = "retokenize"
+    """Recorded token ids that the trained model's tokenizer did not produce (the sampler was another model):
+    `retokenize` trains on the turn's text instead (logged, log-probs dropped), `refuse` stops with an error."""
     pack: bool = True
     """Pack several short sequences into one row of `max_len` tokens (no attention across them)."""
+    share_prefix: bool = True
+    """Compute a context that several sequences of a micro-batch start with (a GRPO group's prompt, a shared
+    system prompt) once: they are laid out as a tree (`data.plan_trees`); same losses, fewer tokens."""
     reward: str | None = None
     """Name of the stored reward to use (default: `combined` if present, else the only one)."""
     max_steps: int | None = Field(default=None, ge=1)
@@ -60,11 +66,18 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     """`auto` (cuda when available, else cpu), `cpu`, `cuda`, `cuda:1`, ..."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype: `auto` is bfloat16 for LoRA on a GPU that supports it, else float32."""
+    """Weights' dtype: `auto` is bfloat16 for LoRA's frozen base where the device computes bf16 natively (a GPU, a
+    CPU with AVX512-BF16 or AMX; the adapter stays float32), else float32."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower)."""
     num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for torch (default: torch's own choice)."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision of the forward/backward matmuls (autocast; weights and optimiser stay in `dtype`): `auto` is
+    bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX),
+    else float32. Softmax, log-probs and losses are always float32."""
+    head_chunk: int = Field(default=256, ge=1)
+    """Trained positions projected through the output layer at once (peak memory: this many rows of logits)."""
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -22,10 +22,13 @@ assistant turn that fits (``overflow="cut"``) or dropped (``overflow="drop"``); 
 trained token is dropped. Every outcome is counted in `BuildReport`, which is logged.
 
 Packing (`plan_rows`/`collate`): several short sequences share a row; each restarts its
-``position_ids`` at 0 and the model is called with ``attention_mask=None`` and ``use_cache=False``, so
-transformers (>= 5) derives a block-diagonal causal mask from the position ids (``find_packed_sequence_indices``)
-for every attention implementation: no token attends across a sequence boundary. Padding at a row's end
-is its own segment. Tests check packed logits equal unpacked ones. ``pack=False`` puts one sequence per row.
+``position_ids`` at 0 and the trainer passes explicit attention masks (`attention_masks`): no token attends
+across a sequence boundary. Padding at a row's end is its own segment. ``pack=False`` puts one sequence per row.
+
+Shared prefixes (`plan_trees`): sequences of a micro-batch that start with the same context (a GRPO group's
+prompt, an agent's system prompt) form a tree: the shared context once, then each sequence's own tokens at
+their own positions, attending to it and to themselves only. Same log-probs and losses as separate rows
+(tests check it), several times fewer tokens for a group of completions of one prompt.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ import torch
 from torch import Tensor
 
 from agent.policy.base import message_dicts
+from evolve.store import RunStore
 from records import Message, Trajectory
+
+from evolve.train.errors import TokenizerMismatch
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,9 @@ class BuildReport:
     """Assistant turns tokenised from their text (no recorded ids)."""
     unaligned_turns: int = 0
     """Recorded ids whose decoded text differs from what the template renders (spliced anyway)."""
+    mismatched_turns: int = 0
+    """Recorded ids that are not this tokenizer's encoding of the turn (another model's tokenizer sampled them:
+    ids out of the vocabulary, or decoding to other text): retokenised from the text, their log-probs dropped."""
     tokens: int = 0
     trained_tokens: int = 0
 
@@ -120,6 +129,9 @@ class BuildReport:
         if self.unaligned_turns:  # e.g. a special token sampled mid-text, which `content` does not show
             logger.info("data: %d recorded turns kept as sampled although their text renders differently",
                         self.unaligned_turns)
+        if self.mismatched_turns:
+            logger.warning("data: %d turns were sampled with another tokenizer than the trained model's: "
+                           "retokenised from their text (their recorded log-probs dropped)", self.mismatched_turns)
 
 
 class _TemplateError(ValueError):
@@ -136,9 +148,26 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+OnMismatch = Literal["retokenize", "refuse"]
+
+
+def same_tokenizer(token_ids: list[int], content: str, tokenizer: Any) -> bool:
+    """Whether ``token_ids`` can be this tokenizer's encoding of a turn whose text is ``content``: every id is in
+    its vocabulary and they decode (special tokens skipped) to the text, up to surrounding whitespace and a few
+    characters at the end (a stop string's last token may run past it, or the sampler may cut a partial one)."""
+    if any(not 0 <= t < len(tokenizer) for t in token_ids):
+        return False
+    decoded = tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+    text = content.strip()
+    short, long = sorted((decoded, text), key=len)
+    return long.startswith(short) and len(long) - len(short) <= 16
+
+
 def tokenize_messages(messages: list[Message], tokenizer: Any, tools: list[dict] | None = None,
-                      report: BuildReport | None = None) -> Sequence:
-    """Render and tokenise a conversation; see the module docstring for the rules. No length limit."""
+                      report: BuildReport | None = None, on_mismatch: OnMismatch = "retokenize") -> Sequence:
+    """Render and tokenise a conversation; see the module docstring for the rules. No length limit.
+    Recorded ids that another tokenizer produced (`same_tokenizer` fails) are retokenised from their text, or
+    raise `TokenizerMismatch` with ``on_mismatch="refuse"``."""
     report = report if report is not None else BuildReport()
     dicts = message_dicts(messages)
     ids: list[int] = []
@@ -161,6 +190,12 @@ def tokenize_messages(messages: list[Message], tokenizer: Any, tools: list[dict]
             raise _TemplateError(f"chat template is not prefix-stable at message {i}")
         add(_encode(tokenizer, prompt[len(done):]), False)
         segment = full[len(prompt):]
+        if m.token_ids and not same_tokenizer(m.token_ids, m.content, tokenizer):
+            if on_mismatch == "refuse":
+                raise TokenizerMismatch(f"message {i}: its recorded token ids do not decode to its text with the "
+                                        "trained model's tokenizer (sampled by another model?)")
+            report.mismatched_turns += 1
+            m = m.model_copy(update={"token_ids": None, "logprobs": None})
         if m.token_ids:
             lps = m.logprobs if m.logprobs is not None and len(m.logprobs) == len(m.token_ids) else None
             add(list(m.token_ids), m.train, lps)
@@ -194,12 +229,15 @@ RECOMPUTED_POLICIES = ("llamacpp:",)
 
 def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: Overflow = "cut",
                    tools: list[dict] | None = None, reward: float | None = None,
-                   report: BuildReport | None = None) -> Sequence | None:
+                   report: BuildReport | None = None, on_mismatch: OnMismatch = "retokenize") -> Sequence | None:
     """One trajectory as a `Sequence` of at most ``max_len`` tokens, or None (counted in ``report``)."""
     report = report if report is not None else BuildReport()
     report.trajectories += 1
     try:
-        seq = tokenize_messages(traj.messages(), tokenizer, tools=tools, report=report)
+        seq = tokenize_messages(traj.messages(), tokenizer, tools=tools, report=report, on_mismatch=on_mismatch)
+    except TokenizerMismatch as e:
+        raise TokenizerMismatch(f"trajectory {traj.id} (policy {traj.policy or '?'}): {e}; set token_mismatch: "
+                                "retokenize to train on its text instead") from None
     except _TemplateError as e:
         log.debug("trajectory %s: %s", traj.id, e)
         report.dropped_template += 1
@@ -227,12 +265,13 @@ def build_sequence(traj: Trajectory, tokenizer: Any, *, max_len: int, overflow: 
 
 
 def build_sequences(items: list[tuple[Trajectory, float | None]], tokenizer: Any, *, max_len: int,
-                    overflow: Overflow = "cut", tools: list[dict] | None = None
-                    ) -> tuple[list[Sequence], BuildReport]:
+                    overflow: Overflow = "cut", tools: list[dict] | None = None,
+                    on_mismatch: OnMismatch = "retokenize") -> tuple[list[Sequence], BuildReport]:
     """`build_sequence` over ``(trajectory, reward)`` pairs; the report is logged."""
     report = BuildReport()
     out = [s for t, r in items if (s := build_sequence(t, tokenizer, max_len=max_len, overflow=overflow,
-                                                        tools=tools, reward=r, report=report)) is not None]
+                                                        tools=tools, reward=r, report=report,
+                                                        on_mismatch=on_mismatch)) is not None]
     report.log()
     return out, report
 
@@ -252,15 +291,28 @@ def pick_reward(rewards: dict[str, Any], name: str | None) -> float | None:
     return None if r is None else float(r.total)
 
 
+NEVER_TRAINED = ("hgm:meta", "hgm:smoke")
+"""Trajectory origins that are never training data of the task policy: HGM's meta-agent editing an agent
+variant (another task, another prompt) and the ungraded smoke episodes that validate a child."""
+DEMONSTRATIONS = ("reference", "demonstration")
+"""Origins of demonstrations (a task's reference answer, a known fix): successes by construction."""
+
+
+def trainable(traj: Trajectory) -> bool:
+    """Whether a stored trajectory may be training data at all: finished, not an infrastructure failure or an
+    interrupted episode, not a meta-agent or smoke episode."""
+    return traj.status.value != "running" and not traj.infra_failure and not traj.origin.startswith(NEVER_TRAINED)
+
+
 def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_reward: float | None = None,
                       include_running: bool = False) -> list[tuple[Trajectory, float | None]]:
     """Finished trajectories of every run directory with their reward (``reward`` names which one).
-    Infrastructure errors and interrupted episodes are never training data: they are left out.
+    Infrastructure errors, interrupted episodes and HGM's meta-agent and smoke episodes (`NEVER_TRAINED`) are
+    never training data: they are left out.
 
-    ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped).
+    ``min_reward`` keeps only trajectories whose reward is at least that (those without one are dropped, except
+    demonstrations, `DEMONSTRATIONS`, which are successes by construction).
     """
-    from evolve.store import RunStore
-
     out: list[tuple[Trajectory, float | None]] = []
     for d in run_dirs:
         with RunStore(d, readonly=True) as store:
@@ -269,8 +321,11 @@ def load_trajectories(run_dirs: list[Path], *, reward: str | None = None, min_re
                     continue
                 if traj.infra_failure:  # an infra error or an interrupted run says nothing about the policy
                     continue
+                if traj.origin.startswith(NEVER_TRAINED):
+                    continue
                 r = pick_reward(store.rewards(traj.id), reward)
-                if min_reward is not None and (r is None or r < min_reward):
+                demo = traj.origin.startswith(DEMONSTRATIONS)
+                if min_reward is not None and not demo and (r is None or r < min_reward):
                     continue
                 out.append((traj, r))
     return out
@@ -298,6 +353,52 @@ def plan_rows(lengths: list[int], max_len: int, pack: bool = True) -> list[list[
 
 
 @dataclass
+class Tree:
+    """Sequences laid out together: their shared context once (``trunk`` tokens), then each one's own tokens.
+
+    The members' first ``trunk`` tokens are equal and carry no loss, so computing them once changes no
+    log-prob: each member's tokens attend to the trunk and to their own earlier tokens (`attention_masks`),
+    at their own positions. A single sequence is a tree with no trunk."""
+
+    members: list[int]
+    """Indices of the sequences."""
+    trunk: int = 0
+    """Leading tokens shared by every member (context only: no trained target among them or right after)."""
+
+    def length(self, seqs: list[Sequence]) -> int:
+        return self.trunk + sum(len(seqs[i]) - self.trunk for i in self.members)
+
+
+def _shareable(seqs: list[Sequence], members: list[int]) -> int:
+    """Trunk length of a tree of ``members`` (sorted by tokens): their common prefix, ending before the first
+    trained target of any of them."""
+    a, b = seqs[members[0]].input_ids, seqs[members[-1]].input_ids
+    n = min(len(a), len(b))
+    same = (torch.tensor(a[:n]) == torch.tensor(b[:n])).tolist() + [False]
+    common = same.index(False)
+    first_trained = min(seqs[i].loss_mask.index(1) for i in members)
+    return max(0, min(common, first_trained - 1))
+
+
+def plan_trees(seqs: list[Sequence], idx: list[int], max_len: int, min_shared: int = 16) -> list[Tree]:
+    """Group sequences ``idx`` into trees that share a leading context (a GRPO group's prompt, a system
+    prompt): sorted by tokens, a sequence joins the tree before it when the shared trunk is at least
+    ``min_shared`` tokens, saves tokens overall and the tree fits ``max_len``."""
+    trees: list[Tree] = []
+    for i in sorted(idx, key=lambda i: seqs[i].input_ids):
+        if trees:
+            t = trees[-1]
+            k = _shareable(seqs, t.members + [i])
+            grown = Tree(t.members + [i], k)
+            if (k >= min_shared and len(t.members) * k >= (len(t.members) - 1) * t.trunk
+                    and grown.length(seqs) <= max_len):
+                trees[-1] = grown
+                continue
+        trees.append(Tree([i]))
+    return trees
+
+
+@dataclass
 class Batch:
     """Padded rows of sequences, ready for the model; shifted so index t predicts ``targets[:, t]``."""
 
@@ -317,6 +418,10 @@ class Batch:
     """(R, L-1) float, the advantage of the target's sequence (0 without advantages)."""
     ref_logprobs: Tensor
     """(R, L-1) reference-policy log-probs of ``targets`` (NaN where not computed)."""
+    group_ids: Tensor
+    """(R, L) long, which tree (or lone sequence, or padding) of its row each token belongs to."""
+    branch_ids: Tensor
+    """(R, L) long, 0 for a tree's shared trunk, k >= 1 for the tokens of its k-th member."""
 
     @property
     def tokens(self) -> int:
@@ -326,10 +431,22 @@ class Batch:
         return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def collate(seqs: list[Sequence], rows: list[list[int]], pad_id: int,
+def attention_masks(batch: Batch, window: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """(R, 1, L, L) boolean masks, True where a query may attend to a key: same tree, the key in the trunk or in
+    the query's own branch, at a position not after the query's; with ``window``, also the same mask limited to
+    keys fewer than ``window`` positions back (sliding-window layers). Returns ``(full, sliding or None)``."""
+    g, b, pos = batch.group_ids, batch.branch_ids, batch.position_ids
+    allowed = ((g[:, :, None] == g[:, None, :]) & ((b[:, None, :] == 0) | (b[:, :, None] == b[:, None, :]))
+               & (pos[:, None, :] <= pos[:, :, None]))
+    sliding = allowed & (pos[:, :, None] - pos[:, None, :] < window) if window else None
+    return allowed[:, None], sliding[:, None] if sliding is not None else None
+
+
+def collate(seqs: list[Sequence], rows: list[list[int | Tree]], pad_id: int,
             advantages: list[float] | None = None, train: list[bool] | None = None) -> Batch:
-    """Rows of (packed) sequences as tensors. ``train[i] == False`` masks sequence i out entirely."""
-    width = max(sum(len(seqs[i]) for i in row) for row in rows)
+    """Rows of (packed) sequences or trees as tensors. ``train[i] == False`` masks sequence i out entirely."""
+    rows = [[x if isinstance(x, Tree) else Tree([x]) for x in row] for row in rows]
+    width = max(sum(t.length(seqs) for t in row) for row in rows)
     R = len(rows)
     ids = torch.full((R, width), pad_id, dtype=torch.long)
     pos = torch.zeros((R, width), dtype=torch.long)
@@ -338,36 +455,52 @@ def collate(seqs: list[Sequence], rows: list[list[int]], pad_id: int,
     sid = torch.full((R, width), -1, dtype=torch.long)
     adv = torch.zeros((R, width))
     ref = torch.full((R, width), math.nan)
+    grp = torch.zeros((R, width), dtype=torch.long)
+    br = torch.zeros((R, width), dtype=torch.long)
     for r, row in enumerate(rows):
         at = 0
-        for i in row:
-            s, n = seqs[i], len(seqs[i])
-            ids[r, at:at + n] = torch.tensor(s.input_ids)
-            pos[r, at:at + n] = torch.arange(n)
-            if train is None or train[i]:
-                mask[r, at:at + n] = torch.tensor(s.loss_mask, dtype=torch.float)
-            old[r, at:at + n] = torch.tensor(s.old_logprobs, dtype=torch.float)
-            sid[r, at:at + n] = i
-            if advantages is not None:
-                adv[r, at:at + n] = advantages[i]
-            if s.ref_logprobs is not None:
-                ref[r, at:at + n] = torch.tensor(s.ref_logprobs, dtype=torch.float)
-            at += n
+        for g, tree in enumerate(row):
+            k = tree.trunk
+            if k:  # the shared context, once (no loss on it: see `plan_trees`)
+                first = seqs[tree.members[0]]
+                ids[r, at:at + k] = torch.tensor(first.input_ids[:k])
+                pos[r, at:at + k] = torch.arange(k)
+                sid[r, at:at + k] = tree.members[0]
+                grp[r, at:at + k] = g
+                at += k
+            for branch, i in enumerate(tree.members, start=1):
+                s, n = seqs[i], len(seqs[i]) - k
+                ids[r, at:at + n] = torch.tensor(s.input_ids[k:])
+                pos[r, at:at + n] = torch.arange(k, k + n)
+                if train is None or train[i]:
+                    mask[r, at:at + n] = torch.tensor(s.loss_mask[k:], dtype=torch.float)
+                old[r, at:at + n] = torch.tensor(s.old_logprobs[k:], dtype=torch.float)
+                sid[r, at:at + n] = i
+                grp[r, at:at + n] = g
+                br[r, at:at + n] = branch
+                if advantages is not None:
+                    adv[r, at:at + n] = advantages[i]
+                if s.ref_logprobs is not None:
+                    ref[r, at:at + n] = torch.tensor(s.ref_logprobs[k:], dtype=torch.float)
+                at += n
         pos[r, at:] = torch.arange(width - at)  # padding: a segment of its own
+        grp[r, at:] = len(row)
     return Batch(input_ids=ids, position_ids=pos, targets=ids[:, 1:], mask=mask[:, 1:], old_logprobs=old[:, 1:],
-                 seq_ids=sid[:, 1:], advantages=adv[:, 1:], ref_logprobs=ref[:, 1:])
+                 seq_ids=sid[:, 1:], advantages=adv[:, 1:], ref_logprobs=ref[:, 1:], group_ids=grp, branch_ids=br)
 
 
 def micro_batches(seqs: list[Sequence], idx: list[int], *, micro_batch_size: int, max_len: int, pack: bool,
                   pad_id: int, advantages: list[float] | None = None,
-                  train: list[bool] | None = None) -> list[Batch]:
+                  train: list[bool] | None = None, share_prefix: bool = False) -> list[Batch]:
     """The sequences ``idx`` of one optimiser step, as micro-batches of ``micro_batch_size`` sequences
-    (each packed into rows of ``max_len`` tokens when ``pack``)."""
+    (each packed into rows of ``max_len`` tokens when ``pack``; with ``share_prefix``, sequences that start
+    with the same context are laid out as trees that compute it once, `plan_trees`)."""
     out = []
     for k in range(0, len(idx), micro_batch_size):
         chunk = idx[k:k + micro_batch_size]
-        rows = plan_rows([len(seqs[i]) for i in chunk], max_len, pack)
-        out.append(collate(seqs, [[chunk[j] for j in row] for row in rows], pad_id, advantages, train))
+        trees = plan_trees(seqs, chunk, max_len) if share_prefix else [Tree([i]) for i in chunk]
+        rows = plan_rows([t.length(seqs) for t in trees], max_len, pack)
+        out.append(collate(seqs, [[trees[j] for j in row] for row in rows], pad_id, advantages, train))
     return out
 
 

@@ -12,14 +12,13 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from agent.policy.embedded import EMBEDDED, embedded_model_dir
 from evolve.train.data import Batch
+from evolve.train.errors import TrainError
+from evolve.train.head import DEFAULT_CHUNK, forward_hidden, head_logprobs, model_masks, plain_head
 from evolve.train.losses import token_entropy, token_logprobs
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(RuntimeError):
-    """A problem the user can fix (no trajectories, bad config, unknown model or version)."""
 
 
 class LoraSettings(BaseModel):
@@ -43,13 +42,34 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device, full_finetune: bool = False) -> torch.dtype:
-    """`auto` -> bfloat16 on a GPU that supports it (LoRA: the adapter itself stays float32), else float32;
-    full fine-tuning stays float32 under `auto` (AdamW on bfloat16 weights loses small updates)."""
+    """`auto` -> bfloat16 for LoRA on a device that computes it natively (a GPU with bf16, a CPU with
+    AVX512-BF16 or AMX): the frozen base is stored in bfloat16, the adapter itself stays float32; else float32.
+    Full fine-tuning stays float32 under `auto` (AdamW on bfloat16 weights loses small updates)."""
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported() and not full_finetune:
+        if full_finetune:
+            return torch.float32
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 matmuls are fast."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` -> bfloat16 where the device computes it natively, else float32; else as given."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
 
 
 def model_dir(spec: str) -> Path:
@@ -60,8 +80,6 @@ def model_dir(spec: str) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    from agent.policy.embedded import EMBEDDED, embedded_model_dir
-
     if name in EMBEDDED:
         return embedded_model_dir(name)
     raise TrainError(f"no model directory {name!r} (policy spec {spec!r}); give hf:PATH to a transformers "
@@ -72,8 +90,6 @@ def check_model_spec(spec: str) -> None:
     """Raise `TrainError` unless ``spec`` names a local model directory or an embedded model (no loading)."""
     if not spec.startswith("hf:"):
         raise TrainError(f"training needs a local model: give --policy hf:PATH or version:ID, not {spec!r}")
-    from agent.policy.embedded import EMBEDDED
-
     name = spec[3:]
     if not Path(name).expanduser().is_dir() and name not in EMBEDDED:
         raise TrainError(f"no model directory {name!r} (policy spec {spec!r}); give hf:PATH to a transformers "
@@ -121,28 +137,45 @@ def load_for_training(spec: str, *, adapter: str | None = None, lora: LoraSettin
     return model, tokenizer
 
 
-def forward_logprobs(model: Any, batch: Batch, *, temperature: float = 1.0,
-                     entropy: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+def forward_logprobs(model: Any, batch: Batch, *, temperature: float = 1.0, entropy: bool = False,
+                     compute_dtype: torch.dtype | None = None,
+                     chunk: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor | None, Tensor]:
     """Log-probs of the batch's trained targets under ``model``.
 
-    Only positions whose target is trained get logits (``logits_to_keep`` as a boolean mask), so
-    prompts and observations cost a forward pass but no vocabulary projection. Returns flat tensors
-    over those positions, in row-major order: ``(logp (N,), entropy (N,) or None, keep (R, L-1) bool)``;
-    index any other (R, L-1) tensor of the batch with ``keep`` to align it.
+    The body runs over every token; only positions whose target is trained go through the output layer,
+    ``chunk`` rows at a time (`head.head_logprobs`), so prompts and observations cost no vocabulary
+    projection and the full logits matrix never exists. ``compute_dtype`` (e.g. bfloat16) runs the
+    matmuls of the body (autocast) and the head in that precision; softmax and losses stay float32.
+    Returns flat tensors over those positions, in row-major order: ``(logp (N,), entropy (N,) or None,
+    keep (R, L-1) bool)``; index any other (R, L-1) tensor of the batch with ``keep`` to align it.
     """
     keep = batch.mask > 0
-    ids = batch.input_ids
-    keep_full = torch.zeros_like(ids, dtype=torch.bool)
-    keep_full[:, :-1] = keep
-    out = model(input_ids=ids, position_ids=batch.position_ids, attention_mask=None, use_cache=False,
-                logits_to_keep=keep_full)
-    logits = out.logits
-    if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
-        logits = logits[keep_full] if logits.shape[1] == ids.shape[1] else logits.reshape(-1, logits.shape[-1])
     targets = batch.targets[keep]
-    logp = token_logprobs(logits, targets, temperature)
-    ent = token_entropy(logits, temperature) if entropy else None
-    return logp, ent, keep
+    device = batch.input_ids.device
+    dt = compute_dtype if compute_dtype is not None else next(model.parameters()).dtype
+    autocast = torch.autocast(device.type, dtype=dt, enabled=dt in (torch.bfloat16, torch.float16))
+    head = plain_head(model)
+    if head is None:  # a head that is not a plain linear map (soft-capping, bias): transformers' own logits
+        keep_full = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+        keep_full[:, :-1] = keep
+        with autocast:
+            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                           attention_mask=model_masks(model, batch), use_cache=False, logits_to_keep=keep_full).logits
+        if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
+            logits = logits[keep_full] if logits.shape[1] == batch.input_ids.shape[1] else logits.reshape(
+                -1, logits.shape[-1])
+        logp = token_logprobs(logits, targets, temperature)
+        return logp, token_entropy(logits, temperature) if entropy else None, keep
+    with autocast:
+        hidden = forward_hidden(model, batch)
+    logp, ent = head_logprobs(hidden[:, :-1][keep], head.weight, targets, temperature=temperature, chunk=chunk,
+                              compute_dtype=dt)
+    return logp, ent if entropy else None, keep
+
+
+def compute_settings(cfg: Any, device: torch.device) -> dict[str, Any]:
+    """`forward_logprobs` keywords of a `TrainConfig`: matmul precision and head chunk."""
+    return {"compute_dtype": resolve_precision(cfg.precision, device), "chunk": cfg.head_chunk}
 
 
 def optimizer_step(model: Any, opt: Any, sched: Any, max_grad_norm: float) -> tuple[float, float]:

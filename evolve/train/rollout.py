@@ -30,12 +30,17 @@ from typing import Any, Callable
 import torch
 from pydantic import Field
 
-from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
-
+from agent.policy import SamplingParams, load_policy
+from agent.policy.hf import HFPolicy
 from evolve.train.data import build_sequences, micro_batches
 from evolve.train.grpo import GRPOConfig, advantages_for, grpo_step, prepare_old_and_ref
-from evolve.train.modeling import TrainError, model_dir
+from evolve.train.errors import NothingLearned, TrainError
+from evolve.train.modeling import model_dir
 from evolve.train.session import RUN_ID, TrainSession
+from records import Message, PolicyVersion, Step, TaskInstance, Trajectory, TrajectoryStatus
+from rewards.toolrl import score
+from tasks.toolcall import ToolCallSuite
+from tasks.toolcall.prompt import build_messages
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +73,17 @@ class ToolcallGRPOConfig(GRPOConfig):
 
 def toolcall_instances(split: str, limit: int | None = None) -> list[TaskInstance]:
     """Instances of the bundled tool-calling suite (`train` or `test` split)."""
-    from tasks.toolcall import ToolCallSuite
-
     items = ToolCallSuite().instances(split=split)
     return items[:limit] if limit else items
 
 
 def prompt_messages(instance: TaskInstance) -> list[Message]:
     """The prompt the suite shows the policy for an instance."""
-    from tasks.toolcall.prompt import build_messages
-
     return build_messages(instance)
 
 
 def score_text(text: str, instance: TaskInstance) -> Any:
     """ToolRL score (`format`, `correctness`, `total`) of a response to an instance."""
-    from rewards.toolrl import score
-
     return score(text, instance.extra["answer"])
 
 
@@ -109,8 +108,6 @@ def make_trajectory(instance: TaskInstance, prompt: list[Message], gen: Any, *, 
 def live_policy(model: Any, tokenizer: Any, base: str, device: torch.device, batch_size: int) -> Any:
     """The transformers Policy sampling with ``model`` (the training model) itself: no second copy, and
     sampling always sees the current weights."""
-    from agent.policy.hf import HFPolicy
-
     return HFPolicy(str(model_dir(base)), loaded=(model, tokenizer), device=str(device), max_batch_size=batch_size)
 
 
@@ -118,8 +115,6 @@ def evaluate_toolcall(policy: Any, instances: list[TaskInstance], *, max_new_tok
                       temperature: float = 0.0, seed: int = 0,
                       prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> dict[str, float]:
     """Mean ToolRL format / correctness / total of one completion per instance (greedy by default)."""
-    from agent.policy import SamplingParams
-
     gens = policy.generate([prompt(i) for i in instances],
                            SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed))
     scores = [score_text(g.text, i) for g, i in zip(gens, instances)]
@@ -132,12 +127,11 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                         prompt: Callable[[TaskInstance], list[Message]] = prompt_messages) -> PolicyVersion:
     """Online GRPO on the tool-calling suite's training split (or ``instances``); store and return the new
     policy version. ``prompt`` builds the chat prompt of an instance (default: the suite's own)."""
-    from agent.policy import SamplingParams, load_policy
-
     instances = instances if instances is not None else toolcall_instances("train", cfg.limit)
     if not instances:
         raise TrainError("the tool-calling suite has no training instances")
     session = TrainSession(out, "grpo", cfg, data_ids=[RUN_ID])
+    error: BaseException | None = None
     try:
         if session.finished is not None:
             return session.finished
@@ -181,7 +175,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 items.append((traj, s.total))
                 fmt.append(s.format)
                 cor.append(s.correctness)
-            seqs, _ = build_sequences(items, tok, max_len=cfg.max_len, overflow=cfg.overflow)
+            seqs, _ = build_sequences(items, tok, max_len=cfg.max_len, overflow=cfg.overflow,
+                                 on_mismatch=cfg.token_mismatch)
             adv, train, gstats = advantages_for(seqs, cfg)
             idx = [i for i, t in enumerate(train) if t]
             metrics = {"reward": sum(r for _, r in items) / len(items), "format": sum(fmt) / len(fmt),
@@ -191,8 +186,8 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 updates = []
                 for k in range(0, len(idx), cfg.batch_size):  # batch_size samples per optimiser step
                     batches = micro_batches(seqs, idx[k:k + cfg.batch_size], micro_batch_size=cfg.micro_batch_size,
-                                            max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id,
-                                            advantages=adv, train=train)
+                                            max_len=cfg.max_len, pack=cfg.pack, share_prefix=cfg.share_prefix,
+                                            pad_id=tok.pad_token_id, advantages=adv, train=train)
                     updates.append(grpo_step(model, opt, sched, batches, cfg))
                 metrics |= {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
                 metrics["updates"] = float(len(updates))
@@ -204,7 +199,16 @@ def train_grpo_toolcall(cfg: ToolcallGRPOConfig, out: Path, *, instances: list[T
                 policy.load_adapter(adapter)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 session.save_checkpoint(step, model, tok, opt, sched)
+        updates = sum(int(s.metrics.get("updates", 0)) for s in store.train_steps(session.version_id))
+        if updates == 0:  # every group of every step had equal rewards: these are the starting weights
+            store.set_run_status(RUN_ID, "no-updates")
+            raise NothingLearned(f"GRPO made no update in {cfg.steps} step(s): every group's rewards were equal, so "
+                                 "no policy version is stored (raise the temperature or group size, or warm-start "
+                                 "the policy with SFT so that some answers score better than others)")
         final = {k: metrics[k] for k in ("reward", "format", "correctness") if k in metrics}
-        return session.finish(model, tok, final | {"steps": float(cfg.steps)})
+        return session.finish(model, tok, final | {"steps": float(cfg.steps), "updates": float(updates)})
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        session.close()
+        session.close(error)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from records import PolicyVersion, TrainStep
 
+from evolve.run.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
 from evolve.train.modeling import TrainError, check_model_spec, load_for_training, resolve_device, resolve_dtype
@@ -75,6 +76,7 @@ class TrainSession:
     data_ids: list[str] = field(default_factory=list)
     """Run ids (or trajectory ids) the training reads."""
     store: RunStore = field(init=False)
+    lock: RunLock = field(init=False)
     version_id: str = field(init=False)
     base: str = field(init=False)
     """Spec of the base model (`hf:...`)."""
@@ -115,7 +117,12 @@ class TrainSession:
             self.version_id, self.parent_id = PolicyVersion(base="").id, base_v.id
         if prior is None:
             check_model_spec(self.base)
-        self.store = RunStore(self.out)
+        self.lock = RunLock(self.out, f"evolve train {self.kind}").acquire()  # one writer; the TUI tells a dead one
+        try:
+            self.store = RunStore(self.out)
+        except BaseException:
+            self.lock.release()
+            raise
         if base_v is not None:
             self.store.put_policy_version(base_v)
         self.device = resolve_device(self.cfg.device)
@@ -125,6 +132,18 @@ class TrainSession:
                                             "start_adapter": self.start_adapter, "parent_id": self.parent_id,
                                             "config": self.cfg.model_dump(mode="json"), "data": self.data_ids},
                            status="done" if self.finished else "running")
+        if self.finished is None:  # the version exists from the first step on: its curves can be watched live
+            self._put_version("training")
+
+    def _put_version(self, status: str, metrics: dict[str, float] | None = None, path: str = "") -> PolicyVersion:
+        before = next((v for v in self.store.policy_versions() if v.id == self.version_id), None)
+        version = PolicyVersion(id=self.version_id, parent_id=self.parent_id, base=self.base, kind=self.kind, path=path,
+                                adapter=self.cfg.lora is not None, data=self.data_ids,
+                                metrics=metrics if metrics is not None else (before.metrics if before else {}),
+                                status=status, created_at=time.time() if status == "ready" or before is None
+                                else before.created_at)
+        self.store.put_policy_version(version)
+        return version
 
     # --- model --------------------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
@@ -189,6 +208,7 @@ class TrainSession:
     # --- records -------------------------------------------------------------------------------------
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         self.store.put_train_step(TrainStep(policy_version_id=self.version_id, step=step, metrics=metrics))
+        self._put_version("training", dict(metrics))
         log.info("%s step %d: %s", self.kind, step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def finish(self, model: Any, tokenizer: Any, metrics: dict[str, float]) -> PolicyVersion:
@@ -200,17 +220,33 @@ class TrainSession:
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(path, ignore_errors=True)
         os.rename(tmp, path)
-        version = PolicyVersion(id=self.version_id, parent_id=self.parent_id, base=self.base, kind=self.kind,
-                                path=str(path.resolve()), adapter=self.cfg.lora is not None, data=self.data_ids,
-                                metrics=metrics, created_at=time.time())
-        self.store.put_policy_version(version)
+        version = self._put_version("ready", metrics, str(path.resolve()))
         self.store.set_run_status(RUN_ID, "done")
         self.finished = version
         log.info("stored policy version %s (%s) at %s", version.id, self.kind, path)
         return version
 
-    def close(self) -> None:
-        self.store.close()
+    def stopped(self, step: int, why: str) -> None:
+        """A stop ended the training after `step` steps (its checkpoint saved): the run and its version say so,
+        and the same command resumes from there."""
+        self._put_version("stopped")
+        self.store.set_run_status(RUN_ID, "stopped")
+        log.warning("%s training stopped after step %d (%s); run the same command to resume", self.kind, step, why)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Close the store and let go of the run directory; a training that ended in an error says so in its run and
+        version (a kill leaves them `running`/`training`, and the TUI shows the run dead)."""
+        try:
+            if error is not None and self.finished is None:
+                interrupted = isinstance(error, KeyboardInterrupt)
+                try:
+                    self._put_version("stopped" if interrupted else "failed")
+                    self.store.set_run_status(RUN_ID, "stopped" if interrupted else "error")
+                except Exception as e:  # noqa: BLE001 - the store itself may have failed: the first error is the story
+                    log.debug("recording the training's end: %s", e)
+            self.store.close()
+        finally:
+            self.lock.release()
 
 
 def _absolute(spec: str) -> str:

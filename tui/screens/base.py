@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from textual.screen import Screen
 
 from evolve.store import RunStore
-
-if TYPE_CHECKING:
-    from tui.app import EvolveApp
+from tui.widgets import resort, sort_by_header
 
 
 class LiveScreen(Screen):
@@ -21,8 +19,10 @@ class LiveScreen(Screen):
     _seen: tuple[int, ...] | None = None
 
     @property
-    def evolve(self) -> "EvolveApp":
-        return self.app  # type: ignore[return-value]
+    def evolve(self) -> Any:
+        """The `tui.app.EvolveApp` running this screen (a screen knows its app as `self.app`, never by importing
+        it): its `poll` interval and run `source`."""
+        return self.app
 
     def watched_stores(self) -> list[RunStore]:
         return []
@@ -52,6 +52,19 @@ class LiveScreen(Screen):
         if force or version != self._seen:
             self._seen = version
             self.reload()
+
+    _sorted: dict | None = None
+
+    def on_data_table_header_selected(self, event) -> None:
+        """A click on a column's header sorts that table by it (a second click reverses); screens whose tables
+        are paged from the store sort there instead."""
+        if self._sorted is None:
+            self._sorted = {}
+        sort_by_header(event.data_table, event.column_key, self._sorted.setdefault(event.data_table.id, {}))
+
+    def resort(self, table) -> None:
+        """Keep a refilled table in the order its header click chose."""
+        resort(table, (self._sorted or {}).get(table.id))
 
     def on_screen_resume(self) -> None:
         self.poll()  # back on top: re-read only if something changed meanwhile

@@ -18,10 +18,12 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 
 from evolve.store import RunStore
 from records import Step, TestReport, Trajectory
+from tui.diff import diff_text
 from tui.screens.base import LiveScreen
-from tui.widgets import cell
+from tui.screens.dialogs import PickScreen
 from tui.text import (clean, clip, duration, logprob_summary, report_lines, split_thinking, step_text, tool_names,
                       trajectory_export)
+from tui.widgets import cell, fill_table
 
 VIEWS = ("step", "rewards", "tests", "patch", "info")
 
@@ -30,20 +32,34 @@ VIEWS = ("step", "rewards", "tests", "patch", "info")
 class Nav:
     """Where the trajectory sits in the list it was opened from, so H/L move through that list."""
 
-    run_id: str | None
+    run_id: str | list[str] | None
     search: str
     pos: int
     total: int
+    status: str | None = None
+    sort: str | None = None
+    descending: bool = False
 
     def neighbour(self, store: RunStore, delta: int) -> str | None:
         pos = self.pos + delta
         if not 0 <= pos < self.total:
             return None
-        self.total, rows = store.trajectory_page(self.run_id, search=self.search, offset=pos, limit=1)
+        self.total, rows = store.trajectory_page(self.run_id, search=self.search, status=self.status, sort=self.sort,
+                                                 descending=self.descending, offset=pos, limit=1)
         if not rows:
             return None
         self.pos = pos
         return rows[0]["id"]
+
+
+class StepTable(DataTable):
+    """The list of steps; remembers a click, so its screen shows the step clicked (and only then)."""
+
+    clicked = False
+
+    async def _on_click(self, event) -> None:
+        self.clicked = True
+        await super()._on_click(event)
 
 
 class InspectorScreen(LiveScreen):
@@ -54,8 +70,10 @@ class InspectorScreen(LiveScreen):
         Binding("dollar_sign,end", "last", "Last", show=False),
         Binding("L", "traj(1)", "Next traj"),
         Binding("H", "traj(-1)", "Prev traj"),
-        Binding("j", "scroll(1)", "Down", show=False),
-        Binding("k", "scroll(-1)", "Up", show=False),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("pagedown,space", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("slash", "search", "Search"),
         Binding("n", "find(1)", "Next match", show=False),
         Binding("N", "find(-1)", "Prev match", show=False),
@@ -63,6 +81,7 @@ class InspectorScreen(LiveScreen):
         Binding("E", "export_traj", "Export traj", show=False),
         Binding("r", "thinking", "Thinking", show=False),
         Binding("v", "view", "View"),
+        Binding("f", "failures", "Failures only", show=False),
         Binding("p", "parent", "Parent", show=False),
         Binding("b", "branches", "Branches", show=False),
         Binding("escape", "back", "Back"),
@@ -77,6 +96,10 @@ class InspectorScreen(LiveScreen):
         self.traj: Trajectory | None = None
         self.step_idx = 0
         self.thinking = True
+        self.failures_only = False
+        self.test_rows: list[tuple[str, str, str]] = []
+        """(group, test, status) of the rows of the Tests view (their cells may be cut; the highlighted one's name is
+        shown whole)."""
         self.query_text = ""
         self.branch_rows: list[dict] = []
         self.loaded_status = ""
@@ -89,7 +112,7 @@ class InspectorScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="insp-main"):
-            steps = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+            steps = StepTable(id="steps", cursor_type="row", zebra_stripes=True)
             steps.can_focus = False
             for col, width in (("#", 3), ("tool", 7), ("tok", 5), ("time", 5)):  # fixed: rows arrive live
                 steps.add_column(col, key=col, width=width)
@@ -106,20 +129,21 @@ class InspectorScreen(LiveScreen):
                     yield DataTable(id="reward-table", cursor_type="row")
                 with TabPane("Tests", id="tests"):
                     yield Static(id="test-head", markup=False)
+                    yield Static(id="test-name", markup=False)
                     yield DataTable(id="test-table", cursor_type="row")
                 with TabPane("Patch", id="patch"):
-                    with VerticalScroll():
+                    with VerticalScroll(id="patch-scroll"):
                         yield Static(id="patch-text", markup=False)
                 with TabPane("Info", id="info"):
-                    with VerticalScroll():
+                    with VerticalScroll(id="info-scroll"):
                         yield Static(id="info-text", markup=False)
         yield Input(id="search", placeholder="search steps (enter: find, esc: close)")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         super().on_mount()
         for table, cols in (("#reward-table", (("reward", 10), ("total", 7), ("part", 16), ("value", 60))),
-                            ("#test-table", (("group", 12), ("status", 7), ("test", 120)))):
+                            ("#test-table", (("group", 12), ("status", 8), ("test", 120)))):
             for col, width in cols:
                 self.query_one(table, DataTable).add_column(col, key=col, width=width)
         self.query_one("#step-scroll").focus()
@@ -203,9 +227,30 @@ class InspectorScreen(LiveScreen):
         self.filled.add(view)
         {"rewards": self.fill_rewards, "tests": self.fill_tests, "patch": self.fill_patch,
          "info": self.fill_info}[view]()
+        if view == "tests":  # its columns are fitted to the table's width, known once the view is laid out
+            self.call_after_refresh(self.fill_tests)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.fill_view()
+        self.scroller().focus()  # the keys that scroll (arrows, PageDown, j/k) act on the view now shown
+
+    SCROLLERS = {"step": "#step-scroll", "rewards": "#reward-table", "tests": "#test-table", "patch": "#patch-scroll",
+                 "info": "#info-scroll"}
+
+    def scroller(self):
+        """The scrollable widget of the view shown."""
+        return self.query_one(self.SCROLLERS[self.query_one("#views", TabbedContent).active])
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """A click on a step in the list shows that step; a test's full name shows under the Tests view's head."""
+        if event.data_table.id == "test-table" and 0 <= event.cursor_row < len(self.test_rows):
+            self.query_one("#test-name", Static).update(Text(self.test_rows[event.cursor_row][1], style="bold"))
+        table = event.data_table
+        if isinstance(table, StepTable) and table.clicked:  # (the screen's own cursor moves are not the user's)
+            table.clicked = False
+            if self.traj is not None and 0 <= event.cursor_row < len(self.traj.steps):
+                self.step_idx = event.cursor_row
+                self.show_step()
 
     def update_title(self) -> None:
         t = self.traj
@@ -245,13 +290,22 @@ class InspectorScreen(LiveScreen):
         obs = step.observation
         self._box(boxes["observation"], "observation" + (f" · {obs.name}" if obs and obs.name else ""),
                   clean(obs.content) if obs else "")
-        self.query_one("#step-scroll").scroll_home(animate=False)
+        scroll = self.query_one("#step-scroll")
+        scroll.scroll_home(animate=False)
+        hit = next((b for b in boxes.values() if b.display and self.query_text
+                    and self.query_text.lower() in getattr(b, "source_text", "").lower()), None)
+        if hit is not None:  # the searched text: its box in view
+            self.call_after_refresh(scroll.scroll_to_widget, hit, animate=False, top=True)
 
     def _box(self, box: Static, title: str, text: str) -> None:
         box.display = bool(text)
         box.border_title = title
+        box.source_text = text
         if text:
-            box.update(Text.from_ansi(clip(text)) if "\x1b[" in text else Text(clip(text)))
+            shown = Text.from_ansi(clip(text)) if "\x1b[" in text else Text(clip(text))
+            if self.query_text:  # the search's matches stand out
+                shown.highlight_words([self.query_text], style="bold black on yellow", case_sensitive=False)
+            box.update(shown)
 
     def fill_rewards(self) -> None:
         table = self.query_one("#reward-table", DataTable)
@@ -268,33 +322,42 @@ class InspectorScreen(LiveScreen):
     def fill_tests(self) -> None:
         report: TestReport | None = self.store.test_report(self.tid)
         table = self.query_one("#test-table", DataTable)
-        table.clear()
         head = self.query_one("#test-head", Static)
         if report is None:
+            table.clear()
             head.update(Text("not graded"))
             return
         head.update(Text(f"{'RESOLVED' if report.resolved else 'not resolved'} · patch "
                          f"{'applied' if report.patch_applied else 'did not apply'}"
                          + (" · empty patch" if report.empty_patch else "")
-                         + (f" · error: {report.error}" if report.error else "") + f" · {duration(report.seconds)}"))
-        for group, name, status in report_lines(report):
-            style = "green" if status in ("PASSED", "XFAIL") else "bold red"
-            table.add_row(cell(group), Text(status, style=style), cell(name))
+                         + (f" · error: {report.error}" if report.error else "") + f" · {duration(report.seconds)}"
+                         + (" · failures only (f: all)" if self.failures_only else " · f: failures only")))
+        self.test_rows = [(group, name, status) for group, name, status in report_lines(report)
+                          if not self.failures_only or status not in ("PASSED", "XFAIL")]
+        rows = [(group, Text(status, style="green" if status in ("PASSED", "XFAIL") else "bold red"), name)
+                for group, name, status in self.test_rows]
+        fill_table(table, ("group", "status", "test"), rows, [str(i) for i in range(len(rows))], flex="test", most=200)
+
+    def action_failures(self) -> None:
+        """The Tests view: only the tests that did not pass, or all of them."""
+        self.failures_only = not self.failures_only
+        self.filled.discard("tests")
+        self.query_one("#views", TabbedContent).active = "tests"
+        self.fill_view()
 
     def fill_patch(self) -> None:
-        text = Text()
-        for line in clip(clean(self.traj.patch) or "(no patch)").splitlines():
-            style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
-                "cyan" if line.startswith("@@") else "bold" if line.startswith("diff") else ""
-            text.append(line + "\n", style=style)
-        self.query_one("#patch-text", Static).update(text)
+        self.query_one("#patch-text", Static).update(diff_text(self.traj.patch or "(no patch)"))
 
     def fill_info(self) -> None:
         t = self.traj
         lines = [f"id {t.id} · run {t.run_id} · instance {t.instance_id}",
                  f"status {t.status.value}" + (f" · error: {t.error}" if t.error else ""),
                  f"policy {t.policy or '-'} · variant {t.agent_variant or '-'} · origin {t.origin}",
-                 f"tokens: prompt {t.prompt_tokens} · completion {t.completion_tokens}",
+                 f"tokens: prompt {t.prompt_tokens} · completion {t.completion_tokens}" + (
+                     f" · generation {t.completion_tokens / policy_s:.1f} tok/s" if (policy_s := sum(
+                         s.policy_seconds for s in t.steps)) > 0 else ""),
+                 f"time: policy {duration(policy_s)} · sandbox {duration(sum(s.tool_seconds for s in t.steps))} · "
+                 f"wall {duration(((t.finished_at or self.evolve.clock()) - t.created_at))}",
                  f"parent {t.parent_id or '-'}" + (f" (branches after step {t.branch_step})" if t.branch_step is not None
                                                   else "") + " · p: open parent",
                  f"branches {len(self.branch_rows)}" + (" · b: choose one" if self.branch_rows else ""), ""]
@@ -326,8 +389,11 @@ class InspectorScreen(LiveScreen):
         self.load()
 
     def action_scroll(self, delta: int) -> None:
-        scroll = self.query_one("#step-scroll", VerticalScroll)
-        scroll.scroll_relative(y=delta * 3, animate=False)
+        self.scroller().scroll_relative(y=delta * 3, animate=False)
+
+    def action_page(self, delta: int) -> None:
+        view = self.scroller()
+        view.scroll_relative(y=delta * max(1, view.scrollable_content_region.height - 2), animate=False)
 
     def action_thinking(self) -> None:
         self.thinking = not self.thinking
@@ -393,8 +459,6 @@ class InspectorScreen(LiveScreen):
         if not self.branch_rows:
             self.notify("no trajectory branches from this one", timeout=2)
             return
-        from tui.screens.dialogs import PickScreen
-
         options = [(c["id"], f"{c['instance_id']} · {c['status']} · {c['steps']} steps · {c['id']}")
                    for c in self.branch_rows]
 

@@ -1,12 +1,13 @@
-"""The tree screen: HGM's tree of self-modified agents, Agent-R's MCTS trees and SE-Agent's lineages in one
-Tree widget. An HGM node shows its own and clade counts, the CMP estimate, the 1% quantile of
-Beta(1+s, 1+f), its status and the best-belief mark; a node opens its diff, diagnosis and evaluations,
-and an evaluation (or an MCTS / SE-Agent node) opens its trajectory."""
+"""The tree screen: HGM's tree of self-modified agents, Agent-R's MCTS trees, SE-Agent's lineages and the loop's
+tree of (variant, policy version) nodes in one Tree widget. An HGM node shows its own and clade counts, the CMP
+estimate, the 1% quantile of Beta(1+s, 1+f), its status and the best-belief mark; a node shows its details in
+words, its diff (syntax-highlighted hunks), its diagnosis (the meta-agent's prompt and reply) and its evaluations;
+`o` opens its trajectory (or an evaluation's), `m` the meta-agent's edit trajectory, `x` the smoke episode."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,6 +17,9 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from records import TreeNode
 from tui.screens.base import LiveScreen
+from tui.diff import diff_text
+from tui.readable import readable, when
+from tui.screens.inspector import InspectorScreen
 from tui.stats import NodeStats, best_belief, hgm_stats
 from tui.text import clean, clip, duration
 from tui.widgets import cell
@@ -29,7 +33,11 @@ def node_label(node: TreeNode, st: NodeStats | None, best: bool) -> Text:
     text = Text()
     if best:
         text.append("★ ", style="bold yellow")
-    text.append(clean(node.label or node.id)[:28])
+    if node.kind == "loop" and node.info.get("node_kind"):
+        kind = str(node.info["node_kind"])
+        text.append(f"[{kind}] ", style={"code": "magenta", "sft": "cyan", "grpo": "blue"}.get(kind, "dim"))
+    label = clean(node.label or node.id)
+    text.append(label if len(label) <= 28 else label[:27] + "…")
     if node.kind == "hgm" and st is not None:
         text.append(f" {st.own_s}/{st.own_s + st.own_f}", style="bold")
         text.append(f" ({st.clade_s}/{st.clade_s + st.clade_f})", style="dim")
@@ -43,7 +51,11 @@ def node_label(node: TreeNode, st: NodeStats | None, best: bool) -> Text:
 class TreeScreen(LiveScreen):
     BINDINGS = [
         Binding("o", "open", "Open trajectory"),
+        Binding("m", "meta", "Edit trajectory"),
+        Binding("x", "smoke", "Smoke episode", show=False),
         Binding("v", "view", "View"),
+        Binding("j", "scroll(1)", "Down", show=False),
+        Binding("k", "scroll(-1)", "Up", show=False),
         Binding("tab", "focus_next", "Focus", show=False),
         Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -78,7 +90,7 @@ class TreeScreen(LiveScreen):
                         yield Static(id="diagnosis-text", markup=False)
                 with TabPane("Evaluations", id="evals"):
                     yield DataTable(id="eval-table", cursor_type="row")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.store = self.evolve.source.store(self.store_dir)
@@ -135,6 +147,11 @@ class TreeScreen(LiveScreen):
             w.allow_expand = bool(w.children)
         if not nodes:
             self.query_one("#node-text", Static).update(Text("no tree nodes stored in this run (yet)"))
+            return
+        if tree.cursor_node is None:  # the first open: start on the first tree's first node, shown at once
+            first = next(iter(self.widgets.values()))
+            tree.move_cursor(first)
+            self.call_after_refresh(self.show_node)
         self.show_node()
 
     def current(self) -> TreeNode | None:
@@ -167,14 +184,19 @@ class TreeScreen(LiveScreen):
             lines.append(f"variant: {node.variant_dir}")
         if node.trajectory_id:
             lines.append(f"trajectory: {node.trajectory_id} (o: open)")
-        extra = {k: v for k, v in node.info.items() if k not in ("diff", "diagnosis")}
+        if meta_trajectory(node):
+            lines.append(f"the meta-agent's edit: trajectory {meta_trajectory(node)} (m: open)")
+        if smoke_trajectory(node):
+            lines.append(f"smoke episode: trajectory {smoke_trajectory(node)} (x: open)")
+        lines.append(f"stored {when(node.created_at)}")
+        extra = {k: v for k, v in node.info.items() if k not in ("diff", "diagnosis", "reason")}
+        text = Text("\n".join(lines) + "\n")
         if extra:
-            lines += ["", "info:", clip(json.dumps(extra, indent=1, default=str, ensure_ascii=False), 4000)]
-        self.query_one("#node-text", Static).update(Text("\n".join(lines)))
-        self.query_one("#diff-text", Static).update(_diff_text(str(node.info.get("diff") or "(no diff)")))
-        diag = node.info.get("diagnosis")
-        self.query_one("#diagnosis-text", Static).update(Text(clip(clean(
-            diag if isinstance(diag, str) else json.dumps(diag, indent=1, ensure_ascii=False) if diag else "(no diagnosis)"))))
+            text.append("\n")
+            text.append_text(readable(extra))
+        self.query_one("#node-text", Static).update(text)
+        self.query_one("#diff-text", Static).update(diff_text(str(node.info.get("diff") or "(no diff)")))
+        self.query_one("#diagnosis-text", Static).update(self.diagnosis(node))
         self.evals = self.store.outcomes(node_id=node.id)
         table = self.query_one("#eval-table", DataTable)
         table.clear()
@@ -183,6 +205,19 @@ class TreeScreen(LiveScreen):
             table.add_row(*map(cell, (row["task_id"], row["status"], res,
                                       duration(row["finished_at"] - row["started_at"]), row["trajectory_id"] or "-")))
         table.border_title = f"{len(self.evals)} evaluations (enter: open trajectory)"
+
+    def diagnosis(self, node: TreeNode) -> Text:
+        """The node's diagnosis, then what the meta-agent was asked and answered (the `hgm:diagnosis` document)."""
+        out = Text()
+        diag = node.info.get("diagnosis")
+        if diag:
+            out.append("diagnosis\n", style="bold")
+            out.append_text(readable(diag) if not isinstance(diag, str) else Text(clip(clean(diag)) + "\n"))
+        doc = self.store.document("hgm:diagnosis", node.id) if node.kind in ("hgm", "loop") else None
+        if doc:
+            out.append("\nthe diagnosis call (hgm:diagnosis)\n", style="bold")
+            out.append_text(readable(doc))
+        return out if out.plain else Text("(no diagnosis)")
 
     def show_group(self) -> None:
         """A tree's own line: its size and, for HGM, the best-belief node."""
@@ -222,12 +257,32 @@ class TreeScreen(LiveScreen):
         else:
             self.notify("this node has no trajectory and no evaluations yet", timeout=2)
 
+    def action_meta(self) -> None:
+        node = self.current()
+        tid = meta_trajectory(node) if node else None
+        if not tid:
+            self.notify("this node has no edit trajectory (only an HGM child made by the meta-agent has one)", timeout=3)
+            return
+        self.open_trajectory(tid)
+
+    def action_smoke(self) -> None:
+        node = self.current()
+        tid = smoke_trajectory(node) if node else None
+        if not tid:
+            self.notify("this node has no smoke episode", timeout=3)
+            return
+        self.open_trajectory(tid)
+
+    def action_scroll(self, delta: int) -> None:
+        tabs = self.query_one("#tree-views", TabbedContent)
+        pane = tabs.query_one(f"#{tabs.active}")
+        scroll = pane.query(VerticalScroll).first() if pane.query(VerticalScroll) else pane.query_one(DataTable)
+        scroll.scroll_relative(y=delta * 3, animate=False)
+
     def open_trajectory(self, tid: str | None) -> None:
         if not tid:
             self.notify("no trajectory stored for this", timeout=2)
             return
-        from tui.screens.inspector import InspectorScreen
-
         self.app.push_screen(InspectorScreen(self.store, tid))
 
     def action_view(self) -> None:
@@ -241,12 +296,14 @@ class TreeScreen(LiveScreen):
             self.app.pop_screen()
 
 
-def _diff_text(diff: str) -> Text:
-    text = Text()
-    for line in clip(clean(diff)).splitlines():
-        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
-            "cyan" if line.startswith("@@") else ""
-        text.append(line + "\n", style=style)
-    return text
+
+def meta_trajectory(node: TreeNode) -> str | None:
+    """The meta-agent's trajectory that made this node's edit (HGM's `info.meta_trajectory_id`)."""
+    return node.info.get("meta_trajectory_id") or None
 
 
+def smoke_trajectory(node: TreeNode) -> str | None:
+    """The smoke episode that validated this node's variant (`info.validation.smoke.trajectory_id`)."""
+    validation: Any = node.info.get("validation") or {}
+    smoke = validation.get("smoke") if isinstance(validation, dict) else None
+    return (smoke or {}).get("trajectory_id") if isinstance(smoke, dict) else None

@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.graph import Agent
+from agent.policy import load_policy
 from agent.policy.base import Policy, SeededPolicy
+from agent.policy.server import serve_in_thread
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
-from evolve.runner import EpisodeResult, run_episode
+from evolve.policies import RunsRoot
+from evolve.run.episode import EpisodeResult, record_infra, record_interrupted, run_episode
+from evolve.run.executor import RayExecutor
 from evolve.store import RunStore
 from records import Step, TaskInstance, Trajectory
 from rewards.combine import RewardWeights, combine
@@ -64,11 +68,9 @@ _POLICIES_LOCK = threading.Lock()
 
 def worker_policy(spec: str) -> Policy:
     """One policy object per spec per worker process (a worker runs many episodes)."""
-    from evolve.run_cli import load_policy_spec
-
     with _POLICIES_LOCK:
         if spec not in _POLICIES:
-            _POLICIES[spec] = load_policy_spec(spec, Path("runs"))
+            _POLICIES[spec] = load_policy(spec, runs=RunsRoot(Path("runs")))
         return _POLICIES[spec]
 
 
@@ -169,8 +171,6 @@ class ServedPolicy:
     """A driver-loaded policy served to the workers on loopback for the length of a run."""
 
     def __init__(self, policy: Policy, nodes: int):
-        from agent.policy.server import serve_in_thread
-
         if nodes > 1:
             raise ConfigError(f"the Ray cluster has {nodes} nodes, but a local policy ({policy.spec}) can only be "
                               "served to workers on this machine: start a server every node reaches (vLLM, "
@@ -189,8 +189,6 @@ class RayEpisodes:
     its steps are relayed live and its records stored by the driver when it returns."""
 
     def __init__(self, cfg, policy: Policy, policy_spec: str):
-        from evolve.executor import RayExecutor
-
         self.executor = RayExecutor(cfg)
         self.submitted = 0
         """Episodes handed to the cluster so far."""
@@ -211,8 +209,6 @@ class RayEpisodes:
             seed: int | None = None, judge: Judge | None = None, agent_cls: type[Agent] = Agent) -> EpisodeResult:
         """One episode on the cluster; `stop` (the run's StopSignal) cancels it. `judge` scores the returned
         trajectory here, on the driver (its replies cached in the run store), before the records are stored."""
-        from evolve.runner import _infra, _interrupted
-
         store.put_trajectory(trajectory)
         # With a judge the worker combines only what it computes; the driver adds the judge and combines all.
         worker_weights = weights if judge is None else RewardWeights(
@@ -225,14 +221,14 @@ class RayEpisodes:
         try:
             result = self.wait(fut, store, stop)
         except TaskStopped:
-            return _interrupted(store, trajectory)
+            return record_interrupted(store, trajectory)
         except TaskLost as e:
             if stop.is_set():
-                return _interrupted(store, trajectory)
-            return _infra(store, trajectory, f"the Ray worker failed: {e}", lambda iid, what: None)
+                return record_interrupted(store, trajectory)
+            return record_infra(store, trajectory, f"the Ray worker failed: {e}", lambda iid, what: None)
         except Exception:  # the episode's own error, raised as with local
             if stop.is_set():
-                return _interrupted(store, trajectory)
+                return record_interrupted(store, trajectory)
             raise
         self.relay.drain(store)
         if judge is not None and result.infra_error is None and not result.interrupted and not stop.is_set():

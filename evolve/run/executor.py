@@ -4,13 +4,15 @@ An `Executor` runs module-level functions and hands back `concurrent.futures.Fut
 drives a run (episodes, grading, expansions) is the same for both backends. The run store keeps one
 writer: work that runs on Ray returns its records to the driver, which stores them as they arrive.
 
-`--executor local`, `--executor ray` (a Ray cluster on this machine, started for the run) or
+`--executor local`, `--executor ray` (a Ray cluster on this machine, started for the run, every one of its servers
+listening on loopback only) or
 `--executor ray=ADDRESS` (an existing cluster, e.g. `ray=10.0.0.1:6379`, or `ray=auto`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Literal, Optional
@@ -103,7 +105,8 @@ class RayExecutor(Executor):
             if cfg.address is None:
                 options.update(num_cpus=cfg.num_cpus, _node_ip_address="127.0.0.1")
             try:
-                ray.init(address=cfg.address, **options)
+                with _loopback_only(ray, cfg.address is None):
+                    ray.init(address=cfg.address, **options)
             except Exception as e:  # noqa: BLE001 - any failure to reach or start a cluster is the user's to fix
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise ConfigError(f"could not {'reach the Ray cluster at ' + cfg.address if cfg.address else 'start a local Ray cluster'}: {first}") from None
@@ -137,6 +140,39 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._owns_cluster and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+class _loopback_only:
+    """While a one-machine cluster starts: keep the node address 127.0.0.1. Ray turns a loopback node address into the
+    machine's outward one unless it takes itself for a one-machine install (`ENABLE_RAY_CLUSTER` false, as on macOS
+    and Windows), and its servers (GCS, raylet, workers, agents) bind to the interfaces of the node address, so
+    without this every one of them listens on all interfaces. The environment variable reaches the processes the
+    cluster starts; the constant, read at call time, this one (Ray may be imported already)."""
+
+    VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+    def __init__(self, ray: Any, active: bool):
+        self.ray, self.active = ray, active
+
+    def __enter__(self) -> None:
+        if not self.active:
+            return
+        from ray._private import ray_constants  # the flag `services.get_node_ip_address` reads
+
+        self.constants = ray_constants
+        self.saved = (os.environ.get(self.VAR), ray_constants.ENABLE_RAY_CLUSTER)
+        os.environ[self.VAR] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.active:
+            return
+        env, flag = self.saved
+        if env is None:
+            os.environ.pop(self.VAR, None)
+        else:
+            os.environ[self.VAR] = env
+        self.constants.ENABLE_RAY_CLUSTER = flag
 
 
 def make_executor(cfg: ExecutorConfig, workers: int) -> Executor:

@@ -17,9 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from evolve.store import StoreError
-
-LOCK_NAME = "evolve.lock"
+from evolve.store import LOCK_NAME, StoreError
 
 
 class RunLocked(StoreError):

@@ -1,11 +1,16 @@
 """`evolve run SUITE` for SWE suites: agent episodes in parallel sandboxes, graded in fresh ones, all stored.
 
-`run_episode` is one episode: the agent in a fresh sandbox, its patch graded in another fresh sandbox,
-rewards computed, everything stored. A failure of the infrastructure (the sandbox died or was removed, the
-task image is missing, grading gave no verdict) is not the agent's: the trajectory gets status
-`infra_error`, no reward, and `run_swe` retries a bounded number of times: the episode when its sandbox
-failed, the grading alone when the grading sandbox failed (a harness that ran but gave no verdict is not
-retried within the run: it would say the same again).
+`run_episode` (`evolve.run.episode`) is one episode: the agent in a fresh sandbox, its patch graded in another fresh sandbox,
+rewards computed, everything stored. A failure of the infrastructure (the sandbox did not start, died or was
+removed, the task image is missing, the grading environment gives no verdict even without the patch) is not
+the agent's: the trajectory gets status `infra_error`, no reward, and `run_swe` retries a bounded number of
+times: the episode when its sandbox failed, the grading alone when the grading sandbox failed (a grading
+environment that gives no verdict without the patch is not retried within the run: it would say the same
+again). What the agent can cause is its own failure, graded and rewarded: tests that end, hang or give no
+results because of its patch, tampering (`tasks.grading`); a sandbox its own commands ended (its command server
+killed or stalled from inside, `Trajectory.sandbox_ended_by_agent`), or a patch too large to store (status
+`error`). Any other exception of an episode ends that episode only (an infra error with its reason); only the
+policy or the run store failing stops the run.
 
 `run_swe` runs a suite: every instance moves pending -> running -> done (or infra_error / interrupted) in
 the run store, under an exclusive lock on the run directory. Ctrl-C or a stop request (the TUI's stop
@@ -16,39 +21,37 @@ Outputs beside the store: `predictions.jsonl` in SWE-bench's format and `report.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from pydantic import BaseModel, Field
 
 from agent.batching import BatchingPolicy
 from agent.graph import Agent
 from agent.policy import DEFAULT_POLICY
-from agent.policy.base import Policy
+from agent.policy.base import Policy, SamplingParams
 from agent.variant import DEFAULT_VARIANT, AgentVariant
 from evolve.errors import ConfigError
-from evolve.executor import ExecutorConfig
-from evolve.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
-from records import Reward, TaskInstance, TestReport, Trajectory, TrajectoryStatus
+from evolve.run.episode import EpisodeResult, OnEvent, StopSignal, run_episode
+from evolve.run.executor import ExecutorConfig
+from evolve.run.local_tasks import check_local_python, local_instance, local_refusal
+from evolve.run.remote_episode import RayEpisodes
+from evolve.run.run_lock import RunLock
+from evolve.store import DB_NAME, RunStore, StoreError, check_run_dir
+from records import Message, TaskInstance, Trajectory, TrajectoryStatus
 from records.trajectory import INTERRUPTED
-from rewards.combine import RewardWeights, combine
+from rewards.combine import RewardWeights
 from rewards.judge import Judge
-from rewards.swe import swe_reward
-from sandbox import Sandbox, SandboxConfig, SandboxError, prune_orphans, start_sandbox
-from tasks import grading
+from sandbox import SandboxConfig, prune_orphans
 
 log = logging.getLogger(__name__)
-
-OnEvent = Callable[[str, str], None]
 
 
 class RunConfig(BaseModel):
@@ -80,10 +83,16 @@ class RunConfig(BaseModel):
     """Policy spec of an LLM judge scoring each trajectory with a rubric (reward `judge`); None: no judge."""
     rewards: RewardWeights = Field(default_factory=RewardWeights)
     """Weights of the rewards summed into the stored `combined` reward (default: `swe` alone)."""
+    attempts: int = Field(default=1, ge=1)
+    """Episodes per instance, each its own trajectory, graded apart (with `temperature` > 0: the groups offline
+    GRPO compares); an instance is done once all are finished, and a resumed run runs only the missing ones."""
+    temperature: Optional[float] = Field(default=None, ge=0)
+    """Sampling temperature of the agent's policy calls (None: the variant's)."""
     infra_retries: int = Field(default=2, ge=0)
-    """Times an episode whose sandbox failed (died, removed, image missing) is run again, and times grading
-    whose sandbox failed is tried again on the same patch, before the instance is left as an infra error
-    (rerunning the command retries it). Grading that ran but gave no verdict is not retried in the run."""
+    """Times an episode whose sandbox failed (did not start, died, removed, image missing) is run again, and
+    times grading whose sandbox failed is tried again on the same patch, before the instance is left as an
+    infrastructure or grading error (rerunning the command retries it). A grading environment that gives no
+    verdict even without the patch is not retried in the run."""
     infra_retry_delay: float = Field(default=5.0, ge=0)
     """Seconds to wait before such a retry (a daemon or disk under pressure gets a moment)."""
     stop_grace: float = Field(default=10.0, ge=0)
@@ -96,220 +105,6 @@ class RunConfig(BaseModel):
 
 def run_id_for(out: Path) -> str:
     return out.resolve().name
-
-
-# --- one episode -------------------------------------------------------------------------------------
-
-@dataclass
-class EpisodeResult:
-    """What one episode produced (all of it is also in the store)."""
-
-    trajectory: Trajectory
-    report: TestReport | None = None
-    """The grading report (None when not graded)."""
-    rewards: dict[str, Reward] = field(default_factory=dict)
-    """Rewards by name, `combined` included when any reward was computed."""
-    infra_error: str | None = None
-    """Why the infrastructure failed (then the trajectory's status is `infra_error`); None otherwise."""
-    infra_stage: str | None = None
-    """Where it failed: `episode` (the agent's sandbox) or `grading`; None without an infra error."""
-    interrupted: bool = False
-    """The run was stopped while the episode ran; nothing was graded."""
-
-
-class StopSignal:
-    """A run's stop flag plus the sandboxes of its running episodes, stopped at once when it is set, so an
-    episode waiting on a long command ends promptly. `commit()` orders results against a stop."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason = ""
-        self._lock = threading.RLock()
-        self._live: set[Sandbox] = set()
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    def request(self, reason: str) -> None:
-        with self._lock:
-            if not self.event.is_set():
-                self.reason = reason
-                self.event.set()
-            live, self._live = list(self._live), set()
-        for sb in live:
-            try:
-                sb.stop()
-            except Exception as e:  # noqa: BLE001 - stopping is best effort; the episode ends either way
-                log.debug("stopping a sandbox on stop: %s", e)
-
-    def register(self, sb: Sandbox) -> None:
-        with self._lock:
-            self._live.add(sb)
-        if self.is_set():
-            self.request(self.reason)
-
-    def unregister(self, sb: Sandbox) -> None:
-        with self._lock:
-            self._live.discard(sb)
-
-    def commit(self) -> "threading.RLock":
-        """Hold while storing a result: a stop cannot slip between the check and the write."""
-        return self._lock
-
-
-def grading_failure(report: TestReport) -> str | None:
-    """Why grading gave no verdict on an applied patch (the harness failed or timed out), else None.
-
-    An empty patch or one that does not apply is the agent's failure and is graded (unresolved)."""
-    explicit = getattr(report, "infra_error", None)
-    if explicit:
-        return str(explicit)
-    if report.empty_patch or not report.patch_applied or not report.error:
-        return None
-    if "timed out" in report.error or not report.test_status:
-        return report.error
-    return None
-
-
-def run_episode(instance: TaskInstance, agent: Agent, sandbox_cfg: SandboxConfig, store: RunStore, run_id: str,
-                *, grade: bool = True, judge: Judge | None = None, weights: RewardWeights | None = None,
-                trajectory: Trajectory | None = None, on_event: OnEvent | None = None,
-                stop: StopSignal | None = None, grade_retries: int = 0,
-                retry_delay: float = 0.0) -> EpisodeResult:
-    """One episode of `agent` on `instance` in a fresh sandbox, graded in another fresh one; all stored.
-
-    `trajectory` may carry a header (ids, parent, policy) to fill. Steps are stored as they happen. On an
-    infrastructure failure the trajectory's status is `infra_error` and no reward is stored; when `stop` is
-    set while the episode runs it ends as interrupted (status `error`), ungraded. Grading that raised (its
-    sandbox died, its image is missing) is tried again up to `grade_retries` times on the same patch."""
-    say = on_event or (lambda instance_id, what: None)
-    iid = instance.instance_id
-    traj = trajectory or Trajectory(run_id=run_id, instance_id=iid)
-    traj.run_id = traj.run_id or run_id
-    store.put_trajectory(traj)
-    inner_on_step = getattr(agent, "on_step", None)
-
-    def on_step(t: Trajectory, s) -> None:
-        store.append_step(t.id, s)
-        if inner_on_step is not None:
-            inner_on_step(t, s)
-        say(iid, f"step {s.index + 1}")
-
-    ep_agent = copy.copy(agent)  # the caller's agent may be shared by parallel episodes
-    ep_agent.on_step = on_step
-    if getattr(ep_agent, "on_attempt", None) is None:  # attempts.k > 1: each attempt is a stored trajectory
-        ep_agent.on_attempt = store.put_trajectory
-    infra: str | None = None
-    say(iid, "starting sandbox")
-    try:
-        if sandbox_cfg.backend == "local":
-            from evolve.local_tasks import local_instance
-
-            instance = local_instance(instance, store.dir / "workspaces")
-            sb = start_sandbox(sandbox_cfg, workspace=instance.image)
-        else:
-            sb = start_sandbox(sandbox_cfg, image=instance.image or None)
-    except SandboxError as e:
-        infra = f"sandbox did not start: {e}"
-    else:
-        if stop is not None:
-            stop.register(sb)
-        try:
-            if not (stop is not None and stop.is_set()):
-                traj = ep_agent.run(instance, sb, traj)
-            if traj.status != TrajectoryStatus.submitted and not _alive(sb):
-                infra = f"the sandbox died during the episode ({traj.error or 'gone'})"
-        finally:
-            if stop is not None:
-                stop.unregister(sb)
-            try:
-                sb.stop()
-            except Exception as e:  # noqa: BLE001 - a gone sandbox may fail to stop; the episode is over
-                log.debug("stopping the sandbox of %s: %s", iid, e)
-    if stop is not None and stop.is_set():
-        return _interrupted(store, traj)
-    if infra is not None:
-        return _infra(store, traj, infra, say, stage="episode")
-    store.put_trajectory(traj)
-
-    rewards: dict[str, Reward] = {}
-    report: TestReport | None = None
-    if grade:
-        for attempt in range(grade_retries + 1):
-            say(iid, "grading" if not attempt else f"grading again ({attempt}/{grade_retries})")
-            try:
-                report = grading.grade(instance, traj.patch, sandbox_cfg, trajectory_id=traj.id)
-                break
-            except Exception as e:  # noqa: BLE001 - whatever broke in the harness, the agent did not
-                if stop is not None and stop.is_set():
-                    return _interrupted(store, traj)
-                if not isinstance(e, SandboxError):
-                    log.exception("grading %s failed", iid)
-                why = f"grading failed: {e}" if isinstance(e, SandboxError) else \
-                    f"grading failed: {type(e).__name__}: {e}"
-                if attempt == grade_retries:
-                    return _infra(store, traj, why, say, stage="grading")
-                log.warning("%s: %s; grading again", iid, why)
-                if stop is None:
-                    time.sleep(retry_delay)
-                elif stop.event.wait(retry_delay):
-                    return _interrupted(store, traj)
-        failure = grading_failure(report)
-        if failure is not None:
-            store.put_test_report(traj.id, report)
-            return _infra(store, traj, f"grading gave no verdict: {failure}", say, report, stage="grading")
-        rewards["swe"] = swe_reward(report)
-    if judge is not None and not (stop is not None and stop.is_set()):
-        say(iid, "judging")
-        rewards["judge"] = judge.judge_trajectory(instance, traj)
-    if rewards:  # without weights: `swe` alone when graded, else every reward computed, each weight 1
-        rewards["combined"] = combine(dict(rewards), weights or RewardWeights(
-            weights={"swe": 1.0} if "swe" in rewards else {name: 1.0 for name in rewards}))
-    with (stop.commit() if stop is not None else _nothing()):
-        if stop is not None and stop.is_set():
-            return _interrupted(store, traj)
-        if report is not None:
-            store.put_test_report(traj.id, report)
-        for reward in rewards.values():
-            store.put_reward(traj.id, reward)
-    return EpisodeResult(traj, report, rewards)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _alive(sb: Sandbox) -> bool:
-    try:
-        return sb.alive()
-    except Exception:  # noqa: BLE001 - a sandbox that cannot say is not usable
-        return False
-
-
-def _infra(store: RunStore, traj: Trajectory, why: str, say: OnEvent,
-           report: TestReport | None = None, stage: str = "episode") -> EpisodeResult:
-    ended = traj.status.value
-    traj.status, traj.finished_at = TrajectoryStatus.infra_error, traj.finished_at or time.time()
-    traj.error = why if ended in ("running", "error") else f"{why} (the episode itself ended {ended})"
-    store.put_trajectory(traj)
-    store.log_event("infra_error", run_id=traj.run_id, instance_id=traj.instance_id, trajectory_id=traj.id,
-                    error=why)
-    log.warning("%s: infrastructure error: %s", traj.instance_id, why)
-    say(traj.instance_id, f"infra error: {why}")
-    return EpisodeResult(traj, report, {}, infra_error=why, infra_stage=stage)
-
-
-def _interrupted(store: RunStore, traj: Trajectory) -> EpisodeResult:
-    traj.status, traj.error, traj.finished_at = TrajectoryStatus.error, INTERRUPTED, time.time()
-    try:
-        store.put_trajectory(traj)
-    except Exception as e:  # noqa: BLE001 - the run may have closed the store already; it marks it then
-        log.debug("storing an interrupted trajectory: %s", e)
-    return EpisodeResult(traj, interrupted=True)
 
 
 # --- a whole run -------------------------------------------------------------------------------------
@@ -336,6 +131,8 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         variant.budget.max_steps = cfg.max_steps
     if cfg.max_tokens_per_step is not None:
         variant.max_tokens_per_step = cfg.max_tokens_per_step
+    if cfg.temperature is not None:
+        variant.temperature = cfg.temperature
     if judge_policy is not None:
         check_judge(judge_policy, cfg.judge or "")
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
@@ -346,19 +143,28 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
         if sandbox_cfg.backend == "local":  # the local sandbox starts from a directory, not an image
-            from evolve.local_tasks import check_local_python, local_instance
-
+            why = local_refusal(instances)
+            if why:
+                store_refusal(store, cfg, instances, why)
+                raise SandboxError(why)
             runnable = [local_instance(i, store.dir / "workspaces") for i in instances]
             check_local_python(sandbox_cfg, runnable[0])
         store.put_run(run_id, "run", cfg.model_dump(mode="json"))
         for inst in instances:
             store.put_instance(run_id, inst)
+        on_event = _stored_events(store, run_id, on_event)
         status = store.instance_status(run_id)
+        for iid, state in status.items():  # left `running` by a killed run: cut, so interrupted until it reruns
+            if state == "running":
+                store.set_instance_status(run_id, iid, "interrupted")
         todo = [i for i in runnable if status.get(i.instance_id) != "done"]
-        for inst in instances:
-            if status.get(inst.instance_id) == "done":
-                on_event(inst.instance_id, "done (stored)")
         _close_interrupted(store, run_id, {i.instance_id for i in todo})
+        finished = _finished_attempts(store, run_id)
+        todo += [i for i in runnable if status.get(i.instance_id) == "done"  # more --attempts than before
+                 and finished.get(i.instance_id, 0) < cfg.attempts]
+        for inst in instances:
+            if inst.instance_id not in {i.instance_id for i in todo}:
+                on_event(inst.instance_id, "done (stored)")
         judge = _judge(judge_policy, store) if judge_policy is not None else None
         remote = _remote_episodes(cfg, policy)
         batching = BatchingPolicy(policy, max_batch=cfg.workers)
@@ -373,7 +179,19 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         def do_instance(inst: TaskInstance) -> None:
             iid = inst.instance_id
-            store.set_instance_status(run_id, iid, "running")
+            with stopper.commit():
+                if stopper.is_set():  # taken from the queue as the stop came: it never started, it stays queued
+                    return
+                store.set_instance_status(run_id, iid, "running")
+            for _ in range(finished.get(iid, 0), cfg.attempts - 1):  # every attempt but the last
+                if not do_attempt(inst, final=False):
+                    return
+            do_attempt(inst, final=True)
+
+        def do_attempt(inst: TaskInstance, final: bool) -> bool:
+            """One episode (with its infra retries); the instance's status is set after the final attempt or when
+            an attempt did not finish. True when it finished and the next attempt may start."""
+            iid = inst.instance_id
             result: EpisodeResult | None = None
             for attempt in range(cfg.infra_retries + 1):
                 if attempt:
@@ -393,21 +211,28 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                     break
                 if result.infra_stage == "grading":  # the episode was sound: grading was already retried
                     break
+            if result is not None and not result.started:
+                with stopper.commit():
+                    store.set_instance_status(run_id, iid, "pending")
+                return
             if result is None or result.interrupted or stopper.is_set() and result.infra_error is not None:
                 with stopper.commit():
                     store.set_instance_status(run_id, iid, "interrupted")
                 on_event(iid, "interrupted")
-                return
+                return False
             with stopper.commit():
                 if result.infra_error is not None:
                     store.set_instance_status(run_id, iid, "infra_error")
                     store.log_event("instance_infra_error", run_id=run_id, instance_id=iid,
                                     trajectory_id=result.trajectory.id, error=result.infra_error)
-                    on_event(iid, f"infra error: {result.infra_error}")
-                    return
+                    on_event(iid, "grading error" if result.infra_stage == "grading" else "infra error")
+                    return False
+                if not final:
+                    return True
                 store.set_instance_status(run_id, iid, "done")
                 store.log_event("instance_done", instance_id=iid, trajectory_id=result.trajectory.id)
             on_event(iid, "done")
+            return True
 
         def worker() -> None:
             try:
@@ -458,18 +283,21 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
                 for t in threads:
                     t.join(max(0.0, deadline - time.time()))
         if fatal:  # e.g. the policy server went away: what finished is kept and reported, then the error
-            store.set_run_status(run_id, "error")
-            with stopper.commit():
-                _close_interrupted(store, run_id, {i.instance_id for i in todo})
-                write_outputs(store, run_id, out, cfg.policy, time.time() - started,
-                              stopped=f"error: {type(fatal[0]).__name__}: {fatal[0]}")
+            try:
+                store.set_run_status(run_id, "error")
+                with stopper.commit():
+                    _close_interrupted(store, run_id, {i.instance_id for i in todo})
+                    write_outputs(store, run_id, out, cfg.policy, time.time() - started,
+                                  stopped=f"error: {type(fatal[0]).__name__}: {fatal[0]}")
+            except (StoreError, OSError) as e:  # a full disk fails these too: the first error is the one to tell
+                log.warning("the run's error could not be recorded: %s", e)
             raise fatal[0]
         if stopper.is_set():
             with stopper.commit():
                 _close_interrupted(store, run_id, {i.instance_id for i in todo})
                 status = store.instance_status(run_id)
-                for inst in todo:
-                    if status.get(inst.instance_id) in ("running", "pending"):
+                for inst in todo:  # a queued instance never started: it stays pending (nothing of it was cut)
+                    if status.get(inst.instance_id) == "running":
                         store.set_instance_status(run_id, inst.instance_id, "interrupted")
                 store.set_run_status(run_id, "stopped")
                 store.log_event("run_stopped", run_id=run_id, reason=stopper.reason)
@@ -480,12 +308,34 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
     return report
 
 
+def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
+    """`on_event` that first stores each line (event `progress`): the TUI's event log shows what the CLI prints.
+    Storing a line is best effort: a store that cannot be written (a full disk) fails the run's own writes, which
+    say so; the line is still printed."""
+    def say(instance_id: str, what: str) -> None:
+        try:
+            store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+        except (StoreError, sqlite3.Error) as e:
+            log.debug("storing the event %r of %s: %s", what, instance_id, e)
+        on_event(instance_id, what)
+    return say
+
+
+def store_refusal(store: RunStore, cfg: RunConfig, instances: list[TaskInstance], why: str) -> dict:
+    """A run refused before any episode started: its instances stored as not run, the run as an error, and its
+    `report.json` (`stopped`: the reason) written, so the directory says why nothing ran."""
+    run_id = run_id_for(Path(cfg.out))
+    store.put_run(run_id, "run", cfg.model_dump(mode="json"))
+    for inst in instances:
+        store.put_instance(run_id, inst)
+    store.set_run_status(run_id, "error")
+    return write_outputs(store, run_id, Path(cfg.out), cfg.policy, 0.0, stopped=f"error: {why}")
+
+
 def _remote_episodes(cfg: RunConfig, policy: Policy):
     """`RayEpisodes` when the run's executor is Ray, else None (episodes run in this process's threads)."""
     if cfg.executor.backend == "local":
         return None
-    from evolve.remote_episode import RayEpisodes
-
     return RayEpisodes(cfg.executor, policy, cfg.policy)
 
 
@@ -530,9 +380,6 @@ class _sigint_stops:
 
 def check_judge(policy: Policy, spec: str = "") -> None:
     """Ask the judge for one token, so an unreachable judge is found before any episode, not after each."""
-    from agent.policy.base import SamplingParams
-    from records import Message
-
     try:
         policy.generate([[Message(role="user", content="Reply with OK.")]], SamplingParams(max_tokens=1,
                                                                                          temperature=0.0))
@@ -544,8 +391,6 @@ def check_judge(policy: Policy, spec: str = "") -> None:
 def refuse_other_policy(out: Path, policy: str) -> None:
     """`ConfigError` when the run directory `out` holds trajectories of another policy (checked before a
     policy is loaded; `run_swe` checks again under the lock)."""
-    from evolve.store import DB_NAME
-
     if (Path(out) / DB_NAME).exists():
         with RunStore(out, readonly=True) as store:
             _refuse_other_policy(store, run_id_for(Path(out)), policy)
@@ -563,10 +408,21 @@ def _refuse_other_policy(store: RunStore, run_id: str, policy: str) -> None:
 
 def _judge(policy: Policy, store: RunStore) -> Judge:
     """A rubric judge through `policy`, its replies cached in the run store by content hash."""
-    from agent.policy.base import SamplingParams
-
     params = SamplingParams(max_tokens=512, temperature=0.0)
     return Judge(lambda messages: policy.generate([messages], params)[0].text, cache=store.cache())
+
+
+def _finished_attempts(store: RunStore, run_id: str) -> dict[str, int]:
+    """Episodes per instance that finished and say something about the agent (not infra errors, not
+    interrupted): the attempts a resumed run does not redo."""
+    out: dict[str, int] = {}
+    for row in store.trajectory_summaries(run_id):
+        if row["status"] in (TrajectoryStatus.running.value, TrajectoryStatus.infra_error.value):
+            continue
+        if row["status"] == TrajectoryStatus.error.value and store.get_trajectory(row["id"]).infra_failure:
+            continue
+        out[row["instance_id"]] = out.get(row["instance_id"], 0) + 1
+    return out
 
 
 def _close_interrupted(store: RunStore, run_id: str, todo: set[str]) -> None:
@@ -615,7 +471,8 @@ def write_outputs(store: RunStore, run_id: str, out: Path, model: str, seconds: 
         if not traj.infra_failure:
             preds.append({"instance_id": inst.instance_id, "model_name_or_path": traj.policy or model,
                           "model_patch": traj.patch})
-        rows.append({"instance_id": inst.instance_id, "status": traj.status.value, "state": state,
+        shown = "grading_error" if grading_error else traj.status.value  # one name: table, report, footer
+        rows.append({"instance_id": inst.instance_id, "status": shown, "state": state,
                      "resolved": None if traj.infra_failure else row["resolved"],
                      "steps": len(traj.steps), "tokens": traj.prompt_tokens + traj.completion_tokens,
                      "seconds": round((traj.finished_at or traj.created_at) - traj.created_at, 1),

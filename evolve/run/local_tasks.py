@@ -15,21 +15,29 @@ import threading
 from pathlib import Path
 
 from records import TaskInstance
-from sandbox import SandboxError
+from sandbox import SandboxError, start_sandbox
+from tasks.bundled.materialize import MaterializeError, materialize
 
 _lock = threading.Lock()
+
+
+def local_refusal(instances: list[TaskInstance]) -> str | None:
+    """Why the local sandbox cannot run these instances (the first that it cannot), else None; cheap, so a run
+    can refuse before it loads a policy."""
+    for instance in instances:
+        if not (instance.image and Path(instance.image).is_dir()) and not instance.repo.startswith("evolve-bundled/"):
+            return (f"{instance.instance_id}: the local sandbox needs the task's repository as a directory, and "
+                    f"{instance.suite or 'this suite'} instances exist only as Docker images; use --sandbox docker")
+    return None
 
 
 def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
     """`instance` with `image` set to a workspace directory the local sandbox can start from."""
     if instance.image and Path(instance.image).is_dir():
         return instance
-    if not instance.repo.startswith("evolve-bundled/"):
-        raise SandboxError(f"{instance.instance_id}: the local sandbox needs the task's repository as a "
-                           f"directory, and {instance.suite or 'this suite'} instances exist only as Docker "
-                           "images; use --sandbox docker")
-    from tasks.bundled.materialize import MaterializeError, materialize
-
+    why = local_refusal([instance])
+    if why:
+        raise SandboxError(why)
     name = instance.repo.split("/", 1)[1]
     dest = root / f"{name}-{instance.base_commit[:12]}"
     with _lock:
@@ -53,8 +61,6 @@ def local_instance(instance: TaskInstance, root: Path) -> TaskInstance:
 def check_local_python(config, instance: TaskInstance) -> None:
     """The bundled tasks' tests run with `python3 -m pytest` inside the sandbox, which sees the host's /usr:
     refuse at once (SandboxError) when that Python has no pytest, instead of failing every grading."""
-    from sandbox import start_sandbox
-
     with start_sandbox(config, workspace=instance.image) as sb:
         r = sb.exec("python3 -c 'import pytest'", timeout=60)
     if r.exit_code != 0:
