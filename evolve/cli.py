@@ -22,6 +22,7 @@ from evolve.loop import cli as loop_cli
 from evolve.markup import esc
 from evolve.policies import RunsRoot
 from evolve.se_agent import cli as se_agent_cli
+from evolve.serve_models import PREFIX, version_models
 from evolve.train import cli as train_cli
 from tui import cli as tui_cli  # the command line is the one place evolve reaches up to the TUI
 
@@ -69,8 +70,6 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
                                                     "all cores this process may use).")) -> None:
     """Serve a policy and its stored versions as an OpenAI-compatible HTTP server on loopback (streaming,
     n > 1, completions, log-probs, tool calls)."""
-    from evolve.serve_models import PREFIX, version_models  # loads torch (stored versions' metadata)
-
     if engine not in ("auto", "policy"):
         raise ConfigError(f"--engine must be auto or policy, not {engine!r}")
     check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
