@@ -205,19 +205,20 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
             t.steps[0].response.logprobs = [lp for lp, m in zip(s.old_logprobs, s.loss_mask) if m]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    share = {} if side == "main" else {"share_prefix": cfg.share_prefix}  # today's code has no trees
     times, losses = [], []
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
         seqs, _ = build_sequences(items, tok, max_len=cfg.max_len)
         if kind == "sft":
             batches = micro_batches(seqs, list(range(len(seqs))), micro_batch_size=cfg.micro_batch_size,
-                                    max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id)
+                                    max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id, **share)
             m = sft_step(model, opt, sched, batches, cfg)
         else:
             adv, train, _ = advantages_for(seqs, cfg)
             idx = [i for i, keep in enumerate(train) if keep]
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
+                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train, **share)
             m = grpo_step(model, opt, sched, batches, cfg)
         losses.append(m["loss"])
         if step or not args.steps:  # --steps 0: the one (cold) step is timed
