@@ -17,7 +17,8 @@ Each measurement is taken `--repeats` times, the servers alternating, and the be
 share the CPU).
 
 llama-server is built from the llama.cpp sources vendored in the llama-cpp-python sdist Evolve pins
-(the same llama.cpp as `llamacpp:` runs), with the same portable flags:
+(the same llama.cpp as `llamacpp:` runs), with the same portable flags, by `scripts/build_llama_server.sh`
+(which `scripts/bench.sh serve` runs), or by hand:
 
     pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps -d /tmp/lcp && cd /tmp/lcp &&
     tar xzf llama_cpp_python-0.3.36.tar.gz && cd llama_cpp_python-0.3.36/vendor/llama.cpp &&
