@@ -324,8 +324,9 @@ def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
                 prompts = [None] if chat else request.prompts  # type: ignore[union-attr]
                 for k, prompt in enumerate(prompts):
                     if chat:
-                        job = Job(params=request.params, n=request.n, messages=request.messages,  # type: ignore[union-attr]
-                                  tools=request.tools)  # type: ignore[union-attr]
+                        chat_request: Any = request
+                        job = Job(params=request.params, n=request.n, messages=chat_request.messages,
+                                  tools=chat_request.tools)
                     else:
                         if not engine.can_complete_raw:
                             raise EngineError(f"model {name} takes chat requests only (its backend completes no raw "
