@@ -71,7 +71,7 @@ def test_resources_show_the_machine_each_running_run_and_its_live_sandboxes(tmp_
                 machine = str(res.query_one("#machine").render())
                 assert "CPU" in machine and "memory" in machine and "GiB" in machine
                 row = cells(res.query_one("#run-res"))[0]
-                assert row[0] == f"res-{tag}" and row[2] == str(proc.pid) and row[7].startswith("1 live"), row
+                assert row[0] == f"res-{tag}" and row[2] == str(proc.pid) and row[8].startswith("1 live"), row
                 boxes = [r for r in cells(res.query_one("#sandboxes")) if r[1] == f"res-{tag}"]
                 assert len(boxes) == 1 and boxes[0][2] == "running" and boxes[0][3].endswith("s"), boxes
         asyncio.run(go())

@@ -33,8 +33,8 @@ def make_root(root: Path) -> Path:
     model = build_tiny_model(root.parent / f"{root.name}-tiny-model")
     with RunStore(root / "toolcall", readonly=True) as store:
         items = [(t, None) for t in store.trajectories()]
-    train_sft(SFTConfig(policy=f"hf:{model}", lora=None, lr=1e-3, batch_size=2, micro_batch_size=2, max_steps=40,
-                        max_len=1024, device="cpu"), [], root / "sft-toolcall", items=items)
+    train_sft(SFTConfig(policy=f"hf:{model}", lora=None, lr=1e-3, batch_size=2, micro_batch_size=2, max_steps=30,
+                        max_len=4096, device="cpu"), [], root / "sft-toolcall", items=items)
     return root
 
 

@@ -29,6 +29,7 @@ from evolve.loop.splits import resolve_splits
 from evolve.loop.state import KIND, STAGES, GenerationRecord, LoopState
 from evolve.run.run_lock import RunLock
 from evolve.store import RunStore, check_run_dir
+from evolve.train.errors import TrainingStopped
 from evolve.train.versions import canonical_spec
 from records import TreeNode
 from tasks.registry import get_suite
@@ -110,7 +111,7 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
                           start_variant=variant, progress=progress or (lambda stage, event, detail: None))
         try:
             _generations(ctx)
-        except stages.Stopped:
+        except (stages.Stopped, TrainingStopped):
             store.set_run_status(run_id, "stopped")
             store.log_event("loop:stopped", run_id=run_id)
             raise LoopStopped(loop_report(ctx, stopped=True)) from None

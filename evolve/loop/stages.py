@@ -132,7 +132,10 @@ def warm_start(ctx: LoopContext, rec: StageRecord) -> str:
                                       lr=cfg.warm_start.lr or t.lr, max_steps=cfg.warm_start.steps, max_len=t.max_len,
                                       batch_size=t.batch_size, micro_batch_size=t.micro_batch_size, device=t.device,
                                       dtype=t.dtype, num_threads=t.num_threads, save_every=t.save_every, seed=t.seed,
-                                      min_reward=None), runs, out, items=items)
+                                      min_reward=None), runs, out, items=items,
+                            should_stop=lambda: "stop requested" if ctx.stop_requested() else None)
+    if version is None:  # a stop request (or Ctrl-C) ended it after a step, checkpointed: resumed with the loop
+        raise Stopped()
     ctx.store.put_policy_version(version)
     c = cost.run_dir_cost(out)
     ctx.state.put_node(TreeNode(id=node_id, parent_id=ctx.start_node, tree_id=ctx.run_id, kind="loop",

@@ -25,7 +25,7 @@ from evolve.loop.context import LoopContext
 from evolve.loop.data import GenerationData
 from evolve.loop.state import gkey
 from evolve.store import RunStore
-from evolve.train.errors import TrainError
+from evolve.train.errors import TrainError, TrainingStopped
 from records import Step, Trajectory, TrajectoryStatus
 from rewards.toolrl import score
 from sandbox import SandboxConfig
@@ -140,6 +140,8 @@ class LoopWorld:
                                             recompute_old_logprobs=parent.id != self.champion), [], out, items=items)
         else:
             raise ValueError(f"unknown expansion kind {kind!r}")
+        if version is None:  # (Ctrl-C stops a training only in the main thread; the search trains in its workers)
+            raise TrainingStopped(str(out))
         self.ctx.store.put_policy_version(version)  # the loop's store names every version it made
         with RunStore(out, readonly=True) as s:
             steps = s.train_steps(version.id)

@@ -314,7 +314,8 @@ def _stored_events(store: RunStore, run_id: str, on_event: OnEvent) -> OnEvent:
     say so; the line is still printed."""
     def say(instance_id: str, what: str) -> None:
         try:
-            store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
+            if what != "done":  # (stored as its own `instance_done` event)
+                store.log_event("progress", run_id=run_id, instance_id=instance_id, text=what)
         except (StoreError, sqlite3.Error) as e:
             log.debug("storing the event %r of %s: %s", what, instance_id, e)
         on_event(instance_id, what)

@@ -209,8 +209,8 @@ def export_gguf_cmd(
 @_user_errors
 def versions_cmd(runs_root: Path = typer.Argument(Path("runs"), help="Directory holding run directories.")) -> None:
     """List stored policy versions (oldest first)."""
-    table = Table("id", "kind", "parent", "base", "path", "metrics")
+    table = Table("id", "kind", "status", "parent", "base", "path", "metrics")
     for v, _ in all_versions(runs_root):
         metrics = " ".join(f"{k}={val:.3g}" for k, val in list(v.metrics.items())[:4])
-        table.add_row(*cells(v.id, v.kind, v.parent_id or "", v.base, v.path, metrics))
+        table.add_row(*cells(v.id, v.kind, v.status, v.parent_id or "", v.base, v.path, metrics))
     console.print(table)

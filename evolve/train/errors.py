@@ -13,5 +13,10 @@ class NothingLearned(TrainError):
     since it would be the starting weights under a new name (and become `version:latest`)."""
 
 
+class TrainingStopped(Exception):
+    """A training ended early by a stop request or Ctrl-C, after a step, checkpointed (its version `stopped`); the
+    same command resumes it. Raised by callers that need a version to go on (the loop)."""
+
+
 class TokenizerMismatch(TrainError):
     """Recorded token ids that the trained model's tokenizer did not produce (with `token_mismatch: refuse`)."""

@@ -26,21 +26,40 @@ REFRESH = 2.0
 GIB = 1024 ** 3
 
 
+def nvidia_smi(*query: str) -> list[list[str]]:
+    """Rows of `nvidia-smi --query-...` as CSV fields ([] without the tool or a GPU)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        got = subprocess.run(["nvidia-smi", *query, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=3)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [[x.strip() for x in line.split(",")] for line in got.stdout.strip().splitlines() if "," in line]
+
+
+def gpu_memory_by_pid() -> dict[int, float]:
+    """MiB of GPU memory each process uses (the compute processes `nvidia-smi` lists)."""
+    out: dict[int, float] = {}
+    for row in nvidia_smi("--query-compute-apps=pid,used_memory"):
+        try:
+            out[int(row[0])] = out.get(int(row[0]), 0.0) + float(row[1])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
 def machine() -> dict[str, Any]:
     """CPU use since the last call, load, memory, and the GPUs `nvidia-smi` reports (none without it)."""
     mem = psutil.virtual_memory()
     out = dict(cpu=psutil.cpu_percent(interval=None), cores=psutil.cpu_count() or 1,
                load=os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0),
                mem_used=mem.total - mem.available, mem_total=mem.total, gpus=[])
-    if shutil.which("nvidia-smi"):
+    for row in nvidia_smi("--query-gpu=name,utilization.gpu,memory.used,memory.total"):
         try:
-            got = subprocess.run(["nvidia-smi", "--query-gpu=name,utilization.gpu,memory.used,memory.total",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=3)
-            for line in got.stdout.strip().splitlines():
-                name, util, used, total = [x.strip() for x in line.split(",")]
-                out["gpus"].append(dict(name=name, util=float(util), used=float(used), total=float(total)))
-        except (OSError, ValueError, subprocess.SubprocessError):
-            pass
+            out["gpus"].append(dict(name=row[0], util=float(row[1]), used=float(row[2]), total=float(row[3])))
+        except (ValueError, IndexError):
+            continue
     return out
 
 
@@ -96,8 +115,8 @@ class ResourcesScreen(Screen):
         if self.is_current:
             self.run_worker(self.read, thread=True, exclusive=True, group="resources")
 
-    def _process(self, pid: int) -> dict[str, Any] | None:
-        """CPU (since the last reading), resident memory and threads of `pid` and its children."""
+    def _process(self, pid: int, gpu: dict[int, float]) -> dict[str, Any] | None:
+        """CPU (since the last reading), resident memory, threads and GPU memory of `pid` and its children."""
         try:
             root = self.procs.get(pid) or psutil.Process(pid)
             self.procs[pid] = root
@@ -111,19 +130,21 @@ class ResourcesScreen(Screen):
                     threads += known.num_threads()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-            return dict(cpu=cpu, mem=mem, threads=int(threads), procs=len(family))
+            return dict(cpu=cpu, mem=mem, threads=int(threads), procs=len(family),
+                        gpu=sum(gpu.get(p.pid, 0.0) for p in family))
         except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
             return None
 
     def read(self) -> None:
         src = self.evolve.source if hasattr(self.app, "source") else None
         runs = []
+        gpu = gpu_memory_by_pid()
         for run in (src.runs() if src is not None else []):
             if run.status not in ("running", "dead"):
                 continue
             holder = lock_holder(run.store_dir) or {}
             alive = owner_alive(run.store_dir)
-            proc = self._process(int(holder["pid"])) if holder.get("pid") and alive is not False else None
+            proc = self._process(int(holder["pid"]), gpu) if holder.get("pid") and alive is not False else None
             runs.append((run, holder, proc))
         boxes, why = containers()
         self.app.call_from_thread(self.show, machine(), runs, boxes, why)
@@ -160,11 +181,12 @@ class ResourcesScreen(Screen):
             rows.append((run.run_id, Text(run.status, style="bold red" if run.status == "dead" else "green"),
                          holder.get("pid", "-"), f"{proc['cpu']:.0f}%" if proc else "-",
                          f"{proc['mem'] / GIB:.2f} GiB" if proc else "-", proc["threads"] if proc else "-",
-                         proc["procs"] if proc else "-", f"{n[0]} live" + (f" +{n[1]}" if n[1] else ""),
+                         proc["procs"] if proc else "-", f"{proc['gpu'] / 1024:.1f} GiB" if proc and proc["gpu"] else "-",
+                         f"{n[0]} live" + (f" +{n[1]}" if n[1] else ""),
                          holder.get("what", "")))
             keys.append(run.key)
         table = self.query_one("#run-res", DataTable)
-        fill_table(table, ("run", "status", "pid", "cpu", "memory", "threads", "procs", "sandboxes", "command"),
+        fill_table(table, ("run", "status", "pid", "cpu", "memory", "threads", "procs", "gpu", "sandboxes", "command"),
                    rows, keys, flex="command")
         resort(table, self.sorted.get("run-res"))
         table.border_title = f"running runs: {len(rows)}"

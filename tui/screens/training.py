@@ -21,6 +21,8 @@ from tui.widgets import MetricPlot
 METRICS = ("loss", "reward", "kl", "entropy", "clip_fraction", "tokens_per_s")
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
 """What `s` cycles through: the weight of the exponential moving average (TensorBoard's slider)."""
+SPARE = ("grad_norm", "lr", "epoch", "trained_tokens", "ratio", "format", "correctness")
+"""Metrics drawn in the place of one a version does not log (SFT logs no reward, KL, entropy or clip fraction)."""
 STATUS_STYLE = {"training": "bold cyan", "stopped": "yellow", "failed": "bold red"}
 
 
@@ -234,9 +236,12 @@ class TrainingScreen(LiveScreen):
             + (f"\noverlay: {', '.join(self.overlay)}" if self.overlay else "")
             + f"\nsmoothing {self.smoothing:g} (s) · x: {'time' if self.by_time else 'step'} (x) · a: overlay"))
         shown = [vid] + [o for o in self.overlay if o != vid]
+        logged = {k for s in steps for k in s.metrics}
+        spare = [m for m in SPARE if m in logged]
         for m in METRICS:
-            series = [(o, *curve(self.steps.get(o, []), m, self.by_time)) for o in shown]
-            self.query_one(f"#plot-{m}", MetricPlot).show(m, series, self.smoothing,
+            drawn = m if m in logged or not spare else spare.pop(0)
+            series = [(o, *curve(self.steps.get(o, []), drawn, self.by_time)) for o in shown]
+            self.query_one(f"#plot-{m}", MetricPlot).show(drawn, series, self.smoothing,
                                                           "seconds" if self.by_time else "step")
 
     def action_smoothing(self) -> None:
