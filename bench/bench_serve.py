@@ -9,15 +9,16 @@ that long), temperature 1 and a seed per request.
 Table 1: for 1, 4 and 16 concurrent clients (each sending `--requests` requests one after another),
 requests/s and completion tokens/s of each server, and Evolve / llama-server. Target: >= 0.9x.
 Table 2: a GRPO group: n = 8 samples of one agent prompt (the default variant's system prompt and tools, a
-task and one tool call with its 40-line output) as one request, against the same eight samples as eight separate requests sent
-at once, and one after another, on each server. Target: Evolve's n=8 >= 3x the tokens/s of eight
+task and one tool call with its 40-line output) as one request, against the same eight samples as eight
+separate requests sent at once, and one after another, on each server. Target: Evolve's n=8 >= 3x the tokens/s of eight
 separate requests.
 
 Each measurement is taken `--repeats` times, the servers alternating, and the best kept (other processes
 share the CPU).
 
 llama-server is built from the llama.cpp sources vendored in the llama-cpp-python sdist Evolve pins
-(the same llama.cpp as `llamacpp:` runs), with the same portable flags:
+(the same llama.cpp as `llamacpp:` runs), with the same portable flags, by `scripts/build_llama_server.sh`
+(which `scripts/bench.sh serve` runs), or by hand:
 
     pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps -d /tmp/lcp && cd /tmp/lcp &&
     tar xzf llama_cpp_python-0.3.36.tar.gz && cd llama_cpp_python-0.3.36/vendor/llama.cpp &&
@@ -83,7 +84,7 @@ def prompt_ids(fresh: int) -> tuple[list[list[int]], list[list[int]]]:
     task = TaskInstance(instance_id="bench", repo="bench", base_commit="0", problem_statement=(
         "The parser drops the last field of a CSV line that ends with a comma."))
     base = Agent(ScriptedPolicy([]), AgentVariant.load()).prompt(task, "/testbed")
-    turns = [m for _ in range(1) for m in (Message(role="assistant", content=CALL), Message(role="tool", content=OBSERVATION))]
+    turns = [Message(role="assistant", content=CALL), Message(role="tool", content=OBSERVATION)]
     policy = load_policy("llamacpp:gemma3-270m", n_ctx=8192, slots=1)
     try:
         short = [policy.prompt_ids([Message(role="user", content=p)]) for p in PROMPTS]
@@ -195,7 +196,8 @@ def main() -> None:
         measure("8 requests at once", clients=8, requests=1)
         measure("8 requests in turn", clients=1, requests=8)
 
-        table = Table(title=f"bench_serve: Gemma 3 270M Q4_K_M, {args.tokens} tokens per completion, {args.threads} threads")
+        table = Table(title=f"bench_serve: Gemma 3 270M Q4_K_M, {args.tokens} tokens per completion, "
+                            f"{args.threads} threads")
         for col in ("workload", "Evolve req/s", "Evolve tok/s", "llama-server req/s", "llama-server tok/s", "ratio"):
             table.add_column(col, justify="right" if col != "workload" else "left")
         for key in [f"{c} clients" for c in levels] + ["n=8, one request", "8 requests at once", "8 requests in turn"]:

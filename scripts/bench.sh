@@ -23,6 +23,7 @@ declare -A ARGS=(
   [grpo]="--steps 3"
   [code_index]="--queries 20"
   [hgm]="--seeds 20"
+  [serve]="--repeats 2"
 )
 
 if (($#)); then names=("$@"); else
@@ -37,6 +38,9 @@ for name in "${names[@]}"; do
   echo
   echo "=== $script ${ARGS[$name]:-}"
   start=$(date +%s)
+  if [ "$name" = serve ] && ! ARGS[serve]+=" --llama-server $(bash scripts/build_llama_server.sh)"; then
+    failed+=("$name"); continue
+  fi
   # shellcheck disable=SC2086  # the arguments are words
   if ! MSWEA_SILENT_STARTUP=1 .venv/bin/python "$script" ${ARGS[$name]:-}; then failed+=("$name"); fi
   echo "[bench] $name: $(( $(date +%s) - start )) s"

@@ -27,7 +27,8 @@ torch.set_num_threads(1)
 
 SCRIPT = [
     '<tool_call>\n{"name": "bash", "arguments": {"command": "echo hi > hello.txt"}}\n</tool_call>',
-    '<tool_call>\n{"name": "bash", "arguments": {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && cat hello.txt"}}\n</tool_call>',
+    '<tool_call>\n{"name": "bash", "arguments": {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && '
+    'cat hello.txt"}}\n</tool_call>',
 ]
 AGENT = {"system_template": "You run bash commands with the bash tool.", "instance_template": "Task: {{task}}",
          "step_limit": 4, "cost_limit": 0}
@@ -82,7 +83,8 @@ def test_minisweagent_episode_against_a_served_model_that_emits_tool_calls(tmp_p
     assert first["result"]["exit_status"] == "Submitted" and first["result"]["submission"] == "hi\n"
     assert len(replay.seen) == 2 and replay.seen[0][1][0]["function"]["name"] == "bash"
 
-    path = train_to_say(tmp_path_factory.getbasetemp() / "scripted-mini", [(c, t, s) for (c, t), s in zip(replay.seen, SCRIPT)])
+    script = [(c, t, s) for (c, t), s in zip(replay.seen, SCRIPT)]
+    path = train_to_say(tmp_path_factory.getbasetemp() / "scripted-mini", script)
     policy = load_policy(f"hf:{path}", device="cpu")
     server = serve_in_thread(policy, port=0, model_name="served")
     try:

@@ -61,7 +61,8 @@ def user(text: str) -> list[dict]:
 def test_chat_matches_the_policy_with_openai_logprobs(client, policy):
     r = client.chat.completions.create(model="tiny", messages=user("Say hi."), max_tokens=20, temperature=0,
                                        logprobs=True, top_logprobs=3, extra_body={"return_token_ids": True})
-    local = policy.generate([[Message(role="user", content="Say hi.")]], SamplingParams(max_tokens=20, temperature=0))[0]
+    local = policy.generate([[Message(role="user", content="Say hi.")]],
+                            SamplingParams(max_tokens=20, temperature=0))[0]
     choice = r.choices[0]
     assert choice.message.content == local.text == "Hello there!" and choice.finish_reason == "stop"
     assert choice.model_extra["token_ids"] == local.token_ids  # vLLM's `return_token_ids` extension
@@ -79,7 +80,8 @@ def test_chat_matches_the_policy_with_openai_logprobs(client, policy):
         assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
     assert r.usage.completion_tokens == len(local.token_ids) and r.usage.prompt_tokens == local.prompt_tokens
     with pytest.raises(BadRequestError, match="top_logprobs"):
-        client.chat.completions.create(model="tiny", messages=user("x"), logprobs=True, top_logprobs=MAX_TOP_LOGPROBS + 1)
+        client.chat.completions.create(model="tiny", messages=user("x"), logprobs=True,
+                                       top_logprobs=MAX_TOP_LOGPROBS + 1)
 
 
 def test_stream_sync_and_async_with_usage_in_the_last_chunk(client, server):

@@ -73,7 +73,8 @@ class PolicyServer:
             raise PolicyError(f"--port {port} is not a port number (0-65535)")
         self.policy = policy
         self.model_name = model_name or policy.spec or "policy"
-        self.max_tokens_cap, self.max_body_bytes, self.request_timeout_s = max_tokens_cap, max_body_bytes, request_timeout_s
+        self.max_tokens_cap, self.max_body_bytes = max_tokens_cap, max_body_bytes
+        self.request_timeout_s = request_timeout_s
         self.default_max_tokens = min(DEFAULT_MAX_TOKENS, max_tokens_cap)
         self.parse_tool_calls = parse_tool_calls
         try:

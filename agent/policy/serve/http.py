@@ -2,9 +2,10 @@
 
 Limits, so that one client cannot starve the others or reach the model from where it should not:
 - at most `max_connections` connections at once; more are answered 503 at once and closed;
-- a request's line and headers must arrive within `request_timeout_s` of its first byte (or of the
+- a request's line and headers must arrive within `request_timeout_s` of the connection (or of the
   previous request on a kept-alive connection), and its body within `request_timeout_s` more: a client
-  that sends a byte now and then is cut off when the time is up, not kept alive by each byte;
+  that sends a byte now and then is cut off when the time is up, not kept alive by each byte
+  (`DeadlineReader`);
 - a body over `max_body_bytes` is refused with 413 before it is read;
 - a `Host` header that is not a loopback name (localhost, 127.x.x.x, ::1) and any `Origin` header that is
   not a loopback origin are refused with 403, so a web page cannot use the model (DNS rebinding, CORS);
@@ -14,6 +15,7 @@ Limits, so that one client cannot starve the others or reach the model from wher
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -59,7 +61,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 class HTTPServer(ThreadingHTTPServer):
-    """A threading server with a connection cap and per-phase deadlines enforced by a reaper thread."""
+    """A threading server with a connection cap (deadlines are the handlers', see `DeadlineReader`)."""
 
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
@@ -69,35 +71,7 @@ class HTTPServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.active = 0
         self._count_lock = threading.Lock()
-        self.deadlines: dict[socket.socket, float] = {}
-        self._deadline_lock = threading.Lock()
-        self._reaping = True
         super().__init__(address, handler)
-        self._reaper = threading.Thread(target=self._reap, name="policy-server-reaper", daemon=True)
-        self._reaper.start()
-
-    def arm(self, sock: socket.socket, seconds: float) -> None:
-        with self._deadline_lock:
-            self.deadlines[sock] = time.monotonic() + seconds
-
-    def disarm(self, sock: socket.socket) -> None:
-        with self._deadline_lock:
-            self.deadlines.pop(sock, None)
-
-    def _reap(self) -> None:
-        while self._reaping:
-            time.sleep(0.1)
-            now = time.monotonic()
-            with self._deadline_lock:
-                late = [s for s, t in self.deadlines.items() if t <= now]
-                for s in late:
-                    del self.deadlines[s]
-            for s in late:
-                log.debug("a client ran out of time sending its request: disconnected")
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._count_lock:
@@ -126,7 +100,6 @@ class HTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.disarm(request)
             with self._count_lock:
                 self.active -= 1
 
@@ -137,9 +110,30 @@ class HTTPServer(ThreadingHTTPServer):
         else:
             log.error("policy server: unexpected error with client %s: %r", client_address, error)
 
-    def server_close(self) -> None:
-        self._reaping = False
-        super().server_close()
+
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's reading side with a deadline for a whole phase (the request line and headers, then the
+    body): each receive waits at most until the deadline, so a client trickling a byte at a time is cut off
+    when the time is up. Bytes that arrived in time are always read, however late this thread gets to them
+    (a busy machine never cuts a client that was on time)."""
+
+    def __init__(self, sock: socket.socket, stall_s: float) -> None:
+        self.sock, self.stall_s = sock, stall_s
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.stall_s if self.deadline is None else min(self.stall_s, self.deadline - time.monotonic())
+        try:
+            self.sock.settimeout(max(left, 0.0))  # 0: only what is already there
+            return self.sock.recv_into(buffer)
+        except (BlockingIOError, socket.timeout):
+            raise TimeoutError("the client ran out of time sending its request") from None
+        finally:
+            self.sock.settimeout(self.stall_s)
 
 
 def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
@@ -155,20 +149,25 @@ def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
 
         # ---- limits ----------------------------------------------------------------------------
 
+        def setup(self) -> None:
+            super().setup()
+            self.reader = DeadlineReader(self.connection, server.request_timeout_s)
+            self.rfile = io.BufferedReader(self.reader)
+
         def handle_one_request(self) -> None:
-            self.server.arm(self.connection, server.request_timeout_s)  # request line and headers
+            self.reader.deadline = time.monotonic() + server.request_timeout_s  # request line and headers
             try:
                 super().handle_one_request()
             except _DISCONNECTS as e:
                 log.debug("client %s: %r", self.client_address, e)
                 self.close_connection = True
             finally:
-                self.server.disarm(self.connection)
+                self.reader.deadline = None
 
         def parse_request(self) -> bool:
             if not super().parse_request():
                 return False
-            self.server.disarm(self.connection)
+            self.reader.deadline = None
             host = self.headers.get("Host")
             if host is not None and not is_loopback_host(host):
                 self._error(403, f"Host {host!r} is not a loopback name: this server answers only requests "
@@ -263,11 +262,11 @@ def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
             if length > server.max_body_bytes:
                 raise HTTPError(413, f"the body is {length} bytes, over this server's limit of "
                                      f"{server.max_body_bytes}")
-            self.server.arm(self.connection, server.request_timeout_s)  # the whole body, in time
+            self.reader.deadline = time.monotonic() + server.request_timeout_s  # the whole body, in time
             try:
                 data = self.rfile.read(length)
             finally:
-                self.server.disarm(self.connection)
+                self.reader.deadline = None
             if len(data) < length:
                 raise HTTPError(400, f"the body ended after {len(data)} of {length} bytes")
             return schema.decode_body(data)
@@ -325,8 +324,9 @@ def make_handler(server: Any) -> type[BaseHTTPRequestHandler]:
                 prompts = [None] if chat else request.prompts  # type: ignore[union-attr]
                 for k, prompt in enumerate(prompts):
                     if chat:
-                        job = Job(params=request.params, n=request.n, messages=request.messages,  # type: ignore[union-attr]
-                                  tools=request.tools)  # type: ignore[union-attr]
+                        chat_request: Any = request
+                        job = Job(params=request.params, n=request.n, messages=chat_request.messages,
+                                  tools=chat_request.tools)
                     else:
                         if not engine.can_complete_raw:
                             raise EngineError(f"model {name} takes chat requests only (its backend completes no raw "

@@ -141,7 +141,8 @@ class Builder:
             parsed = toolcalls.extract(c.text, self.request.tool_choice)  # type: ignore[union-attr]
             if parsed.calls:
                 message = {"role": "assistant", "content": parsed.content, "tool_calls": parsed.calls}
-                reason = toolcalls.finish_reason(f.reason, parsed.calls, self.request.tool_choice)  # type: ignore[union-attr]
+                choice_of_tool = self.request.tool_choice  # type: ignore[union-attr]
+                reason = toolcalls.finish_reason(f.reason, parsed.calls, choice_of_tool)
         choice: dict[str, Any] = {"index": c.index, "message": message, "logprobs": None, "finish_reason": reason,
                                   "stop_reason": f.stop}
         if self.request.logprobs:
@@ -201,7 +202,8 @@ class Builder:
             return []
         c.started = True
         if self.chat:
-            extra = {"prompt_token_ids": c.prompt.token_ids} if self.request.return_token_ids and c.prompt and c.index == 0 else {}
+            first = self.request.return_token_ids and c.prompt is not None and c.index == 0
+            extra = {"prompt_token_ids": c.prompt.token_ids} if first else {}
             return [self._chunk([{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                   "finish_reason": None}], **extra)]
         echo = self._echo_text(c)

@@ -50,7 +50,8 @@ def inverse_cdf(weights: np.ndarray, u: float) -> int:
     return i
 
 
-def sample_row(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[int, float, float]:
+def sample_row(logits: np.ndarray, temperature: float, top_p: float,
+               rng: np.random.Generator) -> tuple[int, float, float]:
     """(token, its raw log-prob, the row's log normaliser) for one row of logits."""
     top = logits.max()
     raw = _buffer(logits.size)

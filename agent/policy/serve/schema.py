@@ -85,7 +85,8 @@ def _type_name(v: Any) -> str:
             int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
 
 
-def get_int(body: dict[str, Any], key: str, default: int | None, lo: int | None = None, hi: int | None = None) -> int | None:
+def get_int(body: dict[str, Any], key: str, default: int | None, lo: int | None = None,
+            hi: int | None = None) -> int | None:
     v = body.get(key)
     if v is None:
         return default
@@ -281,8 +282,10 @@ def parse_tools(raw: Any) -> list[dict[str, Any]] | None:
         raise BadRequest("`tools` must be a list of tool schemas", "tools")
     for i, tool in enumerate(raw):
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or tool.get("type", "function") != "function":
-            raise BadRequest(f"`tools[{i}]` must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", "tools")
+        if (not isinstance(fn, dict) or not isinstance(fn.get("name"), str)
+                or tool.get("type", "function") != "function"):
+            raise BadRequest(f"`tools[{i}]` must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}",
+                             "tools")
         if not isinstance(fn.get("parameters", {}), dict):
             raise BadRequest(f"`tools[{i}].function.parameters` must be a JSON schema object", "tools")
     return raw
@@ -296,7 +299,8 @@ def parse_tool_choice(raw: Any, tools: list[dict[str, Any]] | None) -> str | dic
         if raw == "required" and not tools:
             raise BadRequest("`tool_choice: required` needs `tools`", "tool_choice")
         return raw
-    name = raw.get("function", {}).get("name") if isinstance(raw, dict) and isinstance(raw.get("function"), dict) else None
+    fn = raw.get("function") if isinstance(raw, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str) or raw.get("type", "function") != "function":
         raise BadRequest("`tool_choice` must be none, auto, required or "
                          "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
