@@ -150,7 +150,7 @@ def test_grpo_that_made_no_update_stores_no_version(tiny, tmp_path):
         assert store.runs()[0]["status"] == "no-updates"
     # offline GRPO on runs whose groups are all equal says the same, with the same class of error
     from evolve.train.grpo import GRPOConfig, train_grpo
-    from evolve.train.modeling import NothingLearned
+    from evolve.train.errors import NothingLearned
 
     _scored_run(tmp_path / "run")
     with pytest.raises(NothingLearned, match="stored no policy version"):

@@ -84,7 +84,8 @@ def test_ctrl_c_ends_cli_training_at_the_next_step(tmp_path: Path):
             store.put_trajectory(gold(k))
     out = tmp_path / "sft"
     proc = subprocess.Popen([sys.executable, "-m", "evolve.cli", "train", "sft", str(runs), "--policy", f"hf:{model}",
-                             "--out", str(out), "--max-steps", "100000", "--full", "--device", "cpu"], cwd=ROOT,
+                             "--out", str(out), "--max-steps", "100000", "--full", "--device", "cpu",
+                             "--all-trajectories"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     try:
