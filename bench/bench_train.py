@@ -205,22 +205,23 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
             t.steps[0].response.logprobs = [lp for lp, m in zip(s.old_logprobs, s.loss_mask) if m]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    share = {} if side == "main" else {"share_prefix": cfg.share_prefix}  # today's code has no trees
     times, losses = [], []
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
         seqs, _ = build_sequences(items, tok, max_len=cfg.max_len)
         if kind == "sft":
             batches = micro_batches(seqs, list(range(len(seqs))), micro_batch_size=cfg.micro_batch_size,
-                                    max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id)
+                                    max_len=cfg.max_len, pack=cfg.pack, pad_id=tok.pad_token_id, **share)
             m = sft_step(model, opt, sched, batches, cfg)
         else:
             adv, train, _ = advantages_for(seqs, cfg)
             idx = [i for i, keep in enumerate(train) if keep]
             batches = micro_batches(seqs, idx, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len,
-                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train)
+                                    pack=cfg.pack, pad_id=tok.pad_token_id, advantages=adv, train=train, **share)
             m = grpo_step(model, opt, sched, batches, cfg)
         losses.append(m["loss"])
-        if step:
+        if step or not args.steps:  # --steps 0: the one (cold) step is timed
             times.append(time.perf_counter() - t0)
     if args.save_adapter and side == "evolve" and kind == "sft":
         model.save_pretrained(args.save_adapter)
@@ -311,7 +312,7 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
                               callbacks=[Timer()])
         trainer.train()
         tokens = sum(len(s) for s in seqs)
-    return {"step_s": statistics.median(times[1:]), "tokens": tokens, "trained": sum(s.trained_tokens for s in seqs),
+    return {"step_s": statistics.median(times[1:] if args.steps else times), "tokens": tokens, "trained": sum(s.trained_tokens for s in seqs),
             "rss_loaded_mib": rss_loaded, "peak_rss_mib": _rss_mib(), "precision": "bfloat16" if bf16 else "float32"}
 
 
@@ -381,7 +382,7 @@ def spawn(args, side: str, code: Path, extra: list[str] | None = None) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=2, help="timed steps per side (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per side after one warm-up step (0: time one cold step)")
     p.add_argument("--batch", type=int, default=4, help="SFT: trajectories per step")
     p.add_argument("--turns", type=int, default=4, help="SFT: tool calls per agent trajectory")
     p.add_argument("--prompts", type=int, default=2, help="GRPO: prompts per step")

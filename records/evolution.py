@@ -34,7 +34,8 @@ class PolicyVersion(BaseModel):
     """Final training metrics (while it trains: the latest step's)."""
     status: str = "ready"
     """`training` while its training runs (stored when it starts, so its curves can be watched), `stopped` when a
-    stop ended the training early (the same command resumes it), `failed` when it ended in an error, `ready` once
+    stop ended the training early (the same command resumes it), `failed` when it ended in an error, `no-updates`
+    when it made no update (every group's rewards equal: the starting weights), `ready` once
     its weights are saved. Only a `ready` version loads."""
     created_at: float = Field(default_factory=time.time)
     """Unix time it was stored (for a ready version: when its training finished)."""

@@ -61,7 +61,7 @@ def test_loop_stops_resumes_trains_and_evaluates(tmp_path, docker_ready):
     assert row["splices"] >= 1 and row["good"] >= 1 and row["trained"]
     assert row["policy"] == "menu" and report["before"]["policy"] == "menu"
     e = row["eval"]
-    assert e["policy"].startswith("hf:") and e["instances"] == 1 and len(e["episodes"]) == 2
+    assert e["policy"].startswith(("hf:", "version:")) and e["instances"] == 1 and len(e["episodes"]) == 2
     assert {"success", "recovered", "damage_removed", "repeat_rate", "loop_episodes"} <= e.keys()
     with RunStore(out, readonly=True) as store:
         versions = [v for v in store.policy_versions() if v.id == row["trained"]]

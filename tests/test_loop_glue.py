@@ -145,7 +145,8 @@ def test_grpo_that_made_no_update_stores_no_version(tiny, tmp_path):
     r = evolve("train", "grpo-toolcall", "--config", str(cfg), "--policy", f"hf:{tiny}", "--steps", "1",
                "--group-size", "2", "--prompts-per-step", "2", "--out", str(out))
     assert r.returncode == 2 and "made no update" in r.stderr and "no policy version is stored" in r.stderr
-    assert [v.kind for v, _ in all_versions(out)] == ["base"]  # nothing that `version:latest` could pick
+    # nothing that `version:latest` could pick: the version watched live is closed as `no-updates`
+    assert [(v.kind, v.status) for v, _ in all_versions(out)] == [("base", "ready"), ("grpo", "no-updates")]
     with RunStore(out, readonly=True) as store:
         assert store.runs()[0]["status"] == "no-updates"
     # offline GRPO on runs whose groups are all equal says the same, with the same class of error

@@ -105,8 +105,8 @@ def test_server_rejects_bad_requests_and_non_loopback(served, hf_policy: HFPolic
     server, _ = served
     r = httpx.post(f"{server.url}/chat/completions", json={"messages": [], "max_tokens": 2})
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
-    r = httpx.post(f"{server.url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True})
-    assert r.status_code == 400
+    r = httpx.post(f"{server.url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": "yes"})
+    assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
     with pytest.raises(PolicyError, match="loopback"):
         PolicyServer(hf_policy, host="0.0.0.0", port=0)
 

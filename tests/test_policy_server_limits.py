@@ -105,7 +105,7 @@ def test_stalled_clients_are_dropped_and_do_not_block_others(server):
 
 
 def test_huge_body_is_refused_unread(server):
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: 300000000\r\n\r\n{\"messages\": [")
     start = time.monotonic()
     reply = raw(server, head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def test_sft_from_the_command_line_then_resolve(tmp_path_factory, tmp_path):
     spec, options = resolve_policy("version:latest", runs)
     assert spec == f"hf:{Path(model).resolve()}" and Path(options["adapter"], "adapter_config.json").exists()
     with load_policy("version:latest", runs=RunsRoot(runs), device="cpu") as trained:  # how every command loads it
-        assert trained.spec == spec and trained.adapter == options["adapter"]
+        # its outputs name the trained version by id (never `version:latest`, nor the base model it sits on)
+        assert re.fullmatch(r"version:[0-9a-f]+", trained.spec) and trained.adapter == options["adapter"]
     listing = runner.invoke(app, ["versions", str(runs)])
     assert listing.exit_code == 0 and "sft" in listing.output
 
@@ -126,7 +128,8 @@ def test_grpo_toolcall_smoke_with_the_suite_prompt(tmp_path_factory, tmp_path):
     with RunStore(tmp_path / "g", readonly=True) as store:
         trajs = list(store.trajectories())
         (step,) = store.train_steps(store.runs()[0]["config"]["version_id"])
-        assert [v.kind for v in store.policy_versions()] == ["base"]
+        versions = {v.kind: v.status for v in store.policy_versions()}  # watched live, then closed as empty
+        assert versions == {"base": "ready", "grpo": "no-updates"}
     assert len(trajs) == 2 and trajs[0].prompt[0].role == "system"
     assert "Available tools" in trajs[0].prompt[0].content  # the suite's own prompt
     assert "reward" in step.metrics and "format" in step.metrics

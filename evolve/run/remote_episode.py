@@ -175,7 +175,9 @@ class ServedPolicy:
             raise ConfigError(f"the Ray cluster has {nodes} nodes, but a local policy ({policy.spec}) can only be "
                               "served to workers on this machine: start a server every node reaches (vLLM, "
                               "`evolve serve`) and pass --policy openai:URL")
-        self.server = serve_in_thread(policy, host="127.0.0.1", port=0)
+        # the policy's own generate, and tool-call text left for the agent's parser: workers see what a local
+        # run's episodes see
+        self.server = serve_in_thread(policy, host="127.0.0.1", port=0, engine="policy", parse_tool_calls=False)
         self.spec = f"openai:{self.server.url}"
 
     def close(self) -> None:

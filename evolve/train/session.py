@@ -29,6 +29,7 @@ from records import PolicyVersion, TrainStep
 from evolve.run.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
+from evolve.train.errors import NothingLearned
 from evolve.train.modeling import TrainError, check_model_spec, load_for_training, resolve_device, resolve_dtype
 from evolve.train.versions import get_version, version_spec
 
@@ -239,9 +240,11 @@ class TrainSession:
         try:
             if error is not None and self.finished is None:
                 interrupted = isinstance(error, KeyboardInterrupt)
+                empty = isinstance(error, NothingLearned)  # no update: the starting weights, never a new version
                 try:
-                    self._put_version("stopped" if interrupted else "failed")
-                    self.store.set_run_status(RUN_ID, "stopped" if interrupted else "error")
+                    self._put_version("stopped" if interrupted else "no-updates" if empty else "failed")
+                    if not empty:  # its trainer already said so in the run's status
+                        self.store.set_run_status(RUN_ID, "stopped" if interrupted else "error")
                 except Exception as e:  # noqa: BLE001 - the store itself may have failed: the first error is the story
                     log.debug("recording the training's end: %s", e)
             self.store.close()
