@@ -49,7 +49,7 @@ from records import Message, TaskInstance, Trajectory, TrajectoryStatus
 from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights
 from rewards.judge import Judge
-from sandbox import SandboxConfig, prune_orphans
+from sandbox import SandboxConfig, SandboxError, prune_orphans
 
 log = logging.getLogger(__name__)
 
