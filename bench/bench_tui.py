@@ -112,8 +112,9 @@ class KeyTimer:
 
 
 INSPECTOR_KEYS = (("l/h step", ["l"] * 15 + ["h"] * 5), ("L/H trajectory", ["L"] * 10 + ["H"] * 5),
-                  ("j/k scroll", ["j"] * 5 + ["k"] * 5), ("0/$ first/last", ["dollar_sign", "0"] * 2))
-"""The keys both inspectors have (mini-swe-agent's are the anchor: the same letters do the same there)."""
+                  ("0/$ first/last", ["dollar_sign", "0"] * 2))
+"""The keys both inspectors have (mini-swe-agent's are the anchor: the same letters do the same there). Scrolling
+(j/k) is left out: where a step fits the screen it changes nothing, and no frame follows to be timed."""
 
 
 async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list[float]]]:

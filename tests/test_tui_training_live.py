@@ -15,7 +15,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import build_tiny_model  # noqa: E402
 
-from evolve.store import RunStore  # noqa: E402
 from evolve.train.sft import SFTConfig, train_sft  # noqa: E402
 from records import Message, Step, Trajectory, TrajectoryStatus  # noqa: E402
 from tests.tui_fixtures import settle  # noqa: E402

@@ -143,3 +143,42 @@ def test_loop_view_shows_generations_the_held_out_curve_and_the_stage_now_runnin
             assert isinstance(tree, TreeScreen)
             assert "[grpo]" in str(tree.widgets["loop:n3"].label) and "[code]" in str(tree.widgets["loop:n2"].label)
     asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_loop_view_on_a_real_loop(loop_warm_model, tmp_path: Path):
+    """A real `evolve loop toolcall` of two generations with the tiny model (tests/test_loop_toolcall.py's config),
+    then the Loop view on its directory: every generation with its gate's numbers, the held-out curve, both kinds of
+    node in the tree."""
+    import torch
+
+    from evolve.loop.run import run_loop
+    from tests.loop_helpers import tiny_config
+
+    torch.set_num_threads(1)
+    out = tmp_path / "runs" / "loop"
+    report = run_loop(tiny_config(loop_warm_model), out)
+    gens = report["generations"]
+
+    async def go():
+        app = EvolveApp(out, poll=0.2)
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(app, pilot)
+            loop = app.screen
+            assert isinstance(loop, LoopScreen)
+            await until(pilot, lambda: loop.query_one("#generations").row_count == len(gens), "the generations")
+            rows = cells(loop.query_one("#generations"))
+            for row, g in zip(rows, gens):
+                assert row[0] == str(g["generation"]) and row[3] == ("accepted" if g["accepted"] else "kept"), row
+            assert len(loop.query_one("#heldout").points) == len(gens)
+            assert "finished" in str(loop.query_one("#loop-now").render())
+            kinds = {n.info.get("node_kind") for n in loop.nodes.values()}
+            assert {"sft", "grpo"} & kinds, kinds
+            await pilot.press("t")
+            await settle(app, pilot)
+            tree = app.screen
+            assert isinstance(tree, TreeScreen)
+            labels = [str(w.label) for w in tree.widgets.values()]
+            assert any("[sft]" in lbl or "[grpo]" in lbl for lbl in labels), labels
+    asyncio.run(go())
