@@ -12,8 +12,8 @@ def suite_names() -> list[str]:
     return ["bundled", "toolcall", "swe-bench-verified", "swe-bench-lite"]
 
 
-def get_suite(name: str, **options: str) -> Suite:
-    """The suite called `name`; `options` go to suites that take them (e.g. `dataset=FILE`)."""
+def get_suite(name: str, dataset: str | None = None) -> Suite:
+    """The suite called `name`; `dataset` (a local SWE-bench dataset file) goes to the SWE-bench suites."""
     if name == "bundled":
         return BundledImageSuite()
     if name == "toolcall":
@@ -21,7 +21,7 @@ def get_suite(name: str, **options: str) -> Suite:
     if name in ("swe-bench-verified", "swe-bench-lite"):
         from tasks.swebench_suite import SWEBenchSuite  # loads swebench and datasets (seconds)
 
-        return SWEBenchSuite(name, dataset=options.get("dataset"))
+        return SWEBenchSuite(name, dataset=dataset)
     if name.startswith("synth:"):
         return SynthSuite(name.split(":", 1)[1])
     raise SuiteUnavailable(f"unknown suite {name!r}; the suites are: {', '.join(suite_names())}, and synth:FILE "

@@ -11,13 +11,14 @@ from tasks.images import ensure_images, ensure_swebench_images
 from tasks.suite import Suite
 
 
-def _quiet(what: str) -> ContextManager:
+def quiet(what: str) -> ContextManager:
+    """A `status` that shows nothing (the default of every `status=` callback)."""
     return contextlib.nullcontext()
 
 
 def ensure_suite_images(suite: Suite, chosen: list[TaskInstance], *, pull: bool = True,
                         task_repo: Optional[str] = None, force: bool = False,
-                        status: Callable[[str], ContextManager] = _quiet) -> dict[str, list[str]]:
+                        status: Callable[[str], ContextManager] = quiet) -> dict[str, list[str]]:
     """Make the images of the chosen instances present: the bundled suite builds its own; SWE-bench images
     are found under any of their names, pulled where a registry answers, or built with swebench's image
     builder from a task repository; otherwise a one-line error says exactly which image to `docker load`.

@@ -29,15 +29,9 @@ from agent.policy.embedded import EMBEDDED_GGUF
 from agent.policy.vllm_backend import VLLMAdapterView
 from evolve.errors import ConfigError
 from evolve.loop.config import PolicyConfig
-from evolve.policies import RunsRoot
+from evolve.policies import policy_loader
 from evolve.train.versions import get_version
 from records import Message
-
-
-def default_loader(runs_root: Path) -> Callable[[str], Policy]:
-    """`version:ID`, `replay:RUN_DIR` and every other spec, found under `runs_root` (the loop's --out)."""
-    runs = RunsRoot(runs_root)
-    return lambda spec: load_policy(spec, runs=runs)
 
 
 class Timed(PolicyWrapper):
@@ -82,7 +76,7 @@ class Policies:
     def __init__(self, cfg: PolicyConfig, runs_root: Path, *, keep: int = 2,
                  load: Callable[[str], Policy] | None = None):
         self.cfg, self.runs_root, self.keep = cfg, Path(runs_root), keep
-        self._load = load or default_loader(self.runs_root)
+        self._load = load or policy_loader(self.runs_root)
         self._cache: OrderedDict[str, Policy] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.graph import Agent
-from agent.policy import load_policy
 from agent.policy.base import Policy, SeededPolicy
 from agent.policy.server import serve_in_thread
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
-from evolve.policies import RunsRoot
+from evolve.policies import policy_loader
 from evolve.run.episode import EpisodeResult, record_infra, record_interrupted, run_episode
 from evolve.run.executor import RayExecutor
 from evolve.store import RunStore
@@ -70,7 +69,7 @@ def worker_policy(spec: str) -> Policy:
     """One policy object per spec per worker process (a worker runs many episodes)."""
     with _POLICIES_LOCK:
         if spec not in _POLICIES:
-            _POLICIES[spec] = load_policy(spec, runs=RunsRoot(Path("runs")))
+            _POLICIES[spec] = policy_loader(Path("runs"))(spec)
         return _POLICIES[spec]
 
 

@@ -42,9 +42,9 @@ from evolve.errors import ConfigError
 from evolve.run.episode import EpisodeResult, OnEvent, StopSignal, run_episode
 from evolve.run.executor import ExecutorConfig
 from evolve.run.local_tasks import check_local_python, local_instance, local_refusal
+from evolve.run.opening import open_run
 from evolve.run.remote_episode import RayEpisodes
-from evolve.run.run_lock import RunLock
-from evolve.store import DB_NAME, RunStore, StoreError, check_run_dir
+from evolve.store import DB_NAME, RunStore, StoreError
 from records import Message, TaskInstance, Trajectory, TrajectoryStatus
 from records.trajectory import INTERRUPTED
 from rewards.combine import RewardWeights
@@ -122,10 +122,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
     instances = list({i.instance_id: i for i in instances}.values())  # each instance once
     if not instances:
         raise ConfigError("no instances to run: the selection is empty")
-    try:
-        cfg.rewards.check_available(({"swe"} if cfg.grade else set()) | ({"judge"} if judge_policy else set()))
-    except ValueError as e:
-        raise ConfigError(f"--reward-weights: {e}") from None
+    check_rewards(cfg, judge=judge_policy is not None)
     variant = AgentVariant.load(cfg.variant)
     if cfg.max_steps is not None:
         variant.budget.max_steps = cfg.max_steps
@@ -137,8 +134,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
         check_judge(judge_policy, cfg.judge or "")
     sandbox_cfg = cfg.sandbox.model_copy(update={"run_id": run_id})
     started = time.time()
-    check_run_dir(out)
-    with RunLock(out, f"evolve run {cfg.suite}"), RunStore(out) as store:
+    with open_run(out, f"evolve run {cfg.suite}"), RunStore(out) as store:
         _refuse_other_policy(store, run_id, cfg.policy)
         prune_orphans(run_id, docker=sandbox_cfg.backend == "docker")  # what a killed earlier run of this id left
         runnable = instances
@@ -377,6 +373,15 @@ class _sigint_stops:
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+def check_rewards(cfg: RunConfig, *, judge: bool) -> None:
+    """`ConfigError` when the weights of the `combined` reward name a reward this run cannot produce (`swe`
+    without grading, `judge` without a judge)."""
+    try:
+        cfg.rewards.check_available(({"swe"} if cfg.grade else set()) | ({"judge"} if judge else set()))
+    except ValueError as e:
+        raise ConfigError(f"--reward-weights: {e}") from None
 
 
 def check_judge(policy: Policy, spec: str = "") -> None:
