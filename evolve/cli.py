@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from agent.policy import DEFAULT_POLICY, load_policy
+from agent.policy import DEFAULT_POLICY
 from agent.policy.serve import check_port, serve
 from agent.policy.serve.llamacpp_backend import LlamaCppServeConfig
 from evolve import run_cli, sandbox_cli, synth_cli, trajectories_cli
@@ -20,7 +20,7 @@ from evolve.errors import ConfigError, user_errors
 from evolve.hgm import cli as hgm_cli
 from evolve.loop import cli as loop_cli
 from evolve.markup import esc
-from evolve.policies import RunsRoot
+from evolve.policies import policy_loader
 from evolve.se_agent import cli as se_agent_cli
 from evolve.serve_models import PREFIX, version_models
 from evolve.train import cli as train_cli
@@ -75,7 +75,7 @@ def serve_cmd(policy: str = typer.Option(DEFAULT_POLICY, help="Policy spec to se
     check_port("127.0.0.1", port)  # a busy or invalid port is found before the model loads
     resolver, lister = version_models(Path(runs_root))
     name = resolver(policy).name if policy.startswith(PREFIX) else policy  # version:latest -> version:ID
-    serve(load_policy(policy, runs=RunsRoot(Path(runs_root))), "127.0.0.1", port, model_name=name,
+    serve(policy_loader(Path(runs_root))(policy), "127.0.0.1", port, model_name=name,
           max_tokens_cap=max_tokens_cap, max_model_bytes=int(max_model_memory * 1e9), engine=engine,
           max_connections=max_connections, request_timeout_s=request_timeout, resolver=resolver, lister=lister,
           llamacpp=LlamaCppServeConfig(threads=threads))

@@ -12,15 +12,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY, load_policy
+from agent.policy import DEFAULT_POLICY
 from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
-from evolve.policies import RunsRoot
+from evolve.policies import load_policies
 from evolve.run.executor import parse_executor
-from evolve.run.local_tasks import local_refusal
-from evolve.run.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
+from evolve.run.opening import parse_ids, run_dir
 from evolve.toolcall_eval import run_toolcall
 from evolve.train.versions import canonical_spec
 from rewards.combine import KNOWN_REWARDS, RewardWeights
@@ -29,11 +27,6 @@ from tasks.registry import get_suite, suite_names
 from tasks.suite_images import ensure_suite_images
 
 console = Console()
-
-
-def recorded_spec(spec: str, runs_root: Path) -> str:
-    """What a run records as its policy: `version:latest` resolved to `version:ID`; other specs as given."""
-    return canonical_spec(spec, runs_root)
 
 
 def run_cmd(
@@ -79,56 +72,33 @@ def run_cmd(
         raise ConfigError(f"--split must be train or test (the toolcall suite's splits), not {split!r}")
     weights = parse_weights(reward_weights)  # before anything runs: a bad weight fails here, not after grading
     executor_cfg = parse_executor(executor)
-    out = out or Path("runs") / suite
-    ids = list(dict.fromkeys(i.strip() for i in instances.split(",") if i.strip())) if instances else None
+    ids = parse_ids(instances)
     if instances is not None and not ids:
         raise ConfigError("--instances names no instance")
-    check_run_dir(out, create=False)  # an unusable --out fails at once, before the suite is even loaded
-    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
-    policy = recorded_spec(policy, out.parent)  # `version:latest` is recorded (and compared on resume) as its id
-    if the_suite.kind == "toolcall":
-        check_run_dir(out)
-        with RunLock(out, "evolve run toolcall"):
-            from evolve.run.runner import refuse_other_policy  # loads swebench (slow)
+    out = run_dir(out, suite)  # an unusable --out fails at once, before the suite is even loaded
+    the_suite = get_suite(suite, dataset)
+    policy = canonical_spec(policy, out.parent)  # `version:latest` is recorded (and compared on resume) as its id
+    from evolve.run.start import choose_swe, choose_toolcall, open_swe_run, open_toolcall_run  # loads swebench (slow)
+    from evolve.run.runner import RunConfig, report_ok, run_swe
 
-            refuse_other_policy(out, policy)
-            _run_toolcall(the_suite, ids, limit, split, policy, out, max_tokens_per_step or 256, attempts=attempts,
+    if the_suite.kind == "toolcall":
+        with open_toolcall_run(out, policy):
+            chosen, split = choose_toolcall(the_suite, ids, limit, split)
+            _run_toolcall(chosen, split, policy, out, max_tokens_per_step or 256, attempts=attempts,
                           temperature=temperature or 0.0, seed=seed)
         return
-    chosen = the_suite.select(ids, limit)
-    if not chosen:
-        raise ConfigError(f"no instances to run: {suite}{' (' + dataset + ')' if dataset else ''} has none"
-                          + (" matching --instances" if ids else ""))
-    try:
-        weights.check_available({"swe"} | ({"judge"} if judge else set()))
-    except ValueError as e:
-        raise ConfigError(f"--reward-weights: {e}") from None
-    check_run_dir(out)
-    with RunLock(out, f"evolve run {suite}"):  # one run per directory; held until the report is out
-        from evolve.run.runner import RunConfig, refuse_other_policy, report_ok, run_swe, store_refusal  # loads swebench (slow)
-
-        refuse_other_policy(out, policy)  # before building images or loading a policy that cannot be used
-        if sandbox == "docker":
-            ensure_suite_images(the_suite, chosen, status=console.status)
-
-        cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
-                        policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
-                        max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
-                        workers=workers, out=str(out), judge=judge, rewards=weights,
-                        infra_retries=infra_retries, executor=executor_cfg, attempts=attempts,
-                        temperature=temperature)
-        if sandbox == "local":  # before a policy loads: instances that exist only as images cannot run locally
-            why = local_refusal(chosen)
-            if why:
-                with RunStore(out) as store:
-                    store_refusal(store, cfg, chosen, why)
-                raise ConfigError(why)
+    chosen = choose_swe(the_suite, ids, limit)
+    cfg = RunConfig(suite=suite, instances=[i.instance_id for i in chosen], limit=limit, dataset=dataset,
+                    policy=policy, variant=str(variant or DEFAULT_VARIANT), max_steps=max_steps,
+                    max_tokens_per_step=max_tokens_per_step, sandbox=SandboxConfig(backend=sandbox),
+                    workers=workers, out=str(out), judge=judge, rewards=weights,
+                    infra_retries=infra_retries, executor=executor_cfg, attempts=attempts,
+                    temperature=temperature)
+    with open_swe_run(cfg, the_suite, chosen, status=console.status):  # locked until the report is out
         console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
                       f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
-            runs = RunsRoot(out.parent)
-            pol = load_policy(policy, runs=runs)
-            judge_pol = None if judge is None else (pol if judge == policy else load_policy(judge, runs=runs))
+            pol, judge_pol = load_policies(out.parent, policy, judge)
         states = {i.instance_id: "pending" for i in chosen}
         started = time.time()
 
@@ -186,15 +156,10 @@ def parse_weights(text: str):
     return RewardWeights(weights=weights)
 
 
-def _run_toolcall(suite, ids, limit, split, policy, out: Path, max_tokens: int, *, attempts: int = 1,
+def _run_toolcall(chosen, split, policy: str, out: Path, max_tokens: int, *, attempts: int = 1,
                   temperature: float = 0.0, seed: int = 0) -> None:
-    split = split or (None if ids else "test")  # named ids are found in either split (Agent-R holds out train ids)
-    chosen = suite.select(ids, limit, split=split)
-    where = f"the toolcall {split} split" if split else "the toolcall suite"
-    if not chosen:
-        raise ConfigError(f"no instances to run: {where} has none" + (" matching --instances" if ids else ""))
     with console.status("loading policy"):
-        pol = load_policy(policy, runs=RunsRoot(out.parent))
+        (pol,) = load_policies(out.parent, policy)
     with console.status("") as status:
         report = run_toolcall(chosen, pol, out, {"suite": "toolcall", "split": split, "policy": policy,
                                                  "attempts": attempts, "temperature": temperature, "seed": seed},
@@ -240,10 +205,10 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
               force: bool = typer.Option(False, "--force", help="With --build: rebuild (or pull again) even "
                                          "images that exist.")) -> None:
     """List the suites, or one suite's instances (and make their images present with --build)."""
-    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
+    ids = parse_ids(instances)
     if build:
         name = suite or "bundled"
-        the_suite = get_suite(name, **({"dataset": dataset} if dataset else {}))
+        the_suite = get_suite(name, dataset)
         if the_suite.kind != "swe":
             raise ConfigError(f"suite {name!r} has no images to build")
         chosen = the_suite.select(ids, check=False)  # images need the instance ids, not the grading fields
@@ -261,7 +226,7 @@ def tasks_cmd(suite: Optional[str] = typer.Argument(None, help="Show this suite'
             t.add_row(*cells(name, s.kind, s.description))
         console.print(t)
         return
-    s = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    s = get_suite(suite, dataset)
     t = Table(title=f"{esc(suite)} instances")
     t.add_column("instance")
     t.add_column("detail")

@@ -11,13 +11,12 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from agent.policy import load_policy
 from agent.policy.base import SamplingParams
 from agent.variant import AgentVariant
 from evolve.demos import write_scripts
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
-from evolve.policies import RunsRoot
+from evolve.policies import policy_loader
 from records import Message
 from tasks.suite_images import ensure_suite_images
 from tasks.synth.families import FAMILIES
@@ -44,7 +43,7 @@ app = typer.Typer(cls=TasksGroup, help="Task suites: list them, synthesise tasks
 
 def _completer(spec: str, runs_root: Path, max_tokens: int = 1024):
     """A policy as prompt -> text (for LLM bugs and issue texts)."""
-    policy = load_policy(spec, runs=RunsRoot(runs_root))
+    policy = policy_loader(runs_root)(spec)
 
     def complete(prompt: str) -> str:
         gen = policy.generate([[Message(role="user", content=prompt)]],

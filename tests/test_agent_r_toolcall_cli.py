@@ -113,7 +113,7 @@ def test_agent_r_toolcall_cli_iteration_and_resume(tmp_path):
 
 
 def test_held_out_accepts_ids_a_split_or_a_count():
-    from evolve.agent_r.cli import _held_out
+    from evolve.agent_r.start import held_out_instances as _held_out
     from tasks.registry import get_suite
 
     suite = get_suite("toolcall")

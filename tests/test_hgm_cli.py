@@ -83,15 +83,21 @@ def test_hgm_input_errors_are_one_line(args, expected, tmp_path):
 
 def test_holdout_split():
     from evolve.errors import ConfigError
-    from evolve.hgm.cli import _split_holdout
+    from evolve.hgm.run import choose
     from tasks.registry import get_suite
 
     suite = get_suite("bundled")
     chosen = suite.select(None, 4)
-    search, held = _split_holdout(chosen, "1", suite)
+    search, held = choose(suite, None, 4, "1")
     assert search == chosen[:3] and held == chosen[3:]
     other = suite.select(None, None)[5]
-    search, held = _split_holdout(chosen, other.instance_id, suite)
+    search, held = choose(suite, None, 4, other.instance_id)
     assert search == chosen and [h.instance_id for h in held] == [other.instance_id]
+    search, held = choose(suite, None, 4, None)
+    assert search == chosen and held == []
     with pytest.raises(ConfigError, match="--holdout 4"):
-        _split_holdout(chosen, "4", suite)
+        choose(suite, None, 4, "4")
+    with pytest.raises(ConfigError, match="takes every chosen instance"):
+        choose(suite, [chosen[0].instance_id], None, chosen[0].instance_id)
+    with pytest.raises(ConfigError, match="HGM evolves coding agents"):
+        choose(get_suite("toolcall"), None, 4, None)

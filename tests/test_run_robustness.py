@@ -272,12 +272,12 @@ def test_a_stop_request_stops_promptly_marks_the_running_episode_and_resumes(pai
 
 CLI = """
 import os, sys
-import evolve.run_cli as rc
+import evolve.policies as ep  # every command loads its policies through it
 from tests.test_run_robustness import policy_for
 from tasks.registry import get_suite
 insts = get_suite("bundled").instances()[:2]
 sleepers = [insts[0].instance_id] if os.environ["SCRIPT"] == "sleep" else []
-rc.load_policy = lambda spec, runs=None: policy_for(insts, sleepers=sleepers, sleep_episodes=99)
+ep.load_policy = lambda spec, runs=None: policy_for(insts, sleepers=sleepers, sleep_episodes=99)
 from evolve.cli import main
 sys.argv = ["evolve", *sys.argv[1:]]
 main()

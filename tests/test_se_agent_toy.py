@@ -321,7 +321,7 @@ def test_resume_with_other_settings_is_refused_before_anything_is_stored(tmp_pat
     run_toy(tmp_path, insts, operators=["revision"], iterations=2)
     with RunStore(tmp_path / "run", readonly=True) as store:
         before = len(list(store.trajectories()))
-    with pytest.raises(ConfigError, match="was run with operators"):
+    with pytest.raises(ConfigError, match="was run with another `operators` setting"):
         run_toy(tmp_path, insts, operators=["refinement"], iterations=3)
     report, env = run_toy(tmp_path, insts, operators=["revision"], iterations=3)  # more iterations: allowed
     assert len(env.runs) == 2

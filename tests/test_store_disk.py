@@ -197,7 +197,7 @@ d = sys.argv[1]
 out = os.path.join(d, "run")
 CLI = '''
 import json, sys
-import evolve.run_cli as rc
+import evolve.policies as ep  # every command loads its policies through it
 from agent.replay import ScriptedPolicy
 from tasks.registry import get_suite
 inst = get_suite("bundled").instances()[0]
@@ -205,7 +205,7 @@ def call(name, **p):
     return "<think>" + "t" * 2000 + "</think>\\\\n<tool_call>\\\\n" + json.dumps({"name": name, "parameters": p}) + "\\\\n</tool_call>"
 steps = [call("bash", command="sleep 4; echo slept")] + [call("bash", command=f"echo step {i}") for i in range(6)]
 steps += [call("create", path="/tmp/fix.diff", content=inst.patch), call("bash", command="git apply /tmp/fix.diff")]
-rc.load_policy = lambda spec, runs=None: ScriptedPolicy(steps)
+ep.load_policy = lambda spec, runs=None: ScriptedPolicy(steps)
 from evolve.cli import main
 sys.argv = ["evolve", *sys.argv[1:]]
 main()

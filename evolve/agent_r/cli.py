@@ -9,23 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.policy import DEFAULT_POLICY, load_policy
+from agent.policy import DEFAULT_POLICY
 from agent.variant import DEFAULT_VARIANT
 from evolve.agent_r.config import AgentRConfig
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
-from evolve.policies import RunsRoot
+from evolve.policies import policy_loader
 from evolve.run.executor import parse_executor
-from evolve.run.run_lock import RunLock
-from evolve.store import check_run_dir
+from evolve.run.opening import run_dir
 from tasks.registry import get_suite
-from tasks.suite_images import ensure_suite_images
 
 console = Console()
-
-
-def _ids(text: Optional[str]) -> list[str]:
-    return list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip())) if text else []
 
 
 def agent_r_cmd(
@@ -66,7 +60,9 @@ def agent_r_cmd(
 ) -> None:
     """Agent-R: MCTS over agent steps, revision trajectories spliced at the flagged step's parent (with a real
     undo), replay-checked, then SFT; repeated for --iterations. Resumable."""
-    from evolve.agent_r.loop import AgentRRunConfig, check_executor, run_agent_r  # loads swebench (seconds)
+    # loads swebench (seconds)
+    from evolve.agent_r.loop import AgentRRunConfig, run_agent_r
+    from evolve.agent_r.start import choose, open_agent_r
 
     for name, value in (("--iterations", iterations), ("--workers", workers), ("--sft-steps", sft_steps)):
         if value < 1:
@@ -74,32 +70,21 @@ def agent_r_cmd(
     executor_cfg = parse_executor(executor)
     search = AgentRConfig.from_env(rollouts=rollouts, n_gen=n_gen, max_depth=max_depth, c=c, temperature=temperature,
                                    alpha=alpha, beta=beta, verifier_k=verifier_k, max_pairs=max_pairs)
-    out = out or Path("runs") / f"agent-r-{suite}"
-    check_run_dir(out, create=False)
-    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    out = run_dir(out, f"agent-r-{suite}")
+    the_suite = get_suite(suite, dataset)
+    train, held = choose(the_suite, instances, held_out, limit)
     toolcall = the_suite.kind == "toolcall"
-    held = _held_out(the_suite, held_out) if toolcall else the_suite.select(_ids(held_out)) if held_out else []
-    held_ids = {i.instance_id for i in held}
-    pool = the_suite.select(_ids(instances) or None, None, split=None if instances or not toolcall else "train")
-    train = [i for i in pool if i.instance_id not in held_ids]
-    train = train[:limit] if limit else train
-    if not train:
-        raise ConfigError("agent-r: no instances to search (the selection minus --held-out is empty)")
     cfg = AgentRRunConfig(suite=suite, kind=the_suite.kind, instances=[i.instance_id for i in train],
-                          held_out=sorted(held_ids), policy=policy, train_policy=train_policy,
+                          held_out=sorted(i.instance_id for i in held), policy=policy, train_policy=train_policy,
                           variant=str(variant or DEFAULT_VARIANT),
                           max_steps=max_steps, max_tokens_per_step=max_tokens_per_step, workers=workers,
                           executor=executor_cfg,
                           iterations=iterations, search=search, sft_steps=sft_steps, sft_lr=sft_lr, full=full,
                           device=device, evaluate=evaluate, out=str(out))
-    check_executor(cfg)
-    check_run_dir(out)
-    with RunLock(out, f"evolve agent-r {suite}"):
-        if not toolcall:
-            ensure_suite_images(the_suite, train + held, status=console.status)
+    with open_agent_r(cfg, the_suite, train, held, status=console.status):
         console.print(f"[bold]evolve agent-r {esc(suite)}[/]: {len(train)} instance(s) searched, {len(held)} held "
                       f"out, {iterations} iteration(s), policy {esc(policy)}, store {esc(out)}")
-        report = run_agent_r(cfg, train, held, lambda spec: load_policy(spec, runs=RunsRoot(out)),
+        report = run_agent_r(cfg, train, held, policy_loader(out),  # versions it trains live under its --out
                              say=lambda text: console.print(text, markup=False, highlight=False))
     metrics = ("reward", "success", "recovered", "repeat_rate") if toolcall else ("success", "recovered", "repeat_rate")
     table = Table("iteration", "policy", "splices", "good", "trained",
@@ -112,14 +97,3 @@ def agent_r_cmd(
     if report.get("stopped"):
         console.print(f"[yellow]stopped[/]: {esc(report['stopped'])}; run the same command to resume")
     console.print(f"report: {esc(out / 'report.json')}")
-
-
-def _held_out(suite, text: Optional[str]) -> list:
-    """toolcall's --held-out: ids, a split name, or N (the first N of the test split)."""
-    if not text:
-        return []
-    if text.strip() in ("train", "test"):
-        return suite.select(None, None, split=text.strip())
-    if text.strip().isdigit():
-        return suite.select(None, int(text), split="test") if int(text) else []
-    return suite.select(_ids(text))

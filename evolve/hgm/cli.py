@@ -8,49 +8,25 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
-from agent.policy import DEFAULT_POLICY, load_policy
-from agent.variant import DEFAULT_VARIANT, AgentVariant
-from agent.variant_dir import copy_variant, variant_diff
+from agent.policy import DEFAULT_POLICY
+from agent.variant import DEFAULT_VARIANT
+from agent.variant_dir import copy_variant
 from evolve.errors import ConfigError
 from evolve.hgm.config import HGMConfig
-from evolve.hgm.search import open_search, run_search
-from evolve.hgm.view import find_node, hgm_run_id, tree_summary
+from evolve.hgm.view import node_diff, read_tree
 from evolve.markup import cells, esc
-from evolve.policies import RunsRoot
 from evolve.run.executor import parse_executor
-from evolve.run.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
-from sandbox.prune import prune_orphans
+from evolve.run.opening import parse_ids, run_dir
 from tasks.registry import get_suite
-from tasks.suite_images import ensure_suite_images
 
 console = Console()
 tree_app = typer.Typer(help="Inspect the tree of an `evolve hgm` run.", no_args_is_help=True)
-
-
-def _split_holdout(chosen: list, holdout: Optional[str], suite) -> tuple[list, list]:
-    """(search tasks, held-out tasks): `--holdout N` keeps the last N chosen instances out of the search;
-    `--holdout ID,ID` names instances of the suite the search never sees."""
-    if not holdout:
-        return chosen, []
-    text = holdout.strip()
-    if text.isdigit():
-        n = int(text)
-        if not 0 < n < len(chosen):
-            raise ConfigError(f"--holdout {n}: hold out between 1 and {len(chosen) - 1} of the {len(chosen)} "
-                              f"chosen instances")
-        return chosen[:-n], chosen[-n:]
-    ids = [i.strip() for i in text.split(",") if i.strip()]
-    held = suite.select(ids, None)
-    search = [i for i in chosen if i.instance_id not in set(ids)]
-    if not search:
-        raise ConfigError("--holdout takes every chosen instance: the search needs some")
-    return search, held
 
 
 def hgm_cmd(
@@ -86,10 +62,7 @@ def hgm_cmd(
     out: Optional[Path] = typer.Option(None, help="Run directory; the same one resumes. Default runs/hgm-<suite>."),
 ) -> None:
     """Search a tree of self-modified agents (the Huxley-Gödel Machine). Resumable after any kill."""
-    from pydantic import ValidationError
-
-    # loads swebench and datasets (seconds)
-    from evolve.hgm.run import build_report, check_resume, close_interrupted, evaluate_holdout, open_world
+    from evolve.hgm.run import choose, open_hgm, search  # loads swebench and datasets (seconds)
 
     try:
         cfg = HGMConfig(budget=budget, alpha=alpha, expansion_rule=expansion_rule, dgm_method=dgm_method,
@@ -101,64 +74,24 @@ def hgm_cmd(
         err = e.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     executor_cfg = parse_executor(executor)
-    out = out or Path("runs") / f"hgm-{suite}"
-    check_run_dir(out, create=False)
+    out = run_dir(out, f"hgm-{suite}")
     the_suite = get_suite(suite)
-    if the_suite.kind != "swe":
-        raise ConfigError(f"suite {suite!r} is a {the_suite.kind} suite; HGM evolves coding agents (use a SWE suite)")
-    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
-    chosen, held = _split_holdout(the_suite.select(ids, limit), holdout, the_suite)
-    if not chosen:
-        raise ConfigError("no instances to search on: the selection is empty")
-    root_dir = root_variant or DEFAULT_VARIANT
-
-    AgentVariant.load(root_dir)  # a bad root variant is a user error, before anything starts
-    run_id = out.resolve().name
-    config = {"suite": suite, "tasks": [i.instance_id for i in chosen], "holdout": [i.instance_id for i in held],
-              "policy": policy, "meta_policy": meta_policy or policy, "root_variant": str(Path(root_dir).resolve()),
-              "privileged_diagnosis": privileged_diagnosis, "workers": workers, "smoke": smoke,
-              "search": cfg.model_dump(mode="json")}
-    check_run_dir(out)
-    ensure_suite_images(the_suite, chosen + held, status=console.status)
-    with RunLock(out, f"evolve hgm {suite}"), RunStore(out) as store:
-        check_resume(store, run_id, config)
-        prune_orphans(run_id)
-        store.put_run(run_id, "hgm", config)
-        close_interrupted(store, run_id)
-        with console.status("loading policies"):
-            runs = RunsRoot(out.parent)
-            task_pol = load_policy(policy, runs=runs)
-            meta_pol = task_pol if (meta_policy or policy) == policy else load_policy(meta_policy, runs=runs)
-        world = open_world(chosen, held, root_dir, task_pol, meta_pol, store, run_id, out, workers=workers,
-                           executor=executor_cfg, policy_spec=policy, privileged_diagnosis=privileged_diagnosis,
-                           smoke=smoke, seed=seed)
-        sched = open_search(cfg, world, store, run_id)
+    chosen, held = choose(the_suite, parse_ids(instances), limit, holdout)
+    with open_hgm(cfg, out, the_suite, chosen, held, policy=policy, meta_policy=meta_policy,
+                  root_variant=root_variant or DEFAULT_VARIANT, workers=workers, executor=executor_cfg,
+                  privileged_diagnosis=privileged_diagnosis, smoke=smoke, seed=seed, status=console.status) as hgm:
         started = time.time()
         console.print(f"[bold]evolve hgm {esc(suite)}[/]: {len(chosen)} task(s) (+{len(held)} held out), budget "
                       f"{budget}, {workers} worker(s), policy {esc(policy)}, meta {esc(meta_policy or policy)}"
                       + (", [yellow]privileged diagnosis[/]" if privileged_diagnosis else "") + f", store {esc(out)}")
-        stop = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
-        with Live(_progress(sched, started), console=console, refresh_per_second=1, transient=False) as live:
-            def on_complete(action, result, t0, t1) -> None:
-                live.update(_progress(sched, started))
-                what = (f"{action.kind} {action.node.rsplit(':', 1)[-1]}"
-                        + (f" on {action.task}: {result.status}" if action.kind == "evaluate" else
-                           f" -> {action.child.rsplit(':', 1)[-1]}: "
-                           f"{'accepted' if result.accepted else 'rejected (' + result.reason[:60] + ')'}"))
-                store.log_event("hgm", run_id=run_id, what=what)
+        with Live(_progress(hgm.sched, started), console=console, refresh_per_second=1, transient=False) as live:
+            def on_event(what: str) -> None:
+                live.update(_progress(hgm.sched, started))
                 if not console.is_terminal:
                     console.print(f"{time.time() - started:7.0f} s  {esc(what)}")
 
-            try:
-                run_search(sched, world, workers, should_stop=stop, on_complete=on_complete)
-                stopped = stop()
-                holdout_rows = [] if not held or stopped else evaluate_holdout(
-                    world, sched, store, run_id, held, holdout_top, status=lambda what: console.status(esc(what)))
-            finally:
-                world.close()
-        report = build_report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-        store.set_run_status(run_id, "stopped" if stopped else "finished")
+            report = search(hgm, holdout_top=holdout_top, on_event=on_event,
+                            status=lambda what: console.status(esc(what)))
     _print_report(report, out)
 
 
@@ -188,18 +121,12 @@ def _print_report(report: dict, out: Path) -> None:
     console.print(f"report: {esc(out / 'report.json')} · inspect: evolve tree show {esc(out)}")
 
 
-# --- evolve tree ----------------------------------------------------------------------------------------------
-def _open(run: Path, run_id: Optional[str]):
-    store = RunStore(run, readonly=True)
-    return store, tree_summary(store, hgm_run_id(store, run_id))
-
-
+# --- evolve tree ---------------------------------------------------------------------------------------------
 @tree_app.command("show")
 def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve hgm` or an `evolve loop`."),
              run_id: Optional[str] = typer.Option(None, help="HGM run id (when the store holds several).")) -> None:
     """The tree: own and clade counts, CMP estimate, 1% quantile, status; ★ marks the best-belief node."""
-    store, summary = _open(run, run_id)
-    store.close()
+    summary = read_tree(run, run_id)
     kids: dict = {}
     for n in summary["nodes"]:
         kids.setdefault(n["parent_id"], []).append(n)
@@ -247,18 +174,8 @@ def diff_cmd(node: str = typer.Argument(..., help="Node id (or its last part, e.
         if ":" not in node:
             raise ConfigError("give --run DIR (or write the node as RUN:NODE for a run under runs/)")
         run = Path("runs") / node.split(":", 1)[0]
-    store, summary = _open(run, None)
-    n = find_node(summary, node)
-    stored = next(x for x in store.tree(tree_id=summary["run_id"]) if x.id == n["id"])
-    store.close()
-    if against == "parent":
-        text = stored.info.get("diff", "") if stored.parent_id else ""
-    else:
-        root = next(x for x in summary["nodes"] if x["parent_id"] is None)
-        if not n["variant_dir"] or not Path(n["variant_dir"]).is_dir():
-            raise ConfigError(f"node {n['id']} has no variant directory (rejected before its patch applied)")
-        text = variant_diff(root["variant_dir"], n["variant_dir"])
-    typer.echo(text if text else f"(node {n['id']} changes nothing against its {against})")
+    node_id, text = node_diff(run, node, against)
+    typer.echo(text if text else f"(node {node_id} changes nothing against its {against})")
 
 
 @tree_app.command("best")
@@ -267,8 +184,7 @@ def best_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
              run_id: Optional[str] = typer.Option(None, help="HGM run id (when the store holds several).")) -> None:
     """The best-belief node (best 1% quantile of Beta(1+s, 1+f) over its own outcomes); --export writes its
     variant directory, usable as `evolve run --variant DIR`."""
-    store, summary = _open(run, run_id)
-    store.close()
+    summary = read_tree(run, run_id)
     if summary["best"] is None:
         raise ConfigError(f"run {summary['run_id']} has no evaluated node yet")
     n = next(x for x in summary["nodes"] if x["id"] == summary["best"])
@@ -284,8 +200,7 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve
                output: Optional[Path] = typer.Option(None, help="Write the JSON here (default: stdout)."),
                run_id: Optional[str] = typer.Option(None, help="HGM run id (when the store holds several).")) -> None:
     """The whole tree as JSON: nodes with counts, CMP, quantile, status, reasons; the config; the pick."""
-    store, summary = _open(run, run_id)
-    store.close()
+    summary = read_tree(run, run_id)
     text = json.dumps(summary, indent=2)
     if output is None:
         typer.echo(text)

@@ -1,29 +1,46 @@
-"""An `evolve hgm` run's parts beside the search itself: the world it acts in (policies batched, episodes here or
-on Ray), resuming (the same tasks and rules; interrupted trajectories closed), the held-out re-evaluation of the
-top nodes and the report. `evolve.hgm.cli` parses the arguments and calls these in order."""
+"""An `evolve hgm` run around the search itself: the tasks chosen and held out (`choose`), the run opened
+(`open_hgm`: locked, resumed with the same tasks and rules, interrupted trajectories closed, images present,
+policies loaded, the world it acts in: policies batched, episodes here or on Ray), then `search` (the search, the
+held-out re-evaluation of the top nodes, the report). `evolve.hgm.cli` parses the arguments, calls these and
+prints.
+
+    search_tasks, held = choose(suite, ids, limit, holdout)
+    with open_hgm(cfg, out, suite, search_tasks, held, policy=..., ...) as hgm:
+        report = search(hgm, holdout_top=3, on_event=print)
+"""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import time
 from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 from agent.batching import BatchingPolicy
 from agent.policy.base import Policy
+from agent.variant import AgentVariant
 from evolve.errors import ConfigError
+from evolve.hgm.config import HGMConfig
 from evolve.hgm.real import DockerWorld, RealWorldConfig
+from evolve.hgm.scheduler import Scheduler
+from evolve.hgm.search import open_search, run_search
 from evolve.hgm.view import tree_summary
+from evolve.policies import load_policies
 from evolve.run.executor import ExecutorConfig
+from evolve.run.opening import check_resume, open_run, parse_ids
 from evolve.run.remote_episode import RayEpisodes
 from evolve.store import RunStore
 from records import TaskInstance, TrajectoryStatus
-from sandbox import SandboxConfig
+from sandbox import SandboxConfig, prune_orphans
+from tasks.suite import Suite
+from tasks.suite_images import ensure_suite_images, quiet
 
 
-def _quiet(what: str) -> ContextManager:
-    return contextlib.nullcontext()
+KIND = "hgm"
+"""The run kind an HGM run stores."""
 
 
 def open_world(chosen: list[TaskInstance], held: list[TaskInstance], root_dir: str | Path, task_pol: Policy,
@@ -59,26 +76,112 @@ def close_interrupted(store: RunStore, run_id: str) -> None:
         store.put_trajectory(traj)
 
 
-def check_resume(store: RunStore, run_id: str, config: dict) -> None:
-    """A resumed run must search the same tasks with the same seed and rules (a larger budget is fine)."""
-    old = next((r for r in store.runs() if r["id"] == run_id), None)
-    if old is None:
-        return
-    if old["kind"] != "hgm":
-        raise ConfigError(f"{store.dir} holds a {old['kind']} run, not an HGM run; give another --out")
-    prev, new = old["config"], config
-    for key in ("tasks", "holdout", "root_variant", "privileged_diagnosis"):
-        if prev.get(key) != new.get(key):
-            raise ConfigError(f"{store.dir} was searched with another {key.replace('_', ' ')}; give the same "
-                              f"options to resume, or another --out")
-    for key in ("seed", "alpha", "expansion_rule", "initial_expansions", "tau_schedule", "root_eval_charged"):
-        if prev.get("search", {}).get(key) != new["search"].get(key):
-            raise ConfigError(f"{store.dir} was searched with {key}={prev['search'].get(key)!r}; resume with "
-                              f"the same value, or give another --out")
+FIXED = ("tasks", "holdout", "root_variant", "privileged_diagnosis", "search.seed", "search.alpha",
+         "search.expansion_rule", "search.initial_expansions", "search.tau_schedule", "search.root_eval_charged")
+"""Settings a resumed run must keep: the same tasks with the same seed and rules (a larger budget is fine)."""
+
+
+def choose(suite: Suite, ids: list[str] | None, limit: int | None,
+           holdout: str | None) -> tuple[list[TaskInstance], list[TaskInstance]]:
+    """(search tasks, held-out tasks) of a SWE suite: `holdout` N keeps the last N chosen instances out of the
+    search; `holdout` ID,ID names instances of the suite the search never sees. `ConfigError` when no task is left
+    to search or the suite is not a SWE suite."""
+    if suite.kind != "swe":
+        raise ConfigError(f"suite {suite.name!r} is a {suite.kind} suite; HGM evolves coding agents (use a SWE suite)")
+    chosen = suite.select(ids, limit)
+    held: list[TaskInstance] = []
+    text = (holdout or "").strip()
+    if text.isdigit():
+        n = int(text)
+        if not 0 < n < len(chosen):
+            raise ConfigError(f"--holdout {n}: hold out between 1 and {len(chosen) - 1} of the {len(chosen)} "
+                              f"chosen instances")
+        chosen, held = chosen[:-n], chosen[-n:]
+    elif text:
+        held_ids = parse_ids(text) or []
+        held = suite.select(held_ids, None)
+        chosen = [i for i in chosen if i.instance_id not in set(held_ids)]
+        if not chosen:
+            raise ConfigError("--holdout takes every chosen instance: the search needs some")
+    if not chosen:
+        raise ConfigError("no instances to search on: the selection is empty")
+    return chosen, held
+
+
+@dataclass
+class HGMRun:
+    """An opened HGM run: its store (held open and locked), the world and the scheduler over it."""
+
+    out: Path
+    run_id: str
+    store: RunStore
+    world: DockerWorld
+    sched: Scheduler
+    held: list[TaskInstance]
+    workers: int
+
+
+@contextmanager
+def open_hgm(cfg: HGMConfig, out: Path, suite: Suite, chosen: list[TaskInstance], held: list[TaskInstance], *,
+             policy: str, meta_policy: str | None, root_variant: str | Path, workers: int, executor: ExecutorConfig,
+             privileged_diagnosis: bool, smoke: bool, seed: int,
+             status: Callable[[str], ContextManager] = quiet) -> Iterator[HGMRun]:
+    """Open (or resume) the HGM run in `out`, locked while the block runs: a resume must keep `FIXED`; what a
+    killed run left (containers, running trajectories) is cleared; the task images made present; the policies
+    loaded (the meta policy shares the task policy when it is the same spec); the world and the scheduler built
+    (a stored search resumes). The world is closed when the block ends."""
+    AgentVariant.load(root_variant)  # a bad root variant is a user error, before anything starts
+    run_id = out.resolve().name
+    config = {"suite": suite.name, "tasks": [i.instance_id for i in chosen], "holdout": [i.instance_id for i in held],
+              "policy": policy, "meta_policy": meta_policy or policy,
+              "root_variant": str(Path(root_variant).resolve()), "privileged_diagnosis": privileged_diagnosis,
+              "workers": workers, "smoke": smoke, "search": cfg.model_dump(mode="json")}
+    with open_run(out, f"evolve hgm {suite.name}"), RunStore(out) as store:
+        check_resume(store, run_id, KIND, config, FIXED)
+        ensure_suite_images(suite, chosen + held, status=status)
+        prune_orphans(run_id)
+        store.put_run(run_id, KIND, config)
+        close_interrupted(store, run_id)
+        with status("loading policies"):
+            task_pol, meta_pol = load_policies(out.parent, policy, meta_policy or policy)
+        world = open_world(chosen, held, root_variant, task_pol, meta_pol, store, run_id, out, workers=workers,
+                           executor=executor, policy_spec=policy, privileged_diagnosis=privileged_diagnosis,
+                           smoke=smoke, seed=seed)
+        try:
+            yield HGMRun(out, run_id, store, world, open_search(cfg, world, store, run_id), held, workers)
+        finally:
+            world.close()
+
+
+def search(hgm: HGMRun, *, holdout_top: int = 3, on_event: Callable[[str], None] = lambda what: None,
+           status: Callable[[str], ContextManager] = quiet) -> dict:
+    """Run the search until its budget or a stop request, re-evaluate the top `holdout_top` nodes on the held-out
+    tasks (unless stopped), write `report.json` and the run's status; returns the report. `on_event(what)` sees a
+    line per finished action (also stored as an `hgm` event)."""
+    started = time.time()
+    store, run_id, sched = hgm.store, hgm.run_id, hgm.sched
+    stop = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
+
+    def on_complete(action, result, t0, t1) -> None:
+        what = (f"{action.kind} {action.node.rsplit(':', 1)[-1]}"
+                + (f" on {action.task}: {result.status}" if action.kind == "evaluate" else
+                   f" -> {action.child.rsplit(':', 1)[-1]}: "
+                   f"{'accepted' if result.accepted else 'rejected (' + result.reason[:60] + ')'}"))
+        store.log_event("hgm", run_id=run_id, what=what)
+        on_event(what)
+
+    run_search(sched, hgm.world, hgm.workers, should_stop=stop, on_complete=on_complete)
+    stopped = stop()
+    holdout_rows = [] if not hgm.held or stopped else evaluate_holdout(
+        hgm.world, sched, store, run_id, hgm.held, holdout_top, status=status)
+    report = build_report(store, run_id, sched, holdout_rows, time.time() - started, stopped)
+    (hgm.out / "report.json").write_text(json.dumps(report, indent=2))
+    store.set_run_status(run_id, "stopped" if stopped else "finished")
+    return report
 
 
 def evaluate_holdout(world: DockerWorld, sched, store: RunStore, run_id: str, held: list[TaskInstance], top: int,
-                     status: Callable[[str], ContextManager] = _quiet) -> list[dict]:
+                     status: Callable[[str], ContextManager] = quiet) -> list[dict]:
     """The top nodes re-evaluated on the held-out tasks (rows under run id RUN/holdout; resumable). `status(what)`
     wraps each evaluation (the CLI shows a spinner with it)."""
     hid = f"{run_id}/holdout"

@@ -4,8 +4,11 @@ cache their own counts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from agent.variant_dir import variant_diff
+from evolve.errors import ConfigError
 from evolve.hgm import policy
 from evolve.hgm.stats import CladeStats
 from evolve.store import RunStore, StoreError
@@ -73,3 +76,25 @@ def find_node(summary: dict[str, Any], ref: str) -> dict[str, Any]:
         raise StoreError(f"no single node {ref!r} in run {summary['run_id']} (nodes: {ids}...)")
     return hits[0]
 
+
+
+def read_tree(run: Path, run_id: str | None = None) -> dict[str, Any]:
+    """`tree_summary` of the HGM (or loop) run stored in the run directory `run` (the only one, or `run_id`),
+    read without a lock (the run may be live)."""
+    with RunStore(run, readonly=True) as store:
+        return tree_summary(store, hgm_run_id(store, run_id))
+
+
+def node_diff(run: Path, ref: str, against: str = "parent") -> tuple[str, str]:
+    """(the node's id, the change it made): against its parent (the diff stored with it; '' for the root) or
+    against the root (its variant directory compared with the root's)."""
+    with RunStore(run, readonly=True) as store:
+        summary = tree_summary(store, hgm_run_id(store))
+        n = find_node(summary, ref)
+        stored = next(x for x in store.tree(tree_id=summary["run_id"]) if x.id == n["id"])
+    if against == "parent":
+        return n["id"], stored.info.get("diff", "") if stored.parent_id else ""
+    root = next(x for x in summary["nodes"] if x["parent_id"] is None)
+    if not n["variant_dir"] or not Path(n["variant_dir"]).is_dir():
+        raise ConfigError(f"node {n['id']} has no variant directory (rejected before its patch applied)")
+    return n["id"], variant_diff(root["variant_dir"], n["variant_dir"])

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 
 from evolve.errors import ConfigError
-from evolve.run.executor import parse_executor
 from evolve.loop.config import load_loop_config
 from evolve.loop.report import table
 from evolve.markup import esc
-from evolve.store import check_run_dir
+from evolve.run.executor import parse_executor
+from evolve.run.opening import run_dir
 from tasks.registry import get_suite
 
 console = Console()
@@ -44,13 +44,12 @@ def loop_cmd(
         raise ConfigError(f"--generations must be at least 1, not {generations}")
     if executor is not None:
         parse_executor(executor)  # a one-line error now, not after the first stage
-    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
+    the_suite = get_suite(suite, dataset)
     kind = "toolcall" if the_suite.kind == "toolcall" else "swe"
     cfg = load_loop_config(kind, config, suite=suite, generations=generations, executor=executor, dataset=dataset,
                            **{"policies.policy": policy, "policies.meta_policy": meta_policy,
                               "training.device": train_device, "policies.rollout_backend": rollout_backend})
-    out = out or Path("runs") / f"loop-{suite}"
-    check_run_dir(out, create=False)
+    out = run_dir(out, f"loop-{suite}")
     console.print(f"[bold]evolve loop {esc(suite)}[/]: {cfg.generations} generation(s), policy "
                   f"{esc(cfg.policies.policy)} (rollouts on {cfg.policies.rollout_backend}), children "
                   f"{', '.join(cfg.kinds())}, store {esc(out)}")

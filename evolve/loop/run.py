@@ -27,8 +27,8 @@ from evolve.loop.policies import Policies
 from evolve.loop.report import loop_report
 from evolve.loop.splits import resolve_splits
 from evolve.loop.state import KIND, STAGES, GenerationRecord, LoopState
-from evolve.run.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
+from evolve.run.opening import check_resume, open_run
+from evolve.store import RunStore
 from evolve.train.errors import TrainingStopped
 from evolve.train.versions import canonical_spec
 from records import TreeNode
@@ -48,18 +48,6 @@ class LoopStopped(Exception):
     def __init__(self, report: dict[str, Any]):
         super().__init__("stopped")
         self.report = report
-
-
-def _check_resume(store: RunStore, run_id: str, config: dict[str, Any]) -> None:
-    old = next((r for r in store.runs() if r["id"] == run_id), None)
-    if old is None:
-        return
-    if old["kind"] != KIND:
-        raise ConfigError(f"{store.dir} holds an `evolve {old['kind']}` run, not a loop; give another --out")
-    for key in FIXED:
-        if old["config"].get(key) != config.get(key):
-            raise ConfigError(f"{store.dir} was run with another `{key}` setting; resume with the same settings "
-                              f"(only --generations may grow), or give another --out")
 
 
 def _start_node(ctx_store: RunStore, run_id: str, spec: str, variant: str) -> str:
@@ -88,19 +76,16 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
     """Run (or resume) the loop in `out`; returns the report (`report.json` too). `load_policy(spec)` loads specs
     (default: `agent.policy.load_policy` with `out` as the runs root); `progress(stage, event, detail)` sees the work."""
     out = Path(out)
-    suite = suite or get_suite(cfg.suite, **({"dataset": cfg.dataset} if cfg.dataset else {}))
+    suite = suite or get_suite(cfg.suite, cfg.dataset)
     kind = "toolcall" if suite.kind == "toolcall" else "swe"
     if kind == "toolcall" and cfg.code.enabled and not (cfg.sft.enabled or cfg.grpo.enabled):
         raise ConfigError("toolcall has no agent variant to edit: enable sft or grpo (code children are SWE-only)")
     splits = resolve_splits(suite, cfg.splits)
     run_id = out.resolve().name
-    check_run_dir(out)
-    with RunLock(out, f"evolve loop {cfg.suite}"), RunStore(out) as store:
-        spec = cfg.policies.policy
-        if spec.startswith("version:"):
-            spec = canonical_spec(spec, out)  # recorded (and compared on resume) as the version's id
+    with open_run(out, f"evolve loop {cfg.suite}"), RunStore(out) as store:
+        spec = canonical_spec(cfg.policies.policy, out)  # `version:latest` recorded (and compared on resume) as its id
         config = cfg.model_dump(mode="json") | {"policies": cfg.policies.model_dump(mode="json") | {"policy": spec}}
-        _check_resume(store, run_id, config)
+        check_resume(store, run_id, KIND, config, FIXED)
         variant = _start_variant(cfg, out, kind)
         store.put_run(run_id, KIND, config | {"splits_ids": splits.ids(), "start_spec": spec})
         if kind == "swe" and cfg.sandbox == "docker":

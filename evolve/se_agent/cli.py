@@ -10,18 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.batching import BatchingPolicy
-from agent.policy import DEFAULT_POLICY, load_policy
+from agent.policy import DEFAULT_POLICY
 from agent.variant import DEFAULT_VARIANT
 from evolve.errors import ConfigError
 from evolve.markup import cells, esc
-from evolve.policies import RunsRoot
 from evolve.run.executor import parse_executor
+from evolve.run.opening import parse_ids
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.operators import OPERATORS
 from sandbox import SandboxConfig
-from tasks.registry import get_suite, suite_names
-from tasks.suite_images import ensure_suite_images
+from tasks.registry import suite_names
 
 console = Console()
 
@@ -58,7 +56,7 @@ def se_agent_cmd(
     """SE-Agent: pilots, then revision/recombination/refinement strategies added to each instance's prompt;
     the prediction is chosen from visible signals only; hidden tests only for the report. Resumable."""
     from evolve.se_agent.report import FIRST, ORACLE, SELECTED  # loads swebench and datasets (seconds)
-    from evolve.se_agent.run import resolve_out, run_se_agent
+    from evolve.se_agent.run import open_se_agent, run_se_agent, se_agent_policies
 
     if sandbox not in ("docker", "local"):
         raise ConfigError(f"--sandbox must be docker or local, not {sandbox!r}")
@@ -78,31 +76,19 @@ def se_agent_cmd(
                             seed=seed, grade=not no_grade, operator_max_tokens=operator_max_tokens)
     except ValueError as e:
         raise ConfigError(f"bad se-agent options: {str(e).splitlines()[-1].strip()}") from None
-    the_suite = get_suite(suite, **({"dataset": dataset} if dataset else {}))
-    if the_suite.kind != "swe":
-        raise ConfigError(f"se-agent runs SWE suites; {suite!r} is a {the_suite.kind} suite")
-    ids = [i.strip() for i in instances.split(",") if i.strip()] if instances else None
-    chosen = the_suite.select(ids, limit)
-    cfg.instances = [i.instance_id for i in chosen]
-    if sandbox == "docker":
-        ensure_suite_images(the_suite, chosen, status=console.status)
-    run_dir = resolve_out(cfg.out)
-    cfg.out = str(run_dir)
-    console.print(f"[bold]evolve se-agent {esc(suite)}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
-                  f"{iterations} iteration(s), operators {esc(','.join(ops) or 'none (re-sampling)')}, "
-                  f"store {esc(run_dir)}")
-    with console.status("loading policy"):
-        runs = RunsRoot(run_dir.parent)
-        pol = load_policy(policy, runs=runs)
-        op_pol = None if operator_policy in (None, policy) else load_policy(operator_policy, runs=runs)
-    batching = BatchingPolicy(pol, max_batch=workers)
-    batching.active = workers
-    started = time.time()
+    with open_se_agent(cfg, parse_ids(instances), status=console.status) as chosen:
+        run_dir = Path(cfg.out)
+        console.print(f"[bold]evolve se-agent {esc(suite)}[/]: {len(chosen)} instance(s), {pilots} pilot(s), "
+                      f"{iterations} iteration(s), operators {esc(','.join(ops) or 'none (re-sampling)')}, "
+                      f"store {esc(run_dir)}")
+        with console.status("loading policy"):
+            agent_pol, op_pol = se_agent_policies(cfg)
+        started = time.time()
 
-    def on_event(instance_id: str, what: str) -> None:
-        console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
+        def on_event(instance_id: str, what: str) -> None:
+            console.print(f"{time.time() - started:6.0f} s  {esc(instance_id)}: {esc(what)}")
 
-    report = run_se_agent(cfg, chosen, batching, op_pol or batching, on_event=on_event)
+        report = run_se_agent(cfg, chosen, agent_pol, op_pol, on_event=on_event)
     if report.get("stopped"):
         console.print(f"[yellow]stopped[/] on request; run the same command to resume ({esc(run_dir)})")
         return

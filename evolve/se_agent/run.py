@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import glob
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Iterator
 
+from agent.batching import BatchingPolicy
 from agent.policy.base import Policy
 from agent.variant import AgentVariant
 from evolve.errors import ConfigError
+from evolve.policies import load_policies
+from evolve.run.opening import check_resume, open_run
 from evolve.run.remote_episode import RayEpisodes
-from evolve.run.run_lock import RunLock
 from evolve.se_agent.config import SEAgentConfig
 from evolve.se_agent.env import Environment, SWEEnvironment
 from evolve.se_agent.loop import SEAgent
 from evolve.se_agent.report import build_report, grade_candidates
 from evolve.se_agent.select import Judge, policy_judge
-from evolve.store import DB_NAME, RunStore, check_run_dir
+from evolve.store import DB_NAME, RunStore
 from records import TaskInstance
+from tasks.registry import get_suite
+from tasks.suite_images import ensure_suite_images, quiet
 
+KIND = "se-agent"
+"""The run kind an SE-Agent run stores."""
 UNFINISHED = ("running", "stopped")
 
 
@@ -32,7 +39,7 @@ def resolve_out(out: str) -> Path:
                          if (Path(p) / DB_NAME).exists()), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         with RunStore(path, readonly=True) as store:
-            if any(r["kind"] == "se-agent" and r["status"] in UNFINISHED for r in store.runs()):
+            if any(r["kind"] == KIND and r["status"] in UNFINISHED for r in store.runs()):
                 return path
     return Path(out.replace("{timestamp}", time.strftime("%Y%m%d-%H%M%S")))
 
@@ -41,17 +48,35 @@ FIXED = ("suite", "policy", "operator_policy", "pilots", "operators", "seed", "b
 """Settings a resumed run must keep (more `--iterations` may be added; these would mix two experiments)."""
 
 
-def refuse_changed_settings(store: RunStore, run_id: str, cfg: SEAgentConfig) -> None:
-    prev = next((r for r in store.runs() if r["id"] == run_id), None)
-    if prev is None:
-        return
-    if prev["kind"] != "se-agent":
-        raise ConfigError(f"{store.dir} holds an `evolve {prev['kind']}` run, not an se-agent run; give another --out")
-    now = cfg.model_dump(mode="json")
-    for key in FIXED:
-        if key in prev["config"] and prev["config"][key] != now[key]:
-            raise ConfigError(f"{store.dir} was run with {key}={prev['config'][key]!r}, not {now[key]!r}: resume "
-                              f"with the same setting or give another --out")
+@contextmanager
+def open_se_agent(cfg: SEAgentConfig, ids: list[str] | None, *,
+                  status: Callable[[str], ContextManager] = quiet) -> Iterator[list[TaskInstance]]:
+    """Open an SE-Agent run before its policies load: the SWE suite's instances chosen (`cfg.instances`), the run
+    directory resolved (`cfg.out`, see `resolve_out`) and locked while the block runs, a resume with other
+    settings refused, the task images made present (docker). Yields the chosen instances."""
+    suite = get_suite(cfg.suite, cfg.dataset)
+    if suite.kind != "swe":
+        raise ConfigError(f"se-agent runs SWE suites; {cfg.suite!r} is a {suite.kind} suite")
+    chosen = suite.select(ids, cfg.limit)
+    cfg.instances = [i.instance_id for i in chosen]
+    out = resolve_out(cfg.out)
+    cfg.out = str(out)
+    with open_run(out, f"evolve se-agent {cfg.suite}"):
+        if (out / DB_NAME).exists():  # before images are built or a policy loads
+            with RunStore(out, readonly=True) as store:
+                check_resume(store, out.resolve().name, KIND, cfg.model_dump(mode="json"), FIXED)
+        if cfg.sandbox.backend == "docker":
+            ensure_suite_images(suite, chosen, status=status)
+        yield chosen
+
+
+def se_agent_policies(cfg: SEAgentConfig) -> tuple[BatchingPolicy, Policy]:
+    """(the agent's policy, batched over `cfg.workers` attempts; the operator policy: the same batched policy when
+    `cfg.operator_policy` is the agent's or unset), loaded with the run directory's parent as the runs root."""
+    agent, operator = load_policies(Path(cfg.out).parent, cfg.policy, cfg.operator_policy or cfg.policy)
+    batching = BatchingPolicy(agent, max_batch=cfg.workers)
+    batching.active = cfg.workers
+    return batching, batching if operator is agent else operator
 
 
 def swe_env(cfg: SEAgentConfig, policy: Policy, on_event) -> Callable[[RunStore, str], Environment]:
@@ -84,10 +109,9 @@ def run_se_agent(cfg: SEAgentConfig, instances: list[TaskInstance], policy: Poli
         make_env = swe_env(cfg, policy, on_event)
     if judge is None and cfg.judge and operator_policy is not None:
         judge = policy_judge(operator_policy, max_tokens=cfg.operator_max_tokens)
-    check_run_dir(out)
-    with RunLock(out, f"evolve se-agent {cfg.suite}"), RunStore(out) as store:
-        refuse_changed_settings(store, run_id, cfg)
-        store.put_run(run_id, "se-agent", {**cfg.model_dump(mode="json"), "out": str(out)})
+    with open_run(out, f"evolve se-agent {cfg.suite}"), RunStore(out) as store:
+        check_resume(store, run_id, KIND, cfg.model_dump(mode="json"), FIXED)
+        store.put_run(run_id, KIND, {**cfg.model_dump(mode="json"), "out": str(out)})
         for inst in instances:
             store.put_instance(run_id, inst)
         env = make_env(store, run_id)
