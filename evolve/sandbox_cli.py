@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -65,7 +66,7 @@ def smoke_cmd(
     inst = BundledSuite().select([instance] if instance else None, limit=1)[0]
     name = inst.repo.split("/")[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        materialize(name, __import__("pathlib").Path(tmp) / name)
+        materialize(name, Path(tmp) / name)
         start = time.time()
         with start_sandbox(SandboxConfig(backend=backend), workspace=f"{tmp}/{name}") as sb:  # type: ignore[arg-type]
             started = time.time() - start

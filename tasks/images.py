@@ -6,6 +6,8 @@ import contextlib
 import io
 import logging
 import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -115,9 +117,6 @@ def build_swebench_images(instances: list[TaskInstance], task_repo: str | Path) 
     Dockerfile and context are built by the daemon's classic builder instead (it lacks BuildKit-only Dockerfile
     features). Needs whatever the Dockerfiles download. Returns the names built; raises `SandboxError` saying why
     not."""
-    import shutil
-    import subprocess
-
     from swebench.image_builder.docker_build import BuildImageError, build_instance_image
     from swebench.image_builder.image_spec import make_image_spec
     from swebench.task.repo import load_dockerfiles, load_task_repo, task_paths

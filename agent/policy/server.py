@@ -3,6 +3,7 @@ path and the `python -m agent.policy.server` entry point)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -17,8 +18,6 @@ __all__ = ["MAX_BODY_BYTES", "MAX_TOKENS_CAP", "REQUEST_TIMEOUT_S", "PolicyServe
 
 def main() -> None:
     """`python -m agent.policy.server --policy SPEC --port 8000`: serve a policy until Ctrl-C."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="OpenAI-compatible server around an Evolve policy (loopback only)")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -277,8 +277,6 @@ def _line(e: dict) -> str:
 
 
 def _stop(store: RunStore, run_id: str, report: dict, out: Path) -> dict:
-    import json
-
     store.set_run_status(run_id, "stopped")
     report["stopped"] = "stop requested"
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -15,7 +15,6 @@ is `policies.rollout_backend`, chosen in the config and recorded on every trajec
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections import OrderedDict
@@ -155,14 +154,9 @@ class Policies:
             return self._gguf(v.base)
         out = Path(v.path).parent / "model-q8_0.gguf"
         if not out.exists():
-            # The trainer's GGUF export is the training-speed work's (issue 20); a build without it says so.
-            # Imported by name: once it is in every build, this becomes a module-level import.
-            try:
-                export = importlib.import_module("evolve.train.gguf_export")
-            except ImportError:
-                raise ConfigError("policies.rollout_backend llamacpp needs the trainer's GGUF export "
-                                  "(evolve.train.gguf_export), which this build lacks; use rollout_backend hf") from None
-            export.export_policy(spec, out, runs_root=self.runs_root, tensor_type="q8_0")
+            from evolve.train.gguf_export import export_policy  # imports torch: only when a GGUF is exported
+
+            export_policy(spec, out, runs_root=self.runs_root, tensor_type="q8_0")
         return f"llamacpp:{out}"
 
     def _vllm_view(self, spec: str) -> Policy:

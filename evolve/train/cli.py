@@ -155,7 +155,7 @@ def sft_toolcall_cmd(
     limit: Optional[int] = typer.Option(None, help="Use only the first N training instances."),
 ) -> None:
     """Warm start for tool calling: SFT on the training split's reference answers (the suite's own prompts)."""
-    from evolve.train.config import load_config
+    from evolve.train.config import load_config  # these import torch: only the command that trains loads it
     from evolve.train.warmstart import ToolcallSFTConfig, train_sft_toolcall
 
     _logging()
@@ -196,7 +196,7 @@ def export_gguf_cmd(
     tensor_type: str = typer.Option("q8_0", "--type", help="q8_0 (default), f16 or f32."),
 ) -> None:
     """Write a trained policy version (LoRA merged) as a GGUF file; sample it fast with --policy llamacpp:FILE."""
-    from evolve.train.gguf_export import export_policy
+    from evolve.train.gguf_export import export_policy  # imports torch and gguf: only when exporting
 
     if tensor_type not in ("q8_0", "f16", "f32"):
         raise TrainError(f"--type must be q8_0, f16 or f32, not {tensor_type!r}")

@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import gguf
 import numpy as np
+import torch
 
 from agent.policy.embedded import embedded_gguf
 from evolve.train.errors import TrainError
@@ -37,9 +39,6 @@ def export_gguf(state: dict[str, Any], template: Path, out: Path, *, tensor_type
                 chat_template: str | None = None) -> Path:
     """Write ``state`` (a transformers state dict of the template's architecture) as ``out``; see the module
     docstring. Written to a temporary file and renamed, so ``out`` is never half-written."""
-    import gguf
-    import torch
-
     reader = gguf.GGUFReader(str(template))
     arch = reader.fields["general.architecture"].contents()
     by_name = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
@@ -102,8 +101,6 @@ def export_policy(spec: str, out: Path, *, runs_root: Path | None = None, tensor
                   template: Path | None = None) -> Path:
     """Export a policy (`version:ID`, `version:latest` or `hf:DIR` of the embedded model's architecture) to
     ``out``; a LoRA version is merged into its base first. ``template``: default the embedded model's GGUF."""
-    import torch
-
     base, kw = resolve_policy(spec, Path(runs_root or "runs"))
     if not base.startswith("hf:"):
         raise TrainError(f"export-gguf needs a trained version or hf: model, not {spec!r}")

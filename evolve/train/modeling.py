@@ -180,8 +180,6 @@ def compute_settings(cfg: Any, device: torch.device) -> dict[str, Any]:
 
 def optimizer_step(model: Any, opt: Any, sched: Any, max_grad_norm: float) -> tuple[float, float]:
     """Clip gradients, step the optimiser and the schedule, clear gradients; returns (grad_norm, lr)."""
-    import torch
-
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
     lr = sched.get_last_lr()[0]

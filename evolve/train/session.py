@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import random
 import shutil
@@ -54,8 +55,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
     """Multiplier of the peak lr at each step: linear warm-up, then constant/cosine/linear decay."""
-    import math
-
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
