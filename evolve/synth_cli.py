@@ -18,7 +18,6 @@ from evolve.errors import ConfigError
 from evolve.markup import cells, esc
 from evolve.policies import policy_loader
 from records import Message
-from tasks.suite_images import ensure_suite_images
 from tasks.synth.families import FAMILIES
 from tasks.synth.sources import resolve
 from tasks.synth.suite import SynthSuite
@@ -123,20 +122,21 @@ def demos_cmd(
     """Scripted demonstrations (failing test, open the function, fix with the agent's tools, test, submit)
     acted out by the real agent loop with the replay policy and graded: `evolve train sft OUT` learns them."""
     from evolve.run.runner import RunConfig, run_swe  # grading loads swebench: `evolve --help` stays fast
+    from evolve.run.start import open_swe_run
 
     suite = SynthSuite(suite_file)
     chosen = suite.select(limit=limit, split=split)
     if not chosen:
         raise ConfigError(f"{suite_file} has no {split} tasks")
     out = out or Path("runs") / "demos"
-    ensure_suite_images(suite, chosen, status=console.status)
     scripts = out.parent / f"{out.name}-scripts.jsonl"
-    with console.status("writing the scripts"):
-        policy = write_scripts(chosen, scripts, AgentVariant.load())
     cfg = RunConfig(suite=suite.name, instances=[i.instance_id for i in chosen], policy=f"replay:{scripts}",
                     workers=workers, out=str(out))
-    started = time.time()
-    report = run_swe(cfg, chosen, policy, lambda iid, what: console.print(
-        f"{time.time() - started:6.0f} s  {esc(iid)}: {esc(what)}", highlight=False))
+    with open_swe_run(cfg, suite, chosen, status=console.status):
+        with console.status("writing the scripts"):
+            policy = write_scripts(chosen, scripts, AgentVariant.load())
+        started = time.time()
+        report = run_swe(cfg, chosen, policy, lambda iid, what: console.print(
+            f"{time.time() - started:6.0f} s  {esc(iid)}: {esc(what)}", highlight=False))
     console.print(f"demonstrations: {report['resolved']}/{report['instances']} resolved, stored in {esc(out)} "
                   f"(scripts: {esc(scripts)}); train with: evolve train sft {esc(out)}")
