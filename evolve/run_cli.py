@@ -20,7 +20,6 @@ from evolve.policies import load_policies
 from evolve.run.executor import parse_executor
 from evolve.run.opening import parse_ids, run_dir
 from evolve.toolcall_eval import run_toolcall
-from evolve.train.versions import canonical_spec
 from rewards.combine import KNOWN_REWARDS, RewardWeights
 from sandbox import SandboxConfig
 from tasks.registry import get_suite, suite_names
@@ -77,12 +76,11 @@ def run_cmd(
         raise ConfigError("--instances names no instance")
     out = run_dir(out, suite)  # an unusable --out fails at once, before the suite is even loaded
     the_suite = get_suite(suite, dataset)
-    policy = canonical_spec(policy, out.parent)  # `version:latest` is recorded (and compared on resume) as its id
     from evolve.run.start import choose_swe, choose_toolcall, open_swe_run, open_toolcall_run  # loads swebench (slow)
     from evolve.run.runner import RunConfig, report_ok, run_swe
 
     if the_suite.kind == "toolcall":
-        with open_toolcall_run(out, policy):
+        with open_toolcall_run(out, policy) as policy:
             chosen, split = choose_toolcall(the_suite, ids, limit, split)
             _run_toolcall(chosen, split, policy, out, max_tokens_per_step or 256, attempts=attempts,
                           temperature=temperature or 0.0, seed=seed)
@@ -95,10 +93,10 @@ def run_cmd(
                     infra_retries=infra_retries, executor=executor_cfg, attempts=attempts,
                     temperature=temperature)
     with open_swe_run(cfg, the_suite, chosen, status=console.status):  # locked until the report is out
-        console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(policy)}, "
+        console.print(f"[bold]evolve run {esc(suite)}[/]: {len(chosen)} instance(s), policy {esc(cfg.policy)}, "
                       f"{workers} worker(s), store {esc(out)}")
         with console.status("loading policy"):
-            pol, judge_pol = load_policies(out.parent, policy, judge)
+            pol, judge_pol = load_policies(out.parent, cfg.policy, judge)
         states = {i.instance_id: "pending" for i in chosen}
         started = time.time()
 

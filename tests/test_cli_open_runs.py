@@ -1,8 +1,9 @@
 """`evolve hgm` and `evolve se-agent` end to end through the command line: each opens its run the library's way
 (`hgm.run.open_hgm` + `search`, `se_agent.run.open_se_agent`), resumes it with the same options, and refuses
 one line (no traceback) for other settings or another command's directory. Real Docker, the real bundled task,
-the real agent loop; the policy is `replay:` of a trajectory with no steps (it submits at once), so the episodes
-are short and fail, which is all these checks need."""
+the real agent loop; the policy is `version:latest`, a stored version that loads `replay:` of a trajectory
+with no steps (it submits at once), so the episodes are short and fail, which is all these checks need; the runs
+record it as the `version:ID` it names."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from pathlib import Path
 import pytest
 
 from evolve.store import RunStore
-from records import Message, Trajectory
+from records import Message, PolicyVersion, Trajectory
 from tests.test_cli_run import evolve
 
 pytestmark = pytest.mark.docker
+
+
+def store_version(runs: Path, base: str, created: float) -> PolicyVersion:
+    """A version without weights of its own (it loads `base`) stored in a run under `runs`, where
+    `version:latest` finds it."""
+    v = PolicyVersion(base=base, kind="sft", path="", created_at=created)
+    with RunStore(runs / f"versions-{created:.0f}") as store:
+        store.put_policy_version(v)
+    return v
 
 
 @pytest.fixture
@@ -33,9 +43,10 @@ def refused(r, *expected: str) -> None:
 
 def test_hgm_runs_resumes_and_refuses_other_tasks_or_another_command(tmp_path: Path, docker_ready,
                                                                     submit_at_once: str):
-    out = tmp_path / "hgm"
+    out = tmp_path / "runs" / "hgm"
+    v = store_version(out.parent, submit_at_once, 1.0)
     args = ["hgm", "bundled", "--limit", "1", "--budget", "1", "--initial-expansions", "0", "--no-smoke",
-            "--policy", submit_at_once, "--out", str(out)]
+            "--policy", "version:latest", "--out", str(out)]
     r = evolve(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
@@ -43,6 +54,7 @@ def test_hgm_runs_resumes_and_refuses_other_tasks_or_another_command(tmp_path: P
     with RunStore(out, readonly=True) as store:
         (run,) = store.runs()
         assert (run["kind"], run["status"]) == ("hgm", "finished")
+        assert run["config"]["policy"] == run["config"]["meta_policy"] == f"version:{v.id}"  # not `latest`
         outcomes = store.outcomes(run_id="hgm")
         assert [(o["node_id"], o["status"]) for o in outcomes] == [("hgm:root", "fail")]
         events = [e["what"] for e in store.events() if e["kind"] == "hgm"]
@@ -60,8 +72,9 @@ def test_hgm_runs_resumes_and_refuses_other_tasks_or_another_command(tmp_path: P
 
 def test_se_agent_runs_and_refuses_other_settings_before_anything_runs(tmp_path: Path, docker_ready,
                                                                       submit_at_once: str):
-    out = tmp_path / "se"
-    args = ["se-agent", "bundled", "--limit", "1", "--iterations", "1", "--no-judge", "--policy", submit_at_once,
+    out = tmp_path / "runs" / "se"
+    v = store_version(out.parent, submit_at_once, 1.0)
+    args = ["se-agent", "bundled", "--limit", "1", "--iterations", "1", "--no-judge", "--policy", "version:latest",
             "--out", str(out)]
     r = evolve(*args, "--pilots", "1")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -69,6 +82,9 @@ def test_se_agent_runs_and_refuses_other_settings_before_anything_runs(tmp_path:
     assert report["instances"] == 1 and report["candidates"] == 1
     with RunStore(out, readonly=True) as store:
         before = store.trajectory_ids()
+        assert store.runs()[0]["config"]["policy"] == f"version:{v.id}"
     refused(evolve(*args, "--pilots", "2"), "another `pilots` setting (1, not 2)")
+    newer = store_version(out.parent, submit_at_once, 2.0)  # `latest` now names another version
+    refused(evolve(*args, "--pilots", "1"), f"another `policy` setting ('version:{v.id}', not 'version:{newer.id}')")
     with RunStore(out, readonly=True) as store:
         assert store.trajectory_ids() == before  # refused before a pilot ran

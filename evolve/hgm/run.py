@@ -33,6 +33,7 @@ from evolve.run.executor import ExecutorConfig
 from evolve.run.opening import check_resume, open_run, parse_ids
 from evolve.run.remote_episode import RayEpisodes
 from evolve.store import RunStore
+from evolve.train.versions import canonical_spec
 from records import TaskInstance, TrajectoryStatus
 from sandbox import SandboxConfig, prune_orphans
 from tasks.suite import Suite
@@ -128,12 +129,15 @@ def open_hgm(cfg: HGMConfig, out: Path, suite: Suite, chosen: list[TaskInstance]
              status: Callable[[str], ContextManager] = quiet) -> Iterator[HGMRun]:
     """Open (or resume) the HGM run in `out`, locked while the block runs: a resume must keep `FIXED`; what a
     killed run left (containers, running trajectories) is cleared; the task images made present; the policies
-    loaded (the meta policy shares the task policy when it is the same spec); the world and the scheduler built
+    loaded (`version:latest` recorded as the `version:ID` it names now; the meta policy shares the task policy when
+    it is the same spec); the world and the scheduler built
     (a stored search resumes). The world is closed when the block ends."""
     AgentVariant.load(root_variant)  # a bad root variant is a user error, before anything starts
     run_id = out.resolve().name
+    policy = canonical_spec(policy, out.parent)  # `version:latest` recorded (and compared on resume) as its id
+    meta_policy = canonical_spec(meta_policy, out.parent) if meta_policy else policy
     config = {"suite": suite.name, "tasks": [i.instance_id for i in chosen], "holdout": [i.instance_id for i in held],
-              "policy": policy, "meta_policy": meta_policy or policy,
+              "policy": policy, "meta_policy": meta_policy,
               "root_variant": str(Path(root_variant).resolve()), "privileged_diagnosis": privileged_diagnosis,
               "workers": workers, "smoke": smoke, "search": cfg.model_dump(mode="json")}
     with open_run(out, f"evolve hgm {suite.name}"), RunStore(out) as store:
@@ -143,7 +147,7 @@ def open_hgm(cfg: HGMConfig, out: Path, suite: Suite, chosen: list[TaskInstance]
         store.put_run(run_id, KIND, config)
         close_interrupted(store, run_id)
         with status("loading policies"):
-            task_pol, meta_pol = load_policies(out.parent, policy, meta_policy or policy)
+            task_pol, meta_pol = load_policies(out.parent, policy, meta_policy)
         world = open_world(chosen, held, root_variant, task_pol, meta_pol, store, run_id, out, workers=workers,
                            executor=executor, policy_spec=policy, privileged_diagnosis=privileged_diagnosis,
                            smoke=smoke, seed=seed)

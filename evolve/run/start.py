@@ -19,6 +19,7 @@ from evolve.run.local_tasks import local_refusal
 from evolve.run.opening import open_run
 from evolve.run.runner import RunConfig, check_rewards, refuse_other_policy, store_refusal
 from evolve.store import RunStore
+from evolve.train.versions import canonical_spec
 from records import TaskInstance
 from tasks.suite import Suite
 from tasks.suite_images import ensure_suite_images, quiet
@@ -47,11 +48,13 @@ def choose_toolcall(suite: Suite, ids: list[str] | None, limit: int | None,
 
 
 @contextmanager
-def open_toolcall_run(out: Path, policy: str) -> Iterator[Path]:
-    """The run directory locked, a resume with another policy refused."""
+def open_toolcall_run(out: Path, policy: str) -> Iterator[str]:
+    """The run directory locked, a resume with another policy refused. Yields the policy spec the run records
+    (`version:latest` as the `version:ID` it names now, so a resume compares ids)."""
     with open_run(out, "evolve run toolcall"):
+        policy = canonical_spec(policy, out.parent)
         refuse_other_policy(out, policy)
-        yield out
+        yield policy
 
 
 @contextmanager
@@ -60,10 +63,12 @@ def open_swe_run(cfg: RunConfig, suite: Suite, chosen: list[TaskInstance], *,
     """Everything `run_swe` needs before a policy loads, refused early where it cannot run: reward weights the run
     cannot produce (before the lock), the directory locked (held until the block ends), a resume with another
     policy, the task images made present (docker), instances that exist only as images (local: stored as not
-    run, with the reason). `status(what)` wraps the slow steps."""
+    run, with the reason). `cfg.policy` becomes the spec the run records (`version:latest` as the `version:ID`
+    it names now, so a resume compares ids). `status(what)` wraps the slow steps."""
     check_rewards(cfg, judge=cfg.judge is not None)
     out = Path(cfg.out)
     with open_run(out, f"evolve run {cfg.suite}"):
+        cfg.policy = canonical_spec(cfg.policy, out.parent)
         refuse_other_policy(out, cfg.policy)  # before building images or loading a policy that cannot be used
         if cfg.sandbox.backend == "docker":
             ensure_suite_images(suite, chosen, status=status)

@@ -21,6 +21,7 @@ from evolve.se_agent.loop import SEAgent
 from evolve.se_agent.report import build_report, grade_candidates
 from evolve.se_agent.select import Judge, policy_judge
 from evolve.store import DB_NAME, RunStore
+from evolve.train.versions import canonical_spec
 from records import TaskInstance
 from tasks.registry import get_suite
 from tasks.suite_images import ensure_suite_images, quiet
@@ -53,7 +54,8 @@ def open_se_agent(cfg: SEAgentConfig, ids: list[str] | None, *,
                   status: Callable[[str], ContextManager] = quiet) -> Iterator[list[TaskInstance]]:
     """Open an SE-Agent run before its policies load: the SWE suite's instances chosen (`cfg.instances`), the run
     directory resolved (`cfg.out`, see `resolve_out`) and locked while the block runs, a resume with other
-    settings refused, the task images made present (docker). Yields the chosen instances."""
+    settings refused (`version:latest` policies are recorded as the `version:ID` they name now), the task images
+    made present (docker). Yields the chosen instances."""
     suite = get_suite(cfg.suite, cfg.dataset)
     if suite.kind != "swe":
         raise ConfigError(f"se-agent runs SWE suites; {cfg.suite!r} is a {suite.kind} suite")
@@ -62,6 +64,8 @@ def open_se_agent(cfg: SEAgentConfig, ids: list[str] | None, *,
     out = resolve_out(cfg.out)
     cfg.out = str(out)
     with open_run(out, f"evolve se-agent {cfg.suite}"):
+        cfg.policy = canonical_spec(cfg.policy, out.parent)  # `version:latest` recorded (and compared) as its id
+        cfg.operator_policy = cfg.operator_policy and canonical_spec(cfg.operator_policy, out.parent)
         if (out / DB_NAME).exists():  # before images are built or a policy loads
             with RunStore(out, readonly=True) as store:
                 check_resume(store, out.resolve().name, KIND, cfg.model_dump(mode="json"), FIXED)
