@@ -130,8 +130,8 @@ def open_hgm(cfg: HGMConfig, out: Path, suite: Suite, chosen: list[TaskInstance]
     """Open (or resume) the HGM run in `out`, locked while the block runs: a resume must keep `FIXED`; what a
     killed run left (containers, running trajectories) is cleared; the task images made present; the policies
     loaded (`version:latest` recorded as the `version:ID` it names now; the meta policy shares the task policy when
-    it is the same spec); the world and the scheduler built
-    (a stored search resumes). The world is closed when the block ends."""
+    it is the same spec); the world and the scheduler built (a stored search resumes). The world is closed when
+    the block ends."""
     AgentVariant.load(root_variant)  # a bad root variant is a user error, before anything starts
     run_id = out.resolve().name
     policy = canonical_spec(policy, out.parent)  # `version:latest` recorded (and compared on resume) as its id
