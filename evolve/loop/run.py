@@ -37,8 +37,8 @@ from tasks.suite_images import ensure_suite_images
 
 log = logging.getLogger(__name__)
 
-FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "evolution", "sft", "grpo", "code", "search",
-         "gate", "policies", "training", "warm_start")
+FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "curriculum", "evolution", "sft", "grpo", "code",
+         "search", "gate", "policies", "training", "warm_start")
 """Settings a resumed loop must keep (more generations may be asked for): anything else would mix experiments."""
 
 
@@ -56,8 +56,9 @@ def _check_resume(store: RunStore, run_id: str, config: dict[str, Any]) -> None:
         return
     if old["kind"] != KIND:
         raise ConfigError(f"{store.dir} holds an `evolve {old['kind']}` run, not a loop; give another --out")
+    defaults = LoopConfig().model_dump(mode="json")  # a setting added since the run began: it ran with the default
     for key in FIXED:
-        if old["config"].get(key) != config.get(key):
+        if old["config"].get(key, defaults.get(key)) != config.get(key):
             raise ConfigError(f"{store.dir} was run with another `{key}` setting; resume with the same settings "
                               f"(only --generations may grow), or give another --out")
 

@@ -56,12 +56,13 @@ class Source(BaseModel):
         """The command that runs its tests with per-test results (`-rA`: swebench's pytest log parser). String
         hashing is seeded (`PYTHONHASHSEED=0`, as in the validation runs): some suites build parametrized test
         ids from sets, whose order, and so the ids, would change from one interpreter to the next."""
-        args = ["python3", "-m", "pytest", "-rA", "-p", "no:cacheprovider", *self.pytest_args, *self.tests]
+        args = ["python3", "-m", "pytest", *self.pytest_argv()]
         return f"{HASH_SEED} " + " ".join(shlex.quote(a) if a else "''" for a in args)
 
     def pytest_argv(self) -> list[str]:
-        """The same as `test_command`, as pytest's own arguments."""
-        return ["-rA", "-p", "no:cacheprovider", *self.pytest_args, *self.tests]
+        """The same as `test_command`, as pytest's own arguments. `--color=no` wins over a configured
+        `addopts = --color=yes` (coloured status lines are not read by the log parser)."""
+        return ["-rA", "-p", "no:cacheprovider", "--color=no", *self.pytest_args, *self.tests]
 
 
 def _slug(text: str) -> str:
