@@ -52,7 +52,7 @@ def naive(source_name: str, bugs: int) -> tuple[float, int]:
     cmd = src.test_command() + " 2>&1 | grep -E '^(PASSED|FAILED|ERROR)'"
     with SourceSession(image, commit, src.pytest_argv()) as s:  # only to read the files and plan (not timed)
         contents = {f: s.read(f) for f in files}
-        base, covered = s.baseline()
+        base, covered = s.baseline(files)
     todo = [m for m in plan.order(contents, covered, list(FAMILIES)) if m.valid(contents[m.entity.file])][:bugs]
     start, kept = time.time(), 0
     for m in todo:
