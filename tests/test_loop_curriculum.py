@@ -260,3 +260,45 @@ def test_loop_on_a_synthesised_suite_moves_the_weights_toward_the_category_with_
     assert w[mixed] > 1 / len(train_cats) and all(w[mixed] > v for c, v in w.items() if c != mixed)
     assert past[1]["last_rewards"][mixed] > 0.5 and all(v == 0.0 for c, v in past[1]["last_rewards"].items()
                                                         if c != mixed)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker_ready")
+def test_evolve_loop_runs_a_synthesised_suite_from_the_command_line(arith_suite, tmp_path):
+    """`evolve tasks demos` then `evolve loop synth:FILE --curriculum sec` with the demonstrations replayed: a
+    generation runs end to end (rollouts on the drawn instances, graded; a weight child the replay policy cannot
+    train is rejected; the gate), and the curriculum's states are in the store."""
+    import yaml
+
+    from evolve.curriculum_log import history
+    from evolve.store import RunStore
+    from tasks.synth.suite import SynthSuite
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+
+    def evolve(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "evolve.cli", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=900)
+
+    ids = [r.instance_id for r in SynthSuite(arith_suite).instances()][:5]
+    demos = evolve("tasks", "demos", str(arith_suite), "--out", str(tmp_path / "demos"), "--limit", "5")
+    assert demos.returncode == 0 and "5/5 resolved" in demos.stdout, demos.stdout + demos.stderr
+    cfg = tmp_path / "loop.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "generations": 1, "splits": {"train": ids[:3], "search": [ids[3]], "held_out": [ids[4]]},
+        "rollouts": {"attempts": 2, "max_steps": 8}, "evolution": {"agent_r": {"enabled": False}},
+        "sft": {"enabled": True, "steps": 1}, "grpo": {"enabled": False}, "code": {"enabled": False},
+        "search": {"budget": 1, "initial_expansions": 1, "max_expansions": 1, "workers": 1},
+        "gate": {"min_held_out": 1}, "policies": {"rollout_backend": "as-is"}, "workers": 2}))
+    scripts = tmp_path / "demos-scripts.jsonl"
+    r = evolve("loop", f"synth:{arith_suite}", "--config", str(cfg), "--policy", f"replay:{scripts}",
+               "--curriculum", "sec", "--out", str(tmp_path / "loop"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "curriculum sec" in r.stdout and "generation 1 done" in r.stdout
+    with RunStore(tmp_path / "loop", readonly=True) as store:
+        past = history(store, "loop")
+        pick = store.document("loop:curriculum", "g01")
+        rollouts = store.document("loop:stage", "g01/rollouts")
+    assert [d["step"] for d in past] == [0, 1] and len(pick["instances"]) == 2  # null tasks: half of 3, rounded up
+    assert rollouts["result"]["successes"] == 4 and rollouts["result"]["curriculum"]["instances"] == pick["instances"]
