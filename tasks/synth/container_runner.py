@@ -7,8 +7,9 @@ a bug without `file` runs the unchanged repository). For each bug the file is ov
 child forked from this process (pytest is imported once, here, before any code of the repository: the child
 imports the repository fresh, as `python3 -m pytest` would), and the file is put back. Each result is one JSON
 line: the `-rA` status lines (read on the host by swebench's pytest log parser), the first failure's report,
-seconds, and whether the run timed out. The first failure is reported in pytest's `short` style whatever `--tb` says (the runs
-pass `--tb=no`: formatting every failure of a bug that breaks a hundred tests would cost more than running them).
+seconds, and whether the run timed out. The first failure is reported in pytest's `short` style whatever `--tb`
+says (the runs pass `--tb=no`: formatting every failure of a bug that breaks a hundred tests would cost more than
+running them).
 With `coverage` (a list of the code files), the child also records which functions of those files each test file
 ran (calls while a test file is collected or its tests run count for that file; others, as in a session fixture,
 for every file: key "") and which of their lines ran at all.
