@@ -98,6 +98,9 @@ class InspectorScreen(LiveScreen):
         self.filled: set[str] = set()
         self.ahead: dict[str, Trajectory] = {}
         """The finished trajectories next to this one in the list (H/L), read ahead in a worker thread."""
+        self.neighbours: dict[tuple[int, int], tuple[str, int]] = {}
+        """(position in the list, ±1) -> (the neighbour's id, the list's length), found by the same worker: `H`/`L`
+        need no query of the list (a sorted or filtered list is a scan of the run)."""
         self.generation = 0
         """Counts the store changes seen; a trajectory read ahead before the latest one is dropped."""
 
@@ -143,6 +146,7 @@ class InspectorScreen(LiveScreen):
     def reload(self) -> None:
         """First load, or a live update: a running trajectory gets its new steps appended."""
         self.ahead.clear()
+        self.neighbours.clear()
         self.generation += 1
         if self.traj is not None and self.traj.id == self.tid and self.loaded_status != "running":
             return
@@ -187,16 +191,22 @@ class InspectorScreen(LiveScreen):
     def _read_ahead(self, nav: Nav, generation: int) -> None:
         """Read the previous and next trajectories of the list on their own connection (a worker thread)."""
         store = self.evolve.source.background_store(self.store.dir, lane="trajectories")
-        read = {}
+        read, found = {}, {}
         for delta in (1, -1):
-            tid = Nav(**vars(nav)).neighbour(store, delta)
+            moved = Nav(**vars(nav))
+            tid = moved.neighbour(store, delta)
+            if tid is not None:
+                found[(nav.pos, delta)] = (tid, moved.total)
             if tid is not None and tid not in self.ahead:
                 read[tid] = store.get_trajectory(tid)
-        self.app.call_from_thread(self._keep_ahead, read, generation)
+        self.app.call_from_thread(self._keep_ahead, read, generation, found)
 
-    def _keep_ahead(self, read: dict[str, Trajectory], generation: int) -> None:
+    def _keep_ahead(self, read: dict[str, Trajectory], generation: int, found: dict | None = None) -> None:
         if generation != self.generation:  # the store changed meanwhile: read again when needed
             return
+        if len(self.neighbours) > 500:
+            self.neighbours.clear()
+        self.neighbours.update(found or {})
         keep = {tid: t for tid, t in read.items() if t.status.value != "running"}  # a running one still grows
         self.ahead = {**{k: v for k, v in self.ahead.items() if k in keep}, **keep}
 
@@ -368,7 +378,12 @@ class InspectorScreen(LiveScreen):
         self.show_step()
 
     def action_traj(self, delta: int) -> None:
-        tid = self.nav.neighbour(self.store, delta) if self.nav else None
+        known = self.neighbours.get((self.nav.pos, delta)) if self.nav else None
+        if known is not None:  # found by the read-ahead: no query on this key
+            tid, self.nav.total = known
+            self.nav.pos += delta
+        else:
+            tid = self.nav.neighbour(self.store, delta) if self.nav else None
         if tid is None:
             self.notify("no more trajectories this way", timeout=2)
             return
