@@ -171,6 +171,9 @@ async def walk(out: Path) -> tuple[float, dict[str, list[float]], dict[str, list
         await key("tree: v view", *["v"] * 4)
         await key("escape (clear filter / back)", "escape", "escape")
         await key("runs: v opens training", "v")
+        for _ in range(3):  # the training screen's first reading ends before the app does
+            await pilot.pause()
+            await app.workers.wait_for_complete()
     return first, times, cpu
 
 
