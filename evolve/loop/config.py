@@ -260,7 +260,8 @@ class WarmStartConfig(_Strict):
     lr: Optional[float] = Field(default=None, gt=0)
     """Peak learning rate (null: `training.lr`)."""
     limit: Optional[int] = Field(default=None, ge=1)
-    """Most demonstrations (null: every training instance's)."""
+    """Most demonstrations (null: all). Toolcall's come from its train split minus the search instances, the
+    training instances first: `limit` larger than `splits.train` warm-starts on instances the rollouts skip."""
     runs: list[str] = Field(default_factory=list)
     """Run directories of demonstrations (SWE: e.g. synthesized tasks with known fixes); toolcall uses the
     training instances' reference answers when empty."""

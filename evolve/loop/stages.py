@@ -105,7 +105,7 @@ def demonstrations(ctx: LoopContext) -> Path:
         if not store.trajectory_ids(run_id=run_id):
             store.put_run(run_id, "demonstrations", {"source": "reference answers"}, status="finished")
             if ctx.kind == "toolcall":
-                for inst in ctx.splits.train[:ctx.cfg.warm_start.limit]:
+                for inst in ctx.splits.demonstrations[:ctx.cfg.warm_start.limit]:
                     store.put_trajectory(Trajectory(
                         run_id=run_id, instance_id=inst.instance_id, origin="reference", prompt=build_messages(inst),
                         status=TrajectoryStatus.submitted, answer=inst.extra["answer"], finished_at=time.time(),
