@@ -31,7 +31,7 @@ def _ctx(tmp_path: Path, store, mode: str = "sec", tasks: int | None = 2):
     train = [TaskInstance(instance_id=f"synth__{cat.split('/')[1]}-{i}", repo="evolve-synth/src",
                           extra={"category": cat}) for cat in P_SUCCESS for i in range(3)]
     cfg = LoopConfig.model_validate({"suite": "synth:x", "curriculum": {"mode": mode, "tasks": tasks}})
-    return LoopContext(cfg=cfg, out=tmp_path, run_id="loop", store=store, splits=Splits(train, train, train),
+    return LoopContext(cfg=cfg, out=tmp_path, run_id="loop", store=store, splits=Splits(train, train, train, train),
                        policies=None, kind="swe", start_node="loop:start", start_spec="x", start_variant="")
 
 
