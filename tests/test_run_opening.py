@@ -67,6 +67,12 @@ def test_check_resume_refuses_another_kind_and_a_changed_fixed_setting(tmp_path:
         with pytest.raises(ConfigError, match=r"another `tasks` setting"):
             check_resume(store, "r", "hgm", config | {"tasks": ["a"]}, fixed)
         check_resume(store, "other", "loop", config, fixed)  # another run id in the same store is not this run
+        # with defaults, a setting the stored config lacks ran with its default value
+        check_resume(store, "r", "hgm", config | {"privileged_diagnosis": False}, fixed,
+                     defaults={"privileged_diagnosis": False})
+        with pytest.raises(ConfigError, match=r"another `privileged_diagnosis` setting \(False, not True\)"):
+            check_resume(store, "r", "hgm", config | {"privileged_diagnosis": True}, fixed,
+                         defaults={"privileged_diagnosis": False})
 
 
 def test_load_policies_loads_a_spec_given_twice_once(tmp_path: Path):

@@ -23,6 +23,7 @@ from evolve.hgm.view import node_diff, read_tree
 from evolve.markup import cells, esc
 from evolve.run.executor import parse_executor
 from evolve.run.opening import parse_ids, run_dir
+from evolve.store import owner_alive
 from tasks.registry import get_suite
 
 console = Console()
@@ -148,8 +149,11 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
 
     roots = kids.get(None, [])
     cfg = summary["config"]
+    status = summary["status"]
+    if status == "running" and owner_alive(run) is False:
+        status = "dead: resume it with the same command"  # as the TUI says: no process holds its lock
     tree = Tree(f"{'HGM' if summary['kind'] == 'hgm' else 'loop'} run {esc(summary['run_id'])} "
-                f"({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
+                f"({esc(status)}) · suite {esc(cfg.get('suite'))} · "
                 f"{len(summary['nodes'])} nodes" + (" · privileged diagnosis" if cfg.get("privileged_diagnosis") else ""))
 
     def add(parent_tree, n):

@@ -5,7 +5,8 @@ generation g >= 1: rollouts -> evolution -> search -> gate; the gate's champion 
 
 A killed loop, run again with the same command, skips every stage marked done and re-enters the one it was in
 (which itself resumes: stored attempts, searched instances, training checkpoints, journaled decisions and held-out
-scores are reused). A stop request ends the loop after the work in flight; `LoopStopped` carries the report.
+scores are reused). A stop request (the TUI's, or a first Ctrl-C) ends the loop after the work in flight; `LoopStopped` carries the
+report. A second Ctrl-C interrupts at once (the run is marked `stopped` all the same).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from tasks.suite_images import ensure_suite_images
 
 log = logging.getLogger(__name__)
 
-FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "evolution", "sft", "grpo", "code", "search",
-         "gate", "policies", "training", "warm_start")
+FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "curriculum", "evolution", "sft", "grpo", "code",
+         "search", "gate", "policies", "training", "warm_start")
 """Settings a resumed loop must keep (more generations may be asked for): anything else would mix experiments."""
 
 
@@ -85,7 +86,8 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
     with open_run(out, f"evolve loop {cfg.suite}"), RunStore(out) as store:
         spec = canonical_spec(cfg.policies.policy, out)  # `version:latest` recorded (and compared on resume) as its id
         config = cfg.model_dump(mode="json") | {"policies": cfg.policies.model_dump(mode="json") | {"policy": spec}}
-        check_resume(store, run_id, KIND, config, FIXED)
+        # a setting added since the run began: it ran with the default
+        check_resume(store, run_id, KIND, config, FIXED, defaults=LoopConfig().model_dump(mode="json"))
         variant = _start_variant(cfg, out, kind)
         store.put_run(run_id, KIND, config | {"splits_ids": splits.ids(), "start_spec": spec})
         if kind == "swe" and cfg.sandbox == "docker":
@@ -95,11 +97,16 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
                           start_node=_start_node(store, run_id, spec, variant), start_spec=spec,
                           start_variant=variant, progress=progress or (lambda stage, event, detail: None))
         try:
-            _generations(ctx)
+            with ctx.ctrl_c:
+                _generations(ctx)
         except (stages.Stopped, TrainingStopped):
             store.set_run_status(run_id, "stopped")
             store.log_event("loop:stopped", run_id=run_id)
             raise LoopStopped(loop_report(ctx, stopped=True)) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the stage in flight is redone (from its checkpoints) on resume
+            store.set_run_status(run_id, "stopped")
+            store.log_event("loop:interrupted", run_id=run_id)
+            raise
         finally:
             policies.close()
         store.set_run_status(run_id, "finished")

@@ -54,11 +54,13 @@ def _setting(config: Any, key: str) -> Any:
     return config
 
 
-def check_resume(store: RunStore, run_id: str, kind: str, config: dict[str, Any], fixed: Iterable[str]) -> None:
+def check_resume(store: RunStore, run_id: str, kind: str, config: dict[str, Any], fixed: Iterable[str],
+                 defaults: dict[str, Any] | None = None) -> None:
     """A run directory resumes only as what it was: `ConfigError` when it holds another kind of run (`evolve
     KIND`), or when one of the `fixed` settings (`a.b` for a nested one) differs from the stored config (a change
     would mix two experiments in one store; what may grow, such as a budget or more iterations, is not fixed).
-    A setting the stored config lacks (a store written before the setting existed) is not compared."""
+    A setting the stored config lacks (a store written before the setting existed) ran with its value in
+    `defaults`; without one there, it is not compared."""
     old = next((r for r in store.runs() if r["id"] == run_id), None)
     if old is None:
         return
@@ -67,6 +69,8 @@ def check_resume(store: RunStore, run_id: str, kind: str, config: dict[str, Any]
                           "another --out")
     for key in fixed:
         was, now = _setting(old["config"], key), _setting(config, key)
+        if was is _ABSENT and defaults is not None:
+            was = _setting(defaults, key)
         if was is not _ABSENT and was != now:
             values = f" ({was!r}, not {now!r})" if len(repr(was)) + len(repr(now)) <= 80 else ""
             raise ConfigError(f"{store.dir} was run with another `{key}` setting{values}: resume with the same "
