@@ -79,7 +79,8 @@ _LAST_TRIGGER = "step_tokens_removed"
 
 def has_table(db: sqlite3.Connection) -> bool:
     """The store has the totals table (it may not be filled in yet: see `is_filled`)."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trajectory_tokens'").fetchone() is not None
+    return db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='trajectory_tokens'").fetchone() is not None
 
 
 def is_filled(db: sqlite3.Connection) -> bool:
