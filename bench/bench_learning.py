@@ -46,7 +46,12 @@ def rows(out: Path) -> tuple[list[tuple[str, str, dict]], str]:
                                                                                rec.champion_out)):
                 if node not in seen:
                     seen.add(node)
-                    result.append((label, node, scores(store, node)))
+                    result.append((f"{label}: {node.rsplit(':', 1)[-1]}", node, scores(store, node)))
+        for key, doc in store.documents(DOC):  # nodes whose gate is still running (scored so far)
+            if doc["node"] not in seen:
+                seen.add(doc["node"])
+                result.append((f"being scored: {doc['node'].rsplit(':', 1)[-1]}", doc["node"],
+                               scores(store, doc["node"])))
         return result, run["status"]
 
 
@@ -80,7 +85,7 @@ def main() -> None:
     for label, node, s in nodes:
         m = mean_interval([d["score"] for d in s.values()])
         fmt = sum(d["format"] for d in s.values()) / max(1, len(s))
-        table.add_row(f"{label}: {node.rsplit(':', 1)[-1]}", str(len(s)),
+        table.add_row(label, str(len(s)),
                       f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]", f"{fmt:.3f}",
                       f"{sum(d['exact'] for d in s.values())}/{len(s)}")
     console.print(table)
