@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
+from evolve import store_tokens
 from records import PolicyVersion, Reward, Step, TaskInstance, TestReport, TrainStep, Trajectory, TreeNode
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ class RunStore:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                store_tokens.ensure(self._db)
+                store_tokens.fill(self._db)  # once, for a store made before the totals (resumable)
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise self._open_error(e) from None
@@ -337,7 +340,8 @@ class RunStore:
         with self._lock, self._writing():
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "INSERT INTO trajectories (id, run_id, instance_id, status, parent_id, header, created_at, "
+                "finished_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                 "status=excluded.status, header=excluded.header, finished_at=excluded.finished_at",
                 (traj.id, traj.run_id, traj.instance_id, traj.status.value, traj.parent_id, header,
                  traj.created_at, traj.finished_at))
@@ -346,7 +350,8 @@ class RunStore:
             self._db.execute("COMMIT")
 
     def append_step(self, trajectory_id: str, step: Step) -> None:
-        """Store one step as soon as it is done (one transaction)."""
+        """Store one step as soon as it is done (one transaction; the trajectory's token total moves with it, see
+        `store_tokens`)."""
         self._write("INSERT OR REPLACE INTO steps VALUES (?,?,?)", (trajectory_id, step.index,
                                                                      step.model_dump_json()))
 
@@ -617,8 +622,7 @@ class RunStore:
         "instance": "t.instance_id", "status": _SHOWN_STATUS, "time": "COALESCE(t.finished_at, 1e18) - t.created_at",
         "res": "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id)",
         "steps": "(SELECT COUNT(*) FROM steps s WHERE s.trajectory_id=t.id)",
-        "tokens": "(SELECT SUM(COALESCE(json_extract(s.data, '$.prompt_tokens'), 0) + COALESCE(json_extract(s.data, "
-                  "'$.completion_tokens'), 0)) FROM steps s WHERE s.trajectory_id=t.id)",
+        "tokens": None,  # the stored totals (`store_tokens.sort_sql`): summing every step's JSON took seconds
         "reward": "(SELECT w.total FROM rewards w WHERE w.trajectory_id=t.id ORDER BY w.name != 'combined', w.name "
                   "LIMIT 1)",
         "run": "t.run_id", "started": "t.created_at"}
@@ -652,7 +656,9 @@ class RunStore:
         if sort:
             if sort not in self.PAGE_SORTS:
                 raise ValueError(f"cannot sort trajectories by {sort!r}: one of {', '.join(self.PAGE_SORTS)}")
-            order = f"{self.PAGE_SORTS[sort]} {'DESC' if descending else 'ASC'}, t.rowid"
+            with self._lock:
+                by = self.PAGE_SORTS[sort] or store_tokens.sort_sql(self._db)
+            order = f"{by} {'DESC' if descending else 'ASC'}, t.rowid"
         rows = self._rows(
             "SELECT t.id, t.run_id, t.instance_id, t.status, t.parent_id, t.created_at, t.finished_at, "
             "(SELECT resolved FROM test_reports r WHERE r.trajectory_id=t.id), json_extract(t.header, '$.error'), "

@@ -340,7 +340,8 @@ def test_no_import_hides_from_this_test():
 
 
 def test_the_tui_and_the_store_load_no_orchestration():
-    """`import evolve.store` (through `evolve/__init__`) and the TUI's modules load records and the store only."""
+    """`import evolve.store` (through `evolve/__init__`) and the TUI's modules load records and the store (with its
+    token totals, `evolve.store_tokens`) only."""
     code = ("import sys, evolve.store, tui.source, tui.summary, tui.stats; "
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             f"{PACKAGES!r})))")
@@ -348,7 +349,8 @@ def test_the_tui_and_the_store_load_no_orchestration():
     ours = set(loaded.stdout.split())
     assert {"evolve.store", "tui.source"} <= ours
     # `agent` itself (its __init__ only sets OpenMP's wait policy), none of its modules
-    allowed = {"evolve", "evolve.store", "agent"} | {m for m in ours if m.split(".")[0] in ("records", "tui")}
+    allowed = {"evolve", "evolve.store", "evolve.store_tokens", "agent"} | {
+        m for m in ours if m.split(".")[0] in ("records", "tui")}
     assert ours <= allowed, sorted(ours - allowed)
 
 

@@ -93,7 +93,8 @@ def write_synthetic_run(store: RunStore, run_id: str, n: int, steps: int, status
             traj = Trajectory(id=tid, run_id=run_id, instance_id=f"inst-{k % 500:04d}", status=TrajectoryStatus.submitted,
                               patch="--- a/x\n+++ b/x\n@@\n-a\n+b\n", created_at=now + k, finished_at=now + k + 30)
             header = traj.model_dump_json(exclude={"steps"}).replace('"status":"submitted"', f'"status":"{st}"')
-            db.execute("INSERT INTO trajectories VALUES (?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO trajectories (id, run_id, instance_id, status, parent_id, header, created_at, "
+                       "finished_at) VALUES (?,?,?,?,?,?,?,?)",
                        (tid, run_id, traj.instance_id, st, None, header, traj.created_at, traj.finished_at))
             db.executemany("INSERT INTO steps VALUES (?,?,?)", [(tid, i, step_json[i]) for i in range(steps)])
             resolved = k % 3 == 0

@@ -94,6 +94,8 @@ def agent_r_cmd(
         table.add_row(*cells(row["iteration"], row["policy"], row.get("splices", ""), row.get("good", ""),
                              row.get("trained") or "", *(f"{e[k]:.3f}" if k in e else "" for k in metrics)))
     console.print(table)
+    console.print(f"report: {esc(out / 'report.json')}")
     if report.get("stopped"):
         console.print(f"[yellow]stopped[/]: {esc(report['stopped'])}; run the same command to resume")
-    console.print(f"report: {esc(out / 'report.json')}")
+        if report["stopped"] == "Ctrl-C":
+            raise typer.Exit(130)

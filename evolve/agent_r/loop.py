@@ -6,7 +6,9 @@ ability, loops). Iteration 0's evaluation is the starting policy's.
 
 Everything goes to the run store at `--out` (`put_run(kind="agent-r")`); a rerun resumes: searched instances
 (`agent-r:instance` documents), finished trainings (their `TrainSession`) and evaluations (`agent-r:eval`) are
-reused. A stop request (`store.request_stop`, the TUI's stop) is honoured between instances and stages.
+reused. A stop request (`store.request_stop`, the TUI's stop) is honoured between instances and stages and after
+the SFT's step in flight; Ctrl-C likewise (during the SFT after its step, elsewhere at once): the run is `stopped`
+and the report says why (`stopped`).
 The SWE search's branches (sandbox replays and their grading) run on the run's one executor (`--executor`:
 threads here, or Ray tasks); their records come back to this process, the store's one writer.
 """
@@ -166,7 +168,8 @@ class InstanceSearch:
 def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[TaskInstance],
                 load_policy: Callable[[str], Any], say: Callable[[str], None] = lambda text: None) -> dict:
     """Run (or resume) the iterations; returns the report (also `report.json` and an `agent-r:report` document).
-    `load_policy(spec)` loads `cfg.policy` or `version:ID`."""
+    `load_policy(spec)` loads `cfg.policy` or `version:ID`. A stop request or Ctrl-C ends it `stopped` (the report's
+    `stopped` says which; Ctrl-C during the SFT lets the step in flight finish and checkpoints it)."""
     from evolve.train.sft import SFTConfig, train_sft  # imports torch: only when Agent-R runs
 
     if not train:
@@ -191,60 +194,63 @@ def run_agent_r(cfg: AgentRRunConfig, train: list[TaskInstance], held_out: list[
         store.put_run(run_id, "agent-r", cfg.model_dump(mode="json"))
         searcher = InstanceSearch(cfg, store, run_id, branches, variant)
         stopped = lambda: store.stop_requested(run_id, since=started)  # noqa: E731
-        spec, train_from = cfg.policy, cfg.train_policy
-        policy = load_policy(spec)
-        if cfg.evaluate and held_out:
-            report["before"] = _evaluation(store, f"{run_id}/it0", lambda: evaluate_version(policy, 0), run_id)
-            say(f"iteration 0 (before): {_line(report['before'])}")
-        for k in range(1, cfg.iterations + 1):
-            it_run = f"{run_id}-it{k}"
-            row: dict[str, Any] = {"iteration": k, "policy": spec}
-            splices: list[Trajectory] = []
-            good: list[Trajectory] = []
-            for n, inst in enumerate(train):
-                if stopped():
-                    return _stop(store, run_id, report, out)
-                done = searcher.search(inst, policy, it_run, k,
-                                       say=lambda text: say(f"{text} ({n + 1}/{len(train)})"))
-                more_splices, more_good = searcher.training_data(done)
-                splices += more_splices
-                good += more_good
-                say(f"iteration {k}: {inst.instance_id}: {done['splices_kept']} splice(s) kept, {done['good']} good "
-                    f"path(s), dropped {done['dropped'] or 'none'} ({done['policy_calls']} policy calls)")
-            row.update(splices=len(splices), good=len(good))
-            if not splices and not good:
-                row["trained"] = None
-                say(f"iteration {k}: no training data (no successful path): the policy stays {spec}")
-            else:
-                if stopped():
-                    return _stop(store, run_id, report, out)
-                data = export_sft_data(splices + good, out / f"it{k}" / "data", f"{it_run}-data",
-                                       {"iteration": k, "policy": spec})
-                sft = SFTConfig(policy=train_from, runs_root=out, lora=None if cfg.full else SFTConfig().lora,
-                                max_steps=cfg.sft_steps, lr=cfg.sft_lr, device=cfg.device, max_len=cfg.max_len,
-                                batch_size=min(8, len(splices) + len(good)), micro_batch_size=2)
-                say(f"iteration {k}: SFT on {len(splices)} revision + {len(good)} good trajectories")
-                version = train_sft(sft, [data], out / f"it{k}" / "sft",
-                                    should_stop=lambda: "stop requested" if stopped() else None)
-                if version is None:  # a stop request or Ctrl-C ended the training after a step, checkpointed
-                    return _stop(store, run_id, report, out)
-                row["trained"] = version.id
-                spec = train_from = f"version:{version.id}"
-                close = getattr(policy, "close", None)
-                if close is not None:
-                    close()
-                policy = load_policy(spec)
-            previous = report["iterations"][-1].get("eval") if report["iterations"] else report.get("before")
-            if cfg.evaluate and held_out and row.get("trained") is None and previous is not None:
-                row["eval"] = {**previous, "label": f"it{k}", "same_as_previous": True}  # the policy did not change
-            elif cfg.evaluate and held_out:
-                row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate_version(policy, k), run_id)
-                say(f"iteration {k}: {_line(row['eval'])}")
-            store.put_document("agent-r:iteration", f"{run_id}/it{k}", row, run_id=run_id)
-            report["iterations"].append(row)
-        store.set_run_status(run_id, "finished")
-        report["seconds"] = round(time.time() - started, 1)
-        store.put_document("agent-r:report", run_id, report, run_id=run_id)
+        try:
+            spec, train_from = cfg.policy, cfg.train_policy
+            policy = load_policy(spec)
+            if cfg.evaluate and held_out:
+                report["before"] = _evaluation(store, f"{run_id}/it0", lambda: evaluate_version(policy, 0), run_id)
+                say(f"iteration 0 (before): {_line(report['before'])}")
+            for k in range(1, cfg.iterations + 1):
+                it_run = f"{run_id}-it{k}"
+                row: dict[str, Any] = {"iteration": k, "policy": spec}
+                splices: list[Trajectory] = []
+                good: list[Trajectory] = []
+                for n, inst in enumerate(train):
+                    if stopped():
+                        return _stop(store, run_id, report, out)
+                    done = searcher.search(inst, policy, it_run, k,
+                                           say=lambda text: say(f"{text} ({n + 1}/{len(train)})"))
+                    more_splices, more_good = searcher.training_data(done)
+                    splices += more_splices
+                    good += more_good
+                    say(f"iteration {k}: {inst.instance_id}: {done['splices_kept']} splice(s) kept, {done['good']} "
+                        f"good path(s), dropped {done['dropped'] or 'none'} ({done['policy_calls']} policy calls)")
+                row.update(splices=len(splices), good=len(good))
+                if not splices and not good:
+                    row["trained"] = None
+                    say(f"iteration {k}: no training data (no successful path): the policy stays {spec}")
+                else:
+                    if stopped():
+                        return _stop(store, run_id, report, out)
+                    data = export_sft_data(splices + good, out / f"it{k}" / "data", f"{it_run}-data",
+                                           {"iteration": k, "policy": spec})
+                    sft = SFTConfig(policy=train_from, runs_root=out, lora=None if cfg.full else SFTConfig().lora,
+                                    max_steps=cfg.sft_steps, lr=cfg.sft_lr, device=cfg.device, max_len=cfg.max_len,
+                                    batch_size=min(8, len(splices) + len(good)), micro_batch_size=2)
+                    say(f"iteration {k}: SFT on {len(splices)} revision + {len(good)} good trajectories")
+                    version = train_sft(sft, [data], out / f"it{k}" / "sft",
+                                        should_stop=lambda: "stop requested" if stopped() else None)
+                    if version is None:  # a stop request or Ctrl-C ended the training after a step, checkpointed
+                        return _stop(store, run_id, report, out, "stop requested" if stopped() else "Ctrl-C")
+                    row["trained"] = version.id
+                    spec = train_from = f"version:{version.id}"
+                    close = getattr(policy, "close", None)
+                    if close is not None:
+                        close()
+                    policy = load_policy(spec)
+                previous = report["iterations"][-1].get("eval") if report["iterations"] else report.get("before")
+                if cfg.evaluate and held_out and row.get("trained") is None and previous is not None:
+                    row["eval"] = {**previous, "label": f"it{k}", "same_as_previous": True}  # the policy did not change
+                elif cfg.evaluate and held_out:
+                    row["eval"] = _evaluation(store, f"{run_id}/it{k}", lambda: evaluate_version(policy, k), run_id)
+                    say(f"iteration {k}: {_line(row['eval'])}")
+                store.put_document("agent-r:iteration", f"{run_id}/it{k}", row, run_id=run_id)
+                report["iterations"].append(row)
+            store.set_run_status(run_id, "finished")
+            report["seconds"] = round(time.time() - started, 1)
+            store.put_document("agent-r:report", run_id, report, run_id=run_id)
+        except KeyboardInterrupt:  # Ctrl-C outside the SFT's steps (a search, an evaluation, a model loading)
+            return _stop(store, run_id, report, out, "Ctrl-C")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -276,9 +282,10 @@ def _line(e: dict) -> str:
             f"loop episodes {e['loop_episodes']:.2f}")
 
 
-def _stop(store: RunStore, run_id: str, report: dict, out: Path) -> dict:
+def _stop(store: RunStore, run_id: str, report: dict, out: Path, why: str = "stop requested") -> dict:
+    """The run ends `stopped` (`why`: "stop requested" or "Ctrl-C"), resumable by the same command."""
     store.set_run_status(run_id, "stopped")
-    report["stopped"] = "stop requested"
+    report["stopped"] = why
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -2,11 +2,12 @@
 
 While a training runs in the main thread, the first Ctrl-C only raises a flag: the step in flight finishes, a
 checkpoint is written, the version is marked `stopped` and the training returns; the same command resumes it.
-A second Ctrl-C interrupts at once, as usual.
+The first Ctrl-C says so at once on stderr. A second Ctrl-C interrupts at once, as usual.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Callable, Optional
@@ -27,6 +28,11 @@ class StopAtStep:
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
+        try:  # said at once: a step of a real model can take a minute, and a silent Ctrl-C looks ignored
+            os.write(2, b"\nCtrl-C: stopping after the step in flight, with a checkpoint (Ctrl-C again: at once, "
+                        b"from the last checkpoint)\n")
+        except OSError:  # no stderr to write to: the flag is what matters
+            pass
 
     def __enter__(self) -> "StopAtStep":
         if threading.current_thread() is threading.main_thread():

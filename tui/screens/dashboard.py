@@ -314,8 +314,9 @@ class DashboardScreen(LiveScreen):
 
     @staticmethod
     def costly(key: tuple) -> bool:
-        """A page that scans the whole run to be cut (a search, a status filter, a sort: a sort by tokens sums every
-        step's, seconds on a large run); a page in stored order is an indexed range (a few ms)."""
+        """A page that scans the whole run to be cut (a search, a status filter, a sort: tens of ms on a large run, a
+        sort by tokens included since the store keeps each trajectory's total); a page in stored order is an indexed
+        range (a few ms)."""
         search, status, sort = key[:3]
         return bool(search or status or sort)
 
