@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `agent` sets it (see agent/__init__.py): tests share 2 cores
 
 
 def make_git_repo(path: Path, files: dict[str, str]) -> Path:

@@ -55,6 +55,10 @@ def test_toolcall_splits_are_disjoint_and_follow_the_suite():
     assert [i.instance_id for i in s.train] == [i.instance_id for i in suite.instances("train")[:4]]
     assert [i.instance_id for i in s.search] == [i.instance_id for i in suite.instances("train")[4:6]]
     assert not {i.instance_id for i in s.held_out} & train_split and len(s.held_out) == 7  # 10% of 67
+    # the warm start's pool: the training instances first, then the rest of the train split the search skips
+    demos = [i.instance_id for i in s.demonstrations]
+    assert demos[:4] == [i.instance_id for i in s.train] and len(demos) == len(train_split) - 2
+    assert not set(demos) & {i.instance_id for i in s.search + s.held_out}
     assert resolve_splits(suite, SplitConfig(train=3)).search == resolve_splits(suite, SplitConfig(train=3)).train
     with pytest.raises(ConfigError, match="not in its pool"):
         resolve_splits(suite, SplitConfig(held_out=["toolcall__book_hotel-1"]))  # a training-split id

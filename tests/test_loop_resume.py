@@ -133,3 +133,40 @@ def test_a_stop_request_ends_the_loop_after_the_work_in_flight(loop_warm_model, 
         assert 3 <= len(s.trajectory_ids()) < 9  # stopped between batches
     report = run_loop(tiny_config(loop_warm_model, **OVER), out)
     assert [r["generation"] for r in report["generations"]] == [0, 1]
+
+
+def test_the_first_ctrl_c_stops_after_the_work_in_flight_and_a_second_interrupts(loop_warm_model, tmp_path):
+    """Ctrl-C (SIGINT to the main thread) is a stop request: the loop ends with LoopStopped and the run says
+    `stopped`; a second Ctrl-C interrupts at once (KeyboardInterrupt), leaving the run `stopped`, not `running`."""
+    import signal
+
+    import torch
+
+    from evolve.loop.run import LoopStopped, run_loop
+    from evolve.store import RunStore
+
+    torch.set_num_threads(1)
+
+    def ctrl_c(times: int):
+        sent = {"n": 0}
+
+        def progress(stage, event, detail):
+            if stage == "rollouts" and event == "progress" and detail["done"] >= 3 and sent["n"] < times:
+                for _ in range(times):
+                    sent["n"] += 1
+                    signal.raise_signal(signal.SIGINT)
+        return progress
+
+    once = tmp_path / "once"
+    with pytest.raises(LoopStopped) as stopped:
+        run_loop(tiny_config(loop_warm_model, **OVER), once, progress=ctrl_c(1))
+    assert stopped.value.report["running"]["stage"] == "rollouts"
+    with RunStore(once / "runs" / "g01-rollouts", readonly=True) as s:
+        assert 3 <= len(s.trajectory_ids()) < 9  # the batch in flight finished, no other started
+    twice = tmp_path / "twice"
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(tiny_config(loop_warm_model, **OVER), twice, progress=ctrl_c(2))
+    for out in (once, twice):
+        with RunStore(out, readonly=True) as s:
+            assert next(r for r in s.runs() if r["id"] == out.name)["status"] == "stopped"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

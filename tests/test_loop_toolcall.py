@@ -122,6 +122,15 @@ def test_command_line_and_tree_show(model, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "loop run loop" in r.stdout and "start" in r.stdout and "sft" in r.stdout
+    assert "(finished)" in r.stdout
+    # a store left saying `running` by a process that died (SIGKILL mid-run): no process holds its lock
+    from evolve.store import RunStore
+
+    with RunStore(out) as store:
+        store.set_run_status("loop", "running")
+    r = subprocess.run([sys.executable, "-m", "evolve.cli", "tree", "show", str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert "(dead: resume it with the same command)" in r.stdout, r.stdout
     # user errors are one line
     bad = tmp_path / "bad.yaml"
     bad.write_text("search: {budget: 0}\n")

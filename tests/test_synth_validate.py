@@ -161,6 +161,13 @@ def test_synthesis_keeps_caught_bugs_drops_flaky_tests_and_rows_grade_in_fresh_s
         assert row.extra["function"] in row.problem_statement and "diff --git" not in row.problem_statement
     suite = get_suite(f"synth:{tmp_path / 's.jsonl'}")
     suite.ensure_images(rows)
+    from sandbox import SandboxConfig, start_sandbox
+
+    with start_sandbox(SandboxConfig(), image=rows[0].image) as sb:  # the history an agent sees has no fix in it
+        head = sb.exec("git rev-parse HEAD && git rev-list --all --count && git status --porcelain").output.split()
+        assert head == [rows[0].base_commit, "1"]
+        assert sb.exec(f"git cat-file -e {rows[0].extra['source_commit']}").exit_code != 0
+        assert sb.exec("git fsck --lost-found --no-progress 2>&1 | grep -c 'dangling commit'").output.strip() == "0"
     for row in rows:
         assert grade(row, row.patch).resolved, row.instance_id
         assert not grade(row, "").resolved

@@ -56,12 +56,13 @@ async def _read_ahead(tmp_path):
         insp = app.screen
         assert isinstance(insp, InspectorScreen)
         nxt = screen.rows[1]["id"]
-        await _until(lambda: nxt in insp.ahead)  # the next trajectory was read ahead
+        await _until(lambda: nxt in insp.ahead)  # the next trajectory was read ahead, and where it sits in the list
+        assert insp.neighbours[(0, 1)] == (nxt, 250)
         with RunStore(run_dir) as store:
             store.append_step(nxt, store.get_trajectory(nxt).steps[0].model_copy(update={"index": 2}))
         gen = insp.generation
         await _until(lambda: insp.generation > gen)
-        assert nxt not in insp.ahead  # the copy read before the change is gone
+        assert nxt not in insp.ahead and not insp.neighbours  # the copy read before the change is gone
         await pilot.press("L")
         await settle(app, pilot)
         with RunStore(run_dir, readonly=True) as store:

@@ -94,7 +94,7 @@ def test_training_screen_follows_a_new_version_and_draws_it_while_it_trains(tmp_
             plot = screen.query_one("#plot-loss")
             raw = plot.series[0][2]
             await pilot.press("s", "s")  # smoothing 0.9: the smoothed curve is TensorBoard's EMA of the raw one
-            assert screen.smoothing == 0.9 and plot.series[0][2] == raw
+            assert screen.smoothing == 0.9 and plot.series[0][2] == raw and plot.drawn[0] == smooth(raw, 0.9)
             await pilot.press("x")
             assert screen.by_time and plot.series[0][1][0] == 0.0
             screen.query_one("#versions").move_cursor(screen.widgets[first.id])

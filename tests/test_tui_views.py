@@ -127,6 +127,7 @@ def test_loop_view_shows_generations_the_held_out_curve_and_the_stage_now_runnin
             await until(pilot, lambda: loop.query_one("#generations").row_count == 2, "the generations")
             rows = cells(loop.query_one("#generations"))
             assert rows[1][3] == "accepted" and rows[1][4] == "0.35 [0.25–0.45]" and rows[1][5] == "0.15 [0.05–0.25]" and rows[1][6] == "0.010", rows
+            assert rows[1][8:] == ["2400", "5m00s", "-"], rows  # item 15: tokens, time and sandbox time per generation
             assert loop.query_one("#heldout").points == [(0, 0.2, 0.1, 0.3), (1, 0.35, 0.25, 0.45)]
             table = loop.query_one("#generations")  # item 17: a click on a header sorts any table by that column
             x = 2 + sum(c.width + 2 for c in list(table.columns.values())[:list(table.columns).index("gen")])

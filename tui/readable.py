@@ -102,3 +102,25 @@ def trajectory_ids(obj: Any) -> list[str]:
 
     walk(obj)
     return found
+
+
+def _short(node: Any) -> str:
+    return str(node).rsplit(":", 1)[-1]
+
+
+def in_words(kind: str, doc: Any) -> str | None:
+    """One sentence for a document whose kind says what happened (HGM's scheduler decisions), else None."""
+    if kind != "hgm:decision" or not isinstance(doc, dict):
+        return None
+    what, seq = doc.get("kind"), doc.get("seq")
+    if what == "expand":
+        said = f"decision {seq}: expand node {_short(doc.get('node'))} into a new child {_short(doc.get('child'))}"
+        if doc.get("expansion"):
+            said += f" ({doc['expansion']})"
+    elif what == "evaluate":
+        said = f"decision {seq}: evaluate node {_short(doc.get('node'))} on task {doc.get('task')}"
+    else:
+        said = f"decision {seq}: {what}"
+    if doc.get("reason"):
+        said += f", because {doc['reason']}"
+    return said + (" (it counts against the budget)" if doc.get("charged") else "")

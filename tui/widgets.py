@@ -155,12 +155,16 @@ class MetricPlot(PlotextPlot):
     """One training metric of one or more versions (an overlay), against the optimiser step or the time."""
 
     series: list[tuple[str, list[float], list[float]]] = []
+    """What `show` was given: (label, xs, ys) per version, raw."""
+    drawn: list[list[float]] = []
+    """The lines drawn, per version shown (smoothed, downsampled)."""
 
     def show(self, name: str, series: list[tuple[str, list[float], list[float]]], smoothing: float = 0.0,
              xlabel: str = "step") -> None:
         """`series`: (label, xs, ys) per version, the first the one chosen; drawn smoothed (the raw curve of the
         chosen version stays beside the smoothed one, faint)."""
         self.series = [(label, list(xs), list(ys)) for label, xs, ys in series]
+        self.drawn = []
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -173,8 +177,9 @@ class MetricPlot(PlotextPlot):
             color = COLORS[k % len(COLORS)]
             if k == 0 and smoothing > 0:
                 plt.plot(*downsample(xs, ys), marker="braille", color="gray")
-            plt.plot(*downsample(xs, smooth(ys, smoothing)), marker="braille", color=color,
-                     label=label if len(drawn) > 1 else None)
+            xs_drawn, ys_drawn = downsample(xs, smooth(ys, smoothing))
+            self.drawn.append(ys_drawn)
+            plt.plot(xs_drawn, ys_drawn, marker="braille", color=color, label=label if len(drawn) > 1 else None)
         last = drawn[0][2][-1]
         plt.title(f"{name} {last:.3g}" + (f" ~{smoothing:g}" if smoothing > 0 else "")
                   + (f" by {xlabel}" if xlabel != "step" else ""))

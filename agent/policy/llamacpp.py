@@ -295,7 +295,10 @@ class LlamaCppPolicy(Policy):
             cand = None
         # Gumbel-max: an exact sample of softmax(scaled) that float noise in the logits (a cached vs a
         # fresh prompt evaluation) does not change, so a seed repeats its sample.
-        i = _gumbel_argmax(scaled, rng.random(scaled.size, dtype=np.float32))
+        # float32 uniforms are exactly 0 once in 2^24 draws, i.e. about once per 64 tokens over Gemma's 262k-token
+        # vocabulary: the smallest normal float keeps such a token possible instead of a log(0) warning.
+        u = np.maximum(rng.random(scaled.size, dtype=np.float32), np.finfo(np.float32).tiny)
+        i = _gumbel_argmax(scaled, u)
         token = int(cand[i]) if cand is not None else i
         return token, float(logits[token]) - logz
 

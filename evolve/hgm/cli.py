@@ -24,7 +24,7 @@ from evolve.markup import cells, esc
 from evolve.policies import RunsRoot
 from evolve.run.executor import parse_executor
 from evolve.run.run_lock import RunLock
-from evolve.store import RunStore, check_run_dir
+from evolve.store import RunStore, check_run_dir, owner_alive
 from sandbox.prune import prune_orphans
 from tasks.registry import get_suite
 from tasks.suite_images import ensure_suite_images
@@ -221,8 +221,11 @@ def show_cmd(run: Path = typer.Argument(..., help="Run directory of an `evolve h
 
     roots = kids.get(None, [])
     cfg = summary["config"]
+    status = summary["status"]
+    if status == "running" and owner_alive(run) is False:
+        status = "dead: resume it with the same command"  # as the TUI says: no process holds its lock
     tree = Tree(f"{'HGM' if summary['kind'] == 'hgm' else 'loop'} run {esc(summary['run_id'])} "
-                f"({esc(summary['status'])}) · suite {esc(cfg.get('suite'))} · "
+                f"({esc(status)}) · suite {esc(cfg.get('suite'))} · "
                 f"{len(summary['nodes'])} nodes" + (" · privileged diagnosis" if cfg.get("privileged_diagnosis") else ""))
 
     def add(parent_tree, n):

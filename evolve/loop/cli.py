@@ -35,6 +35,9 @@ def loop_cmd(
     rollout_backend: Optional[str] = typer.Option(None, help="How trained versions sample: hf, llamacpp (GGUF "
                                                   "export), vllm (LoRA swapped in), as-is."),
     dataset: Optional[str] = typer.Option(None, help="Local SWE-bench dataset file."),
+    curriculum: Optional[str] = typer.Option(None, help="Which training instances each generation's rollouts run "
+                                             "on: sec (Self-Evolving Curriculum over task categories), uniform, "
+                                             "or off (all; the default). Sets curriculum.mode."),
 ) -> None:
     """The self-evolving loop: rollouts, trajectory evolution, code and weight children in one HGM tree, a held-out
     gate, generation after generation. Resumable with the same command after any kill; stoppable from the TUI."""
@@ -48,12 +51,15 @@ def loop_cmd(
     kind = "toolcall" if the_suite.kind == "toolcall" else "swe"
     cfg = load_loop_config(kind, config, suite=suite, generations=generations, executor=executor, dataset=dataset,
                            **{"policies.policy": policy, "policies.meta_policy": meta_policy,
-                              "training.device": train_device, "policies.rollout_backend": rollout_backend})
+                              "training.device": train_device, "policies.rollout_backend": rollout_backend,
+                              "curriculum.mode": curriculum})
     out = out or Path("runs") / f"loop-{suite}"
     check_run_dir(out, create=False)
     console.print(f"[bold]evolve loop {esc(suite)}[/]: {cfg.generations} generation(s), policy "
                   f"{esc(cfg.policies.policy)} (rollouts on {cfg.policies.rollout_backend}), children "
-                  f"{', '.join(cfg.kinds())}, store {esc(out)}")
+                  f"{', '.join(cfg.kinds())}"
+                  + (f", curriculum {cfg.curriculum.mode}" if cfg.curriculum.mode != "off" else "")
+                  + f", store {esc(out)}")
     started = time.time()
     last = {"line": ""}
 

@@ -59,6 +59,24 @@ class RolloutConfig(_Strict):
     """toolcall: prompts sampled together."""
 
 
+class CurriculumStage(_Strict):
+    """Which training instances each generation's rollouts (and so its GRPO groups) run on: all of them (`off`),
+    or `tasks` of them drawn by the Self-Evolving Curriculum (`sec`: a bandit over task categories fed the mean
+    absolute advantage of each category's groups after the rollouts) or by `uniform` categories. Categories: a
+    synthesised row's source x bug family, else repository x bug kind (bundled) or the task's kind (toolcall).
+    The bandit's state after every generation is a `curriculum` document of the loop's run (the TUI's weights
+    over time; the same records as `evolve train grpo --curriculum`)."""
+
+    mode: Literal["off", "sec", "uniform"] = "off"
+    """`off` (every training instance every generation), `sec` or `uniform` (`--curriculum`)."""
+    tasks: Optional[int] = Field(default=None, ge=1)
+    """Training instances drawn per generation (null: half of the training split, at least one)."""
+    alpha: float = Field(default=0.5, gt=0, le=1)
+    """Learning rate of the categories' values (SEC's TD(0) step)."""
+    temperature: float = Field(default=0.2, gt=0)
+    """Boltzmann temperature of the draw: lower concentrates on the categories with most signal."""
+
+
 class SEAgentStage(_Strict):
     """Stage 2a: SE-Agent's guided retries of the instances the champion failed (SWE suites only)."""
 
@@ -242,7 +260,8 @@ class WarmStartConfig(_Strict):
     lr: Optional[float] = Field(default=None, gt=0)
     """Peak learning rate (null: `training.lr`)."""
     limit: Optional[int] = Field(default=None, ge=1)
-    """Most demonstrations (null: every training instance's)."""
+    """Most demonstrations (null: all). Toolcall's come from its train split minus the search instances, the
+    training instances first: `limit` larger than `splits.train` warm-starts on instances the rollouts skip."""
     runs: list[str] = Field(default_factory=list)
     """Run directories of demonstrations (SWE: e.g. synthesized tasks with known fixes); toolcall uses the
     training instances' reference answers when empty."""
@@ -267,6 +286,8 @@ class LoopConfig(_Strict):
     """Generation 0."""
     rollouts: RolloutConfig = Field(default_factory=RolloutConfig)
     """Stage 1."""
+    curriculum: CurriculumStage = Field(default_factory=CurriculumStage)
+    """Which training instances stage 1 runs on each generation."""
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     """Stage 2."""
     sft: SFTStage = Field(default_factory=SFTStage)

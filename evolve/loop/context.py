@@ -12,6 +12,7 @@ from evolve.loop.config import LoopConfig
 from evolve.loop.policies import Policies
 from evolve.loop.splits import Splits
 from evolve.loop.state import LoopState, gkey
+from evolve.run.ctrl_c import FirstCtrlCStops
 from evolve.store import RunStore
 
 Progress = Callable[[str, str, dict[str, Any]], None]
@@ -38,13 +39,16 @@ class LoopContext:
     started: float = field(default_factory=time.time)
     train_lock: threading.Lock = field(default_factory=threading.Lock)
     """One training at a time (memory; the CPU has few cores)."""
+    ctrl_c: FirstCtrlCStops = field(default_factory=FirstCtrlCStops)
+    """The first Ctrl-C is a stop request (see `stop_requested`)."""
 
     @property
     def state(self) -> LoopState:
         return LoopState(self.store, self.run_id)
 
     def stop_requested(self) -> bool:
-        return self.store.stop_requested(self.run_id, since=self.started)
+        """A stop asked for from the TUI (`evolve stop`) since the loop started, or a first Ctrl-C."""
+        return self.ctrl_c.hit or self.store.stop_requested(self.run_id, since=self.started)
 
     def run_dir(self, g: int, what: str) -> Path:
         """The sub-run directory of a stage of generation `g` (an ordinary run directory)."""

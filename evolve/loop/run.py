@@ -5,7 +5,8 @@ generation g >= 1: rollouts -> evolution -> search -> gate; the gate's champion 
 
 A killed loop, run again with the same command, skips every stage marked done and re-enters the one it was in
 (which itself resumes: stored attempts, searched instances, training checkpoints, journaled decisions and held-out
-scores are reused). A stop request ends the loop after the work in flight; `LoopStopped` carries the report.
+scores are reused). A stop request (the TUI's, or a first Ctrl-C) ends the loop after the work in flight; `LoopStopped` carries the
+report. A second Ctrl-C interrupts at once (the run is marked `stopped` all the same).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from tasks.suite_images import ensure_suite_images
 
 log = logging.getLogger(__name__)
 
-FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "evolution", "sft", "grpo", "code", "search",
-         "gate", "policies", "training", "warm_start")
+FIXED = ("suite", "dataset", "variant", "splits", "seed", "rollouts", "curriculum", "evolution", "sft", "grpo", "code",
+         "search", "gate", "policies", "training", "warm_start")
 """Settings a resumed loop must keep (more generations may be asked for): anything else would mix experiments."""
 
 
@@ -56,8 +57,9 @@ def _check_resume(store: RunStore, run_id: str, config: dict[str, Any]) -> None:
         return
     if old["kind"] != KIND:
         raise ConfigError(f"{store.dir} holds an `evolve {old['kind']}` run, not a loop; give another --out")
+    defaults = LoopConfig().model_dump(mode="json")  # a setting added since the run began: it ran with the default
     for key in FIXED:
-        if old["config"].get(key) != config.get(key):
+        if old["config"].get(key, defaults.get(key)) != config.get(key):
             raise ConfigError(f"{store.dir} was run with another `{key}` setting; resume with the same settings "
                               f"(only --generations may grow), or give another --out")
 
@@ -110,11 +112,16 @@ def run_loop(cfg: LoopConfig, out: Path, *, load_policy: Callable[[str], Policy]
                           start_node=_start_node(store, run_id, spec, variant), start_spec=spec,
                           start_variant=variant, progress=progress or (lambda stage, event, detail: None))
         try:
-            _generations(ctx)
+            with ctx.ctrl_c:
+                _generations(ctx)
         except (stages.Stopped, TrainingStopped):
             store.set_run_status(run_id, "stopped")
             store.log_event("loop:stopped", run_id=run_id)
             raise LoopStopped(loop_report(ctx, stopped=True)) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the stage in flight is redone (from its checkpoints) on resume
+            store.set_run_status(run_id, "stopped")
+            store.log_event("loop:interrupted", run_id=run_id)
+            raise
         finally:
             policies.close()
         store.set_run_status(run_id, "finished")

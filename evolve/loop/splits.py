@@ -16,6 +16,9 @@ class Splits:
     train: list[TaskInstance]
     search: list[TaskInstance]
     held_out: list[TaskInstance]
+    demonstrations: list[TaskInstance]
+    """The warm start's pool: every instance of the training pool the search and the gate never see (the training
+    instances first), so a warm start may learn from more instances than each generation's rollouts use."""
 
     def ids(self) -> dict[str, list[str]]:
         return {name: [i.instance_id for i in getattr(self, name)] for name in ("train", "search", "held_out")}
@@ -73,4 +76,6 @@ def resolve_splits(suite, cfg: SplitConfig) -> Splits:
     if overlap:
         raise ConfigError(f"splits: {sorted(overlap)[0]!r} is both held out and trained or searched on")
     suite.validate(train + search + held)
-    return Splits(train, search, held)
+    unseen = {i.instance_id for i in search + held}
+    demos = train + [i for i in pool if i.instance_id not in unseen and i.instance_id not in taken]
+    return Splits(train, search, held, demos)

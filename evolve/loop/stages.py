@@ -2,8 +2,9 @@
 run of it already stored and does only the rest, through the resumable machinery it reuses:
 
 - `warm_start` (generation 0): demonstrations -> `train_sft` (checkpointed) -> a `warm_start` node.
-- `rollouts`: the champion on the training instances, k attempts each: `toolcall_rollouts` (toolcall) or `run_swe`
-  (SWE suites: sandboxes, hidden-test grading, Ray when configured), in an ordinary run directory.
+- `rollouts`: the champion on the training instances (all, or those the curriculum draws: `evolve.loop.curriculum`),
+  k attempts each: `toolcall_rollouts` (toolcall) or `run_swe` (SWE suites: sandboxes, hidden-test grading, Ray when
+  configured), in an ordinary run directory; then the curriculum is fed the attempts' groups.
 - `evolution`: Agent-R's search (`InstanceSearch`) and SE-Agent's retries (`run_se_agent`) on the instances the
   champion failed; then the generation's training data (`loop:data`).
 - `search`: the HGM scheduler over both kinds of child, journaled (`StoreJournal`), resumed from its decisions.
@@ -34,7 +35,7 @@ from evolve.hgm.config import HGMConfig
 from evolve.hgm.journal import StoreJournal
 from evolve.hgm.scheduler import Scheduler
 from evolve.hgm.search import run_search
-from evolve.loop import cost
+from evolve.loop import cost, curriculum
 from evolve.loop.context import LoopContext
 from evolve.loop.data import GenerationData, refs
 from evolve.loop.gate import compare, mean_interval
@@ -104,7 +105,7 @@ def demonstrations(ctx: LoopContext) -> Path:
         if not store.trajectory_ids(run_id=run_id):
             store.put_run(run_id, "demonstrations", {"source": "reference answers"}, status="finished")
             if ctx.kind == "toolcall":
-                for inst in ctx.splits.train[:ctx.cfg.warm_start.limit]:
+                for inst in ctx.splits.demonstrations[:ctx.cfg.warm_start.limit]:
                     store.put_trajectory(Trajectory(
                         run_id=run_id, instance_id=inst.instance_id, origin="reference", prompt=build_messages(inst),
                         status=TrajectoryStatus.submitted, answer=inst.extra["answer"], finished_at=time.time(),
@@ -162,7 +163,7 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
     run_dir = ctx.run_dir(g, "rollouts")
     run_id = run_dir.name
     policy = ctx.policies.get(spec)
-    train = ctx.splits.train
+    cur, train = curriculum.draw(ctx, g)
     if ctx.kind == "toolcall":
         with RunStore(run_dir) as store:
             store.put_run(run_id, "toolcall", {"suite": cfg.suite, "policy": policy.spec, "loop": ctx.run_id,
@@ -195,11 +196,14 @@ def rollouts(ctx: LoopContext, g: int, rec: StageRecord) -> None:
             report = run_swe(run_cfg, train, policy, on_event, judge_policy=judge)  # run_swe batches its episodes
         if report.get("stopped"):
             raise Stopped()
-    rec.result = _rollout_summary(ctx, run_dir) | {"champion": champion, "policy": policy.spec}
+    rec.result = _rollout_summary(ctx, run_dir, train) | {"champion": champion, "policy": policy.spec}
+    if cur is not None:
+        rec.result["curriculum"] = curriculum.feed(ctx, g, cur, train, run_dir) | {
+            "instances": [i.instance_id for i in train]}
     rec.cost = cost.run_dir_cost(run_dir)
 
 
-def _rollout_summary(ctx: LoopContext, run_dir: Path) -> dict[str, Any]:
+def _rollout_summary(ctx: LoopContext, run_dir: Path, train: list[TaskInstance]) -> dict[str, Any]:
     """Counts, the mean reward, and the instances no attempt succeeded on (the evolution stage's work)."""
     from evolve.train.data import pick_reward  # loads torch (the trainer's data module)
 
@@ -213,7 +217,7 @@ def _rollout_summary(ctx: LoopContext, run_dir: Path) -> dict[str, Any]:
                 by_inst.setdefault(row["instance_id"], []).append(r)
     rewards = [r for rs in by_inst.values() for r in rs]
     ok = ctx.cfg.sft.min_reward
-    failed = [i.instance_id for i in ctx.splits.train if not any(r >= ok for r in by_inst.get(i.instance_id, []))]
+    failed = [i.instance_id for i in train if not any(r >= ok for r in by_inst.get(i.instance_id, []))]
     return {"run_dir": str(run_dir), "trajectories": len(rewards), "instances": len(by_inst),
             "mean_reward": sum(rewards) / len(rewards) if rewards else 0.0,
             "successes": sum(r >= ok for r in rewards), "failed": failed}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import signal
 import sqlite3
 import threading
 import time
@@ -43,6 +42,7 @@ from evolve.run.episode import EpisodeResult, OnEvent, StopSignal, run_episode
 from evolve.run.executor import ExecutorConfig
 from evolve.run.local_tasks import check_local_python, local_instance, local_refusal
 from evolve.run.remote_episode import RayEpisodes
+from evolve.run.ctrl_c import FirstCtrlCStops
 from evolve.run.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore, StoreError, check_run_dir
 from records import Message, TaskInstance, Trajectory, TrajectoryStatus
@@ -261,7 +261,7 @@ def run_swe(cfg: RunConfig, instances: list[TaskInstance], policy: Policy,
 
         threads = [threading.Thread(target=worker, name=f"evolve-episode-{k}", daemon=True)
                    for k in range(n_workers)]
-        with _sigint_stops(stopper) as sigint, _closing(remote):
+        with FirstCtrlCStops() as sigint, _closing(remote):
             for t in threads:
                 t.start()
             last_poll = 0.0
@@ -352,31 +352,6 @@ class _closing:
     def __exit__(self, *exc: object) -> None:
         if self.thing is not None:
             self.thing.close()
-
-
-class _sigint_stops:
-    """While active (in the main thread), the first Ctrl-C asks for a graceful stop (`hit`, which the run's
-    loop turns into a stop: the handler itself takes no lock, so it cannot deadlock with a store write it
-    interrupted); a second one raises KeyboardInterrupt as usual."""
-
-    def __init__(self, stopper: StopSignal):
-        self.stopper = stopper
-        self.previous = None
-        self.hit = False
-
-    def _handler(self, signum, frame) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __enter__(self) -> "_sigint_stops":
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def check_judge(policy: Policy, spec: str = "") -> None:

@@ -52,6 +52,7 @@ PACKAGES: list[PackageSpec] = [
     PackageSpec(name="python-slugify", version="9.2.0", tests=["tests"], code=["slugify"],
                 deps=["text-unidecode==1.3"]),
     PackageSpec(name="humanize", version="4.17.0", tests=["tests"], code=["src/humanize"], import_root="src",
+                pytest_args=["--ignore=tests/test_benchmarks.py"],  # needs pytest-benchmark's fixture
                 deps=["freezegun==1.5.5", "python-dateutil==2.9.0.post0", "six==1.17.0"]),
     PackageSpec(name="boltons", version="26.2.0", tests=["tests"], code=["boltons"]),
 ]

@@ -4,7 +4,8 @@ A source's image is `FROM evolve-base:latest` with its repository at `/testbed` 
 its dependencies' pure-Python wheels unpacked into the interpreter's site-packages (what pip does for a
 purelib wheel; the image has no pip and the build no network) and a `.pth` file putting its import root on
 `sys.path` (an editable install without a build backend). A task's image is its source's image with the
-bug committed on top (`commit_bug`); it is made only when the task is run (`task_image`).
+bugged tree committed as the repository's only commit (`commit_bug_command`: the history an agent sees never
+holds the code without the bug); it is made only when the task is run (`task_image`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,20 @@ BUG_IDENTITY = ("-c user.name='Evolve Synth' -c user.email=synth@evolve.invalid 
 BUG_ENV = "GIT_AUTHOR_DATE='2024-01-01T00:00:00+00:00' GIT_COMMITTER_DATE='2024-01-01T00:00:00+00:00'"
 
 
-def commit_bug_command(message: str = "synthetic bug") -> str:
-    """Shell command (in `/testbed`) that commits the working tree's change under a fixed identity and date, so
-    the same bug on the same commit always gets the same hash; prints the hash."""
-    return (f"git add -A && {BUG_ENV} git {BUG_IDENTITY} commit -q --no-verify -m {shlex.quote(message)} "
-            "&& git rev-parse HEAD")
+def commit_bug_command(message: str = "synthetic bug", forget: str | None = None) -> str:
+    """Shell command (in `/testbed`) that commits the working tree as a root commit (no parent: the task's history
+    must not hold the code without the bug, or `git show HEAD` would give the fix away) under a fixed identity
+    and date, so the same bugged tree always gets the same hash; moves the branch there and prints the hash.
+    ``forget`` (the source's commit, for the task image): then drop every other ref, the reflogs and every object
+    only they reached, and check that commit is gone."""
+    drop = ("git for-each-ref --format='%(refname)' | while read -r ref; do "
+            "[ \"$ref\" = \"$(git symbolic-ref -q HEAD)\" ] || git update-ref -d \"$ref\"; done && "
+            "rm -f .git/ORIG_HEAD .git/FETCH_HEAD && git reflog expire --expire=now --all && "
+            f"git gc -q --prune=now && ! git cat-file -e {shlex.quote(forget)} 2>/dev/null && "
+            "test \"$(git rev-list --all --count)\" = 1 && ") if forget else ""
+    return (f"git add -A && tree=$(git write-tree) && "
+            f"bug=$({BUG_ENV} git {BUG_IDENTITY} commit-tree \"$tree\" -m {shlex.quote(message)}) && "
+            f"git reset -q \"$bug\" && {drop}echo \"$bug\"")
 
 
 def source_image_tag(source: Source, fingerprint: str) -> str:
@@ -107,7 +117,7 @@ def task_image(source_image: str, source_commit: str, gold_patch: str, bug_commi
     client = docker_client()
     script = (f"cd /testbed && test \"$(git rev-parse HEAD)\" = {source_commit} && "
               f"git apply -R --whitespace=nowarn /tmp/evolve-gold.diff && rm /tmp/evolve-gold.diff && "
-              f"{commit_bug_command()}")
+              f"{commit_bug_command(forget=source_commit)}")
     container = client.containers.create(source_image, ["bash", "-c", script], network_mode="none",
                                          labels={LABEL: "1"})
     try:
@@ -123,7 +133,8 @@ def task_image(source_image: str, source_commit: str, gold_patch: str, bug_commi
         out = container.logs().decode(errors="replace").strip()
         if status.get("StatusCode") != 0 or out.splitlines()[-1:] != [bug_commit]:
             raise SandboxError(f"cannot rebuild the task image {tag} from {source_image}: the bug commit came out as "
-                               f"{out.splitlines()[-1:] or out!r}, the row says {bug_commit[:12]}")
+                               f"{out.splitlines()[-1:] or out!r}, the row says {bug_commit[:12]} (rows synthesised "
+                               "before bug commits had no parent cannot be rebuilt: synthesise them again)")
         repo, _, version = tag.rpartition(":")
         container.commit(repository=repo, tag=version, conf={"Cmd": ["bash"], "Labels": {LABEL: "task"}})
     finally:

@@ -35,6 +35,15 @@ class Baseline:
     seconds: float = 0.0
     """The slower run's time (the bugged runs' timeout scales with it)."""
 
+    def restrict(self, files: list[str] | None) -> "Baseline":
+        """The baseline of the tests of ``files`` only (all of it for None): what a run of those files is judged
+        against."""
+        if files is None:
+            return self
+        keep = set(files)
+        return Baseline(passing=[t for t in self.passing if t.split("::")[0] in keep], flaky=self.flaky,
+                        failing=self.failing, seconds=self.seconds)
+
     def refusal(self) -> str | None:
         """Why the source cannot be used (None when it can)."""
         if self.failing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from tasks.synth.coverage import Coverage
 from tasks.synth.families import Mutation, candidates, entities, parse
 
 
@@ -25,18 +26,21 @@ def _covered_methods(muts: list[Mutation], covered: set[tuple[str, int]]) -> dic
     return out
 
 
-def order(sources: dict[str, bytes], covered: set[tuple[str, int]] | None, families: list[str],
+def order(sources: dict[str, bytes], coverage: Coverage | None, families: list[str],
           seed: int = 0, per_entity: int = 2) -> list[Mutation]:
-    """Every mutation of the files (``{path: content}``) in the tests' reach (all of them when ``covered`` is
-    None), ordered so that families take turns and, within a family, functions do: the first bugs tried spread
-    over every family and as many functions as possible. At most ``per_entity`` bugs of one family per
-    function or class (more of the same place teach little)."""
+    """Every mutation of the files (``{path: content}``) in the tests' reach (all of them when ``coverage`` is
+    None): in a function or class the tests ran, changing a line that ran (a change to lines that never run
+    cannot make a test fail). Ordered so that families take turns and, within a family, functions do: the first
+    bugs tried spread over every family and as many functions as possible. At most ``per_entity`` bugs of one
+    family per function or class (more of the same place teach little)."""
     muts: list[Mutation] = []
     for path, content in sorted(sources.items()):
         muts += candidates(path, content, families)
-    if covered is not None:
+    if coverage is not None:
+        covered = coverage.functions()
         methods = _covered_methods(_all_functions(sources), covered)
-        muts = [m for m in muts if covered_entity(m, covered, methods)]
+        muts = [m for m in muts if covered_entity(m, covered, methods)
+                and coverage.ran(m, sources[m.entity.file])]
     rng = random.Random(seed)
     by_family: dict[str, list[Mutation]] = defaultdict(list)
     for m in muts:

@@ -17,6 +17,7 @@ from records import TaskInstance, TestReport
 from sandbox import Sandbox, SandboxConfig, SandboxError, start_sandbox
 from tasks.grading import grade_in
 from tasks.synth import outcomes
+from tasks.synth.coverage import Coverage
 from tasks.synth.env_image import commit_bug_command
 from tasks.synth.sources import HASH_SEED
 
@@ -79,15 +80,15 @@ class SourceSession:
             self.reset()
         return results
 
-    def baseline(self) -> tuple[outcomes.Baseline, set[tuple[str, int]]]:
-        """Two runs of the original (the first records which functions ran): its baseline and coverage."""
-        res = self.run([{"id": "base-1", "coverage": True}, {"id": "base-2"}], timeout=900)
+    def baseline(self, code_files: list[str]) -> tuple[outcomes.Baseline, Coverage]:
+        """Two runs of the original (the first records what the tests ran of ``code_files``): its baseline and
+        coverage. The timeout of later runs is set from the untraced run."""
+        res = self.run([{"id": "base-1", "coverage": list(code_files)}, {"id": "base-2"}], timeout=900)
         if len(res) < 2:
-            return outcomes.Baseline(passing=[], failing=["(the runner failed at the base)"]), set()
+            return outcomes.Baseline(passing=[], failing=["(the runner failed at the base)"]), Coverage()
         base = outcomes.baseline(res["base-1"], res["base-2"])
-        self.timeout = max(20.0, 4 * base.seconds + 10)
-        covered = {(f, int(line)) for f, line in res["base-1"].get("covered", [])}
-        return base, covered
+        self.timeout = max(20.0, 4 * res["base-2"].get("seconds", base.seconds) + 10)
+        return base, Coverage.from_json(res["base-1"].get("covered")) or Coverage()
 
     def commit_bug(self, path: str, content: bytes) -> tuple[str, str]:
         """Commit the bug on the source's commit; returns (bug commit, gold patch = the reverse diff)."""

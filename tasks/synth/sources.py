@@ -52,16 +52,18 @@ class Source(BaseModel):
     def category_name(self) -> str:
         return self.name
 
-    def test_command(self) -> str:
+    def test_command(self, tests: list[str] | None = None) -> str:
         """The command that runs its tests with per-test results (`-rA`: swebench's pytest log parser). String
         hashing is seeded (`PYTHONHASHSEED=0`, as in the validation runs): some suites build parametrized test
-        ids from sets, whose order, and so the ids, would change from one interpreter to the next."""
-        args = ["python3", "-m", "pytest", "-rA", "-p", "no:cacheprovider", *self.pytest_args, *self.tests]
+        ids from sets, whose order, and so the ids, would change from one interpreter to the next. ``tests``: run
+        only those test paths (default: the source's)."""
+        args = ["python3", "-m", "pytest", *self.pytest_argv(tests)]
         return f"{HASH_SEED} " + " ".join(shlex.quote(a) if a else "''" for a in args)
 
-    def pytest_argv(self) -> list[str]:
-        """The same as `test_command`, as pytest's own arguments."""
-        return ["-rA", "-p", "no:cacheprovider", *self.pytest_args, *self.tests]
+    def pytest_argv(self, tests: list[str] | None = None) -> list[str]:
+        """The same as `test_command`, as pytest's own arguments. `--color=no` wins over a configured
+        `addopts = --color=yes` (coloured status lines are not read by the log parser)."""
+        return ["-rA", "-p", "no:cacheprovider", "--color=no", *self.pytest_args, *(tests or self.tests)]
 
 
 def _slug(text: str) -> str:

@@ -1,11 +1,12 @@
 """`synthesize`: sources in, validated SWE-bench rows out (appended to the suite file as they pass).
 
 Per source, in its own sandbox (`--workers` sources at a time): the suite runs twice on the original (a
-source that is not green is refused with the reason) while recording which functions the tests run; bugs are
-tried in batches (`plan.order`: covered code only, families taking turns), each batch in one call of the
-container runner; a bug whose first run shows a FAIL_TO_PASS runs a second time; a bug that keeps at least one
-is committed, its issue written, its gold patch graded through `tasks.grading` (must resolve) and the empty
-patch too (must not). Everything is journaled (`journal`), so a killed synthesis resumes.
+source that is not green is refused with the reason) while recording what each test file runs (`coverage`); bugs
+are tried in batches (`plan.order`: changes to lines the tests ran, families taking turns), each batch in one call
+of the container runner, each bug with the test files that ran its function or class (the task's tests, as
+SWE-bench runs an instance's test files); a bug whose first run shows a FAIL_TO_PASS runs a second time; a bug
+that keeps at least one is committed, its issue written, its gold patch graded through `tasks.grading` (must
+resolve) and the empty patch too (must not). Everything is journaled (`journal`), so a killed synthesis resumes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, Field
 from sandbox import SandboxConfig, SandboxError
 from tasks.grading import grade
 from tasks.synth import issue, outcomes, plan
+from tasks.synth.coverage import Coverage
 from tasks.synth.env_image import ensure_source_image
 from tasks.synth.families import FAMILIES, Mutation
 from tasks.synth.journal import Journal
@@ -34,9 +36,10 @@ from tasks.synth.session import SourceSession
 from tasks.synth.sources import Source
 
 log = logging.getLogger(__name__)
-RUNNER_ARGS = ["--tb=short"]
-"""Added to the validation runs only (not to the rows' test command): short tracebacks make a bug that fails
-a hundred tests cost a fraction of the time to report, and change no test's status."""
+RUNNER_ARGS = ["--tb=no"]
+"""Added to the validation runs only (not to the rows' test command): no tracebacks (the container runner still
+reports the first failure in pytest's short style, for the issue text) make a bug that fails a hundred tests
+cost a fraction of the time to report, and change no test's status."""
 Complete = Callable[[str], str]
 OnEvent = Callable[[str, str], None]
 
@@ -78,17 +81,28 @@ def splits(names: list[str], holdout: float, keep: dict[str, str] | None = None)
     return out
 
 
-def rerun_args(source: Source, fail_to_pass: list[str], base: outcomes.Baseline) -> list[str] | None:
+def _options(source: Source) -> list[str]:
+    return [a for a in source.pytest_argv() + RUNNER_ARGS if a not in source.tests]
+
+
+def run_args(source: Source, files: list[str] | None) -> list[str] | None:
+    """pytest's arguments for a bug's first run: the test files that ran the changed code (None: the whole
+    suite, the session's default)."""
+    return _options(source) + files if files else None
+
+
+def rerun_args(source: Source, fail_to_pass: list[str], base: outcomes.Baseline,
+               files: list[str] | None = None) -> list[str] | None:
     """pytest's arguments for a bug's second run: only its FAIL_TO_PASS tests (the run is there to see them fail
     again; its PASS_TO_PASS pass in both runs of the original and again when the gold patch is graded), by node
-    id, or by file where an id cannot be given back to pytest (swebench's parser cuts ids at a space). None
-    (the whole suite) when they are most of the suite."""
+    id, or by file where an id cannot be given back to pytest (swebench's parser cuts ids at a space). The
+    bug's test files (``files``; None: the whole suite) when they are most of them (``base`` is the baseline of
+    those files)."""
     if len(fail_to_pass) * 2 > len(base.passing):
-        return None
+        return run_args(source, files)
     clean = all(t.count("[") == t.count("]") and "::" in t for t in fail_to_pass)
     targets = fail_to_pass if clean else sorted({t.split("::")[0] for t in fail_to_pass})
-    options = [a for a in source.pytest_argv() + RUNNER_ARGS if a not in source.tests]
-    return options + targets
+    return _options(source) + targets
 
 
 @dataclass
@@ -160,7 +174,7 @@ class Synthesis:
         with SourceSession(image, commit, source.pytest_argv() + RUNNER_ARGS, cfg) as sess:
             self.on_event(source.name, "baseline")
             t = time.time()
-            base, covered = sess.baseline()
+            base, coverage = sess.baseline(files)
             self._timed("baseline", t)
             rep.tests = len(base.passing)
             rep.refused = base.refusal()
@@ -169,21 +183,21 @@ class Synthesis:
                 self.on_event(source.name, f"refused: {rep.refused}")
                 return
             contents = {f: sess.read(f) for f in files}
-            todo = self._bugs(source, contents, covered)
+            todo = self._bugs(source, contents, coverage)
             rep.candidates = len(todo)
             budget = self.share * self.cfg.max_attempts_factor
             i = 0
             while i < len(todo) and not self._enough(source) and rep.tried < budget:
                 batch = todo[i:i + self.cfg.batch]
                 i += len(batch)
-                self._batch(source, sess, base, contents, commit, image, batch, rep)
+                self._batch(source, sess, base, coverage, contents, commit, image, batch, rep)
                 self.on_event(source.name, f"{self.journal.rows_of(source.name)} kept of {rep.tried} tried")
         rep.kept = self.journal.rows_of(source.name)
 
-    def _bugs(self, source: Source, contents: dict[str, bytes], covered: set[tuple[str, int]]) -> list[Mutation]:
+    def _bugs(self, source: Source, contents: dict[str, bytes], coverage: Coverage) -> list[Mutation]:
         out: list[Mutation] = []
         if "procedural" in self.cfg.methods:
-            out += plan.order(contents, covered, self.cfg.families, seed=self.cfg.seed)
+            out += plan.order(contents, coverage, self.cfg.families, seed=self.cfg.seed)
         if "llm" in self.cfg.methods and self.complete is not None:
             funcs = list(dict.fromkeys((m.entity.file, m.entity.name) for m in out if m.entity.kind == "function"))
             funcs = funcs[: max(1, self.share)]
@@ -195,45 +209,49 @@ class Synthesis:
                                   "file": m.entity.file, "function": m.entity.name, "verdict": verdict,
                                   "reason": reason, **more})
 
-    def _batch(self, source, sess: SourceSession, base, contents, commit, image, batch, rep) -> None:
-        bugs, valid = {}, []
+    def _batch(self, source, sess: SourceSession, base, coverage: Coverage, contents, commit, image, batch,
+               rep) -> None:
+        bugs, files, bases = {}, {}, {}
         for m in batch:
             if m.valid(contents[m.entity.file]):
                 bugs[m.key] = (m, m.apply(contents[m.entity.file]))
-                valid.append(m)
+                files[m.key] = coverage.test_files(m.entity)
+                bases[m.key] = base.restrict(files[m.key])
             else:
                 self._attempt(source, m, "rejected", "the mutated file does not compile")
         rep.tried += len(batch)
         t = time.time()
-        first = sess.run([{"id": k, "file": m.entity.file, "content": c.decode()} for k, (m, c) in bugs.items()])
+        first = sess.run([{"id": k, "file": m.entity.file, "content": c.decode(),
+                           "args": run_args(source, files[k])} for k, (m, c) in bugs.items()])
         self._timed("first run", t)
         again = []
         for k, (m, c) in bugs.items():
             if k not in first:
                 continue  # the runner did not reach it: tried again on resume
-            v = outcomes.verdict(base, [first[k]])
+            v = outcomes.verdict(bases[k], [first[k]])
             if v.reason:
                 self._attempt(source, m, "rejected", v.reason, runs=[first[k]["seconds"]])
             else:
                 again.append(k)
         t = time.time()
         second = sess.run([{"id": k, "file": bugs[k][0].entity.file, "content": bugs[k][1].decode(),
-                            "args": rerun_args(source, outcomes.verdict(base, [first[k]]).fail_to_pass, base)}
+                            "args": rerun_args(source, outcomes.verdict(bases[k], [first[k]]).fail_to_pass,
+                                               bases[k], files[k])}
                            for k in again])
         self._timed("second run", t)
         for k in again:
             if k not in second:
                 continue
             m, content = bugs[k]
-            v = outcomes.verdict(base, [first[k], second[k]])
+            v = outcomes.verdict(bases[k], [first[k], second[k]])
             runs = [first[k]["seconds"], second[k]["seconds"]]
             if v.reason:
                 self._attempt(source, m, "rejected", v.reason + " (second run)", runs=runs)
                 continue
-            self._keep(source, sess, m, content, v, first[k], commit, image, runs)
+            self._keep(source, sess, m, content, v, first[k], commit, image, runs, files[k])
 
     def _keep(self, source, sess: SourceSession, m: Mutation, content: bytes, v: outcomes.Verdict, result: dict,
-              commit: str, image: str, runs: list[float]) -> None:
+              commit: str, image: str, runs: list[float], files: list[str] | None) -> None:
         t = time.time()
         bug_commit, gold = sess.commit_bug(m.entity.file, content)
         self._timed("commit", t)
@@ -243,7 +261,7 @@ class Synthesis:
         method = "llm" if m.family == "llm_rewrite" else "procedural"
         row = make_row(source=source, source_image=image, source_commit=commit, key=m.key, bug_commit=bug_commit,
                        gold=gold, fail_to_pass=v.fail_to_pass, pass_to_pass=v.pass_to_pass, statement=statement,
-                       method=method, family=m.family, file=m.entity.file, function=m.entity.name)
+                       method=method, family=m.family, file=m.entity.file, function=m.entity.name, tests=files)
         row.extra["split"] = self.split[source.name]
         row.extra["issue"] = how
         if how == "leaks":

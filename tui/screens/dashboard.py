@@ -13,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, RichLog, Static
 
 from evolve.store import owner_alive
+from tui.fast_table import FastTable
 from tui.events import event_line, for_runs
 from tui.screens.base import LiveScreen
 from tui.screens.events import EventsScreen
@@ -105,7 +106,7 @@ def table_row(r: dict, now: float, family: bool) -> tuple:
     return row + (r["run_id"],) if family else row
 
 
-class TrajectoryTable(DataTable):
+class TrajectoryTable(FastTable):
     """The dashboard's table; tells its screen when its size changes (a Resize event does not bubble)."""
 
     def on_resize(self, event) -> None:
@@ -158,6 +159,12 @@ class DashboardScreen(LiveScreen):
         read ahead in a worker, so `]` and `[` only redraw. Cleared whenever the store changes."""
         self.generation = 0
         """Counts the store changes seen; a page read ahead before the latest one is dropped."""
+        self.shown_key: tuple | None = None
+        """The page key of the rows on screen (they stay while a costly page is read: `pending`)."""
+        self.pending: tuple | None = None
+        """The page key being read in a worker (a sort, a status filter or a search scans the run), else None."""
+        self.wanted = 0
+        """Counts the pages asked of the worker; only the latest answer is drawn."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -193,7 +200,7 @@ class DashboardScreen(LiveScreen):
         thread on its own connection, so a key is never kept waiting behind them."""
         self.pages.clear()  # the store changed: pages read before may be stale
         self.generation += 1
-        self.load_page()
+        self.show_page()
         self.run_worker(self.read_stats, thread=True, exclusive=True, group="stats")
 
     def read_stats(self) -> None:
@@ -228,7 +235,7 @@ class DashboardScreen(LiveScreen):
         if family != self.family:
             self.family = family
             self.pages.clear()
-            self.load_page()
+            self.show_page()
         self.ov, self.alive = ov, alive
         prog = progress(ov)
         self.query_one("#progress", ProgressBar).update(total=max(prog.total, 1), progress=prog.done + prog.failed)
@@ -286,7 +293,7 @@ class DashboardScreen(LiveScreen):
         if self.store is None:
             return
         if size == self.page_size:
-            self.load_page(read=False)  # the width may have changed: the columns are fitted again
+            self.load_page()  # the width may have changed: the columns are fitted again
             return
         table = self.query_one("#trajs", DataTable)
         at = self.page_offset + (table.cursor_row if self.rows else 0)
@@ -305,24 +312,71 @@ class DashboardScreen(LiveScreen):
         return store.trajectory_page(self.family, search=search, status=status, sort=sort, descending=desc,
                                      offset=offset, limit=size)
 
-    def load_page(self, read: bool = True) -> None:
+    @staticmethod
+    def costly(key: tuple) -> bool:
+        """A page that scans the whole run to be cut (a search, a status filter, a sort: a sort by tokens sums every
+        step's, seconds on a large run); a page in stored order is an indexed range (a few ms)."""
+        search, status, sort = key[:3]
+        return bool(search or status or sort)
+
+    def show_page(self, cursor_top: bool = False) -> None:
+        """The page the screen's state asks for: drawn now when it was read before or is cheap to read; a costly one
+        is read in a worker (on its own connection) while the rows on screen stay and the title says so, then drawn,
+        so no key waits for a scan of the run."""
+        key = self.page_key()
+        if key in self.pages or not self.costly(key):
+            self.pending = None
+            self.load_page()
+            if cursor_top and self.rows:
+                self.query_one("#trajs", DataTable).move_cursor(row=0)
+            return
+        self.pending, self.wanted = key, self.wanted + 1
+        table = self.query_one("#trajs", DataTable)
+        title = (table.border_title or "").split(" · reading")[0]
+        table.border_title = f"{title} · reading {self.describe(key)}…"
+        asked, generation = self.wanted, self.generation
+        self.run_worker(lambda: self._read_wanted(key, asked, generation, cursor_top), thread=True, group="wanted")
+
+    def _read_wanted(self, key: tuple, asked: int, generation: int, cursor_top: bool) -> None:
+        page = self.read_page(self.evolve.source.background_store(self.run.store_dir, lane="wanted"), key)
+        self.app.call_from_thread(self._got_wanted, key, page, asked, generation, cursor_top)
+
+    def _got_wanted(self, key: tuple, page: tuple, asked: int, generation: int, cursor_top: bool) -> None:
+        if generation == self.generation:
+            self.pages[key] = page
+        if asked != self.wanted or key != self.page_key():  # the user asked for another page meanwhile
+            return
+        self.pending = None
+        self.load_page(page=page)
+        if cursor_top and self.rows:
+            self.query_one("#trajs", DataTable).move_cursor(row=0)
+
+    @staticmethod
+    def describe(key: tuple) -> str:
+        search, status, sort, desc = key[:4]
+        how = [f"matching {search!r}"] if search else []
+        how += [f"status {SHORT.get(status, status)}"] if status else []
+        how += [f"by {sort}{' ↓' if desc else ' ↑'}"] if sort else []
+        return " · ".join(how)
+
+    def load_page(self, page: tuple | None = None) -> None:
+        """Draw the page of the screen's state: `page` when given, else the one read before, else read now."""
         table = self.query_one("#trajs", DataTable)
         key = self.page_key()
-        if read or key not in self.pages:
+        if page is None:
             page = self.pages.get(key) or self.read_page(self.store, key)
             self.pages[key] = page
-        self.total, self.rows = self.pages[key]
+        self.shown_key = key
+        self.total, self.rows = page
         many = len(self.family) > 1
         columns = TABLE_COLUMNS + (("run",) if many else ())
         now = self.evolve.clock()
         fill_table(table, columns, [table_row(r, now, many) for r in self.rows], [r["id"] for r in self.rows],
                    flex="instance", least=12)
         last = min(self.page_offset + self.page_size, self.total)
-        how = [f"matching {self.search!r}"] if self.search else []
-        how += [f"status {SHORT.get(self.status, self.status)}"] if self.status else []
-        how += [f"by {self.sort}{' ↓' if self.descending else ' ↑'}"] if self.sort else []
+        how = self.describe(key)
         table.border_title = (f"trajectories {self.page_offset + 1 if self.total else 0}-{last} of {self.total}"
-                              + (" " + " · ".join(how) if how else ""))
+                              + (" " + how if how else ""))
         size = self.page_size
         ahead = [self.page_key(o) for o in (self.page_offset + size, self.page_offset - size)
                  if 0 <= o < self.total and self.page_key(o) not in self.pages]
@@ -350,13 +404,11 @@ class DashboardScreen(LiveScreen):
         new = self.page_offset + delta * self.page_size
         if 0 <= new < max(self.total, 1):
             self.page_offset = new
-            self.load_page()
-            self.query_one("#trajs", DataTable).move_cursor(row=0)
+            self.show_page(cursor_top=True)
 
     def _requery(self) -> None:
         self.page_offset = 0
-        self.load_page()
-        self.query_one("#trajs", DataTable).move_cursor(row=0)
+        self.show_page(cursor_top=True)
 
     def action_status_filter(self) -> None:
         self.status = STATUS_FILTERS[(STATUS_FILTERS.index(self.status) + 1) % len(STATUS_FILTERS)]
@@ -386,11 +438,11 @@ class DashboardScreen(LiveScreen):
 
     def action_inspect(self) -> None:
         table = self.query_one("#trajs", DataTable)
-        if not self.rows:
+        if not self.rows or self.shown_key is None:
             return
-        pos = self.page_offset + table.cursor_row
-        nav = Nav(self.family, self.search, pos, self.total, status=self.status, sort=self.sort,
-                  descending=self.descending)
+        search, status, sort, descending, offset, _ = self.shown_key  # the rows on screen (another may be read)
+        nav = Nav(self.family, search, offset + table.cursor_row, self.total, status=status, sort=sort,
+                  descending=descending)
         self.app.push_screen(InspectorScreen(self.store, self.rows[table.cursor_row]["id"], nav))
 
     def action_search(self) -> None:
@@ -402,14 +454,14 @@ class DashboardScreen(LiveScreen):
         self.search, self.page_offset = event.value.strip(), 0
         event.input.display = False
         self.query_one("#trajs").focus()
-        self.load_page()
+        self.show_page(cursor_top=True)
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)
         if box.display or self.search or self.status:  # escape clears an active filter before it leaves the screen
             box.value, box.display, self.search, self.status, self.page_offset = "", False, "", None, 0
             self.query_one("#trajs").focus()
-            self.load_page()
+            self.show_page(cursor_top=True)
         else:
             self.app.pop_screen()
 

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Static, Tree
 
-from tui.readable import readable, trajectory_ids, when
+from tui.readable import in_words, readable, trajectory_ids, when
 from tui.screens.base import LiveScreen
 from tui.screens.dialogs import PickScreen
 from tui.screens.inspector import InspectorScreen
@@ -119,6 +119,9 @@ class DocumentsScreen(LiveScreen):
         doc = self.evolve.source.store(self.run.store_dir).document(kind, key)
         self.doc = doc
         head = Text(f"{kind} · {key}\n", style="bold")
+        said = in_words(kind, doc)
+        if said:
+            head.append(said + "\n", style="cyan")
         ids = trajectory_ids(doc)
         if ids:
             head.append(f"names {len(ids)} trajectories (o: open)\n", style="dim")

@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
+from tui.fast_table import FastTable
 from tui.widgets import cell
 
 KEY_NAMES = {"question_mark": "?", "slash": "/", "dollar_sign": "$", "left_square_bracket": "[",
@@ -16,7 +17,8 @@ KEY_NAMES = {"question_mark": "?", "slash": "/", "dollar_sign": "$", "left_squar
 
 
 WIDGET_NAMES = {"DataTable": "table", "Tree": "tree", "RichLog": "log", "VerticalScroll": "pane", "Input": "input",
-                "TrajectoryTable": "table", "VersionTree": "tree", "TabbedContent": "tabs", "Tabs": "tabs"}
+                "TrajectoryTable": "table", "FastTable": "table", "VersionTree": "tree", "TabbedContent": "tabs",
+                "Tabs": "tabs"}
 
 
 def key_label(key: str) -> str:
@@ -59,7 +61,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog", id="help"):
             name = (under_title(self.under) or type(self.under).__name__)
             yield Static(Text(f"keys of {name}", style="bold"))
-            yield DataTable(id="help-keys", cursor_type="row", zebra_stripes=True)
+            yield FastTable(id="help-keys", cursor_type="row", zebra_stripes=True)
             yield Static(Text("esc, q, ? or F1: close", style="dim"))
 
     def on_mount(self) -> None:

@@ -18,9 +18,11 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 
 from evolve.store import RunStore
 from records import Step, TestReport, Trajectory
+from tui.fast_table import FastTable
 from tui.diff import diff_text
 from tui.screens.base import LiveScreen
 from tui.screens.dialogs import PickScreen
+from tui.step_list import StepList
 from tui.text import (clean, clip, duration, logprob_summary, report_lines, split_thinking, step_text, tool_names,
                       trajectory_export)
 from tui.widgets import cell, fill_table
@@ -50,16 +52,6 @@ class Nav:
             return None
         self.pos = pos
         return rows[0]["id"]
-
-
-class StepTable(DataTable):
-    """The list of steps; remembers a click, so its screen shows the step clicked (and only then)."""
-
-    clicked = False
-
-    async def _on_click(self, event) -> None:
-        self.clicked = True
-        await super()._on_click(event)
 
 
 class InspectorScreen(LiveScreen):
@@ -106,17 +98,16 @@ class InspectorScreen(LiveScreen):
         self.filled: set[str] = set()
         self.ahead: dict[str, Trajectory] = {}
         """The finished trajectories next to this one in the list (H/L), read ahead in a worker thread."""
+        self.neighbours: dict[tuple[int, int], tuple[str, int]] = {}
+        """(position in the list, ±1) -> (the neighbour's id, the list's length), found by the same worker: `H`/`L`
+        need no query of the list (a sorted or filtered list is a scan of the run)."""
         self.generation = 0
         """Counts the store changes seen; a trajectory read ahead before the latest one is dropped."""
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="insp-main"):
-            steps = StepTable(id="steps", cursor_type="row", zebra_stripes=True)
-            steps.can_focus = False
-            for col, width in (("#", 3), ("tool", 7), ("tok", 5), ("time", 5)):  # fixed: rows arrive live
-                steps.add_column(col, key=col, width=width)
-            yield steps
+            yield StepList([("#", 3), ("tool", 7), ("tok", 5), ("time", 5)], id="steps")  # fixed: rows arrive live
             with TabbedContent(id="views", initial="step"):
                 with TabPane("Step", id="step"):
                     with VerticalScroll(id="step-scroll"):
@@ -126,11 +117,11 @@ class InspectorScreen(LiveScreen):
                         yield Static(id="calls", classes="box", markup=False)
                         yield Static(id="observation", classes="box", markup=False)
                 with TabPane("Rewards", id="rewards"):
-                    yield DataTable(id="reward-table", cursor_type="row")
+                    yield FastTable(id="reward-table", cursor_type="row")
                 with TabPane("Tests", id="tests"):
                     yield Static(id="test-head", markup=False)
                     yield Static(id="test-name", markup=False)
-                    yield DataTable(id="test-table", cursor_type="row")
+                    yield FastTable(id="test-table", cursor_type="row")
                 with TabPane("Patch", id="patch"):
                     with VerticalScroll(id="patch-scroll"):
                         yield Static(id="patch-text", markup=False)
@@ -155,6 +146,7 @@ class InspectorScreen(LiveScreen):
     def reload(self) -> None:
         """First load, or a live update: a running trajectory gets its new steps appended."""
         self.ahead.clear()
+        self.neighbours.clear()
         self.generation += 1
         if self.traj is not None and self.traj.id == self.tid and self.loaded_status != "running":
             return
@@ -169,13 +161,12 @@ class InspectorScreen(LiveScreen):
         at_end = self.traj is not None and self.step_idx >= len(self.traj.steps) - 1
         old_len = len(self.traj.steps) if keep_step and self.traj else 0
         self.traj, self.loaded_status = traj, traj.status.value
-        table = self.query_one("#steps", DataTable)
+        table = self.query_one("#steps", StepList)
         if not keep_step:
             table.clear()
             old_len = 0
-        for s in traj.steps[old_len:]:
-            table.add_row(*map(cell, (s.index + 1, tool_names(s)[:7], s.prompt_tokens + s.completion_tokens,
-                                      duration(s.policy_seconds + s.tool_seconds))), key=str(s.index))
+        table.add_rows((s.index + 1, tool_names(s), s.prompt_tokens + s.completion_tokens,
+                        duration(s.policy_seconds + s.tool_seconds)) for s in traj.steps[old_len:])
         if not keep_step:  # a running trajectory opens on its newest step and follows it while you stay there
             self.step_idx = len(traj.steps) - 1 if traj.status.value == "running" else 0
             self.branch_rows = []
@@ -200,16 +191,22 @@ class InspectorScreen(LiveScreen):
     def _read_ahead(self, nav: Nav, generation: int) -> None:
         """Read the previous and next trajectories of the list on their own connection (a worker thread)."""
         store = self.evolve.source.background_store(self.store.dir, lane="trajectories")
-        read = {}
+        read, found = {}, {}
         for delta in (1, -1):
-            tid = Nav(**vars(nav)).neighbour(store, delta)
+            moved = Nav(**vars(nav))
+            tid = moved.neighbour(store, delta)
+            if tid is not None:
+                found[(nav.pos, delta)] = (tid, moved.total)
             if tid is not None and tid not in self.ahead:
                 read[tid] = store.get_trajectory(tid)
-        self.app.call_from_thread(self._keep_ahead, read, generation)
+        self.app.call_from_thread(self._keep_ahead, read, generation, found)
 
-    def _keep_ahead(self, read: dict[str, Trajectory], generation: int) -> None:
+    def _keep_ahead(self, read: dict[str, Trajectory], generation: int, found: dict | None = None) -> None:
         if generation != self.generation:  # the store changed meanwhile: read again when needed
             return
+        if len(self.neighbours) > 500:
+            self.neighbours.clear()
+        self.neighbours.update(found or {})
         keep = {tid: t for tid, t in read.items() if t.status.value != "running"}  # a running one still grows
         self.ahead = {**{k: v for k, v in self.ahead.items() if k in keep}, **keep}
 
@@ -242,15 +239,15 @@ class InspectorScreen(LiveScreen):
         return self.query_one(self.SCROLLERS[self.query_one("#views", TabbedContent).active])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        """A click on a step in the list shows that step; a test's full name shows under the Tests view's head."""
+        """A test's full name shows under the Tests view's head."""
         if event.data_table.id == "test-table" and 0 <= event.cursor_row < len(self.test_rows):
             self.query_one("#test-name", Static).update(Text(self.test_rows[event.cursor_row][1], style="bold"))
-        table = event.data_table
-        if isinstance(table, StepTable) and table.clicked:  # (the screen's own cursor moves are not the user's)
-            table.clicked = False
-            if self.traj is not None and 0 <= event.cursor_row < len(self.traj.steps):
-                self.step_idx = event.cursor_row
-                self.show_step()
+
+    def on_step_list_clicked(self, event: StepList.Clicked) -> None:
+        """A click on a step in the list shows that step."""
+        if self.traj is not None and 0 <= event.row < len(self.traj.steps):
+            self.step_idx = event.row
+            self.show_step()
 
     def update_title(self) -> None:
         t = self.traj
@@ -276,7 +273,7 @@ class InspectorScreen(LiveScreen):
             for b in boxes.values():
                 b.display = False
             return
-        self.query_one("#steps", DataTable).move_cursor(row=self.step_idx)
+        self.query_one("#steps", StepList).move_cursor(self.step_idx)
         head.update(Text(f"step {step.index + 1}/{len(self.traj.steps)} · policy {duration(step.policy_seconds)} · "
                          f"tools {duration(step.tool_seconds)} · prompt {step.prompt_tokens} · completion "
                          f"{step.completion_tokens} tok\nlog-probs: {logprob_summary(step.response.logprobs)}"))
@@ -381,7 +378,12 @@ class InspectorScreen(LiveScreen):
         self.show_step()
 
     def action_traj(self, delta: int) -> None:
-        tid = self.nav.neighbour(self.store, delta) if self.nav else None
+        known = self.neighbours.get((self.nav.pos, delta)) if self.nav else None
+        if known is not None:  # found by the read-ahead: no query on this key
+            tid, self.nav.total = known
+            self.nav.pos += delta
+        else:
+            tid = self.nav.neighbour(self.store, delta) if self.nav else None
         if tid is None:
             self.notify("no more trajectories this way", timeout=2)
             return

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from evolve.store import owner_alive
+from tui.fast_table import FastTable
 from tui.screens.base import LiveScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.documents import DocumentsScreen
@@ -81,9 +82,9 @@ class LoopScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="loop-now")
-        yield DataTable(id="generations", cursor_type="row", zebra_stripes=True)
+        yield FastTable(id="generations", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="loop-bottom"):
-            yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
+            yield FastTable(id="stages", cursor_type="row", zebra_stripes=True)
             yield HeldOutPlot(id="heldout")
         yield Footer(show_command_palette=False)
 

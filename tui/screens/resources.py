@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from evolve.store import lock_holder, owner_alive
+from tui.fast_table import FastTable
 from tui.text import duration
 from tui.widgets import fill_table, resort, sort_by_header
 
@@ -101,8 +102,8 @@ class ResourcesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="machine")
-        yield DataTable(id="run-res", cursor_type="row", zebra_stripes=True)
-        yield DataTable(id="sandboxes", cursor_type="row", zebra_stripes=True)
+        yield FastTable(id="run-res", cursor_type="row", zebra_stripes=True)
+        yield FastTable(id="sandboxes", cursor_type="row", zebra_stripes=True)
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from evolve.store import owner_alive
+from tui.fast_table import FastTable
 from tui.screens.base import LiveScreen
 from tui.source import RunRef
 from tui.summary import run_summary
@@ -52,7 +53,7 @@ class RunsScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield FastTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="run-detail", classes="detail")
         yield Footer(show_command_palette=False)
 

@@ -1,7 +1,8 @@
 """The training screen: the tree of policy versions (from every store under the root, or under one run's directory)
 and, for the chosen version, its curves of loss, reward, KL, entropy, clip fraction and tokens/s, live while it
 trains (the version is stored when its training starts). Curves can be smoothed, other versions overlaid, and drawn
-against the step or the time."""
+against the step or the time. A GRPO training with a curriculum (`--curriculum sec|uniform`) shows its category
+weights over time in place of the curves (`w`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal
-from textual.widgets import Footer, Header, Static, Tree
+from textual.containers import Grid, Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, Static, Tree
 
 from records import PolicyVersion, TrainStep
+from tui.fast_table import FastTable
+from tui.curriculum import CurriculumPlot, Update, merge, read_updates, table_rows
 from tui.screens.base import LiveScreen
 from tui.text import duration
-from tui.widgets import MetricPlot
+from tui.widgets import MetricPlot, fill_table
 
 METRICS = ("loss", "reward", "kl", "entropy", "clip_fraction", "tokens_per_s")
 SMOOTHING = (0.0, 0.6, 0.9, 0.99)
@@ -77,6 +80,7 @@ class TrainingScreen(LiveScreen):
         Binding("s", "smoothing", "Smoothing"),
         Binding("a", "overlay", "Overlay"),
         Binding("x", "axis", "Step/time"),
+        Binding("w", "curriculum", "Curriculum"),
         Binding("c", "clear_overlay", "Clear overlay", show=False),
         Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -97,6 +101,10 @@ class TrainingScreen(LiveScreen):
         self.smoothing = 0.0
         self.by_time = False
         self.steps: dict[str, list[TrainStep]] = {}
+        self.curricula: dict[Path, list[Update]] = {}
+        """The curriculum updates stored in each store (a GRPO training's with `--curriculum`), read incrementally."""
+        self.show_curriculum = False
+        """`w`: the chosen version's curriculum weights in place of its curves."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,6 +115,9 @@ class TrainingScreen(LiveScreen):
             with Grid(id="plots"):
                 for m in METRICS:
                     yield MetricPlot(id=f"plot-{m}")
+            with Vertical(id="curriculum"):
+                yield CurriculumPlot(id="curriculum-plot")
+                yield FastTable(id="curriculum-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="version-detail", markup=False)
         yield Footer(show_command_palette=False)
 
@@ -125,7 +136,7 @@ class TrainingScreen(LiveScreen):
         src = self.evolve.source
         return [src.store(d) for d in self.dirs()]
 
-    def fetch(self) -> tuple[dict[str, PolicyVersion], dict[str, Path], dict[str, list[TrainStep]]]:
+    def fetch(self) -> tuple[dict[str, PolicyVersion], dict[str, Path], dict[str, list[TrainStep]], dict]:
         src = self.evolve.source
         versions, home = {}, dict(self.home)
         for d in self.dirs():
@@ -143,7 +154,17 @@ class TrainingScreen(LiveScreen):
         selected = self.selected if self.picked else self.newest(versions)
         steps = {vid: src.background_store(home[vid]).train_steps(vid)
                  for vid in dict.fromkeys([selected, *self.overlay]) if vid in home}
-        return versions, home, steps
+        return versions, home, steps, self._read_curriculum(home.get(selected))
+
+    def _read_curriculum(self, store_dir: Path | None) -> dict[Path, list[Update]]:
+        """The curriculum updates of `store_dir` not read yet (worker thread)."""
+        if store_dir is None:
+            return {}
+        known = [u.key for u in list(self.curricula.get(store_dir, []))]
+        try:
+            return {store_dir: read_updates(self.evolve.source.background_store(store_dir), known)}
+        except Exception:  # noqa: BLE001 - a store still being created: next poll
+            return {}
 
     @staticmethod
     def newest(versions: dict[str, PolicyVersion]) -> str | None:
@@ -153,8 +174,9 @@ class TrainingScreen(LiveScreen):
         return max(trained, key=lambda v: v.created_at).id if trained else None
 
     def apply(self, data) -> None:
-        self.versions, self.home, steps = data
+        self.versions, self.home, steps, curricula = data
         self.steps.update(steps)
+        self._keep_curricula(curricula)
         tree = self.query_one("#versions", Tree)
         pending = sorted(self.versions.values(), key=lambda v: v.created_at)
         while pending:
@@ -216,11 +238,21 @@ class TrainingScreen(LiveScreen):
     def _read_curves(self, wanted: list[str]) -> None:
         src = self.evolve.source
         steps = {v: src.background_store(self.home[v]).train_steps(v) for v in wanted if v in self.home}
-        self.app.call_from_thread(self._got, steps)
+        self.app.call_from_thread(self._got, steps, self._read_curriculum(self.home.get(wanted[0])))
 
-    def _got(self, steps: dict[str, list[TrainStep]]) -> None:
+    def _got(self, steps: dict[str, list[TrainStep]], curricula: dict | None = None) -> None:
         self.steps.update(steps)
+        self._keep_curricula(curricula or {})
         self._draw()
+
+    def _keep_curricula(self, new: dict[Path, list[Update]]) -> None:
+        for d, updates in new.items():
+            self.curricula[d] = merge(self.curricula.get(d, []), updates)
+
+    def curriculum(self) -> list[Update]:
+        """The chosen version's curriculum updates (those of the store it was trained in)."""
+        home = self.home.get(self.selected) if self.selected else None
+        return self.curricula.get(home, []) if home is not None else []
 
     def _draw(self) -> None:
         vid = self.selected
@@ -229,12 +261,19 @@ class TrainingScreen(LiveScreen):
         v = self.versions[vid]
         steps = self.steps.get(vid, [])
         took = steps[-1].created_at - steps[0].created_at if len(steps) > 1 else None
+        cur = self.curriculum()
         self.query_one("#version-detail", Static).update(Text(
             f"{v.kind} {v.id} · {v.status} · from {v.parent_id or '-'} · base {v.base} · {len(steps)} steps"
             + (f" in {duration(took)}" if took else "") + f" · {'adapter' if v.adapter else 'weights'} "
             f"{v.path or '-'} · data {', '.join(v.data) or '-'}"
             + (f"\noverlay: {', '.join(self.overlay)}" if self.overlay else "")
-            + f"\nsmoothing {self.smoothing:g} (s) · x: {'time' if self.by_time else 'step'} (x) · a: overlay"))
+            + f"\nsmoothing {self.smoothing:g} (s) · x: {'time' if self.by_time else 'step'} (x) · a: overlay"
+            + (f" · w: curriculum of {len(cur[-1].weights)} categories, {len(cur)} updates" if cur else "")))
+        self.query_one("#plots").display = not self.show_curriculum
+        self.query_one("#curriculum").display = self.show_curriculum
+        if self.show_curriculum:
+            self._draw_curriculum(cur)
+            return
         shown = [vid] + [o for o in self.overlay if o != vid]
         logged = {k for s in steps for k in s.metrics}
         spare = [m for m in SPARE if m in logged]
@@ -243,6 +282,21 @@ class TrainingScreen(LiveScreen):
             series = [(o, *curve(self.steps.get(o, []), drawn, self.by_time)) for o in shown]
             self.query_one(f"#plot-{m}", MetricPlot).show(drawn, series, self.smoothing,
                                                           "seconds" if self.by_time else "step")
+
+    def _draw_curriculum(self, cur: list[Update]) -> None:
+        self.query_one("#curriculum-plot", CurriculumPlot).show(cur, self.by_time)
+        table = self.query_one("#curriculum-table", DataTable)
+        rows = table_rows(cur)
+        fill_table(table, ("category", "weight", "change", "Q", "last reward", "rewarded"), rows,
+                   [str(r[0]) for r in rows], flex="category", cut={"category": "start"})
+        self.resort(table)
+        table.border_title = (f"{len(rows)} categories · update {len(cur)} at step {cur[-1].step}" if cur else
+                              "no curriculum stored for this version (evolve train grpo --curriculum sec)")
+
+    def action_curriculum(self) -> None:
+        """The chosen version's curriculum weights over time in place of its curves (and back)."""
+        self.show_curriculum = not self.show_curriculum
+        self._draw()
 
     def action_smoothing(self) -> None:
         self.smoothing = SMOOTHING[(SMOOTHING.index(self.smoothing) + 1) % len(SMOOTHING)]

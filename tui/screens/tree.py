@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane, Tree
 
 from records import TreeNode
+from tui.fast_table import FastTable
 from tui.screens.base import LiveScreen
 from tui.diff import diff_text
 from tui.readable import readable, when
@@ -89,7 +90,7 @@ class TreeScreen(LiveScreen):
                     with VerticalScroll():
                         yield Static(id="diagnosis-text", markup=False)
                 with TabPane("Evaluations", id="evals"):
-                    yield DataTable(id="eval-table", cursor_type="row")
+                    yield FastTable(id="eval-table", cursor_type="row")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
