@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV0 = dict(os.environ)
+"""The environment the bench started with, before any of its imports changed it (the sides get this one)."""
 BASELINE_REV = "cf02476f47f5520d6ea14288512190fdf950351a"
 """main before the chunked output layer (today's trainer)."""
 
@@ -333,7 +335,12 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
 
 # --- rollouts -------------------------------------------------------------------------------------------
 
-def run_rollouts(args, gguf: Path | None) -> list[dict]:
+ROLLOUT_SIDES = {"main": "today: one at a time (the code of --baseline-rev)", "evolve": "batched groups",
+                 "trained": "trained version (GGUF Q8_0), batched"}
+
+
+def run_rollout_side(args) -> dict:
+    """One rollout side, in its own process: the group sampled once after a warm-up (model load, first eval)."""
     from agent.policy import SamplingParams, load_policy
     from tasks.toolcall import ToolCallSuite
     from tasks.toolcall.prompt import build_messages
@@ -341,24 +348,34 @@ def run_rollouts(args, gguf: Path | None) -> list[dict]:
     insts = ToolCallSuite().instances(split="test")[:args.rollout_prompts]
     convs = [build_messages(i) for i in insts for _ in range(args.group)]
     params = SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=0)
-    rows = []
-    today = {"batch_sequences": 1, "n_threads": args.threads or len(os.sched_getaffinity(0))}  # its defaults
-    now = {"n_threads": args.threads} if args.threads else {}  # else measured: the free cores
-    sides = [("llamacpp:gemma3-270m", "today: one at a time", today),
-             ("llamacpp:gemma3-270m", "batched groups", now)]
+    policy = load_policy(args.rollout_spec, **({"n_threads": args.threads} if args.threads else {}))
+    policy.generate(convs[:1], params.model_copy(update={"max_tokens": 2}))
+    if hasattr(policy, "reset_caches"):
+        policy.reset_caches()
+    t0, c0 = time.perf_counter(), time.process_time()
+    gens = policy.generate(convs, params)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    policy.close()
+    return {"spec": args.rollout_spec, "seconds": seconds, "cpu_s": cpu, "per_instance": seconds / len(insts),
+            "tokens": sum(g.completion_tokens for g in gens), "threads": policy.threads}
+
+
+def run_rollouts(args, gguf: Path | None, base: Path) -> list[dict]:
+    """Today's path (the baseline code: one completion at a time, every core), the batched path and the trained
+    version, each in its own process with the environment the bench started with (OpenMP's wait policy as each
+    side's code sets it)."""
+    sides = [("main", base, "llamacpp:gemma3-270m"), ("evolve", ROOT, "llamacpp:gemma3-270m")]
     if gguf is not None:
-        sides.append((f"llamacpp:{gguf}", "trained version (GGUF Q8_0), batched", now))
-    for spec, label, options in sides:
-        policy = load_policy(spec, **options)
-        policy.generate(convs[:1], params.model_copy(update={"max_tokens": 2}))  # warm-up (load, first eval)
-        if hasattr(policy, "reset_caches"):
-            policy.reset_caches()
-        t0 = time.perf_counter()
-        gens = policy.generate(convs, params)
-        seconds = time.perf_counter() - t0
-        policy.close()
-        rows.append({"spec": spec, "label": label, "seconds": seconds, "tokens": sum(g.completion_tokens for g in gens),
-                     "per_instance": seconds / len(insts), "threads": policy.threads})
+        sides.append(("trained", ROOT, f"llamacpp:{gguf}"))
+    rows = []
+    for which, code, spec in sides:
+        r = spawn(args, f"rollout:{which}", code, [f"--rollout-spec={spec}"])
+        if "error" in r:
+            print(f"  rollout:{which}: FAILED {r['error']}", flush=True)
+            continue
+        rows.append(r | {"label": ROLLOUT_SIDES[which]})
+        print(f"  rollout:{which}: {r['seconds']:.1f} s ({r['cpu_s']:.1f} CPU-s), {r['tokens']} tokens, "
+              f"{r['threads']} threads, load {os.getloadavg()[0]:.1f}", flush=True)
     return rows
 
 
@@ -377,9 +394,15 @@ def side_threads(args, side: str) -> int:
 
 
 def child(args) -> None:
+    kind, side = args.side.split(":")
+    if side != "main":
+        import agent  # noqa: F401 - as Evolve's CLI does (evolve/__init__): OpenMP's wait policy before torch loads
+    if kind == "rollout":
+        print("RESULT " + json.dumps(run_rollout_side(args)))
+        return
     import torch
 
-    threads = side_threads(args, args.side.split(":")[1])
+    threads = side_threads(args, side)
     torch.set_num_threads(threads)
     result = run_side(args)
     dtype = "bfloat16" if "bfloat16" in result["precision"] else "float32"
@@ -403,8 +426,9 @@ def baseline_code(rev: str) -> Path:
 def spawn(args, side: str, code: Path, extra: list[str] | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if k not in ("side", "rollouts", "train", "baseline_rev", "save_adapter") and v is not None] + (extra or [])
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+        if k not in ("side", "rollouts", "train", "baseline_rev", "save_adapter", "rollout_spec") and v is not None
+    ] + (extra or [])
+    env = {**ENV0, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(code))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:  # reported, and the other sides still run
@@ -435,6 +459,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--side", default=None, help=argparse.SUPPRESS)
     p.add_argument("--save-adapter", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rollout-spec", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
         return child(args)
@@ -462,7 +487,7 @@ def main() -> None:
         gguf = None
         if adapter.exists():
             gguf = export_trained(adapter)
-        rows = run_rollouts(args, gguf)
+        rows = run_rollouts(args, gguf, baseline_code(args.baseline_rev))
         report_rollouts(args, rows)
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -528,12 +553,17 @@ def report_rollouts(args, rows: list[dict]) -> None:
 
     t = Table(title=f"tool-calling rollouts: {args.rollout_prompts} test prompts x group {args.group}, "
                     f"<= {args.max_tokens} tokens, temperature 1")
-    for c in ("policy", "path", "threads", "seconds", "s per instance (group)", "sampled tokens/s", "vs today"):
+    for c in ("policy", "path", "threads", "seconds", "CPU-s", "s per instance (group)", "sampled tokens/s",
+              "vs today (wall, CPU)"):
         t.add_column(c, justify="left" if c in ("policy", "path") else "right")
-    base = rows[0]["per_instance"]
+    if not rows:
+        return
+    base = rows[0]
     for r in rows:
-        t.add_row(r["spec"].split("/")[-1], r["label"], str(r["threads"]), f"{r['seconds']:.1f}",
-                  f"{r['per_instance']:.2f}", f"{r['tokens'] / r['seconds']:.1f}", f"{base / r['per_instance']:.2f}x")
+        t.add_row(r["spec"].split("/")[-1], r["label"], str(r["threads"]), f"{r['seconds']:.1f}", f"{r['cpu_s']:.1f}",
+                  f"{r['per_instance']:.2f}", f"{r['tokens'] / r['seconds']:.1f}",
+                  f"{base['per_instance'] / r['per_instance']:.2f}x, "
+                  f"{base['cpu_s'] / base['tokens'] / (r['cpu_s'] / r['tokens']):.2f}x")
     Console(width=160).print(t)
 
 
