@@ -14,18 +14,25 @@ requests, assistant tool calls, 40-line observations from this repository's own 
 context, 10-20% are trained. GRPO: tool-calling rollouts, ``--prompts`` real prompts of the suite x
 ``--group`` completions (reference answers of instances, with end-of-turn), fixed rewards. tokens/s counts
 every token of a step (context + trained) per second of step time; the first step is a warm-up, the median of
-the next ``--steps`` is reported. MFU: the model FLOPs a step must do (forward 2 N_body per token, backward
-through activations 2 N_body (LoRA: frozen weights get no gradient), attention 4 n_layers d_attn per pair of
-attended positions (causal, sliding window where the layer has one) times 2 for the backward, and the
-output layer 2 H V forward + 2 H V backward per trained token only; the adapter's own FLOPs are left out,
-about 1%) divided by step time and by the peak rate of a large matmul measured here in the same precision.
-The FLOPs are those of the data with every sequence computed alone, the same count for every side: Evolve's
-shared-prefix trees compute a group's prompt once, so its figure is an effective rate of useful work.
+the next ``--steps`` is reported, with the CPU time the process used for it (user + system, all threads: a
+measure of work that another process's load changes little). MFU: the model FLOPs a step must do (forward 2 N_body
+per token, backward through activations 2 N_body (LoRA: frozen weights get no gradient), attention 4 n_layers
+d_attn per pair of attended positions (causal, sliding window where the layer has one) times 2 for the backward,
+and the output layer 2 H V forward + 2 H V backward per trained token only; the adapter's own FLOPs are left out,
+about 1%) divided by step time and by the peak rate of a 2048^3 matmul that the same process measures right after
+its steps, in its precision and with its threads (so under the same load). The FLOPs are those of the data with
+every sequence computed alone, the same count for every side: Evolve's shared-prefix trees compute a group's prompt
+once, so its figure is an effective rate of useful work.
+
+Threads: ``--threads N`` gives every side N. By default each side runs as its code does: today's trainer and TRL
+with torch's default (every core), Evolve with the cores other processes leave free (`agent.policy.threads`,
+measured when it starts; on a busy machine, fewer threads are faster).
 
 Rollouts (`--rollouts`): ``--rollout-prompts`` tool-calling test prompts x ``--group`` samples each (a GRPO
 group), ``--max-tokens`` each at temperature 1: today's llama.cpp path (one completion at a time, prompt cache
-reused) against the batched path (each distinct prompt evaluated once, the group decoded together), and a
-trained version (the evolve SFT side's LoRA adapter, merged and exported to GGUF Q8_0) on the batched path.
+reused; every core, today's default) against the batched path (each distinct prompt evaluated once, the group
+decoded together; threads measured), and a trained version (the evolve SFT side's LoRA adapter, merged and
+exported to GGUF Q8_0) on the batched path.
 
 Run once, on an otherwise idle machine if possible (the load average is printed beside the numbers):
 ``python bench/bench_train.py [--steps 2] [--rollouts]``
@@ -46,6 +53,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV0 = dict(os.environ)
+"""The environment the bench started with, before any of its imports changed it (the sides get this one)."""
 BASELINE_REV = "cf02476f47f5520d6ea14288512190fdf950351a"
 """main before the chunked output layer (today's trainer)."""
 
@@ -206,9 +215,9 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     share = {} if side == "main" else {"share_prefix": cfg.share_prefix}  # today's code has no trees
-    times, losses = [], []
+    times, cpu, losses = [], [], []
     for step in range(args.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         seqs, _ = build_sequences(items, tok, max_len=cfg.max_len)
         if kind == "sft":
             batches = micro_batches(seqs, list(range(len(seqs))), micro_batch_size=cfg.micro_batch_size,
@@ -223,14 +232,19 @@ def run_evolve(args, kind: str, side: str, items) -> dict:
         losses.append(m["loss"])
         if step or not args.steps:  # --steps 0: the one (cold) step is timed
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     if args.save_adapter and side == "evolve" and kind == "sft":
         model.save_pretrained(args.save_adapter)
+    compute = "float32"
+    if side != "main":
+        from evolve.train.modeling import resolve_precision
+        compute = str(resolve_precision(cfg.precision, device)).split(".")[-1]
     n_body = sum(p.numel() for n, p in model.named_parameters()
                  if "lora_" not in n and "embed_tokens" not in n and "lm_head" not in n)
     lens = [len(s) for s in seqs]
-    return {"step_s": statistics.median(times), "tokens": sum(lens), "trained": sum(s.trained_tokens for s in seqs),
+    return {"step_s": statistics.median(times), "cpu_s": statistics.median(cpu), "tokens": sum(lens), "trained": sum(s.trained_tokens for s in seqs),
             "lens": lens, "n_body": n_body, "loss": losses, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _rss_mib(),
-            "precision": f"{str(dtype).split('.')[-1]} weights, {getattr(cfg, 'precision', 'float32')} compute"}
+            "precision": f"{str(dtype).split('.')[-1]} weights, {compute} compute"}
 
 
 def run_trl(args, kind: str, path: Path, tok, items) -> dict:
@@ -249,13 +263,15 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
     rss_loaded = _rss_mib()
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     times: list[float] = []
+    cpu: list[float] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, a, state, control, **kw):
             times.append(time.perf_counter() - self.t0)
+            cpu.append(time.process_time() - self.c0)
 
     common = dict(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=bf16, gradient_checkpointing=False, max_steps=args.steps + 1,
                   logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
@@ -312,13 +328,19 @@ def run_trl(args, kind: str, path: Path, tok, items) -> dict:
                               callbacks=[Timer()])
         trainer.train()
         tokens = sum(len(s) for s in seqs)
-    return {"step_s": statistics.median(times[1:] if args.steps else times), "tokens": tokens, "trained": sum(s.trained_tokens for s in seqs),
+    return {"step_s": statistics.median(times[1:] if args.steps else times),
+            "cpu_s": statistics.median(cpu[1:] if args.steps else cpu), "tokens": tokens, "trained": sum(s.trained_tokens for s in seqs),
             "rss_loaded_mib": rss_loaded, "peak_rss_mib": _rss_mib(), "precision": "bfloat16" if bf16 else "float32"}
 
 
 # --- rollouts -------------------------------------------------------------------------------------------
 
-def run_rollouts(args, gguf: Path | None) -> list[dict]:
+ROLLOUT_SIDES = {"main": "today: one at a time (the code of --baseline-rev)", "evolve": "batched groups",
+                 "trained": "trained version (GGUF Q8_0), batched"}
+
+
+def run_rollout_side(args) -> dict:
+    """One rollout side, in its own process: the group sampled once after a warm-up (model load, first eval)."""
     from agent.policy import SamplingParams, load_policy
     from tasks.toolcall import ToolCallSuite
     from tasks.toolcall.prompt import build_messages
@@ -326,32 +348,66 @@ def run_rollouts(args, gguf: Path | None) -> list[dict]:
     insts = ToolCallSuite().instances(split="test")[:args.rollout_prompts]
     convs = [build_messages(i) for i in insts for _ in range(args.group)]
     params = SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=0)
-    rows = []
-    sides = [("llamacpp:gemma3-270m", "today: one at a time", {"batch_sequences": 1}),
-             ("llamacpp:gemma3-270m", "batched groups", {})]
+    policy = load_policy(args.rollout_spec, **({"n_threads": args.threads} if args.threads else {}))
+    policy.generate(convs[:1], params.model_copy(update={"max_tokens": 2}))
+    if hasattr(policy, "reset_caches"):
+        policy.reset_caches()
+    t0, c0 = time.perf_counter(), time.process_time()
+    gens = policy.generate(convs, params)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    policy.close()
+    return {"spec": args.rollout_spec, "seconds": seconds, "cpu_s": cpu, "per_instance": seconds / len(insts),
+            "tokens": sum(g.completion_tokens for g in gens), "threads": policy.threads}
+
+
+def run_rollouts(args, gguf: Path | None, base: Path) -> list[dict]:
+    """Today's path (the baseline code: one completion at a time, every core), the batched path and the trained
+    version, each in its own process with the environment the bench started with (OpenMP's wait policy as each
+    side's code sets it)."""
+    sides = [("main", base, "llamacpp:gemma3-270m"), ("evolve", ROOT, "llamacpp:gemma3-270m")]
     if gguf is not None:
-        sides.append((f"llamacpp:{gguf}", "trained version (GGUF Q8_0), batched", {}))
-    for spec, label, options in sides:
-        policy = load_policy(spec, **options)
-        policy.generate(convs[:1], params.model_copy(update={"max_tokens": 2}))  # warm-up (load, first eval)
-        if hasattr(policy, "reset_caches"):
-            policy.reset_caches()
-        t0 = time.perf_counter()
-        gens = policy.generate(convs, params)
-        seconds = time.perf_counter() - t0
-        policy.close()
-        rows.append({"spec": spec, "label": label, "seconds": seconds, "tokens": sum(g.completion_tokens for g in gens),
-                     "per_instance": seconds / len(insts)})
+        sides.append(("trained", ROOT, f"llamacpp:{gguf}"))
+    rows = []
+    for which, code, spec in sides:
+        r = spawn(args, f"rollout:{which}", code, [f"--rollout-spec={spec}"])
+        if "error" in r:
+            print(f"  rollout:{which}: FAILED {r['error']}", flush=True)
+            continue
+        rows.append(r | {"label": ROLLOUT_SIDES[which]})
+        print(f"  rollout:{which}: {r['seconds']:.1f} s ({r['cpu_s']:.1f} CPU-s), {r['tokens']} tokens, "
+              f"{r['threads']} threads, load {os.getloadavg()[0]:.1f}", flush=True)
     return rows
 
 
 # --- driver ---------------------------------------------------------------------------------------------
 
+def side_threads(args, side: str) -> int:
+    """``--threads``, else each side's own default: Evolve measures the cores other processes leave free
+    (`agent.policy.threads`); today's code and TRL leave torch's default, every core."""
+    if args.threads:
+        return args.threads
+    if side == "evolve":
+        from agent.policy.threads import free_cores
+
+        return free_cores()
+    return len(os.sched_getaffinity(0))
+
+
 def child(args) -> None:
+    kind, side = args.side.split(":")
+    if side != "main":
+        import agent  # noqa: F401 - as Evolve's CLI does (evolve/__init__): OpenMP's wait policy before torch loads
+    if kind == "rollout":
+        print("RESULT " + json.dumps(run_rollout_side(args)))
+        return
     import torch
 
-    torch.set_num_threads(args.threads)
-    print("RESULT " + json.dumps(run_side(args)))
+    threads = side_threads(args, side)
+    torch.set_num_threads(threads)
+    result = run_side(args)
+    dtype = "bfloat16" if "bfloat16" in result["precision"] else "float32"
+    result.update(threads=threads, peak_flops=peak_flops(dtype), peak_dtype=dtype)  # same process, threads, load
+    print("RESULT " + json.dumps(result))
 
 
 def baseline_code(rev: str) -> Path:
@@ -370,8 +426,9 @@ def baseline_code(rev: str) -> Path:
 def spawn(args, side: str, code: Path, extra: list[str] | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if k not in ("side", "rollouts", "train", "baseline_rev", "save_adapter") and v is not None] + (extra or [])
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+        if k not in ("side", "rollouts", "train", "baseline_rev", "save_adapter", "rollout_spec") and v is not None
+    ] + (extra or [])
+    env = {**ENV0, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(code))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:  # reported, and the other sides still run
@@ -389,7 +446,9 @@ def main() -> None:
     p.add_argument("--group", type=int, default=8, help="GRPO / rollouts: completions per prompt")
     p.add_argument("--micro", type=int, default=8, help="sequences per forward/backward pass")
     p.add_argument("--max-len", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of every side (default: each side's own: Evolve measures the free cores, today's "
+                        "code and TRL use every core)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sides", default="main,evolve,trl")
     p.add_argument("--kinds", default="sft,grpo")
@@ -400,13 +459,14 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--side", default=None, help=argparse.SUPPRESS)
     p.add_argument("--save-adapter", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rollout-spec", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
         return child(args)
     sys.path.insert(0, str(ROOT))
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs, "
-          f"{args.threads} threads)")
+          f"threads: {args.threads or 'each side its own default'})")
     adapter = Path(tempfile.mkdtemp()) / "sft-adapter"
     results: dict[str, dict] = {}
     if args.train:
@@ -420,14 +480,14 @@ def main() -> None:
                     print(f"  {kind}:{side}: FAILED {r['error']}", flush=True)
                     continue
                 results[f"{kind}:{side}"] = r
-                print(f"  {kind}:{side}: {r['step_s']:.1f} s/step, {r['tokens']} tokens, loss {r.get('loss')}, "
+                print(f"  {kind}:{side}: {r['step_s']:.1f} s/step ({r['cpu_s']:.1f} CPU-s), {r['tokens']} tokens, loss {r.get('loss')}, "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
         report_training(args, results)
     if args.rollouts:
         gguf = None
         if adapter.exists():
             gguf = export_trained(adapter)
-        rows = run_rollouts(args, gguf)
+        rows = run_rollouts(args, gguf, baseline_code(args.baseline_rev))
         report_rollouts(args, rows)
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -457,32 +517,34 @@ def report_training(args, results: dict[str, dict]) -> None:
     from evolve.train.modeling import model_dir
 
     config = AutoConfig.from_pretrained(model_dir("hf:gemma3-270m"))
-    peaks = {d: peak_flops(d) for d in ("float32", "bfloat16")}
-    console = Console(width=160)
+    console = Console(width=200)
     for kind in args.kinds.split(","):
         ev = results.get(f"{kind}:evolve")
         t = Table(title=f"{kind.upper()} update of Gemma 3 270M (LoRA r=16), {ev['tokens'] if ev else '?'} tokens/step "
                         f"({ev['trained'] if ev else '?'} trained)")
-        for c in ("side", "precision", "s/step", "tokens/s", "vs main", "vs TRL", "MFU", "RSS loaded MiB",
-                  "peak RSS MiB", "loss (steps)"):
-            t.add_column(c, justify="left" if c in ("side", "loss (steps)") else "right")
-        tps = {s: r["tokens"] / r["step_s"] for k, r in results.items() for s in [k.split(":")[1]] if k.startswith(kind)}
+        for c in ("side", "threads", "precision", "s/step", "CPU-s/step", "tokens/s", "vs main (wall, CPU)", "vs TRL",
+                  "MFU", "peak GFLOP/s", "RSS loaded MiB", "peak RSS MiB", "loss (steps)"):
+            t.add_column(c, justify="left" if c in ("side", "precision", "loss (steps)") else "right")
+        mine = {k.split(":")[1]: r for k, r in results.items() if k.startswith(kind + ":")}
+        tps = {side: r["tokens"] / r["step_s"] for side, r in mine.items()}
+        tpc = {side: r["tokens"] / r["cpu_s"] for side, r in mine.items()}
+        flops = step_flops(config, ev["lens"], ev["trained"], ev["n_body"]) if ev else None
         for side in args.sides.split(","):
-            r = results.get(f"{kind}:{side}")
+            r = mine.get(side)
             if r is None:
                 continue
-            mfu = ""
-            if ev is not None:
-                flops = step_flops(config, ev["lens"], ev["trained"], ev["n_body"])
-                prec = "bfloat16" if "bfloat16" in r["precision"] or r["precision"] == "auto" else "float32"
-                mfu = f"{flops / r['step_s'] / peaks[prec]:.1%}"
-            t.add_row(side, r["precision"], f"{r['step_s']:.2f}", f"{tps[side]:.0f}",
-                      f"{tps[side] / tps['main']:.2f}x" if "main" in tps else "",
-                      f"{tps[side] / tps['trl']:.2f}x" if "trl" in tps else "", mfu, f"{r['rss_loaded_mib']:.0f}",
+            mfu = f"{flops / r['step_s'] / r['peak_flops']:.1%}" if flops else ""
+            t.add_row(side, str(r["threads"]), r["precision"], f"{r['step_s']:.2f}", f"{r['cpu_s']:.2f}",
+                      f"{tps[side]:.0f}",
+                      f"{tps[side] / tps['main']:.2f}x, {tpc[side] / tpc['main']:.2f}x" if "main" in tps else "",
+                      f"{tps[side] / tps['trl']:.2f}x" if "trl" in tps else "", mfu,
+                      f"{r['peak_flops'] / 1e9:.0f} {r['peak_dtype'][:4]}", f"{r['rss_loaded_mib']:.0f}",
                       f"{r['peak_rss_mib']:.0f}", " ".join(f"{x:.3f}" for x in r.get("loss", [])))
         console.print(t)
-    console.print(f"peak matmul rate here: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
-                  f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s (2048^3, best of 5)")
+        if flops:
+            console.print(f"{kind}: {flops / 1e9:.0f} GFLOP of model work per step (every sequence computed alone); MFU "
+                          "= that / step time / the peak rate of a 2048^3 matmul measured by the same process, in its "
+                          "precision and threads, right after its steps")
 
 
 def report_rollouts(args, rows: list[dict]) -> None:
@@ -491,12 +553,17 @@ def report_rollouts(args, rows: list[dict]) -> None:
 
     t = Table(title=f"tool-calling rollouts: {args.rollout_prompts} test prompts x group {args.group}, "
                     f"<= {args.max_tokens} tokens, temperature 1")
-    for c in ("policy", "path", "seconds", "s per instance (group)", "sampled tokens/s", "vs today"):
+    for c in ("policy", "path", "threads", "seconds", "CPU-s", "s per instance (group)", "sampled tokens/s",
+              "vs today (wall, CPU)"):
         t.add_column(c, justify="left" if c in ("policy", "path") else "right")
-    base = rows[0]["per_instance"]
+    if not rows:
+        return
+    base = rows[0]
     for r in rows:
-        t.add_row(r["spec"].split("/")[-1], r["label"], f"{r['seconds']:.1f}", f"{r['per_instance']:.2f}",
-                  f"{r['tokens'] / r['seconds']:.1f}", f"{base / r['per_instance']:.2f}x")
+        t.add_row(r["spec"].split("/")[-1], r["label"], str(r["threads"]), f"{r['seconds']:.1f}", f"{r['cpu_s']:.1f}",
+                  f"{r['per_instance']:.2f}", f"{r['tokens'] / r['seconds']:.1f}",
+                  f"{base['per_instance'] / r['per_instance']:.2f}x, "
+                  f"{base['cpu_s'] / base['tokens'] / (r['cpu_s'] / r['tokens']):.2f}x")
     Console(width=160).print(t)
 
 

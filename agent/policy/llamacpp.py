@@ -17,7 +17,6 @@ decoded together from shared prompt prefixes (`agent.policy.llamacpp_batch`); on
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from agent.policy.base import (END_OF_TURN_TOKENS, Generation, Policy, PolicyErr
                                message_dicts, normalise_for_strict_template)
 from agent.policy.embedded import EMBEDDED_GGUF, GEMMA3_CHAT_TEMPLATE, embedded_gguf
 from agent.policy.llamacpp_batch import BatchedDecoder
+from agent.policy.threads import free_cores
 from records.trajectory import Message
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ class LlamaCppConfig(BaseModel):
     n_ctx: int = Field(default=8192, ge=256)
     """Context window in tokens (prompt + completion); the KV cache is allocated for it."""
     n_threads: int | None = None
-    """CPU threads for decoding; None: all cores this process may use."""
+    """CPU threads for decoding; None: the cores other processes leave free, measured when the model loads
+    (`agent.policy.threads`: on a busy machine fewer threads decode faster)."""
     n_batch: int = Field(default=512, ge=8)
     """Prompt tokens evaluated per llama.cpp decode call."""
     cache_prompt: bool = True
@@ -100,6 +101,26 @@ def _log_callback() -> Any:
     return _LOG_CALLBACK[0]
 
 
+def _gumbel_argmax(scores: np.ndarray, u: np.ndarray) -> int:
+    """``argmax(scores - log(-log(u)))`` (float32, the lowest index on ties), computing the Gumbel noise only where it
+    can win: the noise is increasing in u, so no entry beats the top score's own value unless its score is within
+    the largest noise of it (``max(u)`` bounds every entry's). Two logarithms over a 262k vocabulary cost more
+    than the rest of a sample; candidates are usually a few dozen."""
+    top = int(np.argmax(scores))
+    with np.errstate(divide="ignore"):  # u == 0 gives -inf noise: that entry cannot win, as in the full formula
+        best = np.float32(scores[top]) - np.log(-np.log(u[top]))
+        g_max = -np.log(-np.log(u.max()))
+    if not np.isfinite(best) or not np.isfinite(g_max):
+        with np.errstate(divide="ignore"):
+            return int(np.argmax(scores - np.log(-np.log(u))))
+    # float32 rounding of score + noise moves a value by under 1e-3 at these magnitudes (a relative 6e-8 of
+    # values below 1e4): entries within that margin of the bound stay candidates
+    cand = np.flatnonzero(scores >= best - g_max - (1e-3 + 1e-6 * abs(float(best))))
+    with np.errstate(divide="ignore"):
+        vals = scores[cand] - np.log(-np.log(u[cand]))
+    return int(cand[int(np.argmax(vals))])
+
+
 class LlamaCppPolicy(Policy):
     """A GGUF model run by llama.cpp. `model`: a .gguf file or an embedded model name."""
 
@@ -113,7 +134,7 @@ class LlamaCppPolicy(Policy):
                               "about 13 minutes on 2 cores): pip install llama-cpp-python==0.3.36") from e
         llama_cpp.llama_log_set(_log_callback(), None)
         self.path = self._resolve(model)
-        self.threads = self.config.n_threads or len(os.sched_getaffinity(0))
+        self.threads = self.config.n_threads or free_cores()
         self.slots: list[Any] = []  # llama.cpp contexts, most recently used last
         self.llm = self._new_slot()  # also the tokenizer
         self.template = _chat_template(self.llm.metadata, model)
@@ -277,8 +298,7 @@ class LlamaCppPolicy(Policy):
         # float32 uniforms are exactly 0 once in 2^24 draws, i.e. about once per 64 tokens over Gemma's 262k-token
         # vocabulary: the smallest normal float keeps such a token possible instead of a log(0) warning.
         u = np.maximum(rng.random(scaled.size, dtype=np.float32), np.finfo(np.float32).tiny)
-        gumbel = -np.log(-np.log(u))
-        i = int(np.argmax(scaled + gumbel))
+        i = _gumbel_argmax(scaled, u)
         token = int(cand[i]) if cand is not None else i
         return token, float(logits[token]) - logz
 

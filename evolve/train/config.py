@@ -71,11 +71,16 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower)."""
     num_threads: int | None = Field(default=None, ge=1)
-    """CPU threads for torch (default: torch's own choice)."""
+    """CPU threads for torch; default: the cores other processes leave free, measured when training starts
+    (`agent.policy.threads`: on a busy machine fewer threads train faster)."""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision of the forward/backward matmuls (autocast; weights and optimiser stay in `dtype`): `auto` is
     bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX),
     else float32. Softmax, log-probs and losses are always float32."""
+    attention: Literal["auto", "blocks", "sdpa"] = "auto"
+    """How the trainer's forward passes attend: `blocks` computes only the (query, key) pairs the masks allow, block
+    by block (`evolve.train.attention`: causal, sliding windows, packed rows and trees skip the rest); `sdpa` is
+    transformers' SDPA, which computes every pair under an explicit mask; `auto` is `blocks` on CPU, `sdpa` on GPUs."""
     head_chunk: int = Field(default=256, ge=1)
     """Trained positions projected through the output layer at once (peak memory: this many rows of logits)."""
 

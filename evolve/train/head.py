@@ -20,6 +20,7 @@ softmax, log-sum-exp and gradients of the logits are always float32.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,10 +35,10 @@ DEFAULT_CHUNK = 256
 class _HeadLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, chunk: int,
-                compute_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+                compute_dtype: torch.dtype, entropy: bool) -> tuple[Tensor, Tensor]:
         n = hidden.shape[0]
         logp = hidden.new_empty(n, dtype=torch.float32)
-        ent = hidden.new_empty(n, dtype=torch.float32)
+        ent = hidden.new_full((n,), math.nan, dtype=torch.float32)
         lse = hidden.new_empty(n, dtype=torch.float32)
         w = weight.detach().to(compute_dtype)
         grad_unit = None
@@ -47,16 +48,20 @@ class _HeadLogprobs(torch.autograd.Function):
             h = hidden[i:i + chunk].detach().to(compute_dtype)
             z = (h @ w.T).float()
             if temperature != 1.0:
-                z = z / temperature
+                z.div_(temperature)
             lz = torch.logsumexp(z, dim=-1)
             t = targets[i:i + chunk]
-            p = torch.exp(z - lz[:, None])
-            logp[i:i + chunk] = z.gather(-1, t[:, None]).squeeze(-1) - lz
-            ent[i:i + chunk] = lz - (p * z).sum(-1)
+            logp_all = z.sub_(lz[:, None])  # in place: one chunk of logits alive at a time
+            logp[i:i + chunk] = logp_all.gather(-1, t[:, None]).squeeze(-1)
+            if entropy:
+                p = logp_all.exp()
+                ent[i:i + chunk] = -(p * logp_all).sum(-1)
+            elif grad_unit is not None:
+                p = logp_all.exp_()
             lse[i:i + chunk] = lz
             if grad_unit is not None:  # d logp / d h = (W[t] - p @ W) / T
                 p[torch.arange(p.shape[0], device=p.device), t] -= 1.0
-                grad_unit[i:i + chunk] = -(p.to(compute_dtype) @ w).float() / temperature
+                grad_unit[i:i + chunk] = (p.to(compute_dtype) @ w).float().mul_(-1.0 / temperature)
         ctx.temperature, ctx.chunk, ctx.compute_dtype = temperature, chunk, compute_dtype
         ctx.save_for_backward(hidden, weight, targets, lse, grad_unit if grad_unit is not None else lse.new_empty(0))
         ctx.mark_non_differentiable(ent)
@@ -67,7 +72,7 @@ class _HeadLogprobs(torch.autograd.Function):
         hidden, weight, targets, lse, grad_unit = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if need_h and not need_w:
-            return (grad_unit * g[:, None]).to(hidden.dtype), None, None, None, None, None
+            return (grad_unit * g[:, None]).to(hidden.dtype), None, None, None, None, None, None
         T, chunk, dt = ctx.temperature, ctx.chunk, ctx.compute_dtype
         w = weight.detach().to(dt)
         grad_h = torch.zeros_like(hidden, dtype=torch.float32) if need_h else None
@@ -87,18 +92,19 @@ class _HeadLogprobs(torch.autograd.Function):
             if need_w:
                 grad_w += (dz.T @ h).float()
         return (grad_h.to(hidden.dtype) if need_h else None, grad_w.to(weight.dtype) if need_w else None,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def head_logprobs(hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0,
-                  chunk: int = DEFAULT_CHUNK, compute_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+                  chunk: int = DEFAULT_CHUNK, compute_dtype: torch.dtype | None = None,
+                  entropy: bool = True) -> tuple[Tensor, Tensor]:
     """``(log p(targets), entropy)`` of ``softmax(hidden @ weight.T / temperature)``, rows (N, H) -> (N,), float32.
 
-    Differentiable in ``hidden`` and ``weight`` (the entropy is not: it is a statistic); peak memory is
-    one chunk of ``chunk x vocab`` logits, never ``N x vocab``.
+    Differentiable in ``hidden`` and ``weight`` (the entropy is not: it is a statistic; ``entropy=False`` skips
+    it, NaN); peak memory is one chunk of ``chunk x vocab`` logits, never ``N x vocab``.
     """
     dt = compute_dtype or weight.dtype
-    return _HeadLogprobs.apply(hidden, weight, targets, float(temperature), int(chunk), dt)
+    return _HeadLogprobs.apply(hidden, weight, targets, float(temperature), int(chunk), dt, bool(entropy))
 
 
 def causal_lm(model: Any) -> Any:

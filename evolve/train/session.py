@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from records import PolicyVersion, TrainStep
 
+from agent.policy.threads import free_cores
 from evolve.run.run_lock import RunLock
 from evolve.store import DB_NAME, RunStore
 from evolve.train.config import TrainConfig
@@ -128,6 +129,8 @@ class TrainSession:
         self.device = resolve_device(self.cfg.device)
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
+        elif self.device.type == "cpu":
+            torch.set_num_threads(free_cores())
         self.store.put_run(RUN_ID, "train", {"kind": self.kind, "version_id": self.version_id, "base": self.base,
                                             "start_adapter": self.start_adapter, "parent_id": self.parent_id,
                                             "config": self.cfg.model_dump(mode="json"), "data": self.data_ids},
@@ -154,7 +157,7 @@ class TrainSession:
         """The model to train: from ``checkpoint`` when resuming, else the starting policy."""
         dtype = resolve_dtype(self.cfg.dtype, self.device, full_finetune=self.cfg.lora is None)
         kw = dict(lora=self.cfg.lora, device=self.device, dtype=dtype,
-                  gradient_checkpointing=self.cfg.gradient_checkpointing)
+                  gradient_checkpointing=self.cfg.gradient_checkpointing, attention=self.cfg.attention)
         if checkpoint is None:
             return load_for_training(self.base, adapter=self.start_adapter, **kw)
         if self.cfg.lora is not None:
@@ -166,7 +169,7 @@ class TrainSession:
         starts at 0, not at the rounding between two precisions)."""
         dtype = resolve_dtype(self.cfg.dtype, self.device, full_finetune=self.cfg.lora is None)
         model, _ = load_for_training(self.base, adapter=self.start_adapter, lora=None, device=self.device,
-                                     dtype=dtype, trainable=False)
+                                     dtype=dtype, trainable=False, attention=self.cfg.attention)
         return model
 
     def optimizer(self, model: Any, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
