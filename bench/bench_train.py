@@ -433,7 +433,10 @@ def spawn(args, side: str, code: Path, extra: list[str] | None = None) -> dict:
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:  # reported, and the other sides still run
         sys.stderr.write(f"--- {side} failed ---\n" + proc.stdout[-2000:] + proc.stderr[-4000:])
-        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+        if proc.returncode == -9:
+            why += " (the kernel's out-of-memory killer, most likely)"
+        return {"error": f"{why}: " + (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]}
     return json.loads(line[7:])
 
 
