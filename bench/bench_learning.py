@@ -31,6 +31,11 @@ from evolve.store import RunStore  # noqa: E402
 DOC = "loop:held-out"
 
 
+def short(node: str) -> str:
+    """A node's id without its run (`g01:n0002`, `warm`): node numbers restart each generation."""
+    return node.split(":", 1)[-1]
+
+
 def scores(store: RunStore, node: str) -> dict[str, dict]:
     return {k.split("|", 1)[1]: d for k, d in store.documents(DOC, key_prefix=f"{node}|")}
 
@@ -42,15 +47,17 @@ def rows(out: Path) -> tuple[list[tuple[str, str, dict]], str]:
         state = LoopState(store, run["id"])
         seen, result = set(), []
         for rec in state.generations():
-            for label, node in ((f"g{rec.generation} in", rec.champion_in), (f"g{rec.generation} champion",
-                                                                               rec.champion_out)):
+            verdict = "adopted" if rec.accepted else "refused by the gate"
+            for label, node in ((f"g{rec.generation} in", rec.champion_in),
+                                (f"g{rec.generation} candidate, {verdict}", rec.candidate),
+                                (f"g{rec.generation} champion", rec.champion_out)):
                 if node not in seen:
                     seen.add(node)
-                    result.append((f"{label}: {node.rsplit(':', 1)[-1]}", node, scores(store, node)))
+                    result.append((f"{label}: {short(node)}", node, scores(store, node)))
         for key, doc in store.documents(DOC):  # nodes whose gate is still running (scored so far)
             if doc["node"] not in seen:
                 seen.add(doc["node"])
-                result.append((f"being scored: {doc['node'].rsplit(':', 1)[-1]}", doc["node"],
+                result.append((f"being scored: {short(doc['node'])}", doc["node"],
                                scores(store, doc["node"])))
         return result, run["status"]
 
