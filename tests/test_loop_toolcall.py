@@ -114,7 +114,8 @@ def test_command_line_and_tree_show(model, tmp_path):
         "training: {device: cpu, batch_size: 2, micro_batch_size: 2, max_len: 2048, save_every: 1}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
     r = subprocess.run([sys.executable, "-m", "evolve.cli", "loop", "toolcall", "--config", str(cfg), "--policy",
-                        f"hf:{model}", "--train-device", "cpu", "--out", str(out)], cwd=ROOT, env=env,
+                        f"hf:{model}", "--train-device", "cpu", "--rollout-backend", "hf", "--out", str(out)],
+                       cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "held-out score" in r.stdout and "champion:" in r.stdout
