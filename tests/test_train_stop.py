@@ -36,7 +36,8 @@ def gold(k: int, long: int = 0) -> Trajectory:
 
 def config(model: Path, steps: int = 6) -> SFTConfig:
     return SFTConfig(policy=f"hf:{model}", lora=None, lr=1e-3, batch_size=2, micro_batch_size=2, max_steps=steps,
-                     max_len=128, save_every=100, device="cpu", seed=0)
+                     max_len=128, save_every=100, device="cpu", seed=0,
+                     num_threads=1)  # exact resume comparisons: not a thread count measured from the load
 
 
 def state(out: Path) -> tuple[str, str, list[int]]:
