@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,6 +24,9 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hog import Hog  # noqa: E402
 
 TORCH = """
 import json, time, torch
@@ -58,31 +60,6 @@ def cell(code: str, policy: str) -> float:
     if out.returncode != 0:
         raise SystemExit(f"a {policy} cell failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
-
-
-def _spin() -> None:
-    while True:
-        pass
-
-
-class Hog:
-    """`n` processes spinning on a CPU each while the block runs."""
-
-    def __init__(self, n: int) -> None:
-        import multiprocessing
-
-        self.procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
-
-    def __enter__(self) -> "Hog":
-        for p in self.procs:
-            p.start()
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for p in self.procs:
-            p.terminate()
-            p.join(5)
 
 
 def main() -> None:

@@ -29,6 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hog import Hog  # noqa: E402
 
 from evolve.store import DB_NAME, RunStore  # noqa: E402
 from records import TrainStep, TreeNode  # noqa: E402
@@ -207,31 +210,6 @@ async def walk_mini(files: list[Path]) -> dict[str, list[float]]:
         for label, keys in INSPECTOR_KEYS:
             await timer.key(pilot, f"inspector: {label}", *keys)
     return timer.times
-
-
-def _spin() -> None:
-    while True:
-        pass
-
-
-class Hog:
-    """`n` processes that spin on a CPU each while the block runs (the load a busy machine puts beside the TUI)."""
-
-    def __init__(self, n: int) -> None:
-        import multiprocessing
-
-        self.procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
-
-    def __enter__(self) -> "Hog":
-        for p in self.procs:
-            p.start()
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for p in self.procs:
-            p.terminate()
-            p.join(5)
 
 
 def ms(ts: list[float]) -> str:
